@@ -1,0 +1,318 @@
+"""Typed surface of the Rust extension ``kata_vfio._core`` (checked by mypy.stubtest).
+
+Records are immutable. Addresses are :class:`Bdf` values; numbers are ints (vendor 0x10de,
+class 0x030200). Sequences are tuples in numeric order (PCI order, group order).
+"""
+
+from typing import final
+
+__version__: str
+
+@final
+class Bdf:
+    """A PCI function address ``DDDD:BB:DD.F`` (domain may exceed 0xffff)."""
+
+    def __new__(cls, text: str) -> Bdf:
+        """Parse strictly: ``BB:DD.F`` means domain 0000, upper case is normalised, anything
+        else (spaces, ``/``, function > 7, empty) raises :class:`kata_vfio.errors.BdfError`."""
+    @staticmethod
+    def from_parts(domain: int, bus: int, device: int, function: int) -> Bdf: ...
+    @property
+    def domain(self) -> int: ...
+    @property
+    def bus(self) -> int: ...
+    @property
+    def device(self) -> int: ...
+    @property
+    def function(self) -> int: ...
+    @property
+    def slot(self) -> Bdf:
+        """Function 0 of the same device."""
+    def __str__(self) -> str: ...
+    def __repr__(self) -> str: ...
+    def __eq__(self, other: object) -> bool: ...
+    def __ne__(self, other: object) -> bool: ...
+    def __lt__(self, other: Bdf) -> bool: ...
+    def __le__(self, other: Bdf) -> bool: ...
+    def __gt__(self, other: Bdf) -> bool: ...
+    def __ge__(self, other: Bdf) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
+class Bar:
+    """One BAR from the device's ``resource`` file (only non-empty BARs are listed)."""
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def start(self) -> int: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def is_io(self) -> bool: ...
+    @property
+    def is_64bit(self) -> bool: ...
+    @property
+    def prefetchable(self) -> bool: ...
+    def __eq__(self, other: object) -> bool: ...
+    def __ne__(self, other: object) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
+class PciLink:
+    """PCIe link attributes as sysfs prints them (``"16.0 GT/s PCIe"``, width 16)."""
+
+    @property
+    def current_speed(self) -> str | None: ...
+    @property
+    def current_width(self) -> int | None: ...
+    @property
+    def max_speed(self) -> str | None: ...
+    @property
+    def max_width(self) -> int | None: ...
+    def __eq__(self, other: object) -> bool: ...
+    def __ne__(self, other: object) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
+class PciDevice:
+    """One PCI function as the kernel shows it in sysfs."""
+
+    @property
+    def bdf(self) -> Bdf: ...
+    @property
+    def vendor(self) -> int: ...
+    @property
+    def device(self) -> int: ...
+    @property
+    def subsystem_vendor(self) -> int | None: ...
+    @property
+    def subsystem_device(self) -> int | None: ...
+    @property
+    def class_code(self) -> int:
+        """24-bit class: base << 16 | subclass << 8 | prog-if."""
+    @property
+    def revision(self) -> int | None: ...
+    @property
+    def driver(self) -> str | None:
+        """Bound driver name, None when unbound."""
+    @property
+    def driver_override(self) -> str | None:
+        """None when unset (sysfs reads ``(null)``) or when the attribute is missing."""
+    @property
+    def iommu_group(self) -> int | None: ...
+    @property
+    def numa_node(self) -> int | None:
+        """None for -1 or when absent."""
+    @property
+    def physfn(self) -> Bdf | None:
+        """The PF of an SR-IOV VF."""
+    @property
+    def virtfns(self) -> tuple[Bdf, ...]:
+        """The VFs of an SR-IOV PF (from ``virtfnN`` links), in numeric PCI order."""
+    @property
+    def sriov_totalvfs(self) -> int | None: ...
+    @property
+    def sriov_numvfs(self) -> int | None: ...
+    @property
+    def upstream(self) -> tuple[Bdf, ...]:
+        """Bridges between the root complex and this device, root first (from the target of
+        the ``bus/pci/devices`` link; the device itself is not included)."""
+    @property
+    def is_pcie(self) -> bool:
+        """Kata's rule: the ``config`` file is larger than 256 bytes (stat only)."""
+    @property
+    def vfio_cdev(self) -> str | None:
+        """``vfioN`` from ``<dev>/vfio-dev/`` when bound to a vfio driver with cdev support."""
+    @property
+    def sysfs_path(self) -> str:
+        """The device's real directory relative to the sysfs root (``devices/pci0000:00/...``)."""
+    @property
+    def is_bridge(self) -> bool:
+        """Class 0x0604xx (PCI-to-PCI bridge, PCIe root or switch port)."""
+    @property
+    def is_host_bridge(self) -> bool:
+        """Class 0x0600xx."""
+    @property
+    def is_endpoint(self) -> bool:
+        """Neither a host bridge nor a PCI bridge (NVSwitch-like 0x0680 is an endpoint)."""
+    @property
+    def is_vfio_bound(self) -> bool:
+        """Bound to vfio-pci or a vfio variant driver (``*_vfio_pci``/``*-vfio-pci``)."""
+    # Detail attributes: None unless the scan ran with details=True.
+    @property
+    def bars(self) -> tuple[Bar, ...] | None: ...
+    @property
+    def large_bar(self) -> bool | None:
+        """A memory BAR of 4 GiB or more (it cannot sit below 4 GiB)."""
+    @property
+    def reset_methods(self) -> tuple[str, ...] | None: ...
+    @property
+    def link(self) -> PciLink | None: ...
+    def __eq__(self, other: object) -> bool: ...
+    def __ne__(self, other: object) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
+class Blocker:
+    """A group member that keeps the group from being assignable, and the fix."""
+
+    @property
+    def bdf(self) -> Bdf: ...
+    @property
+    def driver(self) -> str | None: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def fix(self) -> str: ...
+    def __eq__(self, other: object) -> bool: ...
+    def __ne__(self, other: object) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
+class IommuGroup:
+    """An IOMMU group and the kernel's viability rule applied to it."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def devices(self) -> tuple[Bdf, ...]:
+        """Every member, in numeric PCI order."""
+    @property
+    def endpoints(self) -> tuple[Bdf, ...]:
+        """Members that must be passed through together (all but 0x0600 and 0x0604)."""
+    @property
+    def viable(self) -> bool:
+        """What VFIO_GROUP_GET_STATUS would say: every member is unbound, on a vfio driver,
+        on pci-stub, or a bridge on pcieport."""
+    @property
+    def assignable(self) -> bool:
+        """Viable, and every endpoint is bound to a vfio driver (ready for QEMU)."""
+    @property
+    def blockers(self) -> tuple[Blocker, ...]: ...
+    def __eq__(self, other: object) -> bool: ...
+    def __ne__(self, other: object) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
+class IommuStatus:
+    """Whether the host has a working IOMMU and VFIO, and the evidence."""
+
+    @property
+    def enabled(self) -> bool: ...
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """Human-readable evidence for the verdict, strongest first."""
+    @property
+    def group_count(self) -> int: ...
+    @property
+    def iommu_class(self) -> tuple[str, ...]:
+        """Entries of ``/sys/class/iommu`` (``dmar0``, ``ivhd0``, ``smmu3.0x...``)."""
+    @property
+    def firmware_tables(self) -> tuple[str, ...]:
+        """Which of DMAR, IVRS, IORT exist under ``/sys/firmware/acpi/tables``."""
+    @property
+    def cmdline(self) -> tuple[str, ...] | None:
+        """IOMMU/VFIO-related kernel arguments, None when the command line is unknown."""
+    @property
+    def cpu_vendor(self) -> str | None:
+        """``intel``, ``amd`` or ``arm`` when it can be told from firmware tables or IOMMU
+        class entries; used for the boot-argument hint."""
+    @property
+    def vfio_module(self) -> bool: ...
+    @property
+    def vfio_pci_driver(self) -> bool: ...
+    @property
+    def iommufd_module(self) -> bool: ...
+    @property
+    def vfio_container_node(self) -> bool:
+        """``<dev>/vfio/vfio`` exists."""
+    @property
+    def iommufd_node(self) -> bool:
+        """``<dev>/iommu`` exists."""
+    @property
+    def noiommu(self) -> bool:
+        """vfio's unsafe no-IOMMU mode is on (parameter or ``noiommu-N`` nodes)."""
+    def __eq__(self, other: object) -> bool: ...
+    def __ne__(self, other: object) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
+class DevNode:
+    """What a ``/dev`` path means for VFIO and, when resolved against a host, which
+    functions it stands for."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def kind(self) -> str:
+        """``group``, ``noiommu-group``, ``cdev``, ``container`` (/dev/vfio/vfio),
+        ``iommufd`` (/dev/iommu) or ``other``."""
+    @property
+    def group(self) -> int | None: ...
+    @property
+    def cdev(self) -> str | None:
+        """``vfioN`` for a cdev node."""
+    @property
+    def bdfs(self) -> tuple[Bdf, ...]:
+        """The functions behind the node (a group's members, a cdev's one function); empty
+        before resolution or for control nodes."""
+    @property
+    def is_vfio_device(self) -> bool:
+        """A group, noiommu group or cdev node (passes a device)."""
+    @property
+    def is_control(self) -> bool:
+        """``/dev/vfio/vfio`` or ``/dev/iommu``."""
+    def __eq__(self, other: object) -> bool: ...
+    def __ne__(self, other: object) -> bool: ...
+    def __hash__(self) -> int: ...
+
+def classify_devnode(path: str) -> DevNode:
+    """Classify a device path by its name only (no I/O). ``/dev/vfio/12`` is a group,
+    ``/dev/vfio/devices/vfio3`` a cdev, ``/dev/vfio/vfio`` and ``/dev/iommu`` control nodes;
+    ``/dev/vfio/``, ``/dev/vfio/vfio/12`` and everything else are ``other``."""
+
+@final
+class Host:
+    """An immutable snapshot of a host's PCI devices, IOMMU groups and VFIO state."""
+
+    @property
+    def sysfs_root(self) -> str: ...
+    @property
+    def dev_root(self) -> str: ...
+    @property
+    def devices(self) -> tuple[PciDevice, ...]: ...
+    @property
+    def groups(self) -> tuple[IommuGroup, ...]: ...
+    @property
+    def iommu(self) -> IommuStatus: ...
+    @property
+    def has_details(self) -> bool: ...
+    def device(self, bdf: Bdf | str) -> PciDevice:
+        """The device at ``bdf``; raises :class:`kata_vfio.errors.DeviceNotFoundError`."""
+    def find_device(self, bdf: Bdf | str) -> PciDevice | None: ...
+    def group(self, group_id: int) -> IommuGroup:
+        """Raises :class:`kata_vfio.errors.DeviceNotFoundError` for an unknown group."""
+    def find_group(self, group_id: int) -> IommuGroup | None: ...
+    def group_of(self, bdf: Bdf | str) -> IommuGroup | None: ...
+    def resolve_devnode(self, path: str) -> DevNode:
+        """Classify ``path`` (a host path such as ``/dev/vfio/12``, interpreted under the dev
+        root) and fill in the functions behind it: a group's members, a cdev's function via
+        ``/sys/class/vfio-dev/vfioN/device`` or, failing that, ``stat`` of the node and
+        ``/sys/dev/char/MAJOR:MINOR`` (Linux major/minor encoding)."""
+    def group_node(self, bdf: Bdf | str) -> str | None:
+        """``/dev/vfio/<group>`` (or ``noiommu-<group>``) for a device, None without a group."""
+    def cdev_node(self, bdf: Bdf | str) -> str | None:
+        """``/dev/vfio/devices/vfioN`` for a device, None when it has no vfio cdev."""
+
+def scan(
+    sysfs_root: str = "/sys",
+    dev_root: str = "/dev",
+    proc_root: str | None = None,
+    details: bool = False,
+) -> Host:
+    """Scan the host in one call with the GIL released. ``proc_root`` defaults to ``/proc``
+    for the real ``/sys`` and to a ``proc`` directory beside a non-default sysfs root."""
+
+def read_details(sysfs_root: str, bdf: Bdf | str) -> PciDevice:
+    """Scan one device with its detail attributes (BARs, reset methods, link)."""

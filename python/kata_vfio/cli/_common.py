@@ -1,0 +1,127 @@
+"""What every subcommand shares: global options, host roots, output and error handling."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn, TextIO
+
+from kata_vfio.errors import InvalidInputError, KataVfioError
+
+EXIT_OK = 0
+EXIT_FINDING = 1
+EXIT_USAGE = 2
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class UsageError(Exception):
+    """Raised by the parser instead of exiting, so main() owns the exit code."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An ArgumentParser that raises UsageError instead of printing and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see: {self.prog} --help)")
+
+
+def add_global_options(parser: argparse.ArgumentParser) -> None:
+    """Options that go before the subcommand and apply to all of them."""
+    parser.add_argument(
+        "--sysfs-root", metavar="DIR", default=None, help="sysfs to read (default /sys)"
+    )
+    parser.add_argument(
+        "--dev-root", metavar="DIR", default=None, help="devfs to read (default /dev)"
+    )
+    parser.add_argument(
+        "--proc-root", metavar="DIR", default=None, help="procfs to read (default /proc)"
+    )
+    parser.add_argument(
+        "--sample",
+        action="store_true",
+        help="use the bundled sample host (an 8-GPU server) instead of this machine",
+    )
+
+
+def add_command(
+    subparsers: Any, name: str, handler: Handler, help_text: str
+) -> argparse.ArgumentParser:
+    """Adds a subcommand with ``--json`` and its handler."""
+    sub: argparse.ArgumentParser = subparsers.add_parser(
+        name, help=help_text, description=help_text
+    )
+    sub.add_argument("--json", action="store_true", help="print stable JSON")
+    sub.set_defaults(handler=handler)
+    return sub
+
+
+@dataclass(frozen=True)
+class HostRoots:
+    """Where the host's sysfs, devfs and procfs are read from."""
+
+    sysfs_root: str
+    dev_root: str
+    proc_root: str | None
+
+
+def host_roots(args: argparse.Namespace) -> HostRoots:
+    """The roots chosen by the global options (``--sample`` builds the sample host)."""
+    if args.sample:
+        if args.sysfs_root or args.dev_root or args.proc_root:
+            raise InvalidInputError(
+                "--sample cannot be combined with --sysfs-root, --dev-root or --proc-root",
+                hint="use either the sample host or explicit roots",
+            )
+        from kata_vfio.testing import sample_host
+
+        sample = sample_host()
+        return HostRoots(sample.sysfs_root, sample.dev_root, sample.proc_root)
+    return HostRoots(args.sysfs_root or "/sys", args.dev_root or "/dev", args.proc_root)
+
+
+def print_json(document: Any, stream: TextIO | None = None) -> None:
+    """Stable JSON: sorted keys, two-space indent, trailing newline."""
+    out = stream or sys.stdout
+    json.dump(document, out, indent=2, sort_keys=True)
+    out.write("\n")
+
+
+def print_table(
+    headers: Sequence[str], rows: Iterable[Sequence[object]], stream: TextIO | None = None
+) -> None:
+    """A plain left-aligned table; None prints as '-'."""
+    out = stream or sys.stdout
+    text_rows = [["-" if cell is None else str(cell) for cell in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in text_rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    for row in [list(headers), *text_rows]:
+        line = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row))
+        out.write(line.rstrip() + "\n")
+
+
+def report_error(exc: KataVfioError, stream: TextIO | None = None) -> int:
+    """Prints an error and its hint; returns the exit code it deserves."""
+    out = stream or sys.stderr
+    out.write(f"kata-vfio: error: {exc}\n")
+    if exc.hint:
+        out.write(f"kata-vfio: hint: {exc.hint}\n")
+    return EXIT_USAGE if isinstance(exc, InvalidInputError) else EXIT_FINDING
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs the chosen handler; project errors become messages, never tracebacks."""
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except KataVfioError as exc:
+        return report_error(exc)
+    except BrokenPipeError:
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,132 @@
+//! The one error type of the core. OS failures keep the path and the errno, and every error
+//! can say in one line what the user should do about it.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Result alias used across the core.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything the core can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A PCI address that does not parse.
+    #[error("invalid PCI address {input:?}: {reason}")]
+    InvalidBdf { input: String, reason: String },
+
+    /// Some other outside value (group number, device node path, driver name) is malformed.
+    #[error("invalid {what} {input:?}: {reason}")]
+    InvalidInput {
+        what: &'static str,
+        input: String,
+        reason: String,
+    },
+
+    /// A system call on a path failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+        hint: Option<String>,
+    },
+
+    /// The thing asked for does not exist on this host (a BDF that is not present, say).
+    #[error("{what} {name} not found{}", .hint.as_deref().map(|h| format!(": {h}")).unwrap_or_default())]
+    NotFound {
+        what: &'static str,
+        name: String,
+        hint: Option<String>,
+    },
+}
+
+impl Error {
+    pub(crate) fn invalid_bdf(input: String, reason: &str) -> Self {
+        Self::InvalidBdf {
+            input,
+            reason: reason.to_owned(),
+        }
+    }
+
+    pub(crate) fn invalid(
+        what: &'static str,
+        input: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Self::InvalidInput {
+            what,
+            input: input.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// An OS error on `path`, with the default hint for its errno.
+    pub fn io(op: &'static str, path: impl AsRef<Path>, source: io::Error) -> Self {
+        let hint = default_hint(&source);
+        Self::Io {
+            op,
+            path: path.as_ref().to_path_buf(),
+            source,
+            hint,
+        }
+    }
+
+    /// Replaces the hint of an I/O error (no effect on other variants).
+    #[must_use]
+    pub fn with_hint(mut self, text: impl Into<String>) -> Self {
+        if let Self::Io { hint, .. } = &mut self {
+            *hint = Some(text.into());
+        }
+        self
+    }
+
+    /// The errno of an OS failure.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Self::Io { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+
+    /// The path an OS failure happened on.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Self::Io { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+
+    /// One line on what to do.
+    pub fn hint(&self) -> Option<&str> {
+        match self {
+            Self::Io { hint, .. } | Self::NotFound { hint, .. } => hint.as_deref(),
+            Self::InvalidBdf { .. } => Some("write the address as DDDD:BB:DD.F, e.g. 0000:01:00.0"),
+            Self::InvalidInput { .. } => None,
+        }
+    }
+}
+
+fn default_hint(err: &io::Error) -> Option<String> {
+    let text = match err.raw_os_error()? {
+        libc_errno::EACCES | libc_errno::EPERM => {
+            "run as root (or with CAP_SYS_ADMIN) and check the device cgroup"
+        }
+        libc_errno::ENOENT => {
+            "the path does not exist: check the sysfs/dev roots and that the device is present"
+        }
+        libc_errno::EBUSY => "the device or group is in use by another process or driver",
+        libc_errno::ENOMEM => "raise RLIMIT_MEMLOCK (ulimit -l) for the process that maps DMA",
+        _ => return None,
+    };
+    Some(text.to_owned())
+}
+
+/// The few errno values the hints need, without a libc dependency.
+mod libc_errno {
+    pub const EPERM: i32 = 1;
+    pub const ENOENT: i32 = 2;
+    pub const ENOMEM: i32 = 12;
+    pub const EACCES: i32 = 13;
+    pub const EBUSY: i32 = 16;
+}
