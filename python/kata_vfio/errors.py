@@ -20,6 +20,7 @@ __all__ = [
     "InvalidInputError",
     "KataVfioError",
     "NotAssignableError",
+    "OciSpecError",
     "PlanError",
     "QemuError",
     "QmpError",
@@ -114,8 +115,30 @@ class CdiNameError(CdiError, InvalidInputError):
 
 
 class CdiSpecError(CdiError, InvalidInputError):
-    """A CDI spec file is invalid; the message names the file and the field."""
+    """A CDI spec file is invalid; the message names the file and the field.
+
+    ``problems`` lists every problem found (the message summarises them).
+    """
+
+    def __init__(
+        self, message: str, *, problems: tuple[str, ...] = (), hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.problems = problems or (message,)
 
 
 class CdiInjectionError(CdiError):
-    """CDI devices could not be injected; the OCI spec was left unchanged."""
+    """CDI devices could not be injected; the OCI spec was left unchanged.
+
+    ``unresolved`` names every requested device that no spec provides.
+    """
+
+    def __init__(
+        self, message: str, *, unresolved: tuple[str, ...] = (), hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.unresolved = unresolved
+
+
+class OciSpecError(InvalidInputError):
+    """An OCI runtime spec (a bundle's config.json) is malformed; the message names the field."""
