@@ -1,0 +1,73 @@
+"""The two busybox initramfs images: the lab guest's and the nested guest's.
+
+Both are rebuilt only when an input changes (init script, busybox, module set); the cache key
+is a hash of those inputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kvlab import cache, cpio, proc
+from kvlab.errors import LabError
+from kvlab.kernels import Kernel
+from kvlab.modules import ModuleIndex
+
+GUEST_DIR = Path(__file__).resolve().parent.parent / "guest"
+# What the guest needs before it can reach the root: the 9p transport and the overlay.
+ROOT_MODULES = ["virtio_pci", "9pnet_virtio", "9p", "overlay"]
+
+
+def _busybox() -> bytes:
+    path = Path(proc.require_tool("busybox"))
+    data = path.read_bytes()
+    # A dynamically linked busybox would need the host's libc inside the initramfs.
+    if b"ld-linux" in data[:8192] or b"/lib64/ld-" in data[:65536]:
+        raise LabError(f"{path} is dynamically linked", hint="install busybox-static")
+    return data
+
+
+def _base(init: Path) -> list[cpio.Entry]:
+    return [
+        cpio.directory("bin"),
+        cpio.file("bin/busybox", _busybox(), 0o755),
+        cpio.symlink("bin/sh", "busybox"),
+        cpio.directory("dev"),
+        cpio.char_device("dev/console", 5, 1),
+        cpio.directory("proc"),
+        cpio.directory("sys"),
+        cpio.directory("tmp", 0o1777),
+        cpio.file("init", init.read_bytes(), 0o755),
+    ]
+
+
+def _modules(kernel: Kernel, wanted: list[str]) -> list[cpio.Entry]:
+    """``modules/<name>.ko`` for ``wanted`` and their dependencies, plus ``modules/order``."""
+    order: list[str] = []
+    entries = [cpio.directory("modules")]
+    if kernel.module_dir is not None:
+        index = ModuleIndex.load(kernel.module_dir)
+        order = index.load_order(wanted)
+        entries += [cpio.file(f"modules/{name}.ko", index.read(name)) for name in order]
+    entries.append(cpio.file("modules/order", "".join(f"{name}\n" for name in order).encode()))
+    return entries
+
+
+def _store(name: str, entries: list[cpio.Entry]) -> Path:
+    image = cpio.gzipped(entries)
+    path = cache.cache_root() / "images" / f"{name}-{cache.digest([image])}.cpio.gz"
+    if not path.is_file():
+        cache.write_atomic(path, image)
+    return path
+
+
+def guest_image(kernel: Kernel) -> Path:
+    """The lab guest's initramfs for ``kernel``: busybox, guest/init, the root modules."""
+    entries = [*_base(GUEST_DIR / "init"), *_modules(kernel, ROOT_MODULES)]
+    return _store(f"guest-{kernel.release}", entries)
+
+
+def inner_image(kernel: Kernel) -> Path:
+    """The nested guest's initramfs: busybox, guest/inner-init and, if modular, e1000e."""
+    entries = [*_base(GUEST_DIR / "inner-init"), *_modules(kernel, ["e1000e"])]
+    return _store(f"inner-{kernel.release}", entries)
