@@ -32,6 +32,25 @@ pub enum Error {
         hint: Option<String>,
     },
 
+    /// A VFIO or iommufd ioctl, or the open of a VFIO node, failed.
+    #[error("{op} on {path}: {source}")]
+    Vfio {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+        hint: Option<String>,
+    },
+
+    /// Binding, unbinding or restoring a driver failed or was refused. `message` says what
+    /// was rolled back; `errno` is the kernel's answer when a sysfs write failed.
+    #[error("{message}")]
+    Bind {
+        message: String,
+        errno: Option<i32>,
+        hint: Option<String>,
+    },
+
     /// The thing asked for does not exist on this host (a BDF that is not present, say).
     #[error("{what} {name} not found{}", .hint.as_deref().map(|h| format!(": {h}")).unwrap_or_default())]
     NotFound {
@@ -49,7 +68,7 @@ impl Error {
         }
     }
 
-    pub(crate) fn invalid(
+    pub fn invalid(
         what: &'static str,
         input: impl Into<String>,
         reason: impl Into<String>,
@@ -72,10 +91,11 @@ impl Error {
         }
     }
 
-    /// Replaces the hint of an I/O error (no effect on other variants).
+    /// Replaces the hint of an I/O, VFIO or bind error (no effect on other variants).
     #[must_use]
     pub fn with_hint(mut self, text: impl Into<String>) -> Self {
-        if let Self::Io { hint, .. } = &mut self {
+        if let Self::Io { hint, .. } | Self::Vfio { hint, .. } | Self::Bind { hint, .. } = &mut self
+        {
             *hint = Some(text.into());
         }
         self
@@ -84,7 +104,8 @@ impl Error {
     /// The errno of an OS failure.
     pub fn errno(&self) -> Option<i32> {
         match self {
-            Self::Io { source, .. } => source.raw_os_error(),
+            Self::Io { source, .. } | Self::Vfio { source, .. } => source.raw_os_error(),
+            Self::Bind { errno, .. } => *errno,
             _ => None,
         }
     }
@@ -92,7 +113,7 @@ impl Error {
     /// The path an OS failure happened on.
     pub fn path(&self) -> Option<&Path> {
         match self {
-            Self::Io { path, .. } => Some(path),
+            Self::Io { path, .. } | Self::Vfio { path, .. } => Some(path),
             _ => None,
         }
     }
@@ -100,7 +121,10 @@ impl Error {
     /// One line on what to do.
     pub fn hint(&self) -> Option<&str> {
         match self {
-            Self::Io { hint, .. } | Self::NotFound { hint, .. } => hint.as_deref(),
+            Self::Io { hint, .. }
+            | Self::Vfio { hint, .. }
+            | Self::Bind { hint, .. }
+            | Self::NotFound { hint, .. } => hint.as_deref(),
             Self::InvalidBdf { .. } => Some("write the address as DDDD:BB:DD.F, e.g. 0000:01:00.0"),
             Self::InvalidInput { .. } => None,
         }

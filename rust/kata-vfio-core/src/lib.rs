@@ -4,7 +4,15 @@
 //! rules ([`iommu`]) and device-node resolution ([`devnode`]) work on those snapshots.
 
 pub mod bdf;
+pub mod devnode;
 pub mod error;
+pub mod host;
+pub mod iommu;
+pub mod pci;
+pub mod status;
+pub mod sysfs;
 
 pub use bdf::Bdf;
 pub use error::{Error, Result};
+pub use host::Host;
+pub use sysfs::{scan, ScanOptions};

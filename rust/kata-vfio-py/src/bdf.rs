@@ -6,12 +6,13 @@ use std::hash::{Hash, Hasher};
 use kata_vfio_core::bdf;
 use pyo3::prelude::*;
 use pyo3::pyclass::CompareOp;
+use pyo3::types::PyBool;
 
 use crate::errors::check;
 
 /// A PCI function address ``DDDD:BB:DD.F``.
 #[pyclass(frozen, module = "kata_vfio._core", name = "Bdf", from_py_object)]
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PyBdf(pub bdf::Bdf);
 
 #[pymethods]
@@ -53,17 +54,15 @@ impl PyBdf {
     fn __repr__(&self) -> String {
         format!("Bdf('{}')", self.0)
     }
-    fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp) -> PyObject2 {
+    fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp) -> Py<PyAny> {
         let py = other.py();
-        let Ok(other) = other.extract::<Self>() else {
-            return py.NotImplemented();
-        };
-        op.matches(self.0.cmp(&other.0))
-            .into_pyobject(py)
-            .map_or_else(
-                |_| py.NotImplemented(),
-                |b| b.to_owned().into_any().unbind(),
-            )
+        match other.extract::<Self>() {
+            Ok(other) => PyBool::new(py, op.matches(self.0.cmp(&other.0)))
+                .to_owned()
+                .into_any()
+                .unbind(),
+            Err(_) => py.NotImplemented(),
+        }
     }
     fn __hash__(&self) -> u64 {
         let mut hasher = DefaultHasher::new();
@@ -71,8 +70,6 @@ impl PyBdf {
         hasher.finish()
     }
 }
-
-type PyObject2 = Py<PyAny>;
 
 /// Accepts a `Bdf` or a string wherever an address is expected.
 pub fn extract_bdf(value: &Bound<'_, PyAny>) -> PyResult<bdf::Bdf> {

@@ -21,11 +21,13 @@ fn build(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
         Error::InvalidInput { .. } => "InvalidInputError",
         Error::NotFound { .. } => "DeviceNotFoundError",
         Error::Io { .. } => "HostIOError",
+        Error::Vfio { .. } => "VfioError",
+        Error::Bind { .. } => "BindError",
     };
     let class = module.getattr(class_name)?;
     let kwargs = PyDict::new(py);
     kwargs.set_item("hint", err.hint())?;
-    if let Error::Io { .. } = err {
+    if let Error::Io { .. } | Error::Vfio { .. } = err {
         kwargs.set_item("errno", err.errno())?;
         kwargs.set_item("path", err.path().map(|p| p.to_string_lossy().into_owned()))?;
     }

@@ -1,0 +1,240 @@
+//! `/dev` paths of VFIO: which kind of node a path is, and the functions behind it.
+//!
+//! Group nodes `/dev/vfio/<N>` (or `noiommu-<N>`) stand for every function of IOMMU group N;
+//! cdev nodes `/dev/vfio/devices/vfio<M>` for exactly one function; `/dev/vfio/vfio` and
+//! `/dev/iommu` are control nodes that pass no device.
+
+use std::os::fd::BorrowedFd;
+
+use crate::bdf::{last_bdf_in_path, Bdf};
+use crate::sysfs::device::is_cdev_name;
+use crate::sysfs::io::{list_dir_at, read_text_at, readlink_at};
+
+/// The kind of a device path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DevNodeKind {
+    Group,
+    NoIommuGroup,
+    Cdev,
+    Container,
+    Iommufd,
+    Other,
+}
+
+impl DevNodeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Group => "group",
+            Self::NoIommuGroup => "noiommu-group",
+            Self::Cdev => "cdev",
+            Self::Container => "container",
+            Self::Iommufd => "iommufd",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// A classified (and possibly resolved) device path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DevNode {
+    pub path: String,
+    pub kind: DevNodeKind,
+    pub group: Option<u32>,
+    pub cdev: Option<String>,
+    pub bdfs: Vec<Bdf>,
+    pub major: Option<u32>,
+    pub minor: Option<u32>,
+}
+
+impl DevNode {
+    pub fn is_vfio_device(&self) -> bool {
+        matches!(
+            self.kind,
+            DevNodeKind::Group | DevNodeKind::NoIommuGroup | DevNodeKind::Cdev
+        )
+    }
+
+    pub fn is_control(&self) -> bool {
+        matches!(self.kind, DevNodeKind::Container | DevNodeKind::Iommufd)
+    }
+}
+
+/// A decimal number as the kernel prints it (no sign, no leading zeros).
+fn parse_kernel_decimal(text: &str) -> Option<u32> {
+    if text.is_empty()
+        || !text.bytes().all(|b| b.is_ascii_digit())
+        || (text.len() > 1 && text.starts_with('0'))
+    {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// Classifies a path by its name only. The path must be spelled exactly as the kernel's
+/// devtmpfs names it (`/dev/vfio/12`); anything else, `/dev/vfio/` and `/dev/vfio/vfio/12`
+/// included, is `Other`.
+pub fn classify(path: &str) -> DevNode {
+    let mut node = DevNode {
+        path: path.to_owned(),
+        kind: DevNodeKind::Other,
+        group: None,
+        cdev: None,
+        bdfs: Vec::new(),
+        major: None,
+        minor: None,
+    };
+    if path == "/dev/iommu" {
+        node.kind = DevNodeKind::Iommufd;
+    } else if let Some(rest) = path.strip_prefix("/dev/vfio/") {
+        if rest == "vfio" {
+            node.kind = DevNodeKind::Container;
+        } else if let Some(name) = rest.strip_prefix("devices/") {
+            if is_cdev_name(name) {
+                node.kind = DevNodeKind::Cdev;
+                node.cdev = Some(name.to_owned());
+            }
+        } else if let Some(number) = rest.strip_prefix("noiommu-").and_then(parse_kernel_decimal) {
+            node.kind = DevNodeKind::NoIommuGroup;
+            node.group = Some(number);
+        } else if let Some(number) = parse_kernel_decimal(rest) {
+            node.kind = DevNodeKind::Group;
+            node.group = Some(number);
+        }
+    }
+    node
+}
+
+/// Linux `dev_t` decoding (glibc's `major()`/`minor()`): 12 bits of major and 20 of minor,
+/// split across the word. `rdev >> 8` / `rdev & 0xff` is wrong for minors above 255.
+pub fn decode_dev(rdev: u64) -> (u32, u32) {
+    let major = ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff);
+    let minor = (rdev & 0xff) | ((rdev >> 12) & !0xff);
+    (
+        u32::try_from(major).unwrap_or(u32::MAX),
+        u32::try_from(minor).unwrap_or(u32::MAX),
+    )
+}
+
+/// Parses a sysfs `dev` attribute (`245:0`).
+pub fn parse_dev_attr(text: &str) -> Option<(u32, u32)> {
+    let (major, minor) = text.trim().split_once(':')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// VFIO nodes the kernel registered, read from sysfs class directories: group nodes from
+/// `class/vfio`, cdevs from `class/vfio-dev` (with their function), the two control nodes from
+/// `class/misc`. Group members are filled in later from the group table.
+pub fn read_registered_nodes(sysfs: BorrowedFd<'_>) -> Vec<DevNode> {
+    let mut nodes = Vec::new();
+    for name in list_dir_at(sysfs, "class/vfio").unwrap_or_default() {
+        let node = classify(&format!("/dev/vfio/{name}"));
+        if matches!(node.kind, DevNodeKind::Group | DevNodeKind::NoIommuGroup) {
+            nodes.push(with_numbers(sysfs, node, &format!("class/vfio/{name}/dev")));
+        }
+    }
+    for name in list_dir_at(sysfs, "class/vfio-dev").unwrap_or_default() {
+        let mut node = classify(&format!("/dev/vfio/devices/{name}"));
+        if node.kind != DevNodeKind::Cdev {
+            continue;
+        }
+        // class/vfio-dev/vfioN -> ../../devices/pci0000:00/.../0000:01:00.0/vfio-dev/vfioN
+        if let Some(bdf) = readlink_at(sysfs, &format!("class/vfio-dev/{name}"))
+            .ok()
+            .and_then(|t| last_bdf_in_path(&t))
+        {
+            node.bdfs = vec![bdf];
+        }
+        nodes.push(with_numbers(
+            sysfs,
+            node,
+            &format!("class/vfio-dev/{name}/dev"),
+        ));
+    }
+    for (misc, path) in [("vfio", "/dev/vfio/vfio"), ("iommu", "/dev/iommu")] {
+        let attr = format!("class/misc/{misc}/dev");
+        if read_text_at(sysfs, &attr).is_ok() {
+            nodes.push(with_numbers(sysfs, classify(path), &attr));
+        }
+    }
+    nodes
+}
+
+fn with_numbers(sysfs: BorrowedFd<'_>, mut node: DevNode, dev_attr: &str) -> DevNode {
+    if let Some((major, minor)) = read_text_at(sysfs, dev_attr)
+        .ok()
+        .and_then(|t| parse_dev_attr(&t))
+    {
+        node.major = Some(major);
+        node.minor = Some(minor);
+    }
+    node
+}
+
+/// The function behind a character device number, from the `dev/char/MAJOR:MINOR` link
+/// (`../../devices/pci0000:00/.../0000:01:00.0/vfio-dev/vfio0`): the last address in it.
+pub fn bdf_of_char_device(sysfs: BorrowedFd<'_>, major: u32, minor: u32) -> Option<Bdf> {
+    readlink_at(sysfs, &format!("dev/char/{major}:{minor}"))
+        .ok()
+        .and_then(|t| last_bdf_in_path(&t))
+}
+
+/// The `/dev` path of a character device number, from `dev/char/M:m/uevent` `DEVNAME=`.
+pub fn devname_of_char_device(sysfs: BorrowedFd<'_>, major: u32, minor: u32) -> Option<String> {
+    let text = read_text_at(sysfs, &format!("dev/char/{major}:{minor}/uevent")).ok()?;
+    let name = text.lines().find_map(|l| l.strip_prefix("DEVNAME="))?;
+    if name.is_empty()
+        || name
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return None;
+    }
+    Some(format!("/dev/{name}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_like_kata_but_strictly() {
+        let kind = |p: &str| classify(p).kind;
+        assert_eq!(kind("/dev/vfio/16"), DevNodeKind::Group);
+        assert_eq!(classify("/dev/vfio/16").group, Some(16));
+        assert_eq!(kind("/dev/vfio/1"), DevNodeKind::Group);
+        assert_eq!(kind("/dev/vfio/"), DevNodeKind::Other);
+        assert_eq!(kind("/dev/vfio"), DevNodeKind::Other);
+        assert_eq!(kind("/dev/vf"), DevNodeKind::Other);
+        assert_eq!(kind("/dev"), DevNodeKind::Other);
+        assert_eq!(kind("/dev/vfio/vfio"), DevNodeKind::Container);
+        assert_eq!(kind("/dev/vfio/vfio/12"), DevNodeKind::Other);
+        assert_eq!(kind("/dev/vfio/devices/vfio99"), DevNodeKind::Cdev);
+        assert_eq!(
+            classify("/dev/vfio/devices/vfio99").cdev.as_deref(),
+            Some("vfio99")
+        );
+        assert_eq!(kind("/dev/vfio/devices/vfio"), DevNodeKind::Other);
+        assert_eq!(kind("/dev/vfio/devices/vfio01"), DevNodeKind::Other);
+        assert_eq!(kind("/dev/vfio/noiommu-3"), DevNodeKind::NoIommuGroup);
+        assert_eq!(kind("/dev/iommu"), DevNodeKind::Iommufd);
+        assert_eq!(kind("/dev/vfio/012"), DevNodeKind::Other);
+        assert_eq!(kind("/dev/vfio/invalid"), DevNodeKind::Other);
+        assert_eq!(kind("/dev/other/42"), DevNodeKind::Other);
+        assert_eq!(kind("/dev/vfio/../vfio/1"), DevNodeKind::Other);
+    }
+
+    #[test]
+    fn decodes_large_minors() {
+        // makedev(511, 300): minor above 255 and major above 255.
+        let (major, minor): (u64, u64) = (0x1ff, 0x12c);
+        let rdev = ((major & 0xfff) << 8) | (minor & 0xff) | ((minor & !0xff) << 12);
+        assert_eq!(decode_dev(rdev), (511, 300));
+        assert_eq!(decode_dev((245 << 8) | 3), (245, 3));
+    }
+
+    #[test]
+    fn dev_attribute() {
+        assert_eq!(parse_dev_attr("245:0\n"), Some((245, 0)));
+        assert_eq!(parse_dev_attr("x"), None);
+    }
+}

@@ -1,0 +1,292 @@
+//! IOMMU groups and the kernel's viability rule.
+//!
+//! The kernel lets VFIO use a group only when every member is unbound or bound to a driver
+//! that does no kernel DMA on it (vfio-pci and its variants, pci-stub, pcieport). Bridges
+//! and host bridges in a group are fine as they are and are never passed to a guest; every
+//! other function (NVSwitch-like 0x0680 included) is an endpoint that must go to the guest
+//! together with the rest of its group.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::bdf::Bdf;
+use crate::pci::{is_dma_safe_driver, is_vfio_driver, PciDevice};
+
+/// A member that keeps its group from being assignable, and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Blocker {
+    pub bdf: Bdf,
+    pub driver: Option<String>,
+    pub reason: String,
+    pub fix: String,
+    /// True when this member alone makes the kernel refuse the group (not viable); false
+    /// when the group is viable but the member is not ready for QEMU (not on vfio).
+    pub breaks_viability: bool,
+}
+
+/// An IOMMU group with its verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IommuGroup {
+    pub id: u32,
+    pub devices: Vec<Bdf>,
+    pub endpoints: Vec<Bdf>,
+    pub viable: bool,
+    pub assignable: bool,
+    pub blockers: Vec<Blocker>,
+}
+
+/// Builds the groups from their members (`group id -> member addresses`) and the scanned
+/// devices. Members the scan did not see (vanished, not PCI) are listed but not judged.
+pub fn build_groups(
+    members: BTreeMap<u32, Vec<Bdf>>,
+    devices: &[PciDevice],
+    sysfs_root: &str,
+) -> Vec<IommuGroup> {
+    let by_bdf: HashMap<Bdf, &PciDevice> = devices.iter().map(|d| (d.bdf, d)).collect();
+    members
+        .into_iter()
+        .map(|(id, mut bdfs)| {
+            bdfs.sort_unstable();
+            bdfs.dedup();
+            let known: Vec<&PciDevice> =
+                bdfs.iter().filter_map(|b| by_bdf.get(b).copied()).collect();
+            judge_group(id, bdfs, &known, sysfs_root)
+        })
+        .collect()
+}
+
+/// Groups taken from the devices' own `iommu_group` numbers (when the listing is missing).
+pub fn members_from_devices(devices: &[PciDevice]) -> BTreeMap<u32, Vec<Bdf>> {
+    let mut members: BTreeMap<u32, Vec<Bdf>> = BTreeMap::new();
+    for device in devices {
+        if let Some(group) = device.iommu_group {
+            members.entry(group).or_default().push(device.bdf);
+        }
+    }
+    members
+}
+
+fn judge_group(id: u32, devices: Vec<Bdf>, known: &[&PciDevice], sysfs_root: &str) -> IommuGroup {
+    let endpoints: Vec<Bdf> = known
+        .iter()
+        .filter(|d| d.is_endpoint())
+        .map(|d| d.bdf)
+        .collect();
+    let fixes = Fixes {
+        sysfs_root,
+        group: id,
+        several_endpoints: endpoints.len() > 1,
+    };
+    let blockers: Vec<Blocker> = known
+        .iter()
+        .filter_map(|d| blocker_for(d, &fixes))
+        .collect();
+    let viable = !blockers.iter().any(|b| b.breaks_viability);
+    let assignable = viable && !endpoints.is_empty() && blockers.is_empty();
+    IommuGroup {
+        id,
+        devices,
+        endpoints,
+        viable,
+        assignable,
+        blockers,
+    }
+}
+
+struct Fixes<'a> {
+    sysfs_root: &'a str,
+    group: u32,
+    several_endpoints: bool,
+}
+
+impl Fixes<'_> {
+    fn bind_command(&self, bdf: Bdf) -> String {
+        if self.several_endpoints {
+            format!("kata-vfio bind --group {}", self.group)
+        } else {
+            format!("kata-vfio bind {bdf}")
+        }
+    }
+
+    /// The sysfs writes that move `bdf` to vfio-pci, as a user would type them.
+    fn manual_bind(&self, bdf: Bdf, current: Option<&str>) -> String {
+        let root = self.sysfs_root.trim_end_matches('/');
+        let mut steps = vec![format!(
+            "echo vfio-pci > {root}/bus/pci/devices/{bdf}/driver_override"
+        )];
+        if let Some(driver) = current {
+            steps.push(format!(
+                "echo {bdf} > {root}/bus/pci/drivers/{driver}/unbind"
+            ));
+        }
+        steps.push(format!("echo {bdf} > {root}/bus/pci/drivers_probe"));
+        steps.join(" && ")
+    }
+
+    fn bind(&self, bdf: Bdf, current: Option<&str>) -> String {
+        format!(
+            "{} (by hand: {})",
+            self.bind_command(bdf),
+            self.manual_bind(bdf, current)
+        )
+    }
+
+    fn unbind(&self, bdf: Bdf, driver: &str) -> String {
+        let root = self.sysfs_root.trim_end_matches('/');
+        format!("unbind it, leaving it without a driver: echo {bdf} > {root}/bus/pci/drivers/{driver}/unbind")
+    }
+}
+
+fn blocker_for(device: &PciDevice, fixes: &Fixes<'_>) -> Option<Blocker> {
+    let bdf = device.bdf;
+    let driver = device.driver.clone();
+    let make = |reason: String, fix: String, breaks_viability: bool| Blocker {
+        bdf,
+        driver: driver.clone(),
+        reason,
+        fix,
+        breaks_viability,
+    };
+    match device.driver.as_deref() {
+        Some(name) if is_vfio_driver(name) => None,
+        // Bridges stay as they are: unbound or on pcieport.
+        None | Some("pcieport") if !device.is_endpoint() => None,
+        Some(name) if !device.is_endpoint() && is_dma_safe_driver(name) => None,
+        Some(name) if !device.is_endpoint() => Some(make(
+            format!("bridge bound to {name}, a driver that uses DMA, so the kernel will not make the group viable"),
+            fixes.unbind(bdf, name),
+            true,
+        )),
+        None => Some(make(
+            "endpoint has no driver: the group is viable, but QEMU can only open it through vfio-pci".to_owned(),
+            fixes.bind(bdf, None),
+            false,
+        )),
+        Some("pci-stub") => Some(make(
+            "endpoint is on pci-stub: the group is viable, but QEMU can only open it through vfio-pci".to_owned(),
+            fixes.bind(bdf, Some("pci-stub")),
+            false,
+        )),
+        Some(name) => Some(make(
+            format!("endpoint bound to host driver {name}, which does DMA, so the kernel refuses the whole group (not viable)"),
+            fixes.bind(bdf, Some(name)),
+            true,
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev(bdf: &str, class_code: u32, driver: Option<&str>) -> PciDevice {
+        PciDevice {
+            bdf: Bdf::parse(bdf).unwrap(),
+            vendor: 0x10de,
+            device: 0x2330,
+            subsystem_vendor: None,
+            subsystem_device: None,
+            class_code,
+            revision: None,
+            driver: driver.map(str::to_owned),
+            driver_override: None,
+            iommu_group: Some(1),
+            numa_node: None,
+            physfn: None,
+            virtfns: vec![],
+            sriov_totalvfs: None,
+            sriov_numvfs: None,
+            upstream: vec![],
+            is_pcie: true,
+            vfio_cdev: None,
+            sysfs_path: String::new(),
+            details: None,
+        }
+    }
+
+    fn group_of(devices: &[PciDevice]) -> IommuGroup {
+        let members = BTreeMap::from([(1, devices.iter().map(|d| d.bdf).collect())]);
+        build_groups(members, devices, "/sys").remove(0)
+    }
+
+    #[test]
+    fn gpu_with_audio_on_host_driver_is_not_viable() {
+        let group = group_of(&[
+            dev("01:00.0", 0x030200, Some("vfio-pci")),
+            dev("01:00.1", 0x040300, Some("snd_hda_intel")),
+        ]);
+        assert!(!group.viable);
+        assert!(!group.assignable);
+        assert_eq!(group.endpoints.len(), 2);
+        assert_eq!(group.blockers.len(), 1);
+        let blocker = &group.blockers[0];
+        assert_eq!(blocker.bdf.to_string(), "0000:01:00.1");
+        assert!(
+            blocker.fix.contains("kata-vfio bind --group 1"),
+            "{}",
+            blocker.fix
+        );
+        assert!(
+            blocker
+                .fix
+                .contains("/sys/bus/pci/drivers/snd_hda_intel/unbind"),
+            "{}",
+            blocker.fix
+        );
+    }
+
+    #[test]
+    fn bridges_stay_and_do_not_block() {
+        let group = group_of(&[
+            dev("00:01.0", 0x060400, Some("pcieport")),
+            dev("02:00.0", 0x060400, None),
+            dev("03:00.0", 0x030200, Some("vfio-pci")),
+            dev("00:00.0", 0x060000, None),
+        ]);
+        assert!(group.viable && group.assignable, "{group:?}");
+        assert_eq!(group.endpoints, vec![Bdf::parse("03:00.0").unwrap()]);
+        assert_eq!(group.devices.first().unwrap().to_string(), "0000:00:00.0");
+    }
+
+    #[test]
+    fn nvswitch_is_an_endpoint() {
+        let group = group_of(&[dev("05:00.0", 0x068000, Some("nvidia-nvswitch"))]);
+        assert_eq!(group.endpoints.len(), 1);
+        assert!(!group.viable);
+    }
+
+    #[test]
+    fn unbound_and_stub_are_viable_but_not_ready() {
+        let group = group_of(&[
+            dev("01:00.0", 0x020000, None),
+            dev("01:00.1", 0x020000, Some("pci-stub")),
+        ]);
+        assert!(group.viable);
+        assert!(!group.assignable);
+        assert_eq!(group.blockers.len(), 2);
+        assert!(group.blockers.iter().all(|b| !b.breaks_viability));
+    }
+
+    #[test]
+    fn variant_drivers_count_as_vfio() {
+        let group = group_of(&[dev("01:00.0", 0x030200, Some("nvgrace-gpu-vfio-pci"))]);
+        assert!(group.assignable);
+    }
+
+    #[test]
+    fn bridge_on_other_driver_blocks() {
+        let group = group_of(&[
+            dev("06:00.0", 0x060400, Some("shpchp")),
+            dev("07:01.0", 0x020000, Some("vfio-pci")),
+        ]);
+        assert!(!group.viable);
+        assert!(group.blockers[0].fix.contains("drivers/shpchp/unbind"));
+    }
+
+    #[test]
+    fn bridge_only_group_is_not_assignable() {
+        let group = group_of(&[dev("00:01.0", 0x060400, Some("pcieport"))]);
+        assert!(group.viable);
+        assert!(!group.assignable);
+        assert!(group.blockers.is_empty());
+    }
+}

@@ -1,0 +1,195 @@
+//! The PCI device record and the class and driver facts the rest of the core needs.
+
+use crate::bdf::Bdf;
+
+/// Class code of a host bridge (base 0x06, subclass 0x00).
+pub const CLASS_HOST_BRIDGE: u32 = 0x0600;
+/// Class code of a PCI-to-PCI bridge (root ports and switch ports are these too).
+pub const CLASS_PCI_BRIDGE: u32 = 0x0604;
+/// A memory BAR at least this large cannot be placed below 4 GiB.
+pub const LARGE_BAR_BYTES: u64 = 1 << 32;
+
+/// One BAR from the `resource` file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Bar {
+    pub index: u8,
+    pub start: u64,
+    pub size: u64,
+    pub is_io: bool,
+    pub is_64bit: bool,
+    pub prefetchable: bool,
+}
+
+/// PCIe link attributes, as sysfs prints them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Link {
+    pub current_speed: Option<String>,
+    pub current_width: Option<u32>,
+    pub max_speed: Option<String>,
+    pub max_width: Option<u32>,
+}
+
+/// Attributes read only when asked for (they cost extra reads per device).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Details {
+    pub bars: Vec<Bar>,
+    pub reset_methods: Option<Vec<String>>,
+    pub link: Option<Link>,
+}
+
+impl Details {
+    /// Whether a memory BAR is 4 GiB or larger.
+    pub fn large_bar(&self) -> bool {
+        self.bars
+            .iter()
+            .any(|bar| !bar.is_io && bar.size >= LARGE_BAR_BYTES)
+    }
+}
+
+/// One PCI function.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PciDevice {
+    pub bdf: Bdf,
+    pub vendor: u16,
+    pub device: u16,
+    pub subsystem_vendor: Option<u16>,
+    pub subsystem_device: Option<u16>,
+    /// 24-bit class: base << 16 | subclass << 8 | prog-if.
+    pub class_code: u32,
+    pub revision: Option<u8>,
+    pub driver: Option<String>,
+    pub driver_override: Option<String>,
+    pub iommu_group: Option<u32>,
+    pub numa_node: Option<u32>,
+    pub physfn: Option<Bdf>,
+    pub virtfns: Vec<Bdf>,
+    pub sriov_totalvfs: Option<u32>,
+    pub sriov_numvfs: Option<u32>,
+    /// Bridges from the root complex down to the parent, root first.
+    pub upstream: Vec<Bdf>,
+    pub is_pcie: bool,
+    pub vfio_cdev: Option<String>,
+    /// The real device directory, relative to the sysfs root.
+    pub sysfs_path: String,
+    pub details: Option<Details>,
+}
+
+impl PciDevice {
+    /// Base class and subclass (the top 16 bits of the class code).
+    pub fn class_subclass(&self) -> u32 {
+        self.class_code >> 8
+    }
+
+    pub fn is_bridge(&self) -> bool {
+        self.class_subclass() == CLASS_PCI_BRIDGE
+    }
+
+    pub fn is_host_bridge(&self) -> bool {
+        self.class_subclass() == CLASS_HOST_BRIDGE
+    }
+
+    /// Everything but host bridges and PCI bridges; 0x0680 (NVSwitch, "other bridge") stays.
+    pub fn is_endpoint(&self) -> bool {
+        !self.is_bridge() && !self.is_host_bridge()
+    }
+
+    pub fn is_vfio_bound(&self) -> bool {
+        self.driver.as_deref().is_some_and(is_vfio_driver)
+    }
+}
+
+/// vfio-pci itself or a vendor variant built on vfio-pci-core (`mlx5_vfio_pci`,
+/// `nvgrace-gpu-vfio-pci`, `hisi-acc-vfio-pci`, ...).
+pub fn is_vfio_driver(name: &str) -> bool {
+    name == "vfio-pci" || name.ends_with("_vfio_pci") || name.ends_with("-vfio-pci")
+}
+
+/// Drivers that do not use the kernel's DMA API for the device and so leave a group viable
+/// (the kernel's `driver_managed_dma` set for PCI: vfio drivers, pci-stub, pcieport).
+pub fn is_dma_safe_driver(name: &str) -> bool {
+    is_vfio_driver(name) || name == "pci-stub" || name == "pcieport"
+}
+
+/// A short human name for a class code, for tables.
+pub fn class_name(class_code: u32) -> &'static str {
+    match class_code >> 8 {
+        0x0100 => "SCSI controller",
+        0x0101 => "IDE controller",
+        0x0104 => "RAID controller",
+        0x0106 => "SATA controller",
+        0x0107 => "SAS controller",
+        0x0108 => "NVMe controller",
+        0x0200 => "Ethernet controller",
+        0x0207 => "InfiniBand controller",
+        0x0280 => "Network controller",
+        0x0300 => "VGA controller",
+        0x0302 => "3D controller",
+        0x0380 => "Display controller",
+        0x0401 | 0x0403 => "Audio device",
+        0x0480 => "Multimedia controller",
+        0x0500 => "RAM memory",
+        0x0580 => "Memory controller",
+        0x0600 => "Host bridge",
+        0x0601 => "ISA bridge",
+        0x0604 => "PCI bridge",
+        0x0680 => "Bridge",
+        0x0700 => "Serial controller",
+        0x0780 => "Communication controller",
+        0x0800 => "PIC",
+        0x0805 => "SD host controller",
+        0x0806 => "IOMMU",
+        0x0880 => "System peripheral",
+        0x0c03 => "USB controller",
+        0x0c05 => "SMBus",
+        0x0c80 => "Serial bus controller",
+        0x0d80 => "Wireless controller",
+        0x1080 => "Encryption controller",
+        0x1101 => "Performance counters",
+        0x1180 => "Signal processing controller",
+        0x1200 => "Processing accelerator",
+        _ => match class_code >> 16 {
+            0x01 => "Mass storage controller",
+            0x02 => "Network controller",
+            0x03 => "Display controller",
+            0x04 => "Multimedia controller",
+            0x05 => "Memory controller",
+            0x06 => "Bridge",
+            0x07 => "Communication controller",
+            0x08 => "System peripheral",
+            0x0c => "Serial bus controller",
+            0x12 => "Processing accelerator",
+            _ => "Unclassified device",
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vfio_driver_names() {
+        for name in [
+            "vfio-pci",
+            "mlx5_vfio_pci",
+            "nvgrace-gpu-vfio-pci",
+            "hisi_acc_vfio_pci",
+        ] {
+            assert!(is_vfio_driver(name), "{name}");
+        }
+        for name in ["nvidia", "vfio", "pci-stub", "vfio-pci2", "vfio_pci_core"] {
+            assert!(!is_vfio_driver(name), "{name}");
+        }
+        assert!(is_dma_safe_driver("pcieport"));
+        assert!(is_dma_safe_driver("pci-stub"));
+        assert!(!is_dma_safe_driver("snd_hda_intel"));
+    }
+
+    #[test]
+    fn class_names() {
+        assert_eq!(class_name(0x030200), "3D controller");
+        assert_eq!(class_name(0x068000), "Bridge");
+        assert_eq!(class_name(0x12ff00), "Processing accelerator");
+        assert_eq!(class_name(0xff0000), "Unclassified device");
+    }
+}

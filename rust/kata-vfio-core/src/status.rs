@@ -1,0 +1,240 @@
+//! Whether the host has a working IOMMU and VFIO stack, and the evidence for the verdict.
+
+use std::os::fd::BorrowedFd;
+use std::path::Path;
+
+use crate::sysfs::io::{exists_at, list_dir_at, read_text_at};
+
+/// The host's IOMMU and VFIO state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct IommuStatus {
+    pub enabled: bool,
+    pub reasons: Vec<String>,
+    pub group_count: u32,
+    pub iommu_class: Vec<String>,
+    pub firmware_tables: Vec<String>,
+    pub cmdline: Option<Vec<String>>,
+    pub cpu_vendor: Option<String>,
+    pub vfio_module: bool,
+    pub vfio_pci_driver: bool,
+    pub iommufd_module: bool,
+    pub vfio_container_node: bool,
+    pub iommufd_node: bool,
+    pub noiommu: bool,
+}
+
+/// What the device walk found about groups, for the verdict.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupEvidence {
+    /// Groups listed under `kernel/iommu_groups` (None when the directory is missing).
+    pub listed: Option<u32>,
+    /// Distinct groups named by the devices' own `iommu_group` links.
+    pub linked: u32,
+}
+
+/// Kernel arguments that matter for IOMMU and VFIO.
+const CMDLINE_KEYS: &[&str] = &[
+    "intel_iommu",
+    "amd_iommu",
+    "iommu",
+    "iommufd",
+    "vfio",
+    "vfio-pci",
+    "vfio_pci",
+    "vfio_iommu_type1",
+    "pcie_acs_override",
+    "rd.driver.pre",
+];
+
+/// Reads the status. `sysfs` is the open sysfs root; `dev_root` and `proc_root` are paths.
+pub fn read_status(
+    sysfs: BorrowedFd<'_>,
+    dev_root: &Path,
+    proc_root: Option<&Path>,
+    groups: GroupEvidence,
+) -> IommuStatus {
+    let mut iommu_class = list_dir_at(sysfs, "class/iommu").unwrap_or_default();
+    iommu_class.sort();
+    let firmware_tables: Vec<String> = ["DMAR", "IVRS", "IORT"]
+        .iter()
+        .filter(|t| exists_at(sysfs, &format!("firmware/acpi/tables/{t}")))
+        .map(|t| (*t).to_owned())
+        .collect();
+    let cmdline = proc_root
+        .and_then(|p| std::fs::read_to_string(p.join("cmdline")).ok())
+        .map(|text| iommu_arguments(&text));
+    let cpu_vendor = vendor_from_evidence(&firmware_tables, &iommu_class)
+        .or_else(|| proc_root.and_then(vendor_from_cpuinfo));
+
+    let noiommu_param = read_text_at(sysfs, "module/vfio/parameters/enable_unsafe_noiommu_mode")
+        .is_ok_and(|v| v == "Y" || v == "1");
+    let noiommu_nodes = std::fs::read_dir(dev_root.join("vfio")).is_ok_and(|mut entries| {
+        entries.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("noiommu-")))
+    });
+
+    let mut status = IommuStatus {
+        group_count: groups.listed.unwrap_or(groups.linked).max(groups.linked),
+        vfio_module: exists_at(sysfs, "module/vfio"),
+        vfio_pci_driver: exists_at(sysfs, "bus/pci/drivers/vfio-pci"),
+        iommufd_module: exists_at(sysfs, "module/iommufd"),
+        vfio_container_node: dev_root.join("vfio/vfio").exists(),
+        iommufd_node: dev_root.join("iommu").exists(),
+        noiommu: noiommu_param || noiommu_nodes,
+        iommu_class,
+        firmware_tables,
+        cmdline,
+        cpu_vendor,
+        ..IommuStatus::default()
+    };
+    let (enabled, reasons) = verdict(&status, groups);
+    status.enabled = enabled;
+    status.reasons = reasons;
+    status
+}
+
+fn verdict(status: &IommuStatus, groups: GroupEvidence) -> (bool, Vec<String>) {
+    let mut reasons = Vec::new();
+    let enabled = match groups.listed {
+        Some(n) if n > 0 => {
+            reasons.push(format!("{n} IOMMU groups under /sys/kernel/iommu_groups"));
+            true
+        }
+        _ if groups.linked > 0 => {
+            reasons.push(format!(
+                "devices link to {} IOMMU groups (kernel/iommu_groups is missing from this tree)",
+                groups.linked
+            ));
+            true
+        }
+        Some(_) => {
+            reasons.push(
+                "/sys/kernel/iommu_groups is empty: the kernel runs without an IOMMU".to_owned(),
+            );
+            false
+        }
+        None => {
+            reasons.push("no IOMMU groups: no device has an iommu_group link and /sys/kernel/iommu_groups is missing".to_owned());
+            false
+        }
+    };
+    if !status.iommu_class.is_empty() {
+        reasons.push(format!(
+            "IOMMU units registered in /sys/class/iommu: {}",
+            status.iommu_class.join(", ")
+        ));
+    } else if !enabled {
+        reasons.push("no IOMMU unit in /sys/class/iommu".to_owned());
+    }
+    if status.firmware_tables.is_empty() {
+        if !enabled {
+            reasons.push("no DMAR, IVRS or IORT ACPI table: the firmware does not describe an IOMMU (enable VT-d / AMD-Vi / SMMU in the firmware setup)".to_owned());
+        }
+    } else {
+        reasons.push(format!(
+            "firmware IOMMU tables: {}",
+            status.firmware_tables.join(", ")
+        ));
+    }
+    if let Some(args) = &status.cmdline {
+        for arg in args {
+            if matches!(
+                arg.as_str(),
+                "intel_iommu=off" | "amd_iommu=off" | "iommu=off"
+            ) {
+                reasons.push(format!("the kernel command line has {arg}"));
+            }
+        }
+        if !enabled && args.is_empty() {
+            reasons.push("the kernel command line has no IOMMU argument".to_owned());
+        }
+    }
+    if status.noiommu {
+        reasons.push("vfio's unsafe no-IOMMU mode is on: devices get no DMA isolation".to_owned());
+    }
+    (enabled, reasons)
+}
+
+/// The IOMMU/VFIO arguments of a kernel command line, in order.
+pub fn iommu_arguments(cmdline: &str) -> Vec<String> {
+    cmdline
+        .split_whitespace()
+        .filter(|arg| {
+            let key = arg.split_once('=').map_or(*arg, |(k, _)| k);
+            let head = key.split('.').next().unwrap_or(key);
+            CMDLINE_KEYS.contains(&key) || CMDLINE_KEYS.contains(&head)
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+fn vendor_from_evidence(tables: &[String], class: &[String]) -> Option<String> {
+    let from_table = tables.iter().find_map(|t| match t.as_str() {
+        "DMAR" => Some("intel"),
+        "IVRS" => Some("amd"),
+        "IORT" => Some("arm"),
+        _ => None,
+    });
+    let from_class = || {
+        class.iter().find_map(|c| {
+            if c.starts_with("dmar") {
+                Some("intel")
+            } else if c.starts_with("ivhd") {
+                Some("amd")
+            } else if c.starts_with("smmu") {
+                Some("arm")
+            } else {
+                None
+            }
+        })
+    };
+    from_table.or_else(from_class).map(str::to_owned)
+}
+
+fn vendor_from_cpuinfo(proc_root: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut head = [0u8; 4096];
+    let mut file = std::fs::File::open(proc_root.join("cpuinfo")).ok()?;
+    let n = file.read(&mut head).ok()?;
+    let text = String::from_utf8_lossy(&head[..n]);
+    text.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        match (key.trim(), value.trim()) {
+            ("vendor_id", "GenuineIntel") => Some("intel".to_owned()),
+            ("vendor_id", "AuthenticAMD" | "HygonGenuine") => Some("amd".to_owned()),
+            ("CPU implementer", _) => Some("arm".to_owned()),
+            _ => None,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_iommu_arguments() {
+        let args = iommu_arguments("BOOT_IMAGE=/vmlinuz root=/dev/sda1 intel_iommu=on iommu=pt vfio-pci.ids=10de:2330 quiet iommu.strict=1");
+        assert_eq!(
+            args,
+            [
+                "intel_iommu=on",
+                "iommu=pt",
+                "vfio-pci.ids=10de:2330",
+                "iommu.strict=1"
+            ]
+        );
+    }
+
+    #[test]
+    fn vendor_evidence() {
+        assert_eq!(
+            vendor_from_evidence(&["IVRS".into()], &[]).as_deref(),
+            Some("amd")
+        );
+        assert_eq!(
+            vendor_from_evidence(&[], &["dmar0".into()]).as_deref(),
+            Some("intel")
+        );
+        assert_eq!(vendor_from_evidence(&[], &[]), None);
+    }
+}

@@ -1,0 +1,205 @@
+//! Reading one PCI device directory.
+//!
+//! The cost model is the syscall count (lowlevel.md section 9): one `readlinkat` of the bus
+//! link, one `openat` of the device directory, one `uevent` read for IDs, class and driver,
+//! then `revision`, `numa_node`, `driver_override`, a `statat` of `config` and a probe of
+//! `sriov_totalvfs`. Config space is never read. Optional attributes that are missing or
+//! unreadable are simply absent; a device that vanishes mid-read is skipped.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use super::attrs::{self, Uevent};
+use super::io::{
+    link_basename, list_dir_at, read_at, read_text_at, readlink_at, resolve_relative, size_at,
+    ATTR_BUF,
+};
+use crate::bdf::{bdfs_in_path, last_bdf_in_path, Bdf};
+use crate::pci::{is_vfio_driver, Details, Link, PciDevice};
+
+/// How the scan learns each device's IOMMU group.
+#[derive(Debug, Clone, Copy)]
+pub enum GroupSource<'a> {
+    /// From the `kernel/iommu_groups/*/devices` listing made before the device walk.
+    Listing(&'a HashMap<Bdf, u32>),
+    /// From each device's `iommu_group` link (the listing directory is missing).
+    Links,
+}
+
+/// Configuration space of a conventional PCI function is 256 bytes; PCIe has 4096.
+const CONVENTIONAL_CONFIG_SIZE: u64 = 256;
+
+/// Reads the device `name` (already parsed as `bdf`) from `bus/pci/devices`. Returns `None`
+/// when the device vanished or cannot be identified (no vendor/device/class anywhere).
+pub fn read_device(
+    devices_dir: BorrowedFd<'_>,
+    bdf: Bdf,
+    name: &str,
+    groups: GroupSource<'_>,
+    details: bool,
+) -> Option<PciDevice> {
+    let target = readlink_at(devices_dir, name).ok()?;
+    let sysfs_path = resolve_relative("bus/pci/devices", &target).unwrap_or_else(|| target.clone());
+    let dir = super::io::open_dir_at(devices_dir, name).ok()?;
+    let dir = dir.as_fd();
+
+    let mut buf = [0u8; ATTR_BUF];
+    let (ids, uevent_read) = match read_at(dir, "uevent", &mut buf) {
+        Ok(bytes) => (attrs::parse_uevent(&String::from_utf8_lossy(bytes)), true),
+        // Snapshots and odd kernels lack uevent: fall back to modalias and single files.
+        Err(_) => (Uevent::default(), false),
+    };
+    let ids = complete_ids(dir, ids)?;
+    let driver = if uevent_read {
+        ids.driver.clone()
+    } else {
+        readlink_at(dir, "driver")
+            .ok()
+            .map(|t| link_basename(&t).to_owned())
+    };
+
+    let revision = read_small(dir, "revision")
+        .and_then(|t| attrs::parse_hex_attr(&t))
+        .and_then(|r| u8::try_from(r).ok());
+    let numa_node = read_small(dir, "numa_node").and_then(|t| attrs::parse_numa_node(&t));
+    let driver_override =
+        read_small(dir, "driver_override").and_then(|t| attrs::parse_driver_override(&t));
+    let iommu_group = match groups {
+        GroupSource::Listing(map) => map.get(&bdf).copied(),
+        GroupSource::Links => readlink_at(dir, "iommu_group")
+            .ok()
+            .and_then(|t| link_basename(&t).parse().ok()),
+    };
+    let is_pcie = size_at(dir, "config").is_ok_and(|size| size > CONVENTIONAL_CONFIG_SIZE);
+    let vfio_cdev = if driver.as_deref().is_some_and(is_vfio_driver) {
+        find_cdev(dir)
+    } else {
+        None
+    };
+
+    let sriov_totalvfs = read_small(dir, "sriov_totalvfs").and_then(|t| attrs::parse_count(&t));
+    let (sriov_numvfs, virtfns) = match sriov_totalvfs {
+        Some(_) => read_virtfns(dir),
+        None => (None, Vec::new()),
+    };
+
+    let mut upstream = bdfs_in_path(&sysfs_path);
+    if upstream.last() == Some(&bdf) {
+        upstream.pop();
+    }
+
+    Some(PciDevice {
+        bdf,
+        vendor: ids.vendor?,
+        device: ids.device?,
+        subsystem_vendor: ids.subsystem_vendor,
+        subsystem_device: ids.subsystem_device,
+        class_code: ids.class_code?,
+        revision,
+        driver,
+        driver_override,
+        iommu_group,
+        numa_node,
+        physfn: None,
+        virtfns,
+        sriov_totalvfs,
+        sriov_numvfs,
+        upstream,
+        is_pcie,
+        vfio_cdev,
+        sysfs_path,
+        details: details.then(|| read_details(dir)),
+    })
+}
+
+/// Fills IDs and class that `uevent` did not give from `modalias`, then from the single
+/// attribute files. `None` when vendor, device or class cannot be found anywhere.
+fn complete_ids(dir: BorrowedFd<'_>, mut ids: Uevent) -> Option<Uevent> {
+    let complete =
+        |ids: &Uevent| ids.vendor.is_some() && ids.device.is_some() && ids.class_code.is_some();
+    if !complete(&ids) {
+        if let Some(text) = read_small(dir, "modalias") {
+            let alias = attrs::parse_modalias(&text);
+            ids.vendor = ids.vendor.or(alias.vendor);
+            ids.device = ids.device.or(alias.device);
+            ids.class_code = ids.class_code.or(alias.class_code);
+            ids.subsystem_vendor = ids.subsystem_vendor.or(alias.subsystem_vendor);
+            ids.subsystem_device = ids.subsystem_device.or(alias.subsystem_device);
+        }
+    }
+    let hex16 = |name: &str| {
+        read_small(dir, name)
+            .and_then(|t| attrs::parse_hex_attr(&t))
+            .and_then(|v| u16::try_from(v).ok())
+    };
+    if !complete(&ids) {
+        ids.vendor = ids.vendor.or_else(|| hex16("vendor"));
+        ids.device = ids.device.or_else(|| hex16("device"));
+        ids.class_code = ids.class_code.or_else(|| {
+            read_small(dir, "class")
+                .and_then(|t| attrs::parse_hex_attr(&t))
+                .filter(|c| *c <= 0xff_ffff)
+        });
+    }
+    if complete(&ids) && (ids.subsystem_vendor.is_none() || ids.subsystem_device.is_none()) {
+        ids.subsystem_vendor = ids.subsystem_vendor.or_else(|| hex16("subsystem_vendor"));
+        ids.subsystem_device = ids.subsystem_device.or_else(|| hex16("subsystem_device"));
+    }
+    complete(&ids).then_some(ids)
+}
+
+/// An optional attribute as text; any failure (missing, unreadable, not text) is `None`.
+fn read_small(dir: BorrowedFd<'_>, name: &str) -> Option<String> {
+    read_text_at(dir, name).ok()
+}
+
+/// `vfio-dev/vfioN` of a device bound to a vfio driver with cdev support.
+fn find_cdev(dir: BorrowedFd<'_>) -> Option<String> {
+    let names = list_dir_at(dir, "vfio-dev").ok()?;
+    names
+        .into_iter()
+        .filter(|n| is_cdev_name(n))
+        .min_by_key(|n| n[4..].parse::<u64>().unwrap_or(u64::MAX))
+}
+
+/// `vfio` followed by a decimal number without leading zeros.
+pub fn is_cdev_name(name: &str) -> bool {
+    name.strip_prefix("vfio").is_some_and(|n| {
+        !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && (n == "0" || !n.starts_with('0'))
+    })
+}
+
+/// `sriov_numvfs` and the `virtfnN` links of a PF, in numeric PCI order.
+fn read_virtfns(dir: BorrowedFd<'_>) -> (Option<u32>, Vec<Bdf>) {
+    let numvfs = read_small(dir, "sriov_numvfs").and_then(|t| attrs::parse_count(&t));
+    let mut vfs: Vec<Bdf> = (0..numvfs.unwrap_or(0))
+        .filter_map(|i| readlink_at(dir, &format!("virtfn{i}")).ok())
+        .filter_map(|target| last_bdf_in_path(&target))
+        .collect();
+    vfs.sort_unstable();
+    vfs.dedup();
+    (numvfs, vfs)
+}
+
+/// BARs, reset methods and link attributes.
+fn read_details(dir: BorrowedFd<'_>) -> Details {
+    let bars = read_small(dir, "resource")
+        .map(|t| attrs::parse_resource(&t))
+        .unwrap_or_default();
+    let reset_methods =
+        read_small(dir, "reset_method").map(|t| t.split_whitespace().map(str::to_owned).collect());
+    let link = Link {
+        current_speed: read_small(dir, "current_link_speed")
+            .and_then(|t| attrs::parse_link_speed(&t)),
+        current_width: read_small(dir, "current_link_width")
+            .and_then(|t| attrs::parse_link_width(&t)),
+        max_speed: read_small(dir, "max_link_speed").and_then(|t| attrs::parse_link_speed(&t)),
+        max_width: read_small(dir, "max_link_width").and_then(|t| attrs::parse_link_width(&t)),
+    };
+    let link = (link != Link::default()).then_some(link);
+    Details {
+        bars,
+        reset_methods,
+        link,
+    }
+}

@@ -1,0 +1,161 @@
+//! Directory-fd-relative reads of sysfs attributes.
+//!
+//! Every open is relative to an already open directory, so the kernel never re-resolves the
+//! `bus/pci/devices/<bdf>` symlink, and links are read with `readlinkat` (never realpath).
+//! Names passed here are compile-time constants or parsed values, never raw outside strings.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
+
+/// The size of the stack buffer for attribute reads. sysfs text attributes are at most one
+/// page; `uevent` of a PCI device is about 200 bytes.
+pub const ATTR_BUF: usize = 4096;
+
+/// Opens a directory by absolute (or cwd-relative) path.
+pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+    rfs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io::Error::from)
+}
+
+/// Opens a subdirectory (following a final symlink, as sysfs device links need).
+pub fn open_dir_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<OwnedFd> {
+    rfs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io::Error::from)
+}
+
+/// Reads a small attribute into `buf` with one open, one read and one close; returns the
+/// bytes read.
+pub fn read_at<'b>(dir: BorrowedFd<'_>, name: &str, buf: &'b mut [u8]) -> io::Result<&'b [u8]> {
+    let fd = rfs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    )?;
+    let n = rustix::io::read(fd.as_fd(), &mut *buf)?;
+    Ok(&buf[..n])
+}
+
+/// Reads an attribute as trimmed text. Invalid UTF-8 is an `InvalidData` error.
+pub fn read_text_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<String> {
+    let mut buf = [0u8; ATTR_BUF];
+    let bytes = read_at(dir, name, &mut buf)?;
+    let text =
+        std::str::from_utf8(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    Ok(text.trim().to_owned())
+}
+
+/// Reads a symlink's target relative to `dir`.
+pub fn readlink_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<String> {
+    let mut buf = [0u8; 1024];
+    let len = rfs::readlinkat_raw(dir, name, &mut buf)?;
+    if len == buf.len() {
+        // Truncated: fall back to the allocating call.
+        let owned = rfs::readlinkat(dir, name, Vec::new())?;
+        return owned
+            .into_string()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
+    }
+    String::from_utf8(buf[..len].to_vec())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// The final component of a link target (`../../../kernel/iommu_groups/12` -> `12`).
+pub fn link_basename(target: &str) -> &str {
+    target.rsplit('/').next().unwrap_or(target)
+}
+
+/// The size of a file, from `fstatat` without following a final symlink.
+pub fn size_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<u64> {
+    let st = rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok(u64::try_from(st.st_size).unwrap_or(0))
+}
+
+/// Whether `name` exists under `dir` (a symlink counts even if dangling).
+pub fn exists_at(dir: BorrowedFd<'_>, name: &str) -> bool {
+    rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).is_ok()
+}
+
+/// The names in a directory, without `.` and `..`; names that are not UTF-8 are skipped.
+pub fn list_dir(dir: OwnedFd) -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in rfs::Dir::new(dir)? {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().to_str() else {
+            continue;
+        };
+        if name != "." && name != ".." {
+            names.push(name.to_owned());
+        }
+    }
+    Ok(names)
+}
+
+/// Lists a subdirectory of `dir`.
+pub fn list_dir_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<Vec<String>> {
+    list_dir(open_dir_at(dir, name)?)
+}
+
+/// True for the errors that mean "this thing is gone or was never there": a device removed
+/// mid-scan, an optional attribute that does not exist, a device in a state where the
+/// attribute cannot be read.
+pub fn is_absent(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(2 | 19 | 20 | 6)) // ENOENT, ENODEV, ENOTDIR, ENXIO
+}
+
+/// Resolves a relative link target lexically against the directory that holds the link
+/// (both relative to the sysfs root), without touching the filesystem.
+/// `("bus/pci/devices", "../../../devices/pci0000:00/0000:00:01.0")` -> `devices/pci0000:00/0000:00:01.0`.
+pub fn resolve_relative(base: &str, target: &str) -> Option<String> {
+    if target.starts_with('/') {
+        return None;
+    }
+    let mut parts: Vec<&str> = base.split('/').filter(|p| !p.is_empty()).collect();
+    for component in target.split('/') {
+        match component {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            other => parts.push(other),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_links_lexically() {
+        assert_eq!(
+            resolve_relative(
+                "bus/pci/devices",
+                "../../../devices/pci0000:00/0000:00:01.0"
+            )
+            .as_deref(),
+            Some("devices/pci0000:00/0000:00:01.0")
+        );
+        assert_eq!(resolve_relative("bus/pci/devices", "../../../../etc"), None);
+        assert_eq!(resolve_relative("a", "/abs"), None);
+    }
+
+    #[test]
+    fn basename_of_link() {
+        assert_eq!(link_basename("../../../kernel/iommu_groups/12"), "12");
+        assert_eq!(link_basename("12"), "12");
+    }
+}
