@@ -1,0 +1,112 @@
+"""Fixtures of the real-kernel lab: one boot per kernel runs every guest check.
+
+The kernels and images come from tools/lab (kvlab), cached outside the repository. When QEMU,
+the Debian kernel package or the build tools cannot be had, the lab tests are skipped with a
+message naming what is missing; a lab that was available but failed is an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+GUEST = Path(__file__).resolve().parent / "guest"
+sys.path.insert(0, str(REPO / "tools" / "lab"))
+
+from kvlab import initramfs, kernels, proc, vm  # noqa: E402 (needs the path above)
+from kvlab.errors import LabUnavailableError  # noqa: E402
+
+# The two lab kernels: Debian's own (legacy VFIO only) and the built one (iommufd + cdev).
+SUITES = ("debian", "lab")
+BOOT_TIMEOUT_S = 900.0
+_WALL_TIMES: dict[str, tuple[float, float | None]] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class LabRun:
+    """One finished boot: the guest's facts per check, and the boot's evidence."""
+
+    suite: str
+    release: str
+    results: dict[str, Any]
+    boot: vm.BootResult
+
+    def facts(self, check: str) -> dict[str, Any]:
+        """The facts ``check`` recorded; fails (or skips, for an API not landed) otherwise."""
+        entry = self.results.get("checks", {}).get(check)
+        if entry is None:
+            pytest.fail(f"the {self.suite} lab guest did not run check {check!r}\n{self.context()}")
+        if entry["status"] == "unavailable":
+            pytest.skip(f"lab check {check!r}: {entry['reason']}")
+        if entry["status"] != "done":
+            pytest.fail(f"lab check {check!r} raised in the {self.suite} guest:\n{entry['error']}")
+        facts: dict[str, Any] = entry["facts"]
+        return facts
+
+    def context(self) -> str:
+        """The boot's status and console tail, for failure messages."""
+        return self.boot.describe()
+
+
+def _prepare(suite: str) -> tuple[kernels.Kernel, Path, Path]:
+    proc.require_tool("qemu-system-x86_64")
+    kernel = kernels.debian_kernel() if suite == "debian" else kernels.lab_kernel()
+    # The nested guest always boots Debian's kernel: its e1000e module is what drives the NIC.
+    inner_kernel = kernels.debian_kernel()
+    return kernel, initramfs.guest_image(kernel), initramfs.inner_image(inner_kernel)
+
+
+def _boot(suite: str, out: Path) -> LabRun:
+    try:
+        kernel, initrd, inner = _prepare(suite)
+    except LabUnavailableError as exc:
+        _UNAVAILABLE[suite] = f"the {suite} lab cannot run here: {exc}"
+        pytest.skip(_UNAVAILABLE[suite])
+    inner_kernel = kernels.debian_kernel()
+    context = {
+        "suite": suite,
+        "inner_kernel": str(inner_kernel.image),
+        "inner_initrd": str(inner),
+    }
+    (out / "context.json").write_text(json.dumps(context, indent=1))
+    config = vm.VmConfig(kernel=kernel, initrd=initrd, out_dir=out, timeout_s=BOOT_TIMEOUT_S)
+    argv = [sys.executable, str(GUEST / "run_checks.py"), "--suite", suite, "--out", str(out)]
+    boot = vm.boot(config, argv, cwd=REPO)
+    _WALL_TIMES[suite] = (boot.wall_s, boot.command_started_s)
+    results_file = out / "results.json"
+    if not results_file.is_file():
+        pytest.fail(f"the {suite} lab guest wrote no results\n{boot.describe()}")
+    results = json.loads(results_file.read_text())
+    return LabRun(suite=suite, release=kernel.release, results=results, boot=boot)
+
+
+# Each kernel boots at most once per session, whatever the fixture's scope bookkeeping does.
+_RUNS: dict[str, LabRun] = {}
+_UNAVAILABLE: dict[str, str] = {}
+
+
+@pytest.fixture(scope="session", params=SUITES)
+def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> LabRun:
+    """The finished boot of one lab kernel."""
+    suite: str = request.param
+    if suite in _UNAVAILABLE:
+        pytest.skip(_UNAVAILABLE[suite])
+    if suite not in _RUNS:
+        _RUNS[suite] = _boot(suite, tmp_path_factory.mktemp(f"lab-{suite}"))
+    return _RUNS[suite]
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Report each lab boot's wall time, as the README promises CI does."""
+    for suite, (wall, started) in sorted(_WALL_TIMES.items()):
+        when = "?" if started is None else f"{started:.1f}"
+        terminalreporter.write_line(
+            f"lab: {suite} kernel: boot + checks {wall:.1f} s wall "
+            f"(checks started at {when} s of guest uptime)"
+        )

@@ -1,0 +1,72 @@
+"""Entry point of the lab guest: run one suite of checks, write their facts as JSON.
+
+Run by tests/lab/conftest.py inside the guest with the host's own interpreter. Every check
+records facts (not verdicts); the host-side tests turn them into assertions. Results are
+rewritten after each check, so a guest that dies mid-suite still reports what it saw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[2]
+sys.path[:0] = [str(HERE), str(REPO / "tools" / "lab")]
+
+from guestlib import Unavailable  # noqa: E402 (needs the path above)
+
+# Check modules per suite, in the order they run (each leaves the devices as it found them).
+SUITES: dict[str, tuple[str, ...]] = {
+    "debian": ("check_scan",),
+    "lab": ("check_scan",),
+}
+
+
+def _write_results(out: Path, results: dict[str, Any]) -> None:
+    tmp = out / ".results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=1, sort_keys=True))
+    os.replace(tmp, out / "results.json")
+
+
+def main() -> int:
+    """Run the suite named on the command line; exit 0 even when checks fail (facts matter)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--suite", choices=sorted(SUITES), required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    context = json.loads((args.out / "context.json").read_text())
+    results: dict[str, Any] = {
+        "suite": args.suite,
+        "release": os.uname().release,
+        "python": sys.executable,
+        "uptime_at_start": float(Path("/proc/uptime").read_text().split()[0]),
+        "checks": {},
+    }
+    for module_name in SUITES[args.suite]:
+        started = time.monotonic()
+        entry: dict[str, Any]
+        name = module_name.removeprefix("check_")
+        try:
+            module = importlib.import_module(module_name)
+            entry = {"status": "done", "facts": module.run(context)}
+        except Unavailable as exc:
+            entry = {"status": "unavailable", "reason": str(exc)}
+        except Exception:
+            entry = {"status": "error", "error": traceback.format_exc()}
+        entry["seconds"] = round(time.monotonic() - started, 2)
+        print(f"KVLAB-CHECK {name} {entry['status']} {entry['seconds']}s", flush=True)
+        results["checks"][name] = entry
+        _write_results(args.out, results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
