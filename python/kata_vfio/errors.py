@@ -23,6 +23,7 @@ __all__ = [
     "OciSpecError",
     "PlanError",
     "QemuError",
+    "QemuStartError",
     "QmpError",
     "VfioError",
 ]
@@ -100,6 +101,24 @@ class PlanError(KataVfioError):
 
 class QemuError(KataVfioError):
     """QEMU failed to start or exited unexpectedly."""
+
+
+class QemuStartError(QemuError):
+    """QEMU exited or did not answer QMP at start; keeps its exit code, argv and stderr."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        exit_code: int | None,
+        argv: list[str],
+        stderr: str,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.exit_code = exit_code
+        self.argv = argv
+        self.stderr = stderr
 
 
 class QmpError(QemuError):

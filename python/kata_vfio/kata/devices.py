@@ -1,0 +1,331 @@
+"""From an OCI spec's ``linux.devices`` to the host PCI functions a sandbox passes through.
+
+Classification is exact (``/dev/vfio/<group>`` and ``/dev/vfio/devices/vfioN`` pass devices,
+``/dev/vfio/vfio`` and ``/dev/iommu`` are control nodes, everything else is not VFIO). Every
+VFIO node is expanded to all endpoint functions of its IOMMU group (bridges left out), the
+group is refused unless it is assignable, and functions of one physical device are kept
+together so they can share one guest slot. Pure: reads only the host snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kata_vfio._core import Bdf, Host, PciDevice, classify_devnode
+from kata_vfio.errors import InvalidInputError, NotAssignableError, PlanError
+
+__all__ = [
+    "HostFunction",
+    "PassthroughGroup",
+    "PassthroughSlot",
+    "SpecDevice",
+    "VfioNode",
+    "classify_spec_devices",
+    "function_id",
+    "resolve_groups",
+]
+
+
+@dataclass(frozen=True)
+class SpecDevice:
+    """One ``linux.devices`` entry as it matters here."""
+
+    path: str
+    kind: str  # group, cdev, container, iommufd, noiommu-group, other
+    type: str | None
+    major: int | None
+    minor: int | None
+
+    @property
+    def is_vfio_device(self) -> bool:
+        """A node that passes a device (group or cdev)."""
+        return self.kind in ("group", "cdev", "noiommu-group")
+
+    @property
+    def is_control(self) -> bool:
+        """``/dev/vfio/vfio`` or ``/dev/iommu``."""
+        return self.kind in ("container", "iommufd")
+
+    @property
+    def devno(self) -> tuple[int, int] | None:
+        """``(major, minor)`` when both are known."""
+        if self.major is None or self.minor is None:
+            return None
+        return (self.major, self.minor)
+
+
+@dataclass(frozen=True)
+class VfioNode:
+    """A VFIO device node the sandbox asked for, and the group it stands for."""
+
+    path: str
+    kind: str  # group or cdev
+    group: int
+    cdev: str | None
+    devno: tuple[int, int] | None
+
+
+@dataclass(frozen=True)
+class HostFunction:
+    """One host PCI function to pass through."""
+
+    bdf: Bdf
+    vendor: int
+    device: int
+    class_code: int
+    numa_node: int | None
+    is_pcie: bool
+    is_vf: bool
+    cdev: str | None
+    mmio64: int
+    bars_known: bool
+
+
+@dataclass(frozen=True)
+class PassthroughSlot:
+    """Functions of one physical device: one guest slot on one port.
+
+    ``guest_functions`` gives each function's number in the guest (the host's numbers when
+    function 0 is among them, else 0..n-1 so the guest sees a function 0).
+    """
+
+    functions: tuple[HostFunction, ...]
+    guest_functions: tuple[int, ...]
+
+    @property
+    def first(self) -> Bdf:
+        """The lowest host address, the slot's sort key."""
+        return self.functions[0].bdf
+
+    @property
+    def numa_node(self) -> int | None:
+        """The host NUMA node of the device (its first function's)."""
+        return self.functions[0].numa_node
+
+    @property
+    def mmio64(self) -> int:
+        """Bytes of 64-bit prefetchable BARs of all functions."""
+        return sum(f.mmio64 for f in self.functions)
+
+
+@dataclass(frozen=True)
+class PassthroughGroup:
+    """An IOMMU group passed whole: every endpoint, split into physical devices.
+
+    ``backend`` is ``legacy`` (``/dev/vfio/<group>``, QEMU ``host=``) or ``iommufd`` (cdev
+    nodes, QEMU ``iommufd=`` object). ``nodes`` are the spec paths that asked for it.
+    """
+
+    group: int
+    backend: str
+    nodes: tuple[VfioNode, ...]
+    slots: tuple[PassthroughSlot, ...]
+
+    @property
+    def functions(self) -> tuple[HostFunction, ...]:
+        """All functions, in PCI order."""
+        return tuple(f for s in self.slots for f in s.functions)
+
+
+def function_id(bdf: Bdf) -> str:
+    """The QEMU id of the vfio-pci device for a host function (stable, unique per host)."""
+    return f"vfio-{bdf.domain:04x}-{bdf.bus:02x}-{bdf.device:02x}.{bdf.function:x}"
+
+
+def classify_spec_devices(spec: Mapping[str, Any]) -> tuple[SpecDevice, ...]:
+    """The ``linux.devices`` of an OCI spec, each classified by its path (no I/O)."""
+    linux = spec.get("linux")
+    if linux is None:
+        return ()
+    if not isinstance(linux, Mapping):
+        raise InvalidInputError("OCI spec: 'linux' is not an object", hint="fix config.json")
+    entries = linux.get("devices") or []
+    if not isinstance(entries, list):
+        raise InvalidInputError("OCI spec: 'linux.devices' is not a list", hint="fix config.json")
+    devices = []
+    for index, entry in enumerate(entries):
+        where = f"OCI spec: linux.devices[{index}]"
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("path"), str):
+            raise InvalidInputError(f"{where} has no 'path' string", hint="fix config.json")
+        path = entry["path"]
+        devices.append(
+            SpecDevice(
+                path=path,
+                kind=classify_devnode(path).kind,
+                type=_optional(entry, "type", str, where),
+                major=_optional(entry, "major", int, where),
+                minor=_optional(entry, "minor", int, where),
+            )
+        )
+    return tuple(devices)
+
+
+def _optional(entry: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
+    value = entry.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise InvalidInputError(
+            f"{where}.{key} = {value!r} is not a {kind.__name__}", hint="fix config.json"
+        )
+    return value
+
+
+def resolve_groups(
+    host: Host, devices: Iterable[SpecDevice], *, require_iommufd: bool = False
+) -> tuple[PassthroughGroup, ...]:
+    """Resolves the VFIO nodes among ``devices`` into whole groups, in PCI order.
+
+    Refuses (before anything is launched) a group that is not assignable, naming the blocking
+    function and the command that fixes it; a group asked for through both its legacy node
+    and a cdev; a noiommu group; and, with ``require_iommufd`` (confidential guests), a
+    legacy group node.
+    """
+    nodes: dict[int, list[VfioNode]] = {}
+    for spec_device in devices:
+        if not spec_device.is_vfio_device:
+            continue
+        node = _resolve_node(host, spec_device)
+        if node.kind == "group" and require_iommufd:
+            raise PlanError(
+                f"confidential guests need IOMMUFD; cannot use the legacy group node {node.path}",
+                hint="bind the devices with vfio cdev support and list /dev/vfio/devices/vfioN "
+                "nodes (CDI specs with cdev device nodes)",
+            )
+        known = nodes.setdefault(node.group, [])
+        if any(n.path == node.path for n in known):
+            continue  # the same node twice: one device
+        if known and known[0].kind != node.kind:
+            raise PlanError(
+                f"IOMMU group {node.group} is asked for through both {known[0].path} and "
+                f"{node.path}: a group uses either the legacy group node or cdevs",
+                hint="list only one kind of node for the group's devices",
+            )
+        known.append(node)
+    groups = [_expand(host, group, tuple(found)) for group, found in nodes.items()]
+    return tuple(sorted(groups, key=lambda g: g.slots[0].first))
+
+
+def _resolve_node(host: Host, spec_device: SpecDevice) -> VfioNode:
+    if spec_device.kind == "noiommu-group":
+        raise PlanError(
+            f"{spec_device.path} is a no-IOMMU group: it has no DMA isolation and cannot be "
+            "passed to a VM",
+            hint="enable the host IOMMU (intel_iommu=on or amd_iommu=on) and turn off "
+            "vfio.enable_unsafe_noiommu_mode",
+        )
+    resolved = host.resolve_devnode(spec_device.path)
+    group = resolved.group
+    if spec_device.kind == "cdev":
+        if not resolved.bdfs:
+            raise PlanError(
+                f"{spec_device.path}: no PCI function on this host has vfio cdev {resolved.cdev}",
+                hint="check that the device is bound to vfio-pci and the node exists",
+            )
+        owner = host.group_of(resolved.bdfs[0])
+        group = owner.id if owner is not None else None
+    if group is None or host.find_group(group) is None:
+        raise PlanError(
+            f"{spec_device.path}: IOMMU group not found on this host",
+            hint="check the CDI spec's device node and that the host IOMMU is on (kata-vfio iommu)",
+        )
+    return VfioNode(
+        path=spec_device.path,
+        kind=spec_device.kind,
+        group=group,
+        cdev=resolved.cdev,
+        devno=spec_device.devno,
+    )
+
+
+def _expand(host: Host, group_id: int, nodes: tuple[VfioNode, ...]) -> PassthroughGroup:
+    group = host.group(group_id)
+    if not group.assignable:
+        raise _not_assignable(group_id, nodes[0].path, group.blockers, group.endpoints)
+    if not group.endpoints:
+        raise PlanError(
+            f"{nodes[0].path}: IOMMU group {group_id} has no endpoint function to pass",
+            hint="the group holds only bridges; pick the device's group instead",
+        )
+    backend = "iommufd" if nodes[0].kind == "cdev" else "legacy"
+    functions = [
+        _host_function(host.device(bdf), backend, nodes[0].path) for bdf in group.endpoints
+    ]
+    return PassthroughGroup(
+        group=group_id, backend=backend, nodes=nodes, slots=_slots(sorted(functions, key=_key))
+    )
+
+
+def _key(function: HostFunction) -> Bdf:
+    return function.bdf
+
+
+def _not_assignable(
+    group_id: int, path: str, blockers: Sequence[Any], endpoints: Sequence[Bdf]
+) -> NotAssignableError:
+    if blockers:
+        first = blockers[0]
+        driver = f" (driver {first.driver})" if first.driver else ""
+        others = f" and {len(blockers) - 1} more" if len(blockers) > 1 else ""
+        return NotAssignableError(
+            f"{path}: IOMMU group {group_id} is not assignable: {first.bdf}{driver} "
+            f"{first.reason}{others}",
+            hint=f"run: {first.fix}" if first.fix else None,
+        )
+    names = ", ".join(str(b) for b in endpoints)
+    return NotAssignableError(
+        f"{path}: IOMMU group {group_id} is not assignable ({names})",
+        hint=f"bind the whole group to vfio-pci: kata-vfio bind --group {group_id}",
+    )
+
+
+def _host_function(device: PciDevice, backend: str, node: str) -> HostFunction:
+    if backend == "iommufd" and device.vfio_cdev is None:
+        raise PlanError(
+            f"{node}: {device.bdf} in the same IOMMU group has no vfio cdev, so the group "
+            "cannot be passed through iommufd",
+            hint="use a kernel with CONFIG_VFIO_DEVICE_CDEV and bind the function to vfio-pci",
+        )
+    bars = device.bars
+    mmio64 = 0
+    if bars is not None:
+        mmio64 = sum(
+            bar.size for bar in bars if bar.is_64bit and bar.prefetchable and not bar.is_io
+        )
+    return HostFunction(
+        bdf=device.bdf,
+        vendor=device.vendor,
+        device=device.device,
+        class_code=device.class_code,
+        numa_node=device.numa_node,
+        is_pcie=device.is_pcie,
+        is_vf=device.physfn is not None,
+        cdev=device.vfio_cdev if backend == "iommufd" else None,
+        mmio64=mmio64,
+        bars_known=bars is not None,
+    )
+
+
+def _slots(functions: Sequence[HostFunction]) -> tuple[PassthroughSlot, ...]:
+    """Functions of one device (same bus/device number) share a slot; an SR-IOV VF is a
+    device of its own even when its neighbours have the same device number."""
+    slots: list[list[HostFunction]] = []
+    for function in functions:
+        previous = slots[-1] if slots else None
+        if (
+            previous is not None
+            and not function.is_vf
+            and not previous[0].is_vf
+            and previous[0].bdf.slot == function.bdf.slot
+        ):
+            previous.append(function)
+        else:
+            slots.append([function])
+    result = []
+    for members in slots:
+        numbers = [f.bdf.function for f in members]
+        guest = tuple(numbers) if 0 in numbers else tuple(range(len(members)))
+        result.append(PassthroughSlot(functions=tuple(members), guest_functions=guest))
+    return tuple(result)

@@ -1,0 +1,300 @@
+"""The QEMU command line of a sandbox VM: machine, memory, CPUs, boot assets, console,
+vIOMMU, the planned PCIe topology and one ``vfio-pci`` per passed-through function.
+
+Pure: a :class:`VmSpec` in, a :class:`~kata_vfio.qemu.argv.QemuCommand` out. QMP is not part
+of it; the launcher adds its own monitor socket.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kata_vfio.errors import InvalidInputError
+from kata_vfio.kata.topology import Topology
+from kata_vfio.qemu.argv import QemuCommand, QemuOpts, format_size, validate_id
+
+__all__ = ["ACCELERATORS", "COLD_PLUG_IOMMUFD", "VfioPlacement", "VmSpec", "build_vm_command"]
+
+ACCELERATORS = ("kvm", "tcg")
+# One iommufd object for every cold-plugged cdev device: devices of one IOMMU group must share
+# an iommufd context, and one context means guest RAM is mapped (and pinned) once.
+COLD_PLUG_IOMMUFD = "iommufd0"
+# Root-bus slot of the boot image disk (ports start at 0x08).
+IMAGE_DISK_SLOT = 0x02
+_MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class VfioPlacement:
+    """Where one host function goes in the guest."""
+
+    host: str
+    qemu_id: str
+    port: str
+    guest_function: int
+    multifunction: bool
+    iommufd: str | None = None
+
+    def device(self) -> QemuOpts:
+        """The ``-device vfio-pci,...`` value for this function."""
+        return QemuOpts.of(
+            "vfio-pci",
+            ("host", self.host),
+            ("id", self.qemu_id),
+            ("bus", self.port),
+            ("addr", f"00.{self.guest_function:x}"),
+            ("multifunction", True if self.multifunction else None),
+            ("iommufd", self.iommufd),
+        )
+
+
+@dataclass(frozen=True)
+class VmSpec:
+    """Everything the VM command line is made of (sizes in MiB, paths absolute)."""
+
+    binary: str
+    name: str
+    memory_mib: int
+    vcpus: int
+    topology: Topology
+    functions: tuple[VfioPlacement, ...] = ()
+    machine_type: str = "q35"
+    accel: str = "kvm"
+    kernel: str = ""
+    initrd: str = ""
+    image: str = ""
+    rootfs_type: str = "ext4"
+    kernel_params: str = ""
+    firmware: str = ""
+    cpu_features: str = ""
+    iommu: bool = False
+    iommu_platform: bool = False
+    console_socket: str | None = None
+
+
+def build_vm_command(spec: VmSpec) -> QemuCommand:
+    """The whole VM's command line (see the module docstring)."""
+    if spec.accel not in ACCELERATORS:
+        raise InvalidInputError(
+            f"accelerator {spec.accel!r} is not supported", hint="use kvm or tcg"
+        )
+    validate_id(spec.name, "VM name")
+    topology = spec.topology
+    command = QemuCommand(spec.binary).extend(
+        [
+            ("-name", QemuOpts.of(spec.name)),
+            ("-machine", _machine(spec)),
+            ("-accel", QemuOpts.of(spec.accel)),
+            ("-cpu", _cpu(spec)),
+            ("-m", f"{spec.memory_mib}M"),
+            ("-smp", str(spec.vcpus)),
+            ("-no-user-config", None),
+            ("-nodefaults", None),
+            ("-display", "none"),
+            ("-no-reboot", None),
+        ]
+    )
+    if topology.pci_hole64 is not None:
+        command = command.add(
+            "-global", f"q35-pcihost.pci-hole64-size={format_size(topology.pci_hole64)}"
+        )
+        if spec.firmware:
+            # OVMF sizes its 64-bit aperture from this, not from the host bridge.
+            command = command.add(
+                "-fw_cfg",
+                QemuOpts.of(
+                    None,
+                    ("name", "opt/ovmf/X-PciMmio64Mb"),
+                    ("string", str(topology.pci_hole64 // _MIB)),
+                ),
+            )
+    if spec.firmware:
+        command = command.add("-bios", spec.firmware)
+    if spec.kernel:
+        command = command.add("-kernel", spec.kernel)
+        if spec.initrd:
+            command = command.add("-initrd", spec.initrd)
+        command = command.add("-append", _kernel_params(spec))
+    if spec.iommu:
+        # The vIOMMU must exist before any PCI device that is placed behind it.
+        command = command.add(
+            "-device",
+            QemuOpts.of("intel-iommu", ("intremap", True), ("caching-mode", True)),
+        )
+    command = command.extend(_numa(spec))
+    if spec.console_socket:
+        command = command.extend(
+            [
+                (
+                    "-chardev",
+                    QemuOpts.of(
+                        "socket",
+                        ("id", "console"),
+                        ("path", spec.console_socket),
+                        ("server", True),
+                        ("wait", False),
+                    ),
+                ),
+                ("-serial", "chardev:console"),
+            ]
+        )
+    else:
+        command = command.add("-serial", "none")
+    if spec.image:
+        command = command.extend(_image_disk(spec))
+    command = command.extend(("-device", opts) for opts in _topology_devices(topology))
+    if any(f.iommufd for f in spec.functions):
+        for object_id in sorted({f.iommufd for f in spec.functions if f.iommufd}):
+            command = command.add("-object", QemuOpts.of("iommufd", ("id", object_id)))
+    return command.extend(("-device", f.device()) for f in spec.functions)
+
+
+def _machine(spec: VmSpec) -> QemuOpts:
+    return QemuOpts.of(
+        spec.machine_type,
+        # Interrupt remapping in the vIOMMU needs the IOAPIC emulated in user space.
+        ("kernel-irqchip", "split" if spec.iommu else None),
+    )
+
+
+def _cpu(spec: VmSpec) -> QemuOpts:
+    model = "host" if spec.accel == "kvm" else "max"
+    props: list[tuple[str, object | None]] = []
+    for item in spec.cpu_features.split(","):
+        feature = item.strip()
+        if not feature:
+            continue
+        key, sep, value = feature.partition("=")
+        if not sep:
+            raise InvalidInputError(
+                f"cpu_features item {feature!r} is not key=value",
+                hint="write cpu_features as 'pmu=off,...'",
+            )
+        props.append((key, value))
+    phys_bits = spec.topology.phys_bits
+    if phys_bits is not None:
+        # KVM's host model takes the host's width; TCG's max model needs to be told.
+        props.append(("host-phys-bits", True) if spec.accel == "kvm" else ("phys-bits", phys_bits))
+    return QemuOpts.of(model, *props)
+
+
+def _kernel_params(spec: VmSpec) -> str:
+    params = ["console=ttyS0"] if spec.console_socket else []
+    if spec.image:
+        params += ["root=/dev/vda1", "ro", f"rootfstype={spec.rootfs_type}"]
+        if spec.rootfs_type == "ext4":
+            params.append("rootflags=data=ordered,errors=remount-ro")
+    if spec.iommu:
+        params += ["intel_iommu=on", "iommu=pt"]
+    params += spec.kernel_params.split()
+    return " ".join(params)
+
+
+def _image_disk(spec: VmSpec) -> list[tuple[str, QemuOpts | str | None]]:
+    return [
+        (
+            "-blockdev",
+            QemuOpts.of(
+                None,
+                ("driver", "raw"),
+                ("node-name", "image0"),
+                ("read-only", True),
+                ("file.driver", "file"),
+                ("file.filename", spec.image),
+                ("file.read-only", True),
+            ),
+        ),
+        (
+            "-device",
+            QemuOpts.of(
+                "virtio-blk-pci",
+                ("id", "image0-disk"),
+                ("drive", "image0"),
+                ("bus", "pcie.0"),
+                ("addr", f"{IMAGE_DISK_SLOT:02x}.0"),
+                ("disable-legacy", True if spec.iommu_platform else None),
+                ("iommu_platform", True if spec.iommu_platform else None),
+            ),
+        ),
+    ]
+
+
+def _numa(spec: VmSpec) -> list[tuple[str, QemuOpts | str | None]]:
+    expanders = spec.topology.expanders
+    if not expanders:
+        return []
+    nodes = sorted(e.guest_numa_node for e in expanders)
+    count = len(nodes)
+    share = spec.memory_mib // count
+    options: list[tuple[str, QemuOpts | str | None]] = []
+    cpu_start = 0
+    for position, node in enumerate(nodes):
+        memory = share + (spec.memory_mib - share * count if position == 0 else 0)
+        cpus = spec.vcpus // count + (1 if position < spec.vcpus % count else 0)
+        options.append(
+            (
+                "-object",
+                QemuOpts.of("memory-backend-ram", ("id", f"mem{node}"), ("size", f"{memory}M")),
+            )
+        )
+        cpu_range = (
+            None
+            if cpus == 0
+            else (f"{cpu_start}" if cpus == 1 else f"{cpu_start}-{cpu_start + cpus - 1}")
+        )
+        options.append(
+            (
+                "-numa",
+                QemuOpts.of(
+                    "node", ("nodeid", node), ("memdev", f"mem{node}"), ("cpus", cpu_range)
+                ),
+            )
+        )
+        cpu_start += cpus
+    return options
+
+
+def _topology_devices(topology: Topology) -> list[QemuOpts]:
+    devices: list[QemuOpts] = []
+    switch = topology.switch
+    if switch is not None:
+        devices.append(
+            QemuOpts.of(
+                "pcie-root-port",
+                ("id", switch.root_port_id),
+                ("bus", "pcie.0"),
+                ("addr", f"{switch.root_port_addr:02x}.0"),
+                ("chassis", switch.chassis),
+                ("slot", 0),
+            )
+        )
+        devices.append(
+            QemuOpts.of("x3130-upstream", ("id", switch.upstream_id), ("bus", switch.root_port_id))
+        )
+    for expander in topology.expanders:
+        devices.append(
+            QemuOpts.of(
+                "pxb-pcie",
+                ("id", expander.id),
+                ("bus", "pcie.0"),
+                ("addr", f"{expander.addr:02x}.0"),
+                ("bus_nr", expander.bus_nr),
+                ("numa_node", expander.guest_numa_node),
+            )
+        )
+    for port in topology.ports:
+        devices.append(
+            QemuOpts.of(
+                port.driver,
+                ("id", port.id),
+                ("bus", port.bus),
+                ("addr", f"{port.addr:02x}.0"),
+                ("chassis", port.chassis),
+                ("slot", port.slot),
+                (
+                    "pref64-reserve",
+                    format_size(port.pref64_reserve) if port.pref64_reserve else None,
+                ),
+            )
+        )
+    return devices
