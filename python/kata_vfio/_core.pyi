@@ -92,6 +92,9 @@ class PciDevice:
     def class_code(self) -> int:
         """24-bit class: base << 16 | subclass << 8 | prog-if."""
     @property
+    def class_name(self) -> str:
+        """A short name for the class, as lspci prints it (``3D controller``)."""
+    @property
     def revision(self) -> int | None: ...
     @property
     def driver(self) -> str | None:

@@ -8,13 +8,14 @@ list below is the only place that knows them all. Exit codes: 0 ok, 1 finding or
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
 from kata_vfio.cli import _common
 
 # Modules that add subcommands, in the order their commands appear in --help.
-_COMMAND_MODULES: tuple[str, ...] = ()
+_COMMAND_MODULES: tuple[str, ...] = ("host",)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,8 +27,6 @@ def build_parser() -> argparse.ArgumentParser:
     _common.add_global_options(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    import importlib
-
     for name in _COMMAND_MODULES:
         module = importlib.import_module(f"kata_vfio.cli.{name}")
         module.register(subparsers)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -76,10 +77,21 @@ def host_roots(args: argparse.Namespace) -> HostRoots:
                 "--sample cannot be combined with --sysfs-root, --dev-root or --proc-root",
                 hint="use either the sample host or explicit roots",
             )
-        from kata_vfio.testing import sample_host
+        # Imported only here: building the sample host is not needed by any other command.
+        from kata_vfio.testing import sample_host  # noqa: PLC0415
 
         sample = sample_host()
         return HostRoots(sample.sysfs_root, sample.dev_root, sample.proc_root)
+    for option, value in (
+        ("--sysfs-root", args.sysfs_root),
+        ("--dev-root", args.dev_root),
+        ("--proc-root", args.proc_root),
+    ):
+        if value is not None and not os.path.isdir(value):
+            raise InvalidInputError(
+                f"{option} {value!r} is not a directory",
+                hint="give the directory that holds the tree (e.g. a copied /sys)",
+            )
     return HostRoots(args.sysfs_root or "/sys", args.dev_root or "/dev", args.proc_root)
 
 

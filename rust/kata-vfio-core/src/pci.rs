@@ -119,6 +119,7 @@ pub fn class_name(class_code: u32) -> &'static str {
         0x0106 => "SATA controller",
         0x0107 => "SAS controller",
         0x0108 => "NVMe controller",
+        0x0180 => "Mass storage controller",
         0x0200 => "Ethernet controller",
         0x0207 => "InfiniBand controller",
         0x0280 => "Network controller",
@@ -158,6 +159,7 @@ pub fn class_name(class_code: u32) -> &'static str {
             0x08 => "System peripheral",
             0x0c => "Serial bus controller",
             0x12 => "Processing accelerator",
+            0xff => "Unassigned class",
             _ => "Unclassified device",
         },
     }
@@ -190,6 +192,7 @@ mod tests {
         assert_eq!(class_name(0x030200), "3D controller");
         assert_eq!(class_name(0x068000), "Bridge");
         assert_eq!(class_name(0x12ff00), "Processing accelerator");
-        assert_eq!(class_name(0xff0000), "Unclassified device");
+        assert_eq!(class_name(0xff0000), "Unassigned class");
+        assert_eq!(class_name(0xee0000), "Unclassified device");
     }
 }

@@ -138,6 +138,10 @@ impl PyPciDevice {
         self.0.class_code
     }
     #[getter]
+    fn class_name(&self) -> &'static str {
+        kata_vfio_core::pci::class_name(self.0.class_code)
+    }
+    #[getter]
     fn revision(&self) -> Option<u8> {
         self.0.revision
     }

@@ -1,0 +1,185 @@
+"""``kata-vfio scan | groups | check | doctor``: what this host has and whether it is ready."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from kata_vfio import doctor, readiness, report
+from kata_vfio._core import Bdf, Host, scan
+from kata_vfio.cli import _common
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    """Adds the host commands."""
+    sub = _common.add_command(subparsers, "scan", _cmd_scan, "list the host's PCI devices")
+    sub.add_argument(
+        "--details", action="store_true", help="also read BARs, reset methods and link speed"
+    )
+    _common.add_command(
+        subparsers, "groups", _cmd_groups, "list IOMMU groups with a verdict for each"
+    )
+    sub = _common.add_command(
+        subparsers, "check", _cmd_check, "can these devices be passed through now?"
+    )
+    sub.add_argument("bdfs", nargs="+", metavar="BDF", help="PCI address, e.g. 0000:01:00.0")
+    sub = _common.add_command(
+        subparsers, "doctor", _cmd_doctor, "check that this host is ready for VFIO passthrough"
+    )
+    sub.add_argument(
+        "--vm-memory",
+        metavar="MIB",
+        type=int,
+        default=None,
+        help="size of the VM to start, for the memlock check",
+    )
+
+
+def _scan(args: argparse.Namespace, *, details: bool = False) -> Host:
+    roots = _common.host_roots(args)
+    return scan(roots.sysfs_root, roots.dev_root, roots.proc_root, details=details)
+
+
+def _yes_no(value: bool) -> str:
+    return "yes" if value else "no"
+
+
+def _cmd_scan(args: argparse.Namespace) -> int:
+    host = _scan(args, details=args.details)
+    if args.json:
+        _common.print_json({"devices": [report.device_dict(d, host) for d in host.devices]})
+        return _common.EXIT_OK
+    rows = []
+    for device in host.devices:
+        entry = report.device_dict(device, host)
+        rows.append(
+            [
+                entry["bdf"],
+                entry["class_name"],
+                f"{entry['vendor']}:{entry['device']}",
+                entry["driver"],
+                entry["iommu_group"],
+                entry["numa_node"],
+                _yes_no(entry["pcie"]),
+                _yes_no(entry["assignable"]) if device.is_endpoint else "-",
+            ]
+        )
+    _common.print_table(
+        ["BDF", "CLASS", "ID", "DRIVER", "GROUP", "NUMA", "PCIE", "ASSIGNABLE"], rows
+    )
+    if not host.devices:
+        print(f"no PCI devices under {host.sysfs_root}/bus/pci/devices", file=sys.stderr)
+    return _common.EXIT_OK
+
+
+def _verdict(group: Any) -> str:
+    if group.assignable:
+        return "assignable"
+    if not group.endpoints:
+        return "no endpoints (bridges only)"
+    if group.viable:
+        return "viable, not ready"
+    return "NOT VIABLE"
+
+
+def _cmd_groups(args: argparse.Namespace) -> int:
+    host = _scan(args)
+    if args.json:
+        _common.print_json(
+            {
+                "groups": [report.group_dict(g) for g in host.groups],
+                "iommu": report.iommu_dict(host.iommu),
+            }
+        )
+        return _common.EXIT_OK if host.iommu.enabled else _common.EXIT_FINDING
+    if not host.groups:
+        print(f"no IOMMU groups on this host: {'; '.join(host.iommu.reasons)}")
+        print("run `kata-vfio doctor` for what to change, or `kata-vfio --sample groups`")
+        return _common.EXIT_FINDING
+    for group in host.groups:
+        print(f"group {group.id}: {_verdict(group)}")
+        blocked = {b.bdf: b for b in group.blockers}
+        rows = []
+        for bdf in group.devices:
+            device = host.find_device(bdf)
+            if device is None:
+                rows.append([f"  {bdf}", "(not scanned)", "", "", ""])
+                continue
+            role = "endpoint" if device.is_endpoint else "bridge (stays)"
+            mark = "<- blocks" if bdf in blocked else ""
+            rows.append(
+                [
+                    f"  {bdf}",
+                    device.class_name,
+                    f"{device.vendor:04x}:{device.device:04x}",
+                    device.driver or "(no driver)",
+                    role,
+                    mark,
+                ]
+            )
+        _common.print_table(["", "", "", "", "", ""], rows)
+        for blocker in group.blockers:
+            print(f"  {blocker.bdf}: {blocker.reason}")
+            print(f"    fix: {blocker.fix}")
+    return _common.EXIT_OK
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    bdfs = [Bdf(text) for text in args.bdfs]  # a bad address is a usage error (exit 2)
+    host = _scan(args)
+    results = readiness.check_devices(host, bdfs)
+    if args.json:
+        _common.print_json(
+            {
+                "devices": [
+                    {
+                        "bdf": str(r.bdf),
+                        "present": r.present,
+                        "group": r.group,
+                        "assignable": r.assignable,
+                        "together": [str(b) for b in r.together],
+                        "node": r.node,
+                        "blockers": [report.blocker_dict(b) for b in r.blockers],
+                        "hint": r.hint,
+                    }
+                    for r in results
+                ]
+            }
+        )
+    else:
+        for r in results:
+            verdict = "assignable" if r.assignable else "NOT assignable"
+            print(f"{r.bdf}: {verdict}")
+            print(f"  {r.hint}")
+            for blocker in r.blockers:
+                if blocker.bdf != r.bdf or len(r.blockers) > 1:
+                    print(f"  blocker {blocker.bdf} ({blocker.driver or 'no driver'}): ")
+                    print(f"    {blocker.reason}")
+                    print(f"    fix: {blocker.fix}")
+    ok = all(r.assignable for r in results)
+    return _common.EXIT_OK if ok else _common.EXIT_FINDING
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    host = _scan(args)
+    needed = None if args.vm_memory is None else args.vm_memory << 20
+    checks = doctor.diagnose(host, memlock_needed=needed)
+    if args.json:
+        _common.print_json(
+            {
+                "checks": [
+                    {"name": c.name, "status": c.status, "detail": c.detail, "hint": c.hint}
+                    for c in checks
+                ]
+            }
+        )
+    else:
+        for c in checks:
+            print(f"[{c.status:4}] {c.name}: {c.detail}")
+            if c.hint and c.status != "pass":
+                print(f"       hint: {c.hint}")
+    failed = any(c.status == "fail" for c in checks)
+    return _common.EXIT_FINDING if failed else _common.EXIT_OK

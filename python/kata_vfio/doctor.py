@@ -1,0 +1,217 @@
+"""Host readiness for VFIO passthrough: one pass/warn/fail line per check, each with a hint.
+
+The checks read the scan's facts (IOMMU status, groups, nodes) plus the running process's
+own limits and permissions, which is what QEMU will inherit when this process starts it.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from kata_vfio._core import Host
+
+__all__ = ["Check", "Status", "diagnose"]
+
+Status = Literal["pass", "warn", "fail"]
+
+# Boot arguments that turn the IOMMU on, per platform.
+_ENABLE_HINTS = {
+    "intel": "enable VT-d in the firmware setup and add intel_iommu=on iommu=pt to the kernel "
+    "command line (GRUB_CMDLINE_LINUX in /etc/default/grub, then update-grub and reboot)",
+    "amd": "enable AMD-Vi/IOMMU (often 'SVM' plus 'IOMMU') in the firmware setup; the kernel "
+    "turns it on by itself, so remove any amd_iommu=off or iommu=off, then reboot",
+    "arm": "enable the SMMU in the firmware and boot with ACPI IORT or a device tree that "
+    "describes it; remove iommu.passthrough=1 only if you need DMA translation on the host",
+}
+_GENERIC_HINT = "enable the IOMMU in the firmware setup and on the kernel command line, reboot"
+_SAMPLE_HINT = "to see kata-vfio on a host that has one: kata-vfio --sample groups"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One readiness check."""
+
+    name: str
+    status: Status
+    detail: str
+    hint: str | None = None
+
+
+def diagnose(host: Host, *, memlock_needed: int | None = None) -> tuple[Check, ...]:
+    """Every check, in a fixed order. ``memlock_needed`` (bytes) tightens the memlock check
+    to a VM of that size; by default any limit below 1 GiB is a warning."""
+    checks: list[Callable[[Host], Check]] = [
+        _iommu_enabled,
+        _kernel_arguments,
+        _noiommu,
+        _vfio_modules,
+        _container_node,
+        _iommufd,
+        _node_permissions,
+        _assignable_groups,
+    ]
+    return (*(check(host) for check in checks), _memlock(memlock_needed))
+
+
+def _iommu_enabled(host: Host) -> Check:
+    status = host.iommu
+    detail = "; ".join(status.reasons)
+    if status.enabled:
+        return Check("iommu", "pass", detail)
+    hint = _ENABLE_HINTS.get(status.cpu_vendor or "", _GENERIC_HINT)
+    return Check("iommu", "fail", detail, f"{hint}. {_SAMPLE_HINT}")
+
+
+def _kernel_arguments(host: Host) -> Check:
+    args = host.iommu.cmdline
+    if args is None:
+        return Check(
+            "kernel-arguments",
+            "warn",
+            "the kernel command line is unknown (no proc root)",
+            "pass --proc-root to read /proc/cmdline",
+        )
+    shown = " ".join(args) or "(none)"
+    off = [a for a in args if a in ("intel_iommu=off", "amd_iommu=off", "iommu=off")]
+    if off:
+        return Check(
+            "kernel-arguments",
+            "fail",
+            f"IOMMU arguments: {shown}",
+            f"remove {' '.join(off)} from the kernel command line and reboot",
+        )
+    if any(a.startswith("pcie_acs_override") for a in args):
+        return Check(
+            "kernel-arguments",
+            "warn",
+            f"IOMMU arguments: {shown}",
+            "pcie_acs_override makes the kernel pretend devices are isolated when they are "
+            "not: a guest may reach other devices' memory; prefer a slot with real ACS",
+        )
+    if host.iommu.enabled and host.iommu.cpu_vendor == "intel" and "iommu=pt" not in args:
+        return Check(
+            "kernel-arguments",
+            "warn",
+            f"IOMMU arguments: {shown}",
+            "add iommu=pt so host devices that are not passed through skip translation "
+            "(faster host I/O; VFIO devices are isolated either way)",
+        )
+    return Check("kernel-arguments", "pass", f"IOMMU arguments: {shown}")
+
+
+def _noiommu(host: Host) -> Check:
+    if host.iommu.noiommu:
+        return Check(
+            "noiommu",
+            "warn",
+            "vfio's unsafe no-IOMMU mode is on: devices get no DMA isolation and the kernel "
+            "is tainted when they are used",
+            "turn it off (vfio.enable_unsafe_noiommu_mode=0) unless this is a test machine",
+        )
+    return Check("noiommu", "pass", "vfio's unsafe no-IOMMU mode is off")
+
+
+def _vfio_modules(host: Host) -> Check:
+    status = host.iommu
+    if status.vfio_pci_driver:
+        return Check("vfio-modules", "pass", "vfio and the vfio-pci driver are loaded")
+    if status.vfio_module:
+        return Check(
+            "vfio-modules",
+            "warn",
+            "vfio is loaded but the vfio-pci driver is not",
+            "modprobe vfio-pci (kata-vfio bind loads it when needed)",
+        )
+    return Check(
+        "vfio-modules",
+        "warn",
+        "the vfio modules are not loaded",
+        "modprobe vfio-pci (and add it to /etc/modules-load.d/ to load it at boot)",
+    )
+
+
+def _container_node(host: Host) -> Check:
+    path = Path(host.dev_root) / "vfio" / "vfio"
+    if host.iommu.vfio_container_node:
+        return Check("vfio-container-node", "pass", f"{path} exists")
+    status: Status = "fail" if host.iommu.vfio_module else "warn"
+    return Check(
+        "vfio-container-node",
+        status,
+        f"{path} is missing",
+        "modprobe vfio (it creates /dev/vfio/vfio); without it QEMU cannot use legacy groups",
+    )
+
+
+def _iommufd(host: Host) -> Check:
+    path = Path(host.dev_root) / "iommu"
+    if host.iommu.iommufd_node:
+        return Check("iommufd", "pass", f"{path} exists: the cdev/iommufd path is available")
+    return Check(
+        "iommufd",
+        "warn",
+        f"{path} is missing: only legacy VFIO groups can be used",
+        "for the vfio cdev path (required for confidential guests) use Linux 6.6+ with "
+        "CONFIG_IOMMUFD and CONFIG_VFIO_DEVICE_CDEV, then modprobe iommufd",
+    )
+
+
+def _node_permissions(host: Host) -> Check:
+    unusable: list[str] = []
+    for node in host.devnodes:
+        if not node.is_vfio_device:
+            continue
+        local = Path(host.dev_root) / node.path.removeprefix("/dev/")
+        if local.exists() and not os.access(local, os.R_OK | os.W_OK):
+            unusable.append(node.path)
+    if not unusable:
+        return Check("node-permissions", "pass", "this user can open every VFIO node present")
+    return Check(
+        "node-permissions",
+        "warn",
+        f"this user cannot open {', '.join(unusable)}",
+        "run QEMU as root, or give its user the nodes (udev rule with OWNER/GROUP on "
+        "SUBSYSTEM==\"vfio\"), or let a privileged process pass it the open fds",
+    )
+
+
+def _assignable_groups(host: Host) -> Check:
+    groups = [g for g in host.groups if g.endpoints]
+    ready = [g for g in groups if g.assignable]
+    if not groups:
+        return Check("assignable-groups", "warn", "no IOMMU group with an endpoint on this host")
+    detail = f"{len(ready)} of {len(groups)} groups with endpoints are ready for passthrough"
+    if ready:
+        return Check("assignable-groups", "pass", detail)
+    return Check(
+        "assignable-groups",
+        "warn",
+        detail,
+        "kata-vfio groups shows why each group is not ready and what to run",
+    )
+
+
+def _memlock(needed: int | None) -> Check:
+    soft, _hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    if soft == resource.RLIM_INFINITY:
+        return Check("memlock", "pass", "RLIMIT_MEMLOCK is unlimited")
+    threshold = needed if needed is not None else 1 << 30
+    detail = f"RLIMIT_MEMLOCK is {soft // 1024} KiB"
+    if soft >= threshold:
+        return Check("memlock", "pass", detail)
+    status: Status = "fail" if needed is not None else "warn"
+    if os.geteuid() == 0 and needed is None:
+        # Root has CAP_IPC_LOCK, which lets type1 pin past the limit.
+        return Check("memlock", "pass", f"{detail}, but root has CAP_IPC_LOCK")
+    return Check(
+        "memlock",
+        status,
+        f"{detail}: VFIO pins all guest RAM, so QEMU needs at least the VM's memory size",
+        "raise it for the QEMU process (ulimit -l unlimited, LimitMEMLOCK=infinity in a "
+        "systemd unit, or memlock in /etc/security/limits.conf)",
+    )
