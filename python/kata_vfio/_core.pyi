@@ -167,7 +167,11 @@ class Blocker:
     @property
     def reason(self) -> str: ...
     @property
-    def fix(self) -> str: ...
+    def fix(self) -> str:
+        """The one command that fixes it (``kata-vfio bind --group 12``)."""
+    @property
+    def manual(self) -> tuple[str, ...]:
+        """The same fix as the sysfs writes to type by hand, in order."""
     @property
     def breaks_viability(self) -> bool:
         """True when this member alone makes the kernel refuse the group; False when the

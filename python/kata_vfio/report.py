@@ -19,6 +19,7 @@ __all__ = [
     "link_dict",
 ]
 
+
 def _hex(value: int | None, width: int) -> str | None:
     return None if value is None else f"{value:0{width}x}"
 
@@ -75,9 +76,7 @@ def device_dict(device: PciDevice, host: Host | None = None) -> dict[str, Any]:
     if device.bars is not None:
         out["bars"] = [bar_dict(bar) for bar in device.bars]
         out["large_bar"] = device.large_bar
-        out["reset_methods"] = (
-            None if device.reset_methods is None else list(device.reset_methods)
-        )
+        out["reset_methods"] = None if device.reset_methods is None else list(device.reset_methods)
         out["link"] = None if device.link is None else link_dict(device.link)
     return out
 
@@ -97,6 +96,7 @@ def blocker_dict(blocker: Blocker) -> dict[str, Any]:
         "driver": blocker.driver,
         "reason": blocker.reason,
         "fix": blocker.fix,
+        "manual": list(blocker.manual),
         "breaks_viability": blocker.breaks_viability,
     }
 

@@ -103,16 +103,20 @@ def print_json(document: Any, stream: TextIO | None = None) -> None:
 
 
 def print_table(
-    headers: Sequence[str], rows: Iterable[Sequence[object]], stream: TextIO | None = None
+    headers: Sequence[str] | None,
+    rows: Iterable[Sequence[object]],
+    stream: TextIO | None = None,
 ) -> None:
-    """A plain left-aligned table; None prints as '-'."""
+    """A plain left-aligned table (no header line when ``headers`` is None); None cells
+    print as '-'."""
     out = stream or sys.stdout
     text_rows = [["-" if cell is None else str(cell) for cell in row] for row in rows]
-    widths = [len(h) for h in headers]
-    for row in text_rows:
+    columns = max([len(headers or [])] + [len(row) for row in text_rows])
+    widths = [0] * columns
+    for row in [list(headers or []), *text_rows]:
         for i, cell in enumerate(row):
             widths[i] = max(widths[i], len(cell))
-    for row in [list(headers), *text_rows]:
+    for row in [list(headers), *text_rows] if headers else text_rows:
         line = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row))
         out.write(line.rstrip() + "\n")
 

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from kata_vfio import doctor, readiness, report
-from kata_vfio._core import Bdf, Host, scan
+from kata_vfio._core import Bdf, Host, IommuGroup, scan
 from kata_vfio.cli import _common
 
 __all__ = ["register"]
@@ -19,9 +19,10 @@ def register(subparsers: Any) -> None:
     sub.add_argument(
         "--details", action="store_true", help="also read BARs, reset methods and link speed"
     )
-    _common.add_command(
+    sub = _common.add_command(
         subparsers, "groups", _cmd_groups, "list IOMMU groups with a verdict for each"
     )
+    sub.add_argument("--all", action="store_true", help="also list groups that hold only bridges")
     sub = _common.add_command(
         subparsers, "check", _cmd_check, "can these devices be passed through now?"
     )
@@ -75,7 +76,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     return _common.EXIT_OK
 
 
-def _verdict(group: Any) -> str:
+def _verdict(group: IommuGroup) -> str:
     if group.assignable:
         return "assignable"
     if not group.endpoints:
@@ -99,32 +100,43 @@ def _cmd_groups(args: argparse.Namespace) -> int:
         print(f"no IOMMU groups on this host: {'; '.join(host.iommu.reasons)}")
         print("run `kata-vfio doctor` for what to change, or `kata-vfio --sample groups`")
         return _common.EXIT_FINDING
-    for group in host.groups:
-        print(f"group {group.id}: {_verdict(group)}")
-        blocked = {b.bdf: b for b in group.blockers}
-        rows = []
-        for bdf in group.devices:
-            device = host.find_device(bdf)
-            if device is None:
-                rows.append([f"  {bdf}", "(not scanned)", "", "", ""])
-                continue
-            role = "endpoint" if device.is_endpoint else "bridge (stays)"
-            mark = "<- blocks" if bdf in blocked else ""
-            rows.append(
-                [
-                    f"  {bdf}",
-                    device.class_name,
-                    f"{device.vendor:04x}:{device.device:04x}",
-                    device.driver or "(no driver)",
-                    role,
-                    mark,
-                ]
-            )
-        _common.print_table(["", "", "", "", "", ""], rows)
-        for blocker in group.blockers:
-            print(f"  {blocker.bdf}: {blocker.reason}")
-            print(f"    fix: {blocker.fix}")
+    shown = [g for g in host.groups if args.all or g.endpoints]
+    for group in shown:
+        _print_group(host, group)
+    hidden = len(host.groups) - len(shown)
+    ready = sum(1 for g in host.groups if g.assignable)
+    with_endpoints = sum(1 for g in host.groups if g.endpoints)
+    summary = f"{ready} of {with_endpoints} groups with endpoints are assignable"
+    if hidden:
+        summary += f"; {hidden} groups with only bridges not shown (--all shows them)"
+    print(summary)
     return _common.EXIT_OK
+
+
+def _print_group(host: Host, group: IommuGroup) -> None:
+    print(f"group {group.id}: {_verdict(group)}")
+    blocked = {b.bdf for b in group.blockers}
+    rows = []
+    for bdf in group.devices:
+        device = host.find_device(bdf)
+        if device is None:
+            rows.append([f"  {bdf}", "(not scanned)", "", "", "", ""])
+            continue
+        rows.append(
+            [
+                f"  {bdf}",
+                device.class_name,
+                f"{device.vendor:04x}:{device.device:04x}",
+                device.driver or "(no driver)",
+                "endpoint" if device.is_endpoint else "bridge, stays",
+                "<- blocks" if bdf in blocked else "",
+            ]
+        )
+    _common.print_table(None, rows)
+    for blocker in group.blockers:
+        print(f"  {blocker.bdf}: {blocker.reason}")
+    for fix in dict.fromkeys(b.fix for b in group.blockers):
+        print(f"  fix: {fix}")
 
 
 def _cmd_check(args: argparse.Namespace) -> int:

@@ -17,7 +17,10 @@ pub struct Blocker {
     pub bdf: Bdf,
     pub driver: Option<String>,
     pub reason: String,
+    /// The one command that fixes it (`kata-vfio bind --group 12`).
     pub fix: String,
+    /// The same fix as the sysfs writes a user would type, in order.
+    pub manual: Vec<String>,
     /// True when this member alone makes the kernel refuse the group (not viable); false
     /// when the group is viable but the member is not ready for QEMU (not on vfio).
     pub breaks_viability: bool,
@@ -99,6 +102,10 @@ struct Fixes<'a> {
 }
 
 impl Fixes<'_> {
+    fn root(&self) -> &str {
+        self.sysfs_root.trim_end_matches('/')
+    }
+
     fn bind_command(&self, bdf: Bdf) -> String {
         if self.several_endpoints {
             format!("kata-vfio bind --group {}", self.group)
@@ -107,9 +114,9 @@ impl Fixes<'_> {
         }
     }
 
-    /// The sysfs writes that move `bdf` to vfio-pci, as a user would type them.
-    fn manual_bind(&self, bdf: Bdf, current: Option<&str>) -> String {
-        let root = self.sysfs_root.trim_end_matches('/');
+    /// The sysfs writes that move `bdf` to vfio-pci.
+    fn manual_bind(&self, bdf: Bdf, current: Option<&str>) -> Vec<String> {
+        let root = self.root();
         let mut steps = vec![format!(
             "echo vfio-pci > {root}/bus/pci/devices/{bdf}/driver_override"
         )];
@@ -119,56 +126,55 @@ impl Fixes<'_> {
             ));
         }
         steps.push(format!("echo {bdf} > {root}/bus/pci/drivers_probe"));
-        steps.join(" && ")
+        steps
     }
 
-    fn bind(&self, bdf: Bdf, current: Option<&str>) -> String {
-        format!(
-            "{} (by hand: {})",
-            self.bind_command(bdf),
-            self.manual_bind(bdf, current)
-        )
-    }
-
-    fn unbind(&self, bdf: Bdf, driver: &str) -> String {
-        let root = self.sysfs_root.trim_end_matches('/');
-        format!("unbind it, leaving it without a driver: echo {bdf} > {root}/bus/pci/drivers/{driver}/unbind")
+    fn manual_unbind(&self, bdf: Bdf, driver: &str) -> Vec<String> {
+        vec![format!(
+            "echo {bdf} > {}/bus/pci/drivers/{driver}/unbind",
+            self.root()
+        )]
     }
 }
 
 fn blocker_for(device: &PciDevice, fixes: &Fixes<'_>) -> Option<Blocker> {
     let bdf = device.bdf;
-    let driver = device.driver.clone();
-    let make = |reason: String, fix: String, breaks_viability: bool| Blocker {
-        bdf,
-        driver: driver.clone(),
-        reason,
-        fix,
-        breaks_viability,
-    };
+    let blocker =
+        |reason: String, fix: String, manual: Vec<String>, breaks_viability: bool| Blocker {
+            bdf,
+            driver: device.driver.clone(),
+            reason,
+            fix,
+            manual,
+            breaks_viability,
+        };
     match device.driver.as_deref() {
         Some(name) if is_vfio_driver(name) => None,
         // Bridges stay as they are: unbound or on pcieport.
-        None | Some("pcieport") if !device.is_endpoint() => None,
+        None if !device.is_endpoint() => None,
         Some(name) if !device.is_endpoint() && is_dma_safe_driver(name) => None,
-        Some(name) if !device.is_endpoint() => Some(make(
+        Some(name) if !device.is_endpoint() => Some(blocker(
             format!("bridge bound to {name}, a driver that uses DMA, so the kernel will not make the group viable"),
-            fixes.unbind(bdf, name),
+            format!("unbind it from {name} (bridges are never bound to vfio-pci)"),
+            fixes.manual_unbind(bdf, name),
             true,
         )),
-        None => Some(make(
+        None => Some(blocker(
             "endpoint has no driver: the group is viable, but QEMU can only open it through vfio-pci".to_owned(),
-            fixes.bind(bdf, None),
+            fixes.bind_command(bdf),
+            fixes.manual_bind(bdf, None),
             false,
         )),
-        Some("pci-stub") => Some(make(
+        Some("pci-stub") => Some(blocker(
             "endpoint is on pci-stub: the group is viable, but QEMU can only open it through vfio-pci".to_owned(),
-            fixes.bind(bdf, Some("pci-stub")),
+            fixes.bind_command(bdf),
+            fixes.manual_bind(bdf, Some("pci-stub")),
             false,
         )),
-        Some(name) => Some(make(
+        Some(name) => Some(blocker(
             format!("endpoint bound to host driver {name}, which does DMA, so the kernel refuses the whole group (not viable)"),
-            fixes.bind(bdf, Some(name)),
+            fixes.bind_command(bdf),
+            fixes.manual_bind(bdf, Some(name)),
             true,
         )),
     }
@@ -220,17 +226,14 @@ mod tests {
         assert_eq!(group.blockers.len(), 1);
         let blocker = &group.blockers[0];
         assert_eq!(blocker.bdf.to_string(), "0000:01:00.1");
-        assert!(
-            blocker.fix.contains("kata-vfio bind --group 1"),
-            "{}",
-            blocker.fix
-        );
-        assert!(
-            blocker
-                .fix
-                .contains("/sys/bus/pci/drivers/snd_hda_intel/unbind"),
-            "{}",
-            blocker.fix
+        assert_eq!(blocker.fix, "kata-vfio bind --group 1");
+        assert_eq!(
+            blocker.manual,
+            [
+                "echo vfio-pci > /sys/bus/pci/devices/0000:01:00.1/driver_override",
+                "echo 0000:01:00.1 > /sys/bus/pci/drivers/snd_hda_intel/unbind",
+                "echo 0000:01:00.1 > /sys/bus/pci/drivers_probe",
+            ]
         );
     }
 
@@ -279,7 +282,10 @@ mod tests {
             dev("07:01.0", 0x020000, Some("vfio-pci")),
         ]);
         assert!(!group.viable);
-        assert!(group.blockers[0].fix.contains("drivers/shpchp/unbind"));
+        assert_eq!(
+            group.blockers[0].manual,
+            ["echo 0000:06:00.0 > /sys/bus/pci/drivers/shpchp/unbind"]
+        );
     }
 
     #[test]

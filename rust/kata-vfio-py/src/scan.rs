@@ -278,6 +278,10 @@ impl PyBlocker {
         self.0.fix.clone()
     }
     #[getter]
+    fn manual<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, &self.0.manual)
+    }
+    #[getter]
     fn breaks_viability(&self) -> bool {
         self.0.breaks_viability
     }
