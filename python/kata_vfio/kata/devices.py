@@ -69,7 +69,7 @@ class VfioNode:
 
 @dataclass(frozen=True)
 class HostFunction:
-    """One host PCI function to pass through."""
+    """One host PCI function to pass through (``cdev``: its ``vfioN`` node, if any)."""
 
     bdf: Bdf
     vendor: int
@@ -302,7 +302,7 @@ def _host_function(device: PciDevice, backend: str, node: str) -> HostFunction:
         numa_node=device.numa_node,
         is_pcie=device.is_pcie,
         is_vf=device.physfn is not None,
-        cdev=device.vfio_cdev if backend == "iommufd" else None,
+        cdev=device.vfio_cdev,
         mmio64=mmio64,
         bars_known=bars is not None,
     )

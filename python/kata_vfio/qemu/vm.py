@@ -13,12 +13,9 @@ from kata_vfio.errors import InvalidInputError
 from kata_vfio.kata.topology import Topology
 from kata_vfio.qemu.argv import QemuCommand, QemuOpts, format_size, validate_id
 
-__all__ = ["ACCELERATORS", "COLD_PLUG_IOMMUFD", "VfioPlacement", "VmSpec", "build_vm_command"]
+__all__ = ["ACCELERATORS", "VfioPlacement", "VmSpec", "build_vm_command"]
 
 ACCELERATORS = ("kvm", "tcg")
-# One iommufd object for every cold-plugged cdev device: devices of one IOMMU group must share
-# an iommufd context, and one context means guest RAM is mapped (and pinned) once.
-COLD_PLUG_IOMMUFD = "iommufd0"
 # Root-bus slot of the boot image disk (ports start at 0x08).
 IMAGE_DISK_SLOT = 0x02
 _MIB = 1 << 20

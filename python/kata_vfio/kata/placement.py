@@ -1,0 +1,294 @@
+"""Where each passed-through host function lands in the guest, as plain records.
+
+A :class:`PlannedDevice` is one IOMMU group passed whole, its :class:`PlannedFunction` list
+says for each host function its QEMU id, port, guest function number, guest PCI path, CDI kind
+and position in guest PCI order. The records round-trip through JSON (``to_document`` /
+``from_document``) so a container can be planned from a stored sandbox plan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kata_vfio._core import Bdf
+from kata_vfio.errors import InvalidInputError
+from kata_vfio.kata.devices import PassthroughGroup, VfioNode, function_id
+from kata_vfio.kata.kinds import cdi_kind
+from kata_vfio.kata.topology import Port, Topology
+
+__all__ = [
+    "PlannedDevice",
+    "PlannedFunction",
+    "PlannedNode",
+    "hotplug_iommufd_id",
+    "place_devices",
+]
+
+# One iommufd object for every cold-plugged cdev device: devices of one IOMMU group must share
+# an iommufd context, and one context means guest RAM is mapped (and pinned) once. A
+# hot-plugged group gets its own object, so unplugging it can delete the object again.
+COLD_PLUG_IOMMUFD = "iommufd0"
+
+
+def hotplug_iommufd_id(group: int) -> str:
+    """The iommufd object of a hot-plugged group (deleted again on unplug)."""
+    return f"iommufd-g{group}"
+
+
+@dataclass(frozen=True)
+class PlannedFunction:
+    """One host function and its place in the guest."""
+
+    bdf: Bdf
+    vendor: int
+    device: int
+    class_code: int
+    numa_node: int | None
+    kind: str | None
+    qemu_id: str
+    port: str
+    guest_function: int
+    multifunction: bool
+    guest_pci_path: str
+    guest_root_bus: int
+    guest_order: int
+    cdev: str | None
+    mmio64: int
+
+    def to_document(self) -> dict[str, Any]:
+        """JSON-ready form (ids as ``0x`` hex strings, as sysfs writes them)."""
+        return {
+            "bdf": str(self.bdf),
+            "vendor": f"0x{self.vendor:04x}",
+            "device": f"0x{self.device:04x}",
+            "class": f"0x{self.class_code:06x}",
+            "numa_node": self.numa_node,
+            "kind": self.kind,
+            "qemu_id": self.qemu_id,
+            "port": self.port,
+            "guest_function": self.guest_function,
+            "multifunction": self.multifunction,
+            "guest_pci_path": self.guest_pci_path,
+            "guest_root_bus": self.guest_root_bus,
+            "guest_order": self.guest_order,
+            "cdev": self.cdev,
+            "mmio64": self.mmio64,
+        }
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, Any], where: str) -> PlannedFunction:
+        """Reads :meth:`to_document`'s form back; raises InvalidInputError naming the field."""
+        return cls(
+            bdf=Bdf(_field(doc, "bdf", str, where)),
+            vendor=_hex(doc, "vendor", where),
+            device=_hex(doc, "device", where),
+            class_code=_hex(doc, "class", where),
+            numa_node=_field(doc, "numa_node", int, where, optional=True),
+            kind=_field(doc, "kind", str, where, optional=True),
+            qemu_id=_field(doc, "qemu_id", str, where),
+            port=_field(doc, "port", str, where),
+            guest_function=_field(doc, "guest_function", int, where),
+            multifunction=_field(doc, "multifunction", bool, where),
+            guest_pci_path=_field(doc, "guest_pci_path", str, where),
+            guest_root_bus=_field(doc, "guest_root_bus", int, where),
+            guest_order=_field(doc, "guest_order", int, where),
+            cdev=_field(doc, "cdev", str, where, optional=True),
+            mmio64=_field(doc, "mmio64", int, where),
+        )
+
+
+@dataclass(frozen=True)
+class PlannedNode:
+    """A VFIO node that asked for the device: host path, ``major:minor`` when the spec
+    gave them, and the functions it stands for (a cdev: one; a group: all)."""
+
+    path: str
+    kind: str
+    devno: tuple[int, int] | None
+    bdfs: tuple[Bdf, ...]
+
+    @property
+    def number(self) -> int:
+        """``N`` of ``/dev/vfio/N`` or ``/dev/vfio/devices/vfioN`` (Kata's annotation key)."""
+        name = self.path.rsplit("/", 1)[-1]
+        return int(name[4:] if name.startswith("vfio") else name)
+
+    def to_document(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "path": self.path,
+            "kind": self.kind,
+            "major": self.devno[0] if self.devno else None,
+            "minor": self.devno[1] if self.devno else None,
+            "bdfs": [str(b) for b in self.bdfs],
+        }
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, Any], where: str) -> PlannedNode:
+        """Reads :meth:`to_document`'s form back."""
+        major = _field(doc, "major", int, where, optional=True)
+        minor = _field(doc, "minor", int, where, optional=True)
+        bdfs = doc.get("bdfs")
+        if not isinstance(bdfs, list) or not all(isinstance(b, str) for b in bdfs):
+            raise InvalidInputError(f"{where}.bdfs must be a list of PCI addresses")
+        return cls(
+            path=_field(doc, "path", str, where),
+            kind=_field(doc, "kind", str, where),
+            devno=(major, minor) if major is not None and minor is not None else None,
+            bdfs=tuple(Bdf(b) for b in bdfs),
+        )
+
+
+@dataclass(frozen=True)
+class PlannedDevice:
+    """An IOMMU group passed whole: ``cold`` (on the QEMU command line) or ``hot`` (plugged
+    over QMP after start); ``iommufd`` is the QEMU object its cdevs use, None for legacy."""
+
+    group: int
+    backend: str
+    plug: str
+    iommufd: str | None
+    nodes: tuple[PlannedNode, ...]
+    functions: tuple[PlannedFunction, ...]
+
+    def to_document(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "group": self.group,
+            "backend": self.backend,
+            "plug": self.plug,
+            "iommufd": self.iommufd,
+            "nodes": [n.to_document() for n in self.nodes],
+            "functions": [f.to_document() for f in self.functions],
+        }
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, Any], where: str) -> PlannedDevice:
+        """Reads :meth:`to_document`'s form back."""
+        nodes = _list(doc, "nodes", where)
+        functions = _list(doc, "functions", where)
+        return cls(
+            group=_field(doc, "group", int, where),
+            backend=_field(doc, "backend", str, where),
+            plug=_field(doc, "plug", str, where),
+            iommufd=_field(doc, "iommufd", str, where, optional=True),
+            nodes=tuple(
+                PlannedNode.from_document(n, f"{where}.nodes[{i}]") for i, n in enumerate(nodes)
+            ),
+            functions=tuple(
+                PlannedFunction.from_document(f, f"{where}.functions[{i}]")
+                for i, f in enumerate(functions)
+            ),
+        )
+
+
+def place_devices(
+    groups: Sequence[PassthroughGroup], topology: Topology, *, plug: str
+) -> tuple[PlannedDevice, ...]:
+    """Gives every function of ``groups`` its place; ``topology.assignments`` holds one port
+    per device slot, slots taken in host PCI order across all groups."""
+    slots = sorted(((g.group, s) for g in groups for s in g.slots), key=lambda item: item[1].first)
+    if len(slots) != len(topology.assignments):
+        raise InvalidInputError(
+            f"{len(slots)} device slots but {len(topology.assignments)} port assignments"
+        )
+    ports = {p.id: p for p in topology.ports}
+    placed: dict[int, list[PlannedFunction]] = {g.group: [] for g in groups}
+    for (group_id, slot), port_id in zip(slots, topology.assignments, strict=True):
+        port = ports[port_id]
+        multifunction = len(slot.functions) > 1
+        for function, guest_function in zip(slot.functions, slot.guest_functions, strict=True):
+            placed[group_id].append(
+                PlannedFunction(
+                    bdf=function.bdf,
+                    vendor=function.vendor,
+                    device=function.device,
+                    class_code=function.class_code,
+                    numa_node=function.numa_node,
+                    kind=cdi_kind(function.vendor, function.class_code),
+                    qemu_id=function_id(function.bdf),
+                    port=port.id,
+                    guest_function=guest_function,
+                    multifunction=multifunction and guest_function == 0,
+                    guest_pci_path=port.guest_pci_path,
+                    guest_root_bus=port.root_bus_nr,
+                    guest_order=-1,
+                    cdev=function.cdev,
+                    mmio64=function.mmio64,
+                )
+            )
+    ordered = _number_in_guest_order(placed, ports)
+    devices = []
+    for group in groups:
+        iommufd = None
+        if group.backend == "iommufd":
+            iommufd = COLD_PLUG_IOMMUFD if plug == "cold" else hotplug_iommufd_id(group.group)
+        devices.append(
+            PlannedDevice(
+                group=group.group,
+                backend=group.backend,
+                plug=plug,
+                iommufd=iommufd,
+                nodes=tuple(_planned_node(n, group) for n in group.nodes),
+                functions=ordered[group.group],
+            )
+        )
+    return tuple(devices)
+
+
+def _number_in_guest_order(
+    placed: Mapping[int, list[PlannedFunction]], ports: Mapping[str, Port]
+) -> dict[int, tuple[PlannedFunction, ...]]:
+    """Numbers functions in the order the guest enumerates them: root bus number, then the
+    slot path (numerically), then the function."""
+
+    def key(function: PlannedFunction) -> tuple[int, tuple[int, ...], int]:
+        port = ports[function.port]
+        return (port.root_bus_nr, port.path, function.guest_function)
+
+    everything = sorted((f for fs in placed.values() for f in fs), key=key)
+    order = {f.qemu_id: index for index, f in enumerate(everything)}
+    return {
+        group: tuple(dataclasses.replace(f, guest_order=order[f.qemu_id]) for f in functions)
+        for group, functions in placed.items()
+    }
+
+
+def _planned_node(node: VfioNode, group: PassthroughGroup) -> PlannedNode:
+    if node.kind == "cdev":
+        bdfs = tuple(f.bdf for f in group.functions if f.cdev == node.cdev)
+    else:
+        bdfs = tuple(f.bdf for f in group.functions)
+    return PlannedNode(path=node.path, kind=node.kind, devno=node.devno, bdfs=bdfs)
+
+
+def _field(
+    doc: Mapping[str, Any], key: str, kind: type, where: str, *, optional: bool = False
+) -> Any:
+    value = doc.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise InvalidInputError(
+            f"{where}.{key} = {value!r} is not a {kind.__name__}",
+            hint="pass the JSON that 'kata-vfio sandbox plan --json' printed",
+        )
+    return value
+
+
+def _hex(doc: Mapping[str, Any], key: str, where: str) -> int:
+    text = _field(doc, key, str, where)
+    try:
+        return int(text, 16)
+    except ValueError:
+        raise InvalidInputError(f"{where}.{key} = {text!r} is not a hex number") from None
+
+
+def _list(doc: Mapping[str, Any], key: str, where: str) -> list[Any]:
+    value = doc.get(key)
+    if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+        raise InvalidInputError(f"{where}.{key} must be a list of objects")
+    return value

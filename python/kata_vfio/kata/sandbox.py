@@ -1,0 +1,318 @@
+"""The sandbox-create plan: what Kata's runtime does when the pod's VM is created, as a pure
+function.
+
+From the sandbox's OCI spec, a CDI registry, the Kata configuration and a host scan:
+
+1. the pod's ``io.katacontainers.config.*`` overrides are applied to the configuration;
+2. the CDI devices (from ``cdi.k8s.io/*`` annotations, or an explicit list of names as the
+   kubelet's Pod Resources API gives them) are injected into the spec when cold-plug is on;
+3. every ``cdi.k8s.io/`` annotation is stripped, so container creation cannot inject again;
+4. ``linux.devices`` are classified exactly and each VFIO group expanded to all its endpoint
+   functions; a group that is not assignable is refused before anything is launched;
+5. the PCIe topology is planned (functions of one device on one port, ports in numeric order,
+   BAR-sized 64-bit windows, NUMA expanders when asked);
+6. the QEMU command line is built.
+
+Same input, byte-identical output (see :meth:`SandboxPlan.to_document`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from kata_vfio._core import Host
+from kata_vfio.cdi.annotations import parse_annotations, strip_annotations
+from kata_vfio.cdi.names import is_qualified_name
+from kata_vfio.errors import CdiNameError, InvalidInputError, PlanError
+from kata_vfio.kata.config import KataConfig, apply_annotations
+from kata_vfio.kata.devices import classify_spec_devices, resolve_groups
+from kata_vfio.kata.placement import PlannedDevice, place_devices
+from kata_vfio.kata.topology import PortRequest, Topology, plan_topology
+from kata_vfio.oci import annotations as spec_annotations
+from kata_vfio.oci import check_oci_spec, with_annotations
+from kata_vfio.qemu.argv import QemuCommand
+from kata_vfio.qemu.vm import VfioPlacement, VmSpec, build_vm_command
+
+__all__ = [
+    "SANDBOX_ID_ANNOTATIONS",
+    "CdiInjection",
+    "CdiInjector",
+    "SandboxPlan",
+    "plan_sandbox",
+]
+
+# Where CRI runtimes put the sandbox id (containerd, CRI-O).
+SANDBOX_ID_ANNOTATIONS = ("io.kubernetes.cri.sandbox-id", "io.kubernetes.cri-o.SandboxID")
+_NAME_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+_MIB = 1 << 20
+
+
+class CdiInjection(Protocol):
+    """What an injection returns (``kata_vfio.cdi``'s ``InjectionResult``)."""
+
+    @property
+    def spec(self) -> dict[str, Any]: ...
+
+    @property
+    def devices(self) -> tuple[str, ...]: ...
+
+
+class CdiInjector(Protocol):
+    """Something that injects CDI devices into an OCI spec (a ``kata_vfio.cdi`` registry)."""
+
+    def inject(self, spec: Mapping[str, Any], names: Sequence[str]) -> CdiInjection: ...
+
+
+@dataclass(frozen=True)
+class SandboxPlan:
+    """The sandbox-create plan. ``spec`` is the edited OCI spec (a new dict; treat it as
+    read-only), ``command`` the VM's QEMU command line (without QMP, which the launcher adds)."""
+
+    config: KataConfig
+    cdi_devices: tuple[str, ...]
+    annotations_removed: tuple[str, ...]
+    spec: dict[str, Any]
+    devices: tuple[PlannedDevice, ...]
+    control_nodes: tuple[str, ...]
+    other_devices: tuple[str, ...]
+    topology: Topology
+    command: QemuCommand
+    runtime_dir: str | None
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def qemu_argv(self) -> list[str]:
+        """The QEMU argv (a list; never a shell string)."""
+        return self.command.argv()
+
+    @property
+    def free_ports(self) -> tuple[str, ...]:
+        """Ports left for hot-plug, in numeric order."""
+        return tuple(p.id for p in self.topology.free_ports)
+
+    def to_document(self) -> dict[str, Any]:
+        """The plan as JSON-ready data (what ``kata-vfio sandbox plan --json`` prints)."""
+        used = set(self.topology.assignments)
+        return {
+            "config": {
+                "source": self.config.source,
+                "machine_type": self.config.machine_type,
+                "cold_plug_vfio": self.config.cold_plug_vfio,
+                "hot_plug_vfio": self.config.hot_plug_vfio,
+                "pcie_root_port": self.config.pcie_root_port,
+                "pcie_switch_port": self.config.pcie_switch_port,
+                "enable_iommu": self.config.enable_iommu,
+                "enable_iommu_platform": self.config.enable_iommu_platform,
+                "vfio_mode": self.config.vfio_mode,
+                "default_memory": self.config.default_memory,
+                "default_vcpus": self.config.default_vcpus,
+            },
+            "cdi_devices": list(self.cdi_devices),
+            "annotations_removed": list(self.annotations_removed),
+            "devices": [d.to_document() for d in self.devices],
+            "control_nodes": list(self.control_nodes),
+            "other_devices": list(self.other_devices),
+            "topology": {
+                "kind": self.topology.kind,
+                "switch": None
+                if self.topology.switch is None
+                else {
+                    "root_port": self.topology.switch.root_port_id,
+                    "upstream": self.topology.switch.upstream_id,
+                },
+                "expanders": [
+                    {
+                        "id": e.id,
+                        "bus_nr": e.bus_nr,
+                        "guest_numa_node": e.guest_numa_node,
+                        "host_numa_node": e.host_numa_node,
+                    }
+                    for e in self.topology.expanders
+                ],
+                "mmio64_total": self.topology.mmio64_total,
+                "pci_hole64": self.topology.pci_hole64,
+                "phys_bits": self.topology.phys_bits,
+            },
+            "ports": [
+                {
+                    "id": p.id,
+                    "driver": p.driver,
+                    "bus": p.bus,
+                    "addr": f"{p.addr:02x}.0",
+                    "chassis": p.chassis,
+                    "slot": p.slot,
+                    "pref64_reserve": p.pref64_reserve,
+                    "guest_pci_path": p.guest_pci_path,
+                    "free": p.id not in used,
+                }
+                for p in self.topology.ports
+            ],
+            "qemu_argv": self.qemu_argv,
+            "runtime_dir": self.runtime_dir,
+            "spec": self.spec,
+            "warnings": list(self.warnings),
+        }
+
+
+def plan_sandbox(
+    spec: Mapping[str, Any],
+    *,
+    host: Host,
+    config: KataConfig,
+    registry: CdiInjector | None = None,
+    cdi_names: Sequence[str] | None = None,
+    accel: str = "kvm",
+    runtime_dir: str | None = None,
+    name: str | None = None,
+    host_cpus: int | None = None,
+    hotplug_mmio64: int = 0,
+) -> SandboxPlan:
+    """Plans the creation of a sandbox VM (see the module docstring).
+
+    ``cdi_names`` replaces the annotations as the source of CDI devices (the kubelet Pod
+    Resources path); ``registry`` resolves and injects them. ``runtime_dir`` is where the VM's
+    console socket will live (the launcher's runtime directory); ``hotplug_mmio64`` bytes of
+    64-bit window are reserved on each free port for devices hot-plugged later. ``host``
+    should come from ``scan(..., details=True)`` so BARs can be sized.
+    """
+    check_oci_spec(spec, source="sandbox OCI spec")
+    if runtime_dir is not None:
+        _check_runtime_dir(runtime_dir)
+    annotations = spec_annotations(spec)
+    effective = apply_annotations(config, annotations, host_cpus=host_cpus)
+    warnings: list[str] = []
+
+    names = _requested_names(annotations, cdi_names)
+    injected: Mapping[str, Any] = spec
+    injected_names: tuple[str, ...] = ()
+    if names and effective.cold_plug:
+        if registry is None:
+            raise PlanError(
+                f"CDI devices {', '.join(names)} requested but no CDI registry was given",
+                hint="pass the CDI spec directories (--spec-dir)",
+            )
+        result = registry.inject(spec, names)
+        injected, injected_names = result.spec, tuple(result.devices)
+    elif names:
+        warnings.append(
+            f"CDI devices {', '.join(names)} not cold-plugged: cold_plug_vfio is 'no-port'"
+        )
+
+    stripped = strip_annotations(spec_annotations(injected))
+    final_spec = with_annotations(injected, stripped.annotations)
+    removed = tuple(sorted(stripped.removed))
+
+    spec_devices = classify_spec_devices(final_spec)
+    groups = resolve_groups(host, spec_devices, require_iommufd=effective.confidential_guest)
+    if groups and effective.vfio_mode == "vfio" and not effective.enable_iommu:
+        raise PlanError(
+            "vfio_mode = 'vfio' passes devices to containers as VFIO devices, which needs a "
+            "guest IOMMU, but enable_iommu is off",
+            hint="set enable_iommu = true (or the pod annotation "
+            "io.katacontainers.config.hypervisor.enable_iommu), or use vfio_mode = "
+            "'guest-kernel'",
+        )
+    if groups and not host.has_details:
+        warnings.append("host scanned without details: BARs not sized (no pref64-reserve)")
+
+    slots = sorted((s for g in groups for s in g.slots), key=lambda s: s.first)
+    kind = effective.plug_port
+    min_ports = {"root-port": effective.pcie_root_port, "switch-port": effective.pcie_switch_port}
+    topology = plan_topology(
+        [PortRequest(numa_node=s.numa_node, mmio64=s.mmio64) for s in slots],
+        kind=kind,
+        min_ports=min_ports.get(kind, 0),
+        numa=effective.enable_numa,
+        hotplug_mmio64=hotplug_mmio64,
+        memory_bytes=effective.default_memory * _MIB,
+    )
+    plug = "cold" if effective.cold_plug else "hot"
+    devices = place_devices(groups, topology, plug=plug)
+
+    vm_name = name or _vm_name(annotations)
+    console = f"{runtime_dir.rstrip('/')}/console.sock" if runtime_dir else None
+    command = build_vm_command(
+        VmSpec(
+            binary=effective.path,
+            name=vm_name,
+            memory_mib=effective.default_memory,
+            vcpus=effective.default_vcpus,
+            topology=topology,
+            functions=tuple(
+                VfioPlacement(
+                    host=str(f.bdf),
+                    qemu_id=f.qemu_id,
+                    port=f.port,
+                    guest_function=f.guest_function,
+                    multifunction=f.multifunction,
+                    iommufd=d.iommufd,
+                )
+                for d in devices
+                if d.plug == "cold"
+                for f in sorted(d.functions, key=lambda f: f.guest_order)
+            ),
+            machine_type=effective.machine_type,
+            accel=accel,
+            kernel=effective.kernel,
+            initrd=effective.initrd,
+            image=effective.image,
+            rootfs_type=effective.rootfs_type,
+            kernel_params=effective.kernel_params,
+            firmware=effective.firmware,
+            cpu_features=effective.cpu_features,
+            iommu=effective.enable_iommu,
+            iommu_platform=effective.enable_iommu_platform,
+            console_socket=console,
+        )
+    )
+    return SandboxPlan(
+        config=effective,
+        cdi_devices=injected_names,
+        annotations_removed=removed,
+        spec=final_spec,
+        devices=devices,
+        control_nodes=tuple(d.path for d in spec_devices if d.is_control),
+        other_devices=tuple(
+            d.path for d in spec_devices if not d.is_control and not d.is_vfio_device
+        ),
+        topology=topology,
+        command=command,
+        runtime_dir=runtime_dir,
+        warnings=tuple(warnings),
+    )
+
+
+def _requested_names(
+    annotations: Mapping[str, str], cdi_names: Sequence[str] | None
+) -> tuple[str, ...]:
+    if cdi_names is not None:
+        names = list(cdi_names)
+        for name in names:
+            if not isinstance(name, str) or not is_qualified_name(name):
+                raise CdiNameError(
+                    f"invalid CDI device name {name!r}",
+                    hint="write it as vendor.com/class=name, e.g. nvidia.com/pgpu=0",
+                )
+    else:
+        _, names = parse_annotations(annotations)
+    # A name asked for twice is one device.
+    return tuple(dict.fromkeys(names))
+
+
+def _vm_name(annotations: Mapping[str, str]) -> str:
+    for key in SANDBOX_ID_ANNOTATIONS:
+        value = annotations.get(key, "")
+        if value and _NAME_PART.match(value):
+            return f"sandbox-{value[:12]}"
+    return "sandbox"
+
+
+def _check_runtime_dir(runtime_dir: str) -> None:
+    if not runtime_dir.startswith("/"):
+        raise InvalidInputError(
+            f"runtime directory {runtime_dir!r} is not an absolute path",
+            hint="give an absolute path such as /run/kata-vfio/<sandbox>",
+        )
