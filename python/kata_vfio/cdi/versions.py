@@ -1,0 +1,119 @@
+"""CDI spec versions: the known list and the minimum version a document needs.
+
+Rules from the reference (``specs-go/version.go``); a feature counts at spec level or in any
+device:
+
+===========  ============================================================================
+1.1.0        ``netDevices``; ``intelRdt.schemata`` present (even ``[]``) or
+             ``intelRdt.enableMonitoring: true``
+1.0.0, 0.8.0 Go API changes only, never required
+0.7.0        ``intelRdt`` present (even ``{}``); ``additionalGids`` non-empty (even ``[0]``)
+0.6.0        spec or device ``annotations``; a ``.`` in the class part of ``kind``
+0.5.0        a device name starting with a digit; any ``hostPath`` (even equal to ``path``)
+0.4.0        a mount ``type``
+0.3.0        the baseline; 0.1.0 and 0.2.0 are known but always too old
+===========  ============================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from kata_vfio.cdi.model import ContainerEdits, Spec
+
+__all__ = [
+    "CURRENT_VERSION",
+    "EARLIEST_VERSION",
+    "KNOWN_VERSIONS",
+    "minimum_version",
+    "normalize_version",
+    "version_problem",
+]
+
+KNOWN_VERSIONS: tuple[str, ...] = (
+    "0.1.0",
+    "0.2.0",
+    "0.3.0",
+    "0.4.0",
+    "0.5.0",
+    "0.6.0",
+    "0.7.0",
+    "0.8.0",
+    "1.0.0",
+    "1.1.0",
+)
+"""Every released spec version, oldest first."""
+
+CURRENT_VERSION = "1.1.0"
+EARLIEST_VERSION = "0.3.0"
+
+_DIGITS = frozenset("0123456789")
+_ORDER = {version: index for index, version in enumerate(KNOWN_VERSIONS)}
+
+
+def normalize_version(version: str) -> str:
+    """Drops one optional leading ``v`` (``v1.0.0`` is ``1.0.0``)."""
+    return version[1:] if version.startswith("v") else version
+
+
+def minimum_version(spec: Spec) -> str:
+    """The oldest spec version that supports every feature ``spec`` uses."""
+    if _requires_1_1_0(spec):
+        return "1.1.0"
+    if _requires_0_7_0(spec):
+        return "0.7.0"
+    if _requires_0_6_0(spec):
+        return "0.6.0"
+    if _requires_0_5_0(spec):
+        return "0.5.0"
+    if _requires_0_4_0(spec):
+        return "0.4.0"
+    return EARLIEST_VERSION
+
+
+def version_problem(spec: Spec) -> str | None:
+    """Why ``spec.version`` is not acceptable for this document, or None."""
+    declared = normalize_version(spec.version)
+    if declared not in _ORDER:
+        return f"invalid version {spec.version!r}"
+    required = minimum_version(spec)
+    if _ORDER[declared] < _ORDER[required]:
+        return f"the spec version must be at least v{required}"
+    return None
+
+
+def _all_edits(spec: Spec) -> Iterator[ContainerEdits]:
+    yield spec.container_edits
+    for device in spec.devices:
+        yield device.container_edits
+
+
+def _requires_1_1_0(spec: Spec) -> bool:
+    for edits in _all_edits(spec):
+        if edits.net_devices:
+            return True
+        rdt = edits.intel_rdt
+        if rdt is not None and (rdt.schemata is not None or rdt.enable_monitoring):
+            return True
+    return False
+
+
+def _requires_0_7_0(spec: Spec) -> bool:
+    return any(edits.intel_rdt is not None or edits.additional_gids for edits in _all_edits(spec))
+
+
+def _requires_0_6_0(spec: Spec) -> bool:
+    if spec.annotations or any(device.annotations for device in spec.devices):
+        return True
+    _, sep, cls = spec.kind.partition("/")
+    return bool(sep) and "." in cls
+
+
+def _requires_0_5_0(spec: Spec) -> bool:
+    if any(device.name[:1] in _DIGITS for device in spec.devices):
+        return True
+    return any(node.host_path for edits in _all_edits(spec) for node in edits.device_nodes)
+
+
+def _requires_0_4_0(spec: Spec) -> bool:
+    return any(mount.type for edits in _all_edits(spec) for mount in edits.mounts)

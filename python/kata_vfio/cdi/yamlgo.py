@@ -1,0 +1,241 @@
+"""A strict YAML loader that reads plain scalars the way the reference's decoder does.
+
+The reference decodes spec files with ``sigs.k8s.io/yaml`` (go-yaml v2 underneath, YAML 1.1
+without sexagesimal numbers or timestamps) and then Go's JSON decoder. PyYAML's own resolver
+differs in ways that change device names: ``1:2`` would be the integer 62 (base 60) and ``y``
+a string, where go-yaml reads the string ``"1:2"`` and the boolean ``true``. This loader uses
+go-yaml v2's rules for unquoted scalars, rejects duplicate keys, and runs on libyaml's parser
+when PyYAML has it (much faster than the pure-Python one).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import struct
+from typing import Any
+
+import yaml
+from yaml.constructor import ConstructorError
+from yaml.nodes import MappingNode, Node, ScalarNode
+
+__all__ = ["HAS_LIBYAML", "format_go_float32", "go_scalar_string", "load_yaml"]
+
+HAS_LIBYAML: bool = hasattr(yaml, "CSafeLoader")
+
+_STR = "tag:yaml.org,2002:str"
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+_BOOL = "tag:yaml.org,2002:bool"
+_NULL = "tag:yaml.org,2002:null"
+_MERGE = "tag:yaml.org,2002:merge"
+
+_BOOLS = {
+    **dict.fromkeys(("y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE"), True),
+    **dict.fromkeys(("on", "On", "ON"), True),
+    **dict.fromkeys(("n", "N", "no", "No", "NO", "false", "False", "FALSE"), False),
+    **dict.fromkeys(("off", "Off", "OFF"), False),
+}
+_SPECIAL_FLOATS = {
+    **dict.fromkeys((".nan", ".NaN", ".NAN"), math.nan),
+    **dict.fromkeys((".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF"), math.inf),
+    **dict.fromkeys(("-.inf", "-.Inf", "-.INF"), -math.inf),
+}
+_NULLS = frozenset(("", "~", "null", "Null", "NULL"))
+# Which plain scalars may be something other than a string, by their first character.
+_MAYBE_NUMBER = frozenset("+-0123456789")
+_MAYBE_KEYWORD = frozenset("yYnNtTfFoO~")
+_YAML_STYLE_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
+_DOT_FLOAT = re.compile(r"\.[0-9]+([eE][-+]?[0-9]+)?")
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+_UINT64_MAX = (1 << 64) - 1
+_DIGITS = {
+    16: frozenset("0123456789abcdefABCDEF"),
+    10: frozenset("0123456789"),
+    8: frozenset("01234567"),
+    2: frozenset("01"),
+}
+
+
+def go_parse_int(text: str) -> int | None:
+    """Go's ``ParseInt(text, 0, 64)`` then ``ParseUint(text, 0, 64)``: None when neither."""
+    sign = 1
+    body = text
+    signed = body[:1] in ("+", "-")
+    if signed:
+        sign = -1 if body[0] == "-" else 1
+        body = body[1:]
+    base = 10
+    lower = body[:2].lower()
+    if lower in ("0x", "0o", "0b"):
+        base = {"0x": 16, "0o": 8, "0b": 2}[lower]
+        body = body[2:]
+    elif len(body) > 1 and body[0] == "0":
+        base = 8
+        body = body[1:]
+    if not body or any(char not in _DIGITS[base] for char in body):
+        return None
+    value = sign * int(body, base)
+    if _INT64[0] <= value <= _INT64[1]:
+        return value
+    if not signed and value <= _UINT64_MAX:
+        return value
+    return None
+
+
+def _resolve_plain(value: str) -> str:
+    """The tag go-yaml v2 gives an unquoted scalar."""
+    if value in _NULLS:
+        return _NULL
+    first = value[0]
+    if first in _MAYBE_KEYWORD:
+        return _BOOL if value in _BOOLS else _STR
+    if first == ".":
+        if value in _SPECIAL_FLOATS or _DOT_FLOAT.fullmatch(value):
+            return _FLOAT
+        return _STR
+    if first in _MAYBE_NUMBER:
+        if value in _SPECIAL_FLOATS:
+            return _FLOAT
+        plain = value.replace("_", "")
+        if go_parse_int(plain) is not None:
+            return _INT
+        if _YAML_STYLE_FLOAT.fullmatch(plain) and not math.isinf(float(plain)):
+            return _FLOAT
+        return _STR
+    if value == "<<":
+        return _MERGE
+    return _STR
+
+
+_Base: Any = yaml.CSafeLoader if HAS_LIBYAML else yaml.SafeLoader
+
+
+class _GoYamlLoader(_Base):  # type: ignore[misc]
+    """SafeLoader with go-yaml v2 scalar resolution and duplicate-key rejection."""
+
+    def resolve(self, kind: type[Node], value: str, implicit: tuple[bool, bool]) -> str:
+        if kind is ScalarNode and implicit[0]:
+            return _resolve_plain(value)
+        tag: str = super().resolve(kind, value, implicit)
+        return tag
+
+    def construct_yaml_int(self, node: ScalarNode) -> int:
+        text = str(self.construct_scalar(node)).replace("_", "")
+        value = go_parse_int(text)
+        if value is None:
+            raise ConstructorError(
+                None, None, f"cannot decode {text!r} as an integer", node.start_mark
+            )
+        return value
+
+    def construct_yaml_float(self, node: ScalarNode) -> float:
+        text = str(self.construct_scalar(node))
+        if text in _SPECIAL_FLOATS:
+            return _SPECIAL_FLOATS[text]
+        try:
+            return float(text.replace("_", ""))
+        except ValueError:
+            raise ConstructorError(
+                None, None, f"cannot decode {text!r} as a float", node.start_mark
+            ) from None
+
+    def construct_yaml_bool(self, node: ScalarNode) -> bool:
+        text = str(self.construct_scalar(node))
+        if text not in _BOOLS:
+            raise ConstructorError(
+                None, None, f"cannot decode {text!r} as a boolean", node.start_mark
+            )
+        return _BOOLS[text]
+
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
+        explicit = [(k, v) for k, v in node.value if k.tag != _MERGE]
+        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+        if len(explicit) == len(node.value) and len(mapping) == len(explicit):
+            return mapping
+        seen: set[Any] = set()
+        for key_node, _ in explicit:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key!r}",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return mapping
+
+
+for _tag, _method in (
+    (_INT, _GoYamlLoader.construct_yaml_int),
+    (_FLOAT, _GoYamlLoader.construct_yaml_float),
+    (_BOOL, _GoYamlLoader.construct_yaml_bool),
+):
+    _GoYamlLoader.add_constructor(_tag, _method)
+# "<<" is a merge only as a key (handled before construction); as a value it is a string.
+_GoYamlLoader.add_constructor(_MERGE, lambda loader, node: "<<")
+
+
+def load_yaml(data: bytes | str) -> Any:
+    """Parses exactly one YAML document (None for an empty stream).
+
+    Raises :class:`yaml.YAMLError` (with line and column) for bad syntax, duplicate keys or
+    a second document.
+    """
+    loader = _GoYamlLoader(data)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def go_scalar_string(value: object) -> str | None:
+    """How the reference turns a YAML scalar into a string field: ``5`` is ``"5"``, ``true`` is
+    ``"true"``, ``1.5`` is ``"1.5"`` (Go's shortest float32 form). None for non-scalars."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        if _INT64[0] <= value <= _UINT64_MAX:
+            return str(value)
+        return format_go_float32(float(value))
+    if isinstance(value, float):
+        return format_go_float32(value)
+    return None
+
+
+def format_go_float32(value: float) -> str:
+    """Go's ``strconv.FormatFloat(value, 'g', -1, 32)``."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value) or abs(value) >= 3.4028235677973366e38:
+        return "+Inf" if value > 0 else "-Inf"
+    single = struct.unpack("f", struct.pack("f", value))[0]
+    if single == 0:
+        return "-0" if math.copysign(1.0, single) < 0 else "0"
+    digits, exponent = _shortest_float32_digits(single)
+    negative = single < 0
+    sign = "-" if negative else ""
+    # %e when the decimal exponent is < -4 or >= 6 (Go's rule for the shortest form).
+    if exponent < -4 or exponent >= 6:
+        mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+        exp_sign = "-" if exponent < 0 else "+"
+        return f"{sign}{mantissa}e{exp_sign}{abs(exponent):02d}"
+    point = exponent + 1
+    if point <= 0:
+        return f"{sign}0.{'0' * -point}{digits}"
+    if point >= len(digits):
+        return f"{sign}{digits}{'0' * (point - len(digits))}"
+    return f"{sign}{digits[:point]}.{digits[point:]}"
+
+
+def _shortest_float32_digits(single: float) -> tuple[str, int]:
+    """The fewest significant digits that read back as the same float32, and the exponent."""
+    packed = struct.pack("f", single)
+    for precision in range(1, 10):
+        text = f"{abs(single):.{precision - 1}e}"
+        if struct.pack("f", float(text) * (1 if single > 0 else -1)) == packed:
+            break
+    mantissa, _, exp = text.partition("e")
+    digits = mantissa.replace(".", "").rstrip("0") or "0"
+    return digits, int(exp)
