@@ -30,7 +30,17 @@ from kata_vfio.cdi.annotations import (
 )
 from kata_vfio.cdi.edits import OciChanges
 from kata_vfio.cdi.encode import dump_spec
+from kata_vfio.cdi.generate import (
+    HOST_KIND_RULES,
+    NAMINGS,
+    Naming,
+    generate_vfio_spec,
+    generate_vfio_specs,
+    host_kind,
+    write_vfio_spec,
+)
 from kata_vfio.cdi.hostdev import (
+    DevfsLookup,
     DeviceLookup,
     HostDevice,
     HostDeviceTable,
@@ -78,8 +88,11 @@ __all__ = [
     "ANNOTATION_PREFIX",
     "CURRENT_VERSION",
     "DEFAULT_SPEC_DIRS",
+    "HOST_KIND_RULES",
     "KNOWN_VERSIONS",
+    "NAMINGS",
     "ContainerEdits",
+    "DevfsLookup",
     "Device",
     "DeviceLookup",
     "DeviceNode",
@@ -90,6 +103,7 @@ __all__ = [
     "IntelRdt",
     "LoadedSpec",
     "Mount",
+    "Naming",
     "NetDevice",
     "NotADeviceNodeError",
     "OciChanges",
@@ -102,6 +116,9 @@ __all__ = [
     "annotation_key",
     "annotation_value",
     "dump_spec",
+    "generate_vfio_spec",
+    "generate_vfio_specs",
+    "host_kind",
     "inject_edits",
     "is_inner_annotation",
     "is_qualified_name",
@@ -124,4 +141,5 @@ __all__ = [
     "validate_class_name",
     "validate_device_name",
     "validate_vendor_name",
+    "write_vfio_spec",
 ]

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from kata_vfio.cdi.model import DeviceNode
 
 __all__ = [
+    "DevfsLookup",
     "DeviceLookup",
     "HostDevice",
     "HostDeviceTable",
@@ -84,6 +85,63 @@ class HostDeviceTable:
         if path in self._others:
             raise NotADeviceNodeError(path)
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+
+
+class DevfsLookup:
+    """Looks host nodes up in a devfs tree at ``dev_root`` instead of ``/dev``.
+
+    ``/dev/vfio/12`` is read at ``<dev_root>/vfio/12`` with ``lstat``. Where that is a plain
+    file (trees built for tests cannot hold device nodes), its numbers come from the sysfs
+    device whose ``uevent`` names it (``DEVNAME=vfio/12``, under ``<sysfs_root>/dev/char``
+    and ``dev/block``), which is how udev itself names nodes. Paths outside ``/dev`` and paths
+    with ``..`` are not found.
+    """
+
+    def __init__(self, dev_root: str, sysfs_root: str) -> None:
+        self._dev_root = dev_root
+        self._sysfs_root = sysfs_root
+        self._numbers: dict[str, tuple[str, int, int]] | None = None
+
+    def __call__(self, path: str) -> HostDevice:
+        relative = path[len("/dev/") :] if path.startswith("/dev/") else ""
+        parts = relative.split("/")
+        if not relative or any(part in ("", ".", "..") for part in parts):
+            raise FileNotFoundError(errno.ENOENT, "not a path under /dev", path)
+        local = os.path.join(self._dev_root, *parts)
+        try:
+            return lstat_device(local)
+        except NotADeviceNodeError:
+            st = os.lstat(local)
+            found = self._devnames().get(relative)
+            if not stat.S_ISREG(st.st_mode) or found is None:
+                raise NotADeviceNodeError(path) from None
+            kind, major, minor = found
+            return HostDevice(kind, major, minor, stat.S_IMODE(st.st_mode))
+
+    def _devnames(self) -> dict[str, tuple[str, int, int]]:
+        if self._numbers is None:
+            self._numbers = {}
+            for kind, folder in (("c", "char"), ("b", "block")):
+                base = os.path.join(self._sysfs_root, "dev", folder)
+                try:
+                    names = sorted(os.listdir(base))
+                except OSError:
+                    continue
+                for name in names:
+                    entry = _uevent_devname(os.path.join(base, name, "uevent"), kind)
+                    if entry is not None:
+                        self._numbers.setdefault(entry[0], entry[1])
+        return self._numbers
+
+
+def _uevent_devname(path: str, kind: str) -> tuple[str, tuple[str, int, int]] | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            fields = dict(line.partition("=")[::2] for line in handle.read().splitlines())
+        devname = fields["DEVNAME"]
+        return devname, (kind, int(fields["MAJOR"]), int(fields["MINOR"]))
+    except (OSError, KeyError, ValueError, UnicodeDecodeError):
+        return None
 
 
 class NodeCompletionError(Exception):
