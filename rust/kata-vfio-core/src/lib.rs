@@ -4,6 +4,7 @@
 //! rules ([`iommu`]) and device-node resolution ([`devnode`]) work on those snapshots.
 
 pub mod bdf;
+pub mod bind;
 pub mod devnode;
 pub mod error;
 pub mod host;
@@ -11,6 +12,7 @@ pub mod iommu;
 pub mod pci;
 pub mod status;
 pub mod sysfs;
+pub mod vfio;
 
 pub use bdf::Bdf;
 pub use error::{Error, Result};

@@ -1,0 +1,211 @@
+//! Refusals: a device the host is using must not be taken away without `--force`. A device
+//! is in use when it backs a mounted filesystem or swap (block devices under it, and the
+//! device-mapper/md devices stacked on them), has a network interface that is up with an
+//! address or a route, or is the boot VGA device or drives the framebuffer console.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+use std::path::Path;
+
+use super::sysfs::{normalize_link, read_attr, PciBus};
+use crate::bdf::Bdf;
+use crate::error::Result;
+
+/// Interface flag `IFF_UP` from `<linux/if.h>`.
+const IFF_UP: u32 = 0x1;
+
+/// Why the host is using `bdf`; empty when it is free to take.
+pub fn in_use_reasons(bus: &PciBus, proc_root: &Path, bdf: Bdf) -> Result<Vec<String>> {
+    let mut reasons = Vec::new();
+    let dir = bus.device_dir(bdf);
+    if read_attr(&dir.join("boot_vga"))?.is_some_and(|v| v.trim() == "1") {
+        reasons.push("it is the boot VGA device (the host console may be on it)".to_owned());
+    }
+    for fb in list_names(&dir.join("graphics"))
+        .into_iter()
+        .filter(|n| n.starts_with("fb"))
+    {
+        if framebuffer_console_bound(bus.root()) {
+            reasons.push(format!("it drives the framebuffer console ({fb})"));
+        }
+    }
+    reasons.extend(block_reasons(bus, proc_root, bdf)?);
+    for interface in list_names(&dir.join("net")) {
+        if let Some(why) = interface_busy(&dir.join("net").join(&interface), proc_root, &interface)?
+        {
+            reasons.push(format!("network interface {interface} is up with {why}"));
+        }
+    }
+    Ok(reasons)
+}
+
+fn list_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// A framebuffer console (fbcon) is bound to a virtual terminal.
+fn framebuffer_console_bound(sysfs: &Path) -> bool {
+    let vtcon = sysfs.join("class/vtconsole");
+    list_names(&vtcon).iter().any(|con| {
+        let name = read_attr(&vtcon.join(con).join("name"))
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let bound = read_attr(&vtcon.join(con).join("bind"))
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        name.contains("frame buffer") && bound.trim() == "1"
+    })
+}
+
+/// Mounted and swap block devices under `bdf`, with what uses them.
+fn block_reasons(bus: &PciBus, proc_root: &Path, bdf: Bdf) -> Result<Vec<String>> {
+    let Some(dev_path) = bus.device_sysfs_path(bdf) else {
+        return Ok(Vec::new());
+    };
+    let class_block = bus.root().join("class/block");
+    let prefix = format!("{dev_path}/");
+    let mut stack: Vec<String> = list_names(&class_block)
+        .into_iter()
+        .filter(|name| {
+            fs::read_link(class_block.join(name))
+                .is_ok_and(|t| normalize_link(&t.to_string_lossy()).starts_with(&prefix))
+        })
+        .collect();
+    // Follow holders (dm, md, bcache) so LVM or RAID on the disk counts too.
+    let mut seen = BTreeSet::new();
+    while let Some(name) = stack.pop() {
+        if seen.len() > 4096 || !seen.insert(name.clone()) {
+            continue;
+        }
+        stack.extend(list_names(&class_block.join(&name).join("holders")));
+    }
+    let mounts = mounted_devices(proc_root);
+    let swaps = swap_devices(proc_root);
+    let mut reasons = Vec::new();
+    for name in &seen {
+        let devnum = read_attr(&class_block.join(name).join("dev"))?.map(|d| d.trim().to_owned());
+        if let Some(points) = devnum.as_ref().and_then(|d| mounts.get(d)) {
+            reasons.push(format!(
+                "block device {name} is mounted at {}",
+                points.join(", ")
+            ));
+        }
+        let dm_name =
+            read_attr(&class_block.join(name).join("dm/name"))?.map(|n| n.trim().to_owned());
+        if swaps.contains(name) || dm_name.is_some_and(|n| swaps.contains(&n)) {
+            reasons.push(format!("block device {name} is in use as swap"));
+        }
+    }
+    Ok(reasons)
+}
+
+/// `MAJ:MIN` -> mount points, from `<proc>/self/mountinfo`.
+fn mounted_devices(proc_root: &Path) -> HashMap<String, Vec<String>> {
+    let text = fs::read_to_string(proc_root.join("self/mountinfo")).unwrap_or_default();
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        if let (Some(devnum), Some(point)) = (fields.get(2), fields.get(4)) {
+            out.entry((*devnum).to_owned())
+                .or_default()
+                .push(unescape_mount(point));
+        }
+    }
+    out
+}
+
+/// Mount points escape space, tab, newline and backslash as octal (`\040`).
+fn unescape_mount(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let value = bytes[i + 1..i + 4]
+                .iter()
+                .fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
+            out.push(u8::try_from(value).unwrap_or(b'?'));
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Names (`nvme0n1p3`, `dm-1`, or a device-mapper name) of active swap devices.
+fn swap_devices(proc_root: &Path) -> BTreeSet<String> {
+    let text = fs::read_to_string(proc_root.join("swaps")).unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter_map(|line| line.split_whitespace().next())
+        .filter_map(|path| path.rsplit('/').next())
+        .map(ToOwned::to_owned)
+        .collect()
+}
+
+/// Whether an interface is up with an IPv4 route, a non-link-local IPv6 address or an IPv6
+/// route other than the automatic link-local and multicast ones; says which.
+fn interface_busy(dir: &Path, proc_root: &Path, name: &str) -> Result<Option<String>> {
+    let flags = read_attr(&dir.join("flags"))?
+        .and_then(|f| super::sysfs::parse_hex(&f))
+        .unwrap_or(0);
+    let operstate = read_attr(&dir.join("operstate"))?.unwrap_or_default();
+    if flags & IFF_UP == 0 && operstate.trim() != "up" {
+        return Ok(None);
+    }
+    let net = proc_root.join("net");
+    let route = fs::read_to_string(net.join("route")).unwrap_or_default();
+    if route
+        .lines()
+        .skip(1)
+        .any(|l| l.split_whitespace().next() == Some(name))
+    {
+        return Ok(Some("an IPv4 route".to_owned()));
+    }
+    let inet6 = fs::read_to_string(net.join("if_inet6")).unwrap_or_default();
+    for line in inet6.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // address, ifindex, prefix length, scope, flags, name; scope 0x20 is link-local.
+        if f.len() == 6 && f[5] == name && f[3] != "20" {
+            return Ok(Some("an IPv6 address".to_owned()));
+        }
+    }
+    let route6 = fs::read_to_string(net.join("ipv6_route")).unwrap_or_default();
+    for line in route6.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() == 10 && f[9] == name && !f[0].starts_with("fe80") && !f[0].starts_with("ff") {
+            return Ok(Some("an IPv6 route".to_owned()));
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unescapes_mount_points() {
+        assert_eq!(unescape_mount("/mnt/my\\040disk"), "/mnt/my disk");
+        assert_eq!(unescape_mount("/plain"), "/plain");
+        assert_eq!(unescape_mount("/odd\\04"), "/odd\\04");
+    }
+}
