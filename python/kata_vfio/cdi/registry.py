@@ -322,10 +322,8 @@ class Registry:
     def _unresolved_hint(self, unresolved: Sequence[str]) -> str:
         malformed = [name for name in unresolved if not is_qualified_name(name)]
         if malformed:
-            return (
-                f"{', '.join(malformed)} {'is' if len(malformed) == 1 else 'are'} not "
-                "qualified names (vendor.com/class=name)"
-            )
+            what = "is not a qualified name" if len(malformed) == 1 else "are not qualified names"
+            return f"{', '.join(malformed)} {what} (write vendor.com/class=name)"
         return (
             f"no spec in {', '.join(self._spec_dirs) or 'no directory'} defines "
             f"{'it' if len(unresolved) == 1 else 'them'}; `kata-vfio cdi list` shows the known "
