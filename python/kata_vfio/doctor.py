@@ -28,7 +28,10 @@ _ENABLE_HINTS = {
     "arm": "enable the SMMU in the firmware and boot with ACPI IORT or a device tree that "
     "describes it; remove iommu.passthrough=1 only if you need DMA translation on the host",
 }
-_GENERIC_HINT = "enable the IOMMU in the firmware setup and on the kernel command line, reboot"
+_GENERIC_HINT = (
+    "enable the IOMMU in the firmware setup (VT-d, AMD-Vi or SMMU); on Intel also add "
+    "intel_iommu=on iommu=pt to the kernel command line; then reboot"
+)
 _SAMPLE_HINT = "to see kata-vfio on a host that has one: kata-vfio --sample groups"
 
 
@@ -176,7 +179,7 @@ def _node_permissions(host: Host) -> Check:
         "warn",
         f"this user cannot open {', '.join(unusable)}",
         "run QEMU as root, or give its user the nodes (udev rule with OWNER/GROUP on "
-        "SUBSYSTEM==\"vfio\"), or let a privileged process pass it the open fds",
+        'SUBSYSTEM=="vfio"), or let a privileged process pass it the open fds',
     )
 
 

@@ -1,0 +1,190 @@
+"""``kata-vfio scan | groups | check | doctor`` on fake hosts, the sample host and this machine."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kata_vfio.cli import main
+from kata_vfio.testing import FakeHost, build_host
+
+
+def host_spec() -> dict[str, Any]:
+    return {
+        "iommu": "intel",
+        "devices": [
+            {"bdf": "0000:00:01.0", "id": "8086:347a", "class": "060400", "driver": "pcieport",
+             "group": 1},
+            {"bdf": "0000:01:00.0", "id": "10de:2330", "class": "030200", "subsys": "10de:16c1",
+             "rev": 0xA1, "parent": "0000:00:01.0", "driver": "vfio-pci", "group": 12},
+            {"bdf": "0000:00:02.0", "id": "8086:347a", "class": "060400", "driver": "pcieport",
+             "group": 2},
+            {"bdf": "0000:02:00.0", "id": "10de:26b9", "class": "030000",
+             "parent": "0000:00:02.0", "driver": "vfio-pci", "group": 13},
+            {"bdf": "0000:02:00.1", "id": "10de:22ba", "class": "040300",
+             "parent": "0000:00:02.0", "driver": "snd_hda_intel", "group": 13},
+        ],
+    }  # fmt: skip
+
+
+@pytest.fixture
+def fake(tmp_path: Path) -> FakeHost:
+    return build_host(tmp_path, host_spec())
+
+
+def run(fake: FakeHost, *args: str) -> list[str]:
+    return [
+        "--sysfs-root", fake.sysfs_root, "--dev-root", fake.dev_root,
+        "--proc-root", fake.proc_root, *args,
+    ]  # fmt: skip
+
+
+def call(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_scan_json(fake: FakeHost, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = call(capsys, run(fake, "scan", "--json"))
+    assert code == 0
+    devices = json.loads(out)["devices"]
+    assert [d["bdf"] for d in devices] == [
+        "0000:00:01.0", "0000:00:02.0", "0000:01:00.0", "0000:02:00.0", "0000:02:00.1",
+    ]  # fmt: skip
+    gpu = devices[2]
+    assert gpu["vendor"] == "10de" and gpu["device"] == "2330"
+    assert gpu["subsystem_vendor"] == "10de" and gpu["subsystem_device"] == "16c1"
+    assert gpu["class"] == "030200" and gpu["revision"] == "a1"
+    assert gpu["driver"] == "vfio-pci" and gpu["iommu_group"] == 12
+    assert gpu["pcie"] is True and gpu["numa_node"] is None
+    assert gpu["assignable"] is True
+    assert devices[4]["assignable"] is False
+    assert out == json.dumps(json.loads(out), indent=2, sort_keys=True) + "\n"
+
+
+def test_scan_table(fake: FakeHost, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = call(capsys, run(fake, "scan"))
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == [
+        "BDF",
+        "CLASS",
+        "ID",
+        "DRIVER",
+        "GROUP",
+        "NUMA",
+        "PCIE",
+        "ASSIGNABLE",
+    ]
+    gpu = next(line for line in lines if line.startswith("0000:01:00.0"))
+    assert "3D controller" in gpu and "10de:2330" in gpu and gpu.split()[-1] == "yes"
+
+
+def test_scan_details(fake: FakeHost, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = call(capsys, run(fake, "scan", "--details", "--json"))
+    assert code == 0
+    gpu = json.loads(out)["devices"][2]
+    assert "bars" in gpu and "large_bar" in gpu and "link" in gpu
+
+
+def test_groups(fake: FakeHost, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = call(capsys, run(fake, "groups", "--json"))
+    assert code == 0
+    groups = {g["id"]: g for g in json.loads(out)["groups"]}
+    assert groups[12]["assignable"] is True
+    assert groups[13]["assignable"] is False and groups[13]["viable"] is False
+    assert groups[13]["endpoints"] == ["0000:02:00.0", "0000:02:00.1"]
+    (blocker,) = groups[13]["blockers"]
+    assert blocker["bdf"] == "0000:02:00.1" and blocker["driver"] == "snd_hda_intel"
+    assert blocker["fix"] == "kata-vfio bind --group 13"
+    assert blocker["manual"][1].endswith("/bus/pci/drivers/snd_hda_intel/unbind")
+    code, out, _ = call(capsys, run(fake, "groups"))
+    assert code == 0
+    assert "group 13: NOT VIABLE" in out
+    assert "fix: kata-vfio bind --group 13" in out
+    assert "group 1:" not in out  # bridges only, hidden without --all
+    code, out, _ = call(capsys, run(fake, "groups", "--all"))
+    assert "group 1: no endpoints" in out
+
+
+def test_check(fake: FakeHost, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = call(capsys, run(fake, "check", "--json", "01:00.0"))
+    assert code == 0
+    (result,) = json.loads(out)["devices"]
+    assert result["assignable"] is True and result["group"] == 12
+    assert result["node"] == "/dev/vfio/12"
+    code, out, _ = call(capsys, run(fake, "check", "--json", "0000:01:00.0", "0000:02:00.0"))
+    assert code == 1
+    first, second = json.loads(out)["devices"]
+    assert first["assignable"] and not second["assignable"]
+    assert second["together"] == ["0000:02:00.0", "0000:02:00.1"]
+    assert "kata-vfio bind --group 13" in second["hint"]
+    code, out, _ = call(capsys, run(fake, "check", "0000:00:01.0", "0000:09:00.0"))
+    assert code == 1
+    assert "bridge" in out and "no PCI device 0000:09:00.0" in out
+
+
+def test_bad_input_is_usage_error(fake: FakeHost, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = call(capsys, run(fake, "check", "0000:01:00.0/../.."))
+    assert code == 2
+    assert '"0000:01:00.0/../.."' in err and "Traceback" not in err
+    code, _, err = call(capsys, ["--sysfs-root", "/nonexistent/sys", "scan"])
+    assert code == 2 and "--sysfs-root" in err
+    code, _, err = call(capsys, ["frobnicate"])
+    assert code == 2
+    code, _, err = call(capsys, ["--sample", "--sysfs-root", "/sys", "scan"])
+    assert code == 2
+
+
+def test_doctor_on_fake_host(fake: FakeHost, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = call(capsys, run(fake, "doctor", "--json"))
+    checks = {c["name"]: c for c in json.loads(out)["checks"]}
+    assert checks["iommu"]["status"] == "pass"
+    assert checks["vfio-modules"]["status"] == "pass"
+    assert checks["assignable-groups"]["status"] == "pass"
+    assert set(checks) >= {"kernel-arguments", "memlock", "node-permissions", "iommufd"}
+    assert all(c["status"] in ("pass", "warn", "fail") for c in checks.values())
+    assert code == (1 if any(c["status"] == "fail" for c in checks.values()) else 0)
+
+
+def test_doctor_without_iommu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = host_spec()
+    spec["iommu"] = False
+    spec["firmware_table"] = False
+    for dev in spec["devices"]:
+        dev.pop("group")
+        if dev["driver"] == "vfio-pci":
+            dev.pop("driver")
+    fake = build_host(tmp_path, spec)
+    code, out, _ = call(capsys, run(fake, "doctor"))
+    assert code == 1
+    assert "[fail] iommu" in out
+    assert "intel_iommu=on" in out and "--sample" in out
+    code, out, _ = call(capsys, run(fake, "groups"))
+    assert code == 1 and "no IOMMU groups" in out
+
+
+def test_sample_host(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = call(capsys, ["--sample", "groups", "--json"])
+    assert code == 0
+    groups = json.loads(out)["groups"]
+    assert any(g["assignable"] for g in groups)
+    assert any(not g["viable"] and len(g["endpoints"]) > 1 for g in groups)
+    code, out, _ = call(capsys, ["--sample", "doctor"])
+    assert code == 0, out
+
+
+def test_this_machine_never_tracebacks() -> None:
+    for command in (["doctor"], ["groups"], ["scan"], ["scan", "--json"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "kata_vfio", *command], capture_output=True, text=True,
+            timeout=60, check=False,
+        )  # fmt: skip
+        assert proc.returncode in (0, 1), proc.stderr
+        assert "Traceback" not in proc.stderr
