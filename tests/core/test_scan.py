@@ -390,3 +390,24 @@ def test_threads_do_not_change_the_result(tmp_path: Path) -> None:
     many = scan(fake, threads=4)
     assert one.devices == many.devices
     assert one.groups == many.groups
+
+
+def test_cdev_resolved_through_dev_char_with_large_minor(tmp_path: Path) -> None:
+    """A cdev the kernel's class listing does not name is found from the node's device
+    number: stat, then the dev/char/MAJOR:MINOR link. The minor is above 255, where decoding
+    with rdev >> 8 and rdev & 0xff (Kata's Go runtime) gets it wrong."""
+    fake = build_host(tmp_path, gpu_server())
+    major, minor = 237, 300
+    node = Path(fake.dev_root, "vfio/devices/vfio300")
+    try:
+        os.mknod(node, 0o600 | 0o020000, os.makedev(major, minor))
+    except PermissionError:
+        pytest.skip("creating a character device needs CAP_MKNOD")
+    gpu_dir = os.readlink(Path(fake.sysfs_root, "bus/pci/devices/0000:01:00.0"))
+    char = Path(fake.sysfs_root, "dev/char", f"{major}:{minor}")
+    char.symlink_to(f"../../bus/pci/devices/{gpu_dir}/vfio-dev/vfio300")
+    host = scan(fake)
+    resolved = host.resolve_devnode("/dev/vfio/devices/vfio300")
+    assert resolved.kind == "cdev"
+    assert (resolved.major, resolved.minor) == (major, minor)
+    assert [str(b) for b in resolved.bdfs] == ["0000:01:00.0"]
