@@ -131,7 +131,7 @@ def _decode(raw: bytes, source: str) -> Any:
     try:
         return load_yaml(raw)
     except yaml.YAMLError as exc:
-        detail = " ".join(str(exc).split())
+        detail = " ".join(str(exc).replace('in "<byte string>", ', "").split())
         raise CdiSpecError(
             f"failed to parse CDI Spec {source}: {detail}",
             hint="fix the syntax at the line shown; a spec file holds exactly one document",

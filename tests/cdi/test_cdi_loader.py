@@ -1,0 +1,363 @@
+"""Strict loading of spec files: real files, syntax, keys, types, go-yaml scalar rules."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import pytest
+from cdi_support import CDI_DATA, copy_data, requires_data
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kata_vfio.cdi import dump_spec, load_spec, parse_spec
+from kata_vfio.cdi.yamlgo import format_go_float32, go_parse_int, load_yaml
+from kata_vfio.errors import CdiSpecError, HostIOError
+
+MINIMAL = """cdiVersion: 0.3.0
+kind: vendor.com/device
+devices:
+- name: dev
+  containerEdits:
+    env: [A=1]
+"""
+
+
+def test_real_spec_files_load(tmp_path: Path) -> None:
+    good = {
+        "nvidia-container-toolkit/nvcdi-vfio-mode-pgpu-iommu-group.yaml": (
+            "nvidia.com/pgpu",
+            ["0"],
+        ),
+        "nvidia-container-toolkit/nvidia-ctk-generate-default.yaml": (
+            "example.com/device",
+            ["0", "all"],
+        ),
+        "nvidia-container-toolkit/nvidia-ctk-generate-disable-hooks-all.yaml": (
+            "example.com/device",
+            ["0", "all"],
+        ),
+        "cncf-cdi/schema/testdata/good/minimal.json": ("vendor.com/device", ["myDevice"]),
+        "cncf-cdi/schema/testdata/good/spec-example.json": ("vendor.com/device", ["myDevice"]),
+    }
+    for relative, (kind, names) in good.items():
+        path = copy_data(requires_data(CDI_DATA / relative), tmp_path / Path(relative).name)
+        spec = load_spec(path)
+        assert spec.kind == kind
+        assert [d.name for d in spec.devices] == names
+
+
+def test_nvidia_ctk_spec_details(tmp_path: Path) -> None:
+    source = requires_data(CDI_DATA / "nvidia-container-toolkit/nvidia-ctk-generate-default.yaml")
+    spec = load_spec(copy_data(source, tmp_path / "nvidia.yaml"))
+    hooks = spec.container_edits.hooks
+    assert hooks[0].hook_name == "createContainer"
+    assert hooks[0].args[:2] == ("nvidia-cdi-hook", "create-symlinks")
+    assert hooks[0].env == ("NVIDIA_CTK_DEBUG=false",)
+    assert (
+        spec.devices[0].container_edits.device_nodes[0].host_path
+        == "/run/nvidia/driver/dev/nvidia0"
+    )
+    assert spec.minimum_version() == "0.5.0"
+
+
+def test_the_pgpu_sample_without_a_device_name_is_rejected(tmp_path: Path) -> None:
+    # Its "name" sits at the top level (bad indentation), so the device has none.
+    source = requires_data(CDI_DATA / "nvidia-cloud-native-docs/nvidia.com-pgpu.yaml")
+    path = copy_data(source, tmp_path / "nvidia.com-pgpu.yaml")
+    with pytest.raises(CdiSpecError) as info:
+        load_spec(path)
+    assert str(path) in str(info.value)
+    assert "unknown field 'name'" in str(info.value)
+
+
+def test_empty_documents_are_rejected(tmp_path: Path) -> None:
+    for text in ["", "   \n", "# only a comment\n", "null\n", "---\n"]:
+        with pytest.raises(CdiSpecError, match="no Spec data"):
+            parse_spec(text, source="x.yaml")
+    source = requires_data(CDI_DATA / "cncf-cdi/schema/testdata/bad/explicit-empty.json")
+    with pytest.raises(CdiSpecError, match="invalid version") as info:
+        load_spec(copy_data(source, tmp_path / "empty.json"))
+    assert any("no devices" in p for p in info.value.problems)
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        (MINIMAL + "extra: 1\n", "top level: unknown field 'extra'"),
+        (
+            MINIMAL.replace("- name: dev", "- name: dev\n  nmae: x"),
+            "devices[0]: unknown field 'nmae'",
+        ),
+        (MINIMAL.replace("cdiVersion", "CdiVersion"), "unknown field 'CdiVersion'"),
+        (
+            MINIMAL + "containerEdits:\n  intelRdt:\n    enableCMT: true\n",
+            "unknown field 'enableCMT'",
+        ),
+        (
+            MINIMAL + "containerEdits:\n  deviceNodes:\n  - path: /dev/x\n    major: '5'\n",
+            "containerEdits.deviceNodes[0].major: expected an integer",
+        ),
+        (
+            MINIMAL + "containerEdits:\n  deviceNodes:\n  - path: /dev/x\n    uid: -1\n",
+            "out of range for uint32",
+        ),
+        (
+            MINIMAL + "containerEdits:\n  deviceNodes:\n  - path: /dev/x\n    major: 1.5\n",
+            "expected an integer (int64), got 1.5",
+        ),
+        (
+            MINIMAL + "containerEdits:\n  deviceNodes:\n  - path: /dev/x\n    major: true\n",
+            "got boolean true",
+        ),
+        (
+            MINIMAL + "containerEdits:\n  deviceNodes: [null]\n",
+            "deviceNodes[0]: expected an object, got null",
+        ),
+        (MINIMAL + "containerEdits:\n  env: A=1\n", "containerEdits.env: expected a list"),
+        (
+            MINIMAL + "containerEdits:\n  env: [[a]]\n",
+            "containerEdits.env[0]: expected a string, got a list",
+        ),
+        (
+            MINIMAL + "containerEdits:\n  intelRdt: {enableMonitoring: 'yes'}\n",
+            "expected true or false",
+        ),
+        (MINIMAL + "annotations: [a]\n", "annotations: expected an object of strings"),
+        (MINIMAL + 'containerEdits:\n  env: ["A=\\0"]\n', "NUL character"),
+        ("- a\n- b\n", "top level: expected an object, got a list"),
+        ("just text\n", "expected an object, got string"),
+    ],
+)
+def test_bad_documents_name_the_field(text: str, field: str) -> None:
+    with pytest.raises(CdiSpecError) as info:
+        parse_spec(text, source="/etc/cdi/x.yaml")
+    assert "/etc/cdi/x.yaml" in str(info.value)
+    assert field in str(info.value)
+    assert info.value.hint
+
+
+def test_dropped_intel_rdt_fields_get_a_hint() -> None:
+    with pytest.raises(CdiSpecError) as info:
+        parse_spec(MINIMAL + "containerEdits:\n  intelRdt:\n    enableMBM: true\n")
+    assert info.value.hint is not None
+    assert "dropped in CDI 1.1.0" in info.value.hint
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        MINIMAL + "kind: other.com/x\n",
+        '{"cdiVersion": "0.3.0", "kind": "a.com/b", "kind": "c.com/d", "devices": []}',
+        '{"cdiVersion": "0.3.0", "kind": "a.com/b",\n "devices": [{"name": "x", "name": "y"}]}',
+        "a: 1\nb:\n  c: 1\n  c: 2\n",
+    ],
+)
+def test_duplicate_keys_are_rejected(text: str) -> None:
+    with pytest.raises(CdiSpecError, match="duplicate key"):
+        parse_spec(text)
+
+
+def test_a_second_document_is_rejected() -> None:
+    with pytest.raises(CdiSpecError, match=r"exactly one document|single document"):
+        parse_spec(MINIMAL + "---\n" + MINIMAL)
+
+
+def test_syntax_errors_give_the_line() -> None:
+    with pytest.raises(CdiSpecError, match="line 3, column 6") as info:
+        parse_spec("cdiVersion: 0.3.0\nkind: a.com/b\n  bad: indent\n", source="/etc/cdi/x.yaml")
+    assert "byte string" not in str(info.value)
+
+
+def test_yaml_scalars_in_string_fields_become_strings_as_in_go() -> None:
+    spec = parse_spec(
+        "cdiVersion: 0.5.0\nkind: a.com/b\ndevices:\n"
+        "- {name: 0, containerEdits: {env: [A=1]}}\n"
+        "- {name: 1:2, containerEdits: {env: [A=1]}}\n"
+        "- {name: y, containerEdits: {env: [A=1]}}\n"
+        "- {name: 1.50, containerEdits: {env: [A=1]}}\n"
+        "- {name: 0x1F, containerEdits: {env: [A=1]}}\n"
+        "- {name: 2001-12-14, containerEdits: {env: [A=1]}}\n"
+        "- {name: 1e5, containerEdits: {env: [A=1]}}\n"
+        "- {name: 012, containerEdits: {env: [A=1]}}\n"
+    )
+    # 1:2 is a string (no base-60 numbers in go-yaml), y is a boolean, 0x1F and 012 are ints.
+    assert [d.name for d in spec.devices] == [
+        "0",
+        "1:2",
+        "true",
+        "1.5",
+        "31",
+        "2001-12-14",
+        "100000",
+        "10",
+    ]
+
+
+def test_json_files_may_hold_yaml_and_tabs_are_fine_in_json(tmp_path: Path) -> None:
+    as_yaml = tmp_path / "spec.json"
+    as_yaml.write_text(MINIMAL)
+    assert load_spec(as_yaml).kind == "vendor.com/device"
+    tabbed = tmp_path / "tabbed.yaml"
+    tabbed.write_text(
+        '{\n\t"cdiVersion": "0.3.0",\n\t"kind": "a.com/b",\n'
+        '\t"devices": [{"name": "d", "containerEdits": {"env": ["A=1"]}}]\n}\n'
+    )
+    assert load_spec(tabbed).kind == "a.com/b"
+    flow = tmp_path / "flow.yaml"
+    flow.write_text(
+        "{cdiVersion: 0.3.0, kind: a.com/b, devices: [{name: d, containerEdits: {env: [A=1]}}]}\n"
+    )
+    assert load_spec(flow).devices[0].name == "d"
+
+
+def test_json_and_yaml_paths_agree() -> None:
+    document = {
+        "cdiVersion": "0.7.0",
+        "kind": "a.com/b",
+        "devices": [
+            {
+                "name": "d",
+                "containerEdits": {
+                    "deviceNodes": [{"path": "/dev/x", "major": 5, "fileMode": 438}],
+                    "additionalGids": [0, 5],
+                },
+            }
+        ],
+        "containerEdits": {"hooks": [{"hookName": "poststop", "path": "/bin/h", "timeout": 3}]},
+    }
+    text = json.dumps(document)
+    assert parse_spec(text) == parse_spec(dump_spec(parse_spec(text)))
+    assert parse_spec(text) == parse_spec("\n" + text.replace("{", "{ "))
+
+
+def test_alias_bombs_and_recursion_are_refused() -> None:
+    # Nine levels of ten aliases each: a billion strings if expanded.
+    lines = ["  a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for level in range(1, 9):
+        previous, current = chr(ord("a") + level - 1), chr(ord("a") + level)
+        lines.append(f"  {current}: &{current} [" + ", ".join([f"*{previous}"] * 10) + "]")
+    bomb = "defs:\n" + "\n".join(lines) + "\n"
+    bomb += (
+        "cdiVersion: 0.3.0\nkind: a.com/b\ndevices:\n- name: d\n  containerEdits:\n    env: *i\n"
+    )
+    with pytest.raises(CdiSpecError, match=r"unknown field 'defs'|expands far beyond"):
+        parse_spec(bomb)
+    wide = (
+        "cdiVersion: 0.3.0\nkind: a.com/b\ndevices:\n- name: d\n  containerEdits:\n    env: &e ["
+        + ", ".join(["A=1"] * 10)
+        + "]\n"
+    )
+    wide += "".join(f"- name: d{i}\n  containerEdits: {{env: *e}}\n" for i in range(3))
+    assert len(parse_spec(wide).devices) == 4  # modest reuse of an anchor is fine
+    with pytest.raises(CdiSpecError):
+        parse_spec(
+            "cdiVersion: 0.3.0\nkind: a.com/b\ndevices: &d\n"
+            "- name: x\n  containerEdits:\n    env: *d\n"
+        )
+    with pytest.raises(CdiSpecError):
+        parse_spec("[" * 5000 + "]" * 5000)
+
+
+def test_expansion_budget_stops_aliases_in_known_fields() -> None:
+    lines = ["e0: &e0 [A=1, A=1, A=1, A=1, A=1, A=1, A=1, A=1]"]
+    for level in range(1, 7):
+        lines.append(f"e{level}: &e{level} [" + ", ".join([f"*e{level - 1}"] * 8) + "]")
+    anchors = "\n".join("    " + line for line in lines)
+    text = (
+        "cdiVersion: 0.3.0\nkind: a.com/b\ndevices:\n- name: d\n  containerEdits:\n"
+        "    env: [A=1]\n  annotations:\n" + anchors.replace("    ", "    ", 1) + "\n"
+    )
+    with pytest.raises(CdiSpecError):
+        parse_spec(text)
+
+
+def test_unreadable_and_special_files(tmp_path: Path) -> None:
+    with pytest.raises(HostIOError) as info:
+        load_spec(tmp_path / "missing.yaml")
+    assert info.value.errno == 2
+    with pytest.raises(HostIOError, match="not a regular file"):
+        load_spec(tmp_path)
+
+
+def test_go_integer_and_float_rules() -> None:
+    assert go_parse_int("0x1F") == 31
+    assert go_parse_int("0o17") == 15
+    assert go_parse_int("017") == 15
+    assert go_parse_int("-0b11") == -3
+    assert go_parse_int("08") is None
+    assert go_parse_int("18446744073709551615") == 2**64 - 1
+    assert go_parse_int("-9223372036854775809") is None
+    assert go_parse_int("") is None
+    assert [
+        format_go_float32(v) for v in (1.0, 1.5, 1e6, 123456.0, 0.0001, 1e-05, 1234567.0, -2.5, 0.1)
+    ] == ["1", "1.5", "1e+06", "123456", "0.0001", "1e-05", "1.234567e+06", "-2.5", "0.1"]
+    assert load_yaml(b"a: .inf\nb: ~\nc: off\nd: <<\n") == {
+        "a": float("inf"),
+        "b": None,
+        "c": False,
+        "d": "<<",
+    }
+
+
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False),
+    st.text(max_size=8),
+)
+DOCS = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(
+            st.sampled_from(
+                [
+                    "cdiVersion",
+                    "kind",
+                    "devices",
+                    "name",
+                    "containerEdits",
+                    "env",
+                    "deviceNodes",
+                    "path",
+                    "major",
+                    "hooks",
+                    "hookName",
+                    "mounts",
+                    "intelRdt",
+                    "x",
+                ]
+            ),
+            inner,
+            max_size=5,
+        ),
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300)
+@given(DOCS)
+def test_generated_documents_raise_only_spec_errors(document: object) -> None:
+    for text in (json.dumps(document), _yamlish(document)):
+        try:
+            spec = parse_spec(text)
+            spec.validate()
+        except CdiSpecError:
+            continue
+
+
+@settings(max_examples=200)
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_raise_only_spec_errors(data: bytes) -> None:
+    with contextlib.suppress(CdiSpecError):
+        parse_spec(data)
+
+
+def _yamlish(document: object) -> str:
+    import yaml
+
+    return yaml.safe_dump(document)
