@@ -1,0 +1,260 @@
+"""The container-create plan: no second injection, inner annotations, agent devices."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hosts import oci_spec
+
+from conftest import Zoo, cdi_registry
+from kata_vfio.errors import InvalidInputError, PlanError
+from kata_vfio.kata.config import KataConfig
+from kata_vfio.kata.container import SandboxView, plan_container
+from kata_vfio.kata.sandbox import SandboxPlan, plan_sandbox
+
+SEED = {"cdi.k8s.io/vfio": "nvidia.com/pgpu=0"}
+CRI_CONTAINER = {"io.kubernetes.cri.container-type": "container"}
+CRI_SANDBOX = {"io.kubernetes.cri.container-type": "sandbox"}
+
+
+def _sandbox(zoo: Zoo, config: KataConfig, nodes: list[str], **kwargs: Any) -> SandboxPlan:
+    server, _names = zoo
+    return plan_sandbox(oci_spec(nodes), host=server.host, config=config, **kwargs)
+
+
+def _container(
+    nodes: list[str], annotations: dict[str, str] | None = None, **kw: Any
+) -> dict[str, Any]:
+    return oci_spec(nodes, annotations={**CRI_CONTAINER, **(annotations or {})}, **kw)
+
+
+def test_seed_scenario_end_to_end(zoo: Zoo, nvidia_config: KataConfig, tmp_path: Path) -> None:
+    """The same annotation on the sandbox and the container: injected once (at sandbox
+    creation), no error at container creation, annotations gone from both specs, and the
+    guest gets the inner annotation for its own CDI spec."""
+    server, names = zoo
+    registry = cdi_registry(server, tmp_path / "cdi", [names["gpu0"][0], names["gpu1"][0]])
+    sandbox = plan_sandbox(
+        oci_spec(annotations={**SEED, **CRI_SANDBOX}),
+        host=server.host,
+        config=nvidia_config,
+        registry=registry,
+    )
+    # containerd applies the outer CDI edits to the container spec itself (same library here)
+    outer = registry.inject(
+        oci_spec(annotations={**SEED, **CRI_CONTAINER}), ["nvidia.com/pgpu=0"]
+    ).spec
+    devices_before = [d["path"] for d in outer["linux"]["devices"]]
+    plan = plan_container(outer, sandbox)
+
+    assert plan.annotations_removed == ("cdi.k8s.io/vfio",)
+    group = server.group_node(names["gpu0"][0])
+    number = group.rsplit("/", 1)[1]
+    assert plan.annotations_added == {f"cdi.k8s.io/vfio{number}": "nvidia.com/gpu=0"}
+    assert plan.spec["annotations"] == {
+        **CRI_CONTAINER,
+        f"cdi.k8s.io/vfio{number}": "nvidia.com/gpu=0",
+    }
+    assert "cdi.k8s.io/vfio" not in sandbox.spec.get("annotations", {})
+    # nothing injected a second time: the spec only lost nodes (guest-kernel mode)
+    assert devices_before.count(group) == 1
+    assert plan.removed_devices == tuple(sorted([group, "/dev/vfio/vfio"]))
+    assert plan.spec["linux"]["devices"] == []
+    assert plan.spec["linux"]["resources"]["devices"] == []  # their cgroup rules went too
+    (agent,) = plan.agent_devices
+    assert agent.to_document() == {
+        "type": "vfio-pci-gk",
+        "id": f"vfio{number}",
+        "container_path": group,
+        "options": [f"{names['gpu0'][0]}=08/00", f"{names['gpu0'][1]}=08/00"],
+        "vm_path": "",
+    }
+    assert plan.hotplug == ()
+
+
+def test_container_plan_is_deterministic_and_leaves_its_input_alone(
+    zoo: Zoo, nvidia_config: KataConfig
+) -> None:
+    server, names = zoo
+    node = server.group_node(names["gpu0"][0])
+    sandbox = _sandbox(zoo, nvidia_config, [node])
+    spec = _container([node, "/dev/vfio/vfio"], SEED)
+    before = json.dumps(spec, sort_keys=True)
+    first = json.dumps(plan_container(spec, sandbox).to_document(), sort_keys=True)
+    assert json.dumps(plan_container(spec, sandbox).to_document(), sort_keys=True) == first
+    assert json.dumps(spec, sort_keys=True) == before
+
+
+def test_mixed_kinds_get_per_kind_indices_in_guest_pci_order(
+    zoo: Zoo, nvidia_config: KataConfig
+) -> None:
+    server, names = zoo
+    order = ["gpu0", "gpu1", "nvswitch0", "nic0", "nic1", "mi300x", "arc", "nvme"]
+    nodes = {n: server.group_node(names[n][0]) for n in order}
+    sandbox = _sandbox(zoo, _config(nvidia_config, pcie_root_port=8), list(nodes.values()))
+    # the container gets all but the first GPU: indices still count the whole sandbox
+    plan = plan_container(_container([nodes[n] for n in reversed(order[1:])]), sandbox)
+    key = {n: f"cdi.k8s.io/vfio{nodes[n].rsplit('/', 1)[1]}" for n in order}
+    assert plan.annotations_added == dict(
+        sorted(
+            {
+                key["gpu1"]: "nvidia.com/gpu=1",
+                key["nic0"]: "nvidia.com/nic=0",
+                key["nic1"]: "nvidia.com/nic=1",
+                key["mi300x"]: "amd.com/gpu=0",
+                key["arc"]: "intel.com/gpu=0",
+            }.items()
+        )
+    )
+    # NVSwitch and NVMe have no guest kind: an agent device but no annotation
+    assert {a.container_path for a in plan.agent_devices} == {nodes[n] for n in order[1:]}
+
+
+def test_indices_follow_numeric_port_order_beyond_ten_ports(
+    zoo: Zoo, nvidia_config: KataConfig
+) -> None:
+    """Kata sorts by port name, so rp10 came before rp2; here the guest PCI order counts."""
+    server, names = zoo
+    wanted = ["gpu0", "gpu1", "h100a", "h100b"] + [f"extra{i}" for i in range(6)] + ["mi300x"]
+    nodes = [server.group_node(names[n][0]) for n in wanted]
+    sandbox = _sandbox(zoo, _config(nvidia_config, pcie_root_port=12), nodes)
+    plan = plan_container(_container(nodes), sandbox)
+    values = [plan.annotations_added[f"cdi.k8s.io/vfio{n.rsplit('/', 1)[1]}"] for n in nodes]
+    assert values == [f"nvidia.com/gpu={i}" for i in range(10)] + ["amd.com/gpu=0"]
+    # the last GPU sits on rp10: string order would have put it before rp2 and given it index 2
+    ports = {
+        f.port for d in sandbox.devices for f in d.functions if str(f.bdf) == names["extra5"][0]
+    }
+    assert ports == {"rp10"}
+
+
+def test_devices_are_recognised_by_major_minor(zoo: Zoo, nvidia_config: KataConfig) -> None:
+    server, names = zoo
+    node = server.group_node(names["h100a"][0])
+    sandbox = plan_sandbox(
+        oci_spec([node], devnos={node: (243, 7)}), host=server.host, config=nvidia_config
+    )
+    # the container sees the node under another path, with the same numbers
+    spec = _container(["/dev/vfio/renamed"], devnos={"/dev/vfio/renamed": (243, 7)})
+    spec["linux"]["devices"][0]["path"] = "/dev/vfio/77"
+    plan = plan_container(spec, sandbox)
+    assert [a.options for a in plan.agent_devices] == [(f"{names['h100a'][0]}=08/00",)]
+
+
+def test_cdev_in_container_matches_a_group_in_the_sandbox(
+    zoo: Zoo, nvidia_config: KataConfig
+) -> None:
+    server, names = zoo
+    sandbox = _sandbox(zoo, nvidia_config, [server.group_node(names["gpu0"][0])])
+    cdev = server.cdev_node(names["gpu0"][0])
+    plan = plan_container(_container([cdev]), sandbox)
+    (agent,) = plan.agent_devices
+    assert agent.id == f"vfio{cdev.rsplit('vfio', 1)[1]}"
+    assert agent.options == (f"{names['gpu0'][0]}=08/00",)  # only the cdev's own function
+
+
+def test_vfio_mode_keeps_nodes_and_requires_a_guest_iommu(
+    zoo: Zoo, nvidia_config: KataConfig
+) -> None:
+    server, names = zoo
+    node = server.group_node(names["nic0"][0])
+    sandbox = _sandbox(zoo, _config(nvidia_config, vfio_mode="vfio", enable_iommu=True), [node])
+    plan = plan_container(_container([node, "/dev/vfio/vfio"], SEED), sandbox)
+    assert [d["path"] for d in plan.spec["linux"]["devices"]] == [node, "/dev/vfio/vfio"]
+    assert plan.annotations_added == {}
+    assert [a.type for a in plan.agent_devices] == ["vfio-pci"]
+    view = dataclasses.replace(SandboxView.from_plan(sandbox), guest_iommu=False)
+    with pytest.raises(PlanError, match="needs a guest IOMMU"):
+        plan_container(_container([node]), view)
+
+
+def test_pause_container_gets_nothing(zoo: Zoo, nvidia_config: KataConfig) -> None:
+    server, names = zoo
+    node = server.group_node(names["gpu0"][0])
+    sandbox = _sandbox(zoo, nvidia_config, [node])
+    for marker in (
+        {"io.kubernetes.cri.container-type": "sandbox"},
+        {"io.kubernetes.cri-o.ContainerType": "sandbox"},
+        {"io.katacontainers.pkg.oci.container_type": "pod_sandbox"},
+    ):
+        plan = plan_container(oci_spec([node], annotations={**marker, **SEED}), sandbox)
+        assert plan.sandbox_container
+        assert plan.agent_devices == () and plan.annotations_added == {}
+        assert plan.spec["annotations"] == marker  # outer annotation stripped all the same
+
+
+def test_device_not_in_the_sandbox_is_refused_or_left_for_hot_plug(
+    zoo: Zoo, nvidia_config: KataConfig
+) -> None:
+    server, names = zoo
+    sandbox = _sandbox(zoo, nvidia_config, [server.group_node(names["gpu0"][0])])
+    other = server.group_node(names["gpu1"][0])
+    with pytest.raises(PlanError, match="was not cold-plugged") as info:
+        plan_container(_container([other]), sandbox)
+    assert "Pod Resources" in (info.value.hint or "")
+    hot = _config(
+        nvidia_config, cold_plug_vfio="no-port", hot_plug_vfio="root-port", pcie_root_port=1
+    )
+    hot_sandbox = _sandbox(zoo, hot, [])
+    plan = plan_container(_container([other]), hot_sandbox)
+    assert plan.hotplug == (other,) and plan.agent_devices == ()
+    with pytest.raises(PlanError, match="none is left"):
+        plan_container(_container([other, server.group_node(names["nic0"][0])]), hot_sandbox)
+
+
+def test_plan_from_the_stored_sandbox_document_is_the_same(
+    zoo: Zoo, nvidia_config: KataConfig
+) -> None:
+    server, names = zoo
+    nodes = [server.group_node(names[n][0]) for n in ("gpu0", "nic0")] + [
+        server.cdev_node(names["h100a"][0])
+    ]
+    sandbox = _sandbox(zoo, nvidia_config, nodes)
+    document = json.loads(json.dumps(sandbox.to_document()))
+    view = SandboxView.from_document(document)
+    assert view == SandboxView.from_plan(sandbox)
+    spec = _container(nodes, SEED)
+    assert plan_container(spec, view).to_document() == plan_container(spec, sandbox).to_document()
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        [],
+        {"config": {}, "devices": [], "ports": []},
+        {
+            "config": {"vfio_mode": "vfio", "enable_iommu": "yes", "hot_plug_vfio": "no-port"},
+            "devices": [],
+            "ports": [],
+        },
+        {
+            "config": {"vfio_mode": "vfio", "enable_iommu": True, "hot_plug_vfio": "no-port"},
+            "devices": [3],
+            "ports": [],
+        },
+        {
+            "config": {"vfio_mode": "vfio", "enable_iommu": True, "hot_plug_vfio": "no-port"},
+            "devices": [
+                {
+                    "group": 1,
+                    "backend": "legacy",
+                    "plug": "cold",
+                    "nodes": [],
+                    "functions": [{"bdf": "zz"}],
+                }
+            ],
+            "ports": [],
+        },
+    ],
+)
+def test_broken_sandbox_documents_are_input_errors(document: object) -> None:
+    with pytest.raises(InvalidInputError):
+        SandboxView.from_document(document)
+
+
+def _config(base: KataConfig, **changes: object) -> KataConfig:
+    return dataclasses.replace(base, **changes).validate()  # type: ignore[arg-type]

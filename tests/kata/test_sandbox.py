@@ -1,0 +1,394 @@
+"""The sandbox-create plan on fake hosts: injection, stripping, expansion, topology, argv."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from hosts import oci_spec
+
+from conftest import Zoo, cdi_registry
+from kata_vfio.errors import (
+    CdiInjectionError,
+    CdiNameError,
+    ConfigError,
+    NotAssignableError,
+    PlanError,
+)
+from kata_vfio.kata.config import KataConfig
+from kata_vfio.kata.sandbox import SandboxPlan, plan_sandbox
+
+GIB = 1 << 30
+MIB = 1 << 20
+
+
+def _config(base: KataConfig, **changes: object) -> KataConfig:
+    return dataclasses.replace(base, **changes).validate()  # type: ignore[arg-type]
+
+
+def _plan(zoo: Zoo, config: KataConfig, nodes: list[str], **kwargs: object) -> SandboxPlan:
+    server, _names = zoo
+    return plan_sandbox(oci_spec(nodes), host=server.host, config=config, **kwargs)  # type: ignore[arg-type]
+
+
+def _devices(plan: SandboxPlan, driver: str) -> list[dict[str, str]]:
+    """The ``-device`` options of one driver, as dicts."""
+    return [
+        {"driver": d.head or "", **dict(d.props)}
+        for d in plan.command.opts("-device")
+        if d.head == driver
+    ]
+
+
+def test_seed_scenario_sandbox_injects_once_and_strips_the_annotation(
+    zoo: Zoo, nvidia_config: KataConfig, tmp_path: Path
+) -> None:
+    server, names = zoo
+    registry = cdi_registry(server, tmp_path / "cdi", [names["gpu0"][0], names["gpu1"][0]])
+    spec = oci_spec(
+        annotations={"cdi.k8s.io/vfio": "nvidia.com/pgpu=0", "io.kubernetes.cri.sandbox-id": "5f0c"}
+    )
+    before = json.dumps(spec, sort_keys=True)
+    plan = plan_sandbox(spec, host=server.host, config=nvidia_config, registry=registry)
+
+    assert json.dumps(spec, sort_keys=True) == before  # the input is never changed
+    assert plan.cdi_devices == ("nvidia.com/pgpu=0",)
+    assert plan.annotations_removed == ("cdi.k8s.io/vfio",)
+    assert not any(k.startswith("cdi.k8s.io/") for k in plan.spec.get("annotations", {}))
+    assert plan.spec["annotations"] == {"io.kubernetes.cri.sandbox-id": "5f0c"}
+    paths = [d["path"] for d in plan.spec["linux"]["devices"]]
+    group_node = server.group_node(names["gpu0"][0])
+    assert paths.count(group_node) == 1 and paths.count("/dev/vfio/vfio") == 1
+    # Both functions of the GPU's group are cold-plugged, on one port, as one device.
+    vfio = _devices(plan, "vfio-pci")
+    assert [(d["host"], d["bus"], d["addr"], d.get("multifunction")) for d in vfio] == [
+        (names["gpu0"][0], "rp0", "00.0", "on"),
+        (names["gpu0"][1], "rp0", "00.1", None),
+    ]
+    assert plan.control_nodes == ("/dev/vfio/vfio",)
+    assert plan.qemu_argv[0] == "/opt/kata/bin/qemu-system-x86_64"
+    assert (
+        plan.command.values("-name")
+        and plan.qemu_argv[plan.qemu_argv.index("-name") + 1] == "sandbox-5f0c"
+    )
+
+
+def test_explicit_cdi_names_replace_the_annotations_but_annotations_are_still_stripped(
+    zoo: Zoo, nvidia_config: KataConfig, tmp_path: Path
+) -> None:
+    server, names = zoo
+    registry = cdi_registry(server, tmp_path / "cdi", [names["gpu0"][0], names["gpu1"][0]])
+    spec = oci_spec(annotations={"cdi.k8s.io/gpu": "nvidia.com/pgpu=0"})
+    plan = plan_sandbox(
+        spec,
+        host=server.host,
+        config=nvidia_config,
+        registry=registry,
+        cdi_names=["nvidia.com/pgpu=1", "nvidia.com/pgpu=1"],
+    )
+    assert plan.cdi_devices == ("nvidia.com/pgpu=1",)  # asked twice, one device
+    assert [str(f.bdf) for d in plan.devices for f in d.functions] == names["gpu1"]
+    assert plan.annotations_removed == ("cdi.k8s.io/gpu",)
+
+
+def test_unresolvable_cdi_name_fails_before_anything_else(
+    zoo: Zoo, nvidia_config: KataConfig, tmp_path: Path
+) -> None:
+    server, names = zoo
+    registry = cdi_registry(server, tmp_path / "cdi", [names["gpu0"][0]])
+    with pytest.raises(CdiInjectionError, match=r"nvidia\.com/pgpu=vfio1"):
+        plan_sandbox(
+            oci_spec(annotations={"cdi.k8s.io/vfio": "nvidia.com/pgpu=vfio1"}),
+            host=server.host,
+            config=nvidia_config,
+            registry=registry,
+        )
+    with pytest.raises(CdiNameError):
+        plan_sandbox(
+            oci_spec(),
+            host=server.host,
+            config=nvidia_config,
+            registry=registry,
+            cdi_names=["not a name"],
+        )
+    with pytest.raises(PlanError, match="no CDI registry"):
+        plan_sandbox(
+            oci_spec(annotations={"cdi.k8s.io/vfio": "nvidia.com/pgpu=0"}),
+            host=server.host,
+            config=nvidia_config,
+        )
+
+
+def test_real_nvidia_ctk_vfio_spec_cold_plugs_its_group(
+    nvidia_config: KataConfig, tmp_path: Path
+) -> None:
+    """nvidia-ctk's own vfio-mode spec (device "0" is /dev/vfio/5) on a host where group 5 is
+    a GPU with its audio function."""
+    from hosts import ServerBuilder
+
+    from conftest import KATA_CONFIGS
+    from kata_vfio.cdi import DevfsLookup, Registry
+
+    source = (
+        KATA_CONFIGS.parent
+        / "cdi-specs"
+        / "nvidia-container-toolkit"
+        / "nvcdi-vfio-mode-pgpu-iommu-group.yaml"
+    )
+    if not source.is_file():
+        pytest.skip(f"{source} not found")
+    builder = ServerBuilder(next_group=4)
+    gpu, audio = builder.add("l40s", audio=True)
+    server = builder.build(tmp_path / "host")
+    assert server.group_node(gpu) == "/dev/vfio/5"
+    spec_dir = tmp_path / "cdi"
+    spec_dir.mkdir()
+    (spec_dir / "nvidia.yaml").write_bytes(source.read_bytes())
+    registry = Registry([spec_dir], device_lookup=DevfsLookup(server.dev_root, server.sysfs_root))
+    plan = plan_sandbox(
+        oci_spec(annotations={"cdi.k8s.io/vfio": "nvidia.com/pgpu=0"}),
+        host=server.host,
+        config=nvidia_config,
+        registry=registry,
+    )
+    assert [str(f.bdf) for f in plan.devices[0].functions] == [gpu, audio]
+    assert plan.annotations_removed == ("cdi.k8s.io/vfio",)
+
+
+def test_two_gpus_and_an_nvswitch_get_a_port_each(zoo: Zoo, nvidia_config: KataConfig) -> None:
+    server, names = zoo
+    nodes = [server.group_node(names[n][0]) for n in ("nvswitch0", "gpu1", "gpu0")]
+    plan = _plan(zoo, nvidia_config, nodes)
+    placed = {
+        str(f.bdf): (f.port, f.guest_function, f.kind) for d in plan.devices for f in d.functions
+    }
+    assert placed == {
+        names["gpu0"][0]: ("rp0", 0, "nvidia.com/gpu"),
+        names["gpu0"][1]: ("rp0", 1, None),
+        names["gpu1"][0]: ("rp1", 0, "nvidia.com/gpu"),
+        names["gpu1"][1]: ("rp1", 1, None),
+        names["nvswitch0"][0]: ("rp2", 0, None),  # an endpoint with no CDI kind
+    }
+    assert plan.free_ports == tuple(f"rp{i}" for i in range(3, 8))  # pcie_root_port = 8
+
+
+def test_more_than_sixteen_devices_is_refused(zoo: Zoo, nvidia_config: KataConfig) -> None:
+    server, names = zoo
+    usable = [n for n in names if n not in ("busy_audio", "unbound")]
+    assert len(usable) == 17
+    with pytest.raises(PlanError, match="at most 16"):
+        _plan(zoo, nvidia_config, [server.group_node(names[n][0]) for n in usable])
+    sixteen = _plan(zoo, nvidia_config, [server.group_node(names[n][0]) for n in usable[:16]])
+    assert len(sixteen.topology.ports) == 16
+
+
+def test_a_group_that_is_not_assignable_is_refused_before_launch(
+    zoo: Zoo, nvidia_config: KataConfig
+) -> None:
+    server, names = zoo
+    with pytest.raises(NotAssignableError, match="snd_hda_intel") as info:
+        _plan(zoo, nvidia_config, [server.group_node(names["busy_audio"][0])])
+    assert "kata-vfio bind" in (info.value.hint or "")
+
+
+def test_cdev_and_group_devices_in_one_sandbox(zoo: Zoo, nvidia_config: KataConfig) -> None:
+    server, names = zoo
+    nodes = [
+        server.cdev_node(names["gpu0"][0]),
+        server.group_node(names["h100a"][0]),
+        server.cdev_node(names["nic0"][0]),
+    ]
+    plan = _plan(zoo, nvidia_config, nodes)
+    by_group = {d.group: d for d in plan.devices}
+    assert [d.backend for d in plan.devices] == ["iommufd", "legacy", "iommufd"]
+    assert {d.iommufd for d in plan.devices} == {"iommufd0", None}
+    assert [o.render() for o in plan.command.opts("-object") if o.head == "iommufd"] == [
+        "iommufd,id=iommufd0"
+    ]
+    vfio = _devices(plan, "vfio-pci")
+    assert [d.get("iommufd") for d in vfio] == ["iommufd0", "iommufd0", None, "iommufd0"]
+    # the cdev node expanded to the GPU's audio function too, through its own cdev
+    gpu_group = server.host.group_of(names["gpu0"][0])
+    assert gpu_group is not None
+    assert [f.cdev for f in by_group[gpu_group.id].functions] == [
+        server.cdev_node(b).rsplit("/", 1)[1] for b in names["gpu0"]
+    ]
+
+
+def test_vfio_mode_needs_a_guest_iommu(zoo: Zoo, nvidia_config: KataConfig) -> None:
+    server, names = zoo
+    node = server.group_node(names["nic0"][0])
+    with pytest.raises(PlanError, match="needs a guest IOMMU"):
+        _plan(zoo, _config(nvidia_config, vfio_mode="vfio"), [node])
+    plan = _plan(zoo, _config(nvidia_config, vfio_mode="vfio", enable_iommu=True), [node])
+    devices = plan.command.opts("-device")
+    assert devices[0].render() == "intel-iommu,intremap=on,caching-mode=on"
+    assert plan.command.opts("-machine")[0].get("kernel-irqchip") == "split"
+    append = plan.qemu_argv[plan.qemu_argv.index("-append") + 1]
+    assert "intel_iommu=on iommu=pt" in append
+
+
+def test_switch_ports(zoo: Zoo, nvidia_config: KataConfig) -> None:
+    server, names = zoo
+    config = _config(
+        nvidia_config, cold_plug_vfio="switch-port", pcie_root_port=0, pcie_switch_port=4
+    )
+    plan = _plan(zoo, config, [server.group_node(names[n][0]) for n in ("gpu0", "nic0")])
+    rendered = [d.render() for d in plan.command.opts("-device") if d.head != "vfio-pci"]
+    assert "pcie-root-port,id=swrp0,bus=pcie.0,addr=08.0,chassis=1,slot=0" in rendered
+    assert "x3130-upstream,id=swup0,bus=swrp0" in rendered
+    assert [d["id"] for d in _devices(plan, "xio3130-downstream")] == [
+        "swdp0",
+        "swdp1",
+        "swdp2",
+        "swdp3",
+    ]
+    assert [d["bus"] for d in _devices(plan, "vfio-pci")] == ["swdp0", "swdp0", "swdp1"]
+    assert plan.devices[0].functions[0].guest_pci_path == "08/00/00/00"
+    assert plan.free_ports == ("swdp2", "swdp3")
+
+
+def test_twelve_ports_in_numeric_order(zoo: Zoo, nvidia_config: KataConfig) -> None:
+    server, names = zoo
+    wanted = [
+        "gpu0",
+        "gpu1",
+        "h100a",
+        "h100b",
+        "nvswitch0",
+        "nvswitch1",
+        "nic0",
+        "nic1",
+        "mi300x",
+        "arc",
+        "nvme",
+        "extra0",
+    ]
+    plan = _plan(
+        zoo,
+        _config(nvidia_config, pcie_root_port=12),
+        [server.group_node(names[n][0]) for n in wanted],
+    )
+    ports = [d["id"] for d in _devices(plan, "pcie-root-port")]
+    assert ports == [f"rp{i}" for i in range(12)]
+    # devices in host PCI order on ports in numeric order: rp10 holds the 11th device
+    buses = [
+        f.port
+        for d in sorted(plan.devices, key=lambda d: d.functions[0].bdf)
+        for f in d.functions
+        if f.guest_function == 0
+    ]
+    assert buses == ports
+    assert [f.guest_pci_path for d in plan.devices for f in d.functions if f.port == "rp10"] == [
+        "12/00"
+    ]
+
+
+def test_a_64_gib_bar_gpu_gets_its_window_and_the_hole(zoo: Zoo, nvidia_config: KataConfig) -> None:
+    server, names = zoo
+    plan = _plan(zoo, nvidia_config, [server.group_node(names["gpu0"][0])])
+    port = _devices(plan, "pcie-root-port")[0]
+    assert port["pref64-reserve"] == "65568M"  # 64 GiB + 32 MiB of prefetchable BARs
+    assert "q35-pcihost.pci-hole64-size=128G" in plan.qemu_argv
+    assert plan.topology.pci_hole64 == 128 * GIB
+    fw_cfg = plan.qemu_argv[plan.qemu_argv.index("-fw_cfg") + 1]
+    assert fw_cfg == "name=opt/ovmf/X-PciMmio64Mb,string=131072"  # OVMF firmware configured
+
+
+def test_plan_is_deterministic_and_independent_of_device_order(
+    zoo: Zoo, nvidia_config: KataConfig
+) -> None:
+    server, names = zoo
+    nodes = [server.group_node(names[n][0]) for n in ("nic1", "gpu0", "mi300x", "nvswitch0")]
+    first = json.dumps(_plan(zoo, nvidia_config, nodes).to_document(), sort_keys=True)
+    again = json.dumps(_plan(zoo, nvidia_config, nodes).to_document(), sort_keys=True)
+    assert first == again
+    reordered = _plan(zoo, nvidia_config, list(reversed(nodes)))
+    assert [d.to_document() for d in reordered.devices] == json.loads(first)["devices"]
+
+
+def test_hot_plug_mode_reserves_ports_and_keeps_devices_off_the_command_line(
+    zoo: Zoo, nvidia_config: KataConfig, tmp_path: Path
+) -> None:
+    server, names = zoo
+    registry = cdi_registry(server, tmp_path / "cdi", [names["gpu0"][0]])
+    config = _config(
+        nvidia_config, cold_plug_vfio="no-port", hot_plug_vfio="root-port", pcie_root_port=4
+    )
+    spec = oci_spec(
+        [server.group_node(names["nic0"][0])], annotations={"cdi.k8s.io/x": "nvidia.com/pgpu=0"}
+    )
+    plan = plan_sandbox(spec, host=server.host, config=config, registry=registry)
+    assert plan.cdi_devices == ()  # Kata injects at sandbox creation only for cold-plug
+    assert plan.annotations_removed == ("cdi.k8s.io/x",)
+    assert any("not cold-plugged" in w for w in plan.warnings)
+    assert [d.plug for d in plan.devices] == ["hot"]
+    assert _devices(plan, "vfio-pci") == []
+    assert len(_devices(plan, "pcie-root-port")) == 4
+
+
+def test_no_port_with_vfio_devices_is_refused(zoo: Zoo, nvidia_config: KataConfig) -> None:
+    server, names = zoo
+    config = _config(nvidia_config, cold_plug_vfio="no-port", pcie_root_port=0)
+    with pytest.raises(PlanError, match="both 'no-port'"):
+        _plan(zoo, config, [server.group_node(names["nic0"][0])])
+
+
+def test_pod_annotations_override_the_configuration(zoo: Zoo, nvidia_config: KataConfig) -> None:
+    server, names = zoo
+    spec = oci_spec(
+        [server.group_node(names["nic0"][0])],
+        annotations={
+            "io.katacontainers.config.hypervisor.enable_iommu": "true",
+            "io.katacontainers.config.runtime.vfio_mode": "vfio",
+        },
+    )
+    plan = plan_sandbox(spec, host=server.host, config=nvidia_config)
+    assert plan.config.enable_iommu and plan.config.vfio_mode == "vfio"
+    assert nvidia_config.enable_iommu is False
+    spec["annotations"] = {"io.katacontainers.config.hypervisor.pcie_root_port": "2"}
+    with pytest.raises(ConfigError, match="not enabled"):
+        plan_sandbox(spec, host=server.host, config=nvidia_config)
+
+
+def test_numa_placement_on_expanders(zoo: Zoo, nvidia_config: KataConfig) -> None:
+    server, names = zoo
+    nodes = [server.group_node(names[n][0]) for n in ("gpu0", "h100b", "nic0", "nic1")]
+    plan = _plan(zoo, _config(nvidia_config, enable_numa=True, pcie_root_port=0), nodes)
+    pxb = _devices(plan, "pxb-pcie")
+    assert [(d["id"], d["numa_node"], d["bus_nr"]) for d in pxb] == [
+        ("pxb0", "0", "32"),
+        ("pxb1", "1", "64"),
+    ]
+    on = {str(f.bdf): f.port for d in plan.devices for f in d.functions}
+    ports = {d["id"]: d["bus"] for d in _devices(plan, "pcie-root-port")}
+    assert ports[on[names["h100b"][0]]] == "pxb1" and ports[on[names["gpu0"][0]]] == "pxb0"
+    assert len(plan.command.opts("-numa")) == 2
+
+
+def test_confidential_guest_refuses_legacy_nodes(zoo: Zoo, nvidia_config: KataConfig) -> None:
+    server, names = zoo
+    config = _config(nvidia_config, confidential_guest=True)
+    with pytest.raises(PlanError, match="IOMMUFD"):
+        _plan(zoo, config, [server.group_node(names["gpu0"][0])])
+    plan = _plan(zoo, config, [server.cdev_node(names["h100a"][0])])
+    assert plan.devices[0].iommufd == "iommufd0"
+
+
+def test_runtime_dir_puts_the_console_socket_there(zoo: Zoo, nvidia_config: KataConfig) -> None:
+    plan = _plan(zoo, nvidia_config, [], runtime_dir="/run/kata-vfio/sb")
+    chardev = plan.command.opts("-chardev")[0]
+    assert chardev.get("path") == "/run/kata-vfio/sb/console.sock"
+    assert "console=ttyS0" in plan.qemu_argv[plan.qemu_argv.index("-append") + 1]
+    with pytest.raises(Exception, match="not an absolute path"):
+        _plan(zoo, nvidia_config, [], runtime_dir="run/sb")
+
+
+def test_document_has_the_promised_keys(zoo: Zoo, nvidia_config: KataConfig) -> None:
+    server, names = zoo
+    document = _plan(zoo, nvidia_config, [server.group_node(names["gpu0"][0])]).to_document()
+    assert {"devices", "ports", "qemu_argv", "annotations_removed", "spec"} <= set(document)
+    assert json.loads(json.dumps(document)) == document
+    assert [p["free"] for p in document["ports"]] == [False] + [True] * 7
