@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sandbox_hosts import KATA_CONFIGS
 
-from conftest import KATA_CONFIGS
 from kata_vfio.errors import ConfigError, KataVfioError
 from kata_vfio.kata.config import (
     HYPERVISOR_ANNOTATION_PREFIX as HV,

@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hosts import oci_spec
+from sandbox_hosts import Zoo, cdi_registry, oci_spec
 
-from conftest import Zoo, cdi_registry
 from kata_vfio.errors import InvalidInputError, PlanError
 from kata_vfio.kata.config import KataConfig
 from kata_vfio.kata.container import SandboxView, plan_container

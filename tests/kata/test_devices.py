@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hosts import ServerBuilder, oci_spec
+from sandbox_hosts import ServerBuilder, Zoo, oci_spec
 
-from conftest import Zoo
 from kata_vfio.errors import InvalidInputError, NotAssignableError, PlanError
 from kata_vfio.kata.devices import classify_spec_devices, function_id, resolve_groups
 from kata_vfio.kata.kinds import cdi_kind

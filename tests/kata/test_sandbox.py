@@ -7,9 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from hosts import oci_spec
+from sandbox_hosts import Zoo, cdi_registry, oci_spec
 
-from conftest import Zoo, cdi_registry
 from kata_vfio.errors import (
     CdiInjectionError,
     CdiNameError,
@@ -126,9 +125,8 @@ def test_real_nvidia_ctk_vfio_spec_cold_plugs_its_group(
 ) -> None:
     """nvidia-ctk's own vfio-mode spec (device "0" is /dev/vfio/5) on a host where group 5 is
     a GPU with its audio function."""
-    from hosts import ServerBuilder
+    from sandbox_hosts import KATA_CONFIGS, ServerBuilder
 
-    from conftest import KATA_CONFIGS
     from kata_vfio.cdi import DevfsLookup, Registry
 
     source = (

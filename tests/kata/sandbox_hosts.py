@@ -14,7 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import kata_vfio._core as core
+from kata_vfio.cdi import DevfsLookup, Registry, generate_vfio_spec, write_vfio_spec
+from kata_vfio.kata.config import KataConfig, load_config
 from kata_vfio.testing import build_host
+
+KATA_CONFIGS = Path(__file__).resolve().parents[3] / "shared" / "data" / "kata-configs"
+NVIDIA_GO = KATA_CONFIGS / "runtime-go" / "configuration-qemu-nvidia-gpu.toml"
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -197,3 +202,39 @@ def zoo_server(root: Path) -> tuple[FakeServer, dict[str, list[str]]]:
             model, audio=audio, numa=numa, driver=driver, audio_driver=audio_driver, bus=bus
         )
     return builder.build(root), names
+
+
+Zoo = tuple[FakeServer, dict[str, list[str]]]
+
+
+def nvidia_kata_config(tmp_path: Path) -> KataConfig | None:
+    """Kata's NVIDIA GPU configuration, copied into ``tmp_path``; None when shared/data is
+    not there."""
+    if not NVIDIA_GO.is_file():
+        return None
+    copy = tmp_path / NVIDIA_GO.name
+    copy.write_bytes(NVIDIA_GO.read_bytes())
+    return load_config(copy, host_cpus=64)
+
+
+def cdi_registry(
+    server: FakeServer,
+    spec_dir: Path,
+    devices: list[str],
+    *,
+    kind: str = "nvidia.com/pgpu",
+    naming: str = "index",
+    cdev: bool = False,
+) -> Registry:
+    """A real CDI registry over a spec generated from the fake host for ``devices`` (first
+    functions), with device numbers read from the fake devfs (as udev would name them)."""
+    spec = generate_vfio_spec(
+        server.host,
+        kind=kind,
+        naming=naming,  # type: ignore[arg-type]
+        cdev=cdev,
+        devices=devices,
+    )
+    spec_dir.mkdir(parents=True, exist_ok=True)
+    write_vfio_spec(spec, str(spec_dir))
+    return Registry([spec_dir], device_lookup=DevfsLookup(server.dev_root, server.sysfs_root))
