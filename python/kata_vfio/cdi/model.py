@@ -13,9 +13,8 @@ Fields the reference keeps as pointers (``fileMode``, ``uid``, ``gid``, ``timeou
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 from kata_vfio.cdi.names import parse_qualifier, qualified_name
@@ -24,6 +23,7 @@ __all__ = [
     "ContainerEdits",
     "Device",
     "DeviceNode",
+    "FrozenMap",
     "Hook",
     "IntelRdt",
     "Mount",
@@ -32,14 +32,45 @@ __all__ = [
     "frozen_mapping",
 ]
 
-_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+class FrozenMap(Mapping[str, str]):
+    """A read-only, hashable, picklable string map (spec and device annotations)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, str] | None = None) -> None:
+        self._items: dict[str, str] = dict(items or {})
+
+    def __getitem__(self, key: str) -> str:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._items.items()))
+
+    def __eq__(self, other: object) -> bool:
+        return dict(self._items) == other if isinstance(other, Mapping) else NotImplemented
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._items!r})"
+
+    def __reduce__(self) -> tuple[type[FrozenMap], tuple[dict[str, str]]]:
+        return FrozenMap, (self._items,)
+
+
+_EMPTY = FrozenMap()
 
 
 def frozen_mapping(items: Mapping[str, str] | None) -> Mapping[str, str]:
     """A read-only copy of ``items`` (keys sorted, so equal maps print alike)."""
     if not items:
         return _EMPTY
-    return MappingProxyType({key: items[key] for key in sorted(items)})
+    return FrozenMap({key: items[key] for key in sorted(items)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +238,7 @@ class Device:
 
     name: str
     container_edits: ContainerEdits = field(default_factory=ContainerEdits)
-    annotations: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    annotations: Mapping[str, str] = field(default=_EMPTY)
 
     def to_document(self) -> dict[str, Any]:
         """The JSON object, keys in the reference's order."""
@@ -226,7 +257,7 @@ class Spec:
     kind: str
     devices: tuple[Device, ...] = ()
     container_edits: ContainerEdits = field(default_factory=ContainerEdits)
-    annotations: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    annotations: Mapping[str, str] = field(default=_EMPTY)
 
     @property
     def vendor(self) -> str:

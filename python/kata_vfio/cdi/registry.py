@@ -226,17 +226,17 @@ class Registry:
     @property
     def errors(self) -> Mapping[str, tuple[str, ...]]:
         """Problems by spec file path (and by directory for unreadable directories)."""
-        return self._current().errors
+        return dict(self._current().errors)
 
     @property
     def dir_errors(self) -> Mapping[str, str]:
         """Directories that could not be read, with the reason."""
-        return self._current().dir_errors
+        return dict(self._current().dir_errors)
 
     @property
     def ignored(self) -> Mapping[str, str]:
         """Files that look like specs but are not read, with the reason (``x.yml``)."""
-        return self._current().ignored
+        return dict(self._current().ignored)
 
     def inject(
         self,
@@ -393,8 +393,8 @@ class Registry:
             changed=tuple(changed),
             removed=removed,
             unchanged=unchanged,
-            errors=self._snapshot.errors,
-            ignored=self._snapshot.ignored,
+            errors=dict(self._snapshot.errors),
+            ignored=dict(self._snapshot.ignored),
         )
 
 
