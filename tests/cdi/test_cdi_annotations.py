@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kata_vfio.cdi import (
@@ -189,6 +189,7 @@ ANNOTATIONS = st.dictionaries(
 )
 
 
+@settings(deadline=None)
 @given(ANNOTATIONS, st.booleans())
 def test_strip_is_idempotent_and_loses_nothing(
     annotations: dict[str, str], keep_inner: bool
@@ -203,6 +204,7 @@ def test_strip_is_idempotent_and_loses_nothing(
     assert parse_annotations(strip_annotations(annotations).annotations) == ([], [])
 
 
+@settings(deadline=None)
 @given(ANNOTATIONS)
 def test_parse_annotations_raises_only_name_errors(annotations: dict[str, str]) -> None:
     try:

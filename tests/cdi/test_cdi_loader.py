@@ -339,7 +339,7 @@ DOCS = st.recursive(
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(DOCS)
 def test_generated_documents_raise_only_spec_errors(document: object) -> None:
     for text in (json.dumps(document), _yamlish(document)):
@@ -350,7 +350,7 @@ def test_generated_documents_raise_only_spec_errors(document: object) -> None:
             continue
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=200))
 def test_arbitrary_bytes_raise_only_spec_errors(data: bytes) -> None:
     with contextlib.suppress(CdiSpecError):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kata_vfio.cdi import (
@@ -134,6 +134,7 @@ VENDOR_CLASS = st.from_regex(r"\A[A-Za-z]([A-Za-z0-9_.-]*[A-Za-z0-9])?\Z")
 DEVICE = st.from_regex(r"\A[A-Za-z0-9]([A-Za-z0-9_.:-]*[A-Za-z0-9])?\Z")
 
 
+@settings(deadline=None)
 @given(VENDOR_CLASS, VENDOR_CLASS, DEVICE)
 def test_generated_valid_names_round_trip(vendor: str, cls: str, device: str) -> None:
     name = qualified_name(vendor, cls, device)
@@ -142,6 +143,7 @@ def test_generated_valid_names_round_trip(vendor: str, cls: str, device: str) ->
     assert str(parsed) == name
 
 
+@settings(deadline=None)
 @given(st.text(max_size=40))
 def test_any_text_parses_or_raises_a_name_error(text: str) -> None:
     try:
@@ -153,6 +155,7 @@ def test_any_text_parses_or_raises_a_name_error(text: str) -> None:
         assert str(parsed) == text
 
 
+@settings(deadline=None)
 @given(st.text(alphabet="ab1_.-:=/ ", max_size=12))
 def test_is_qualified_name_agrees_with_the_part_rules(text: str) -> None:
     vendor, cls, device = parse_device(text)
