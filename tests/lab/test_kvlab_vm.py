@@ -157,3 +157,27 @@ def test_real_qemu_builds_the_lab_topology(tmp_path: Path) -> None:
     for device, parent_bus in zip(topology.DEVICES, answers[2:-1], strict=True):
         assert types.get(device.id) == f"child<{device.driver}>", device
         assert parent_bus.endswith(f"/{device.bus}"), (device, parent_bus)
+
+
+def test_a_missing_tool_is_unavailable_and_names_its_package(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kvlab import proc
+    from kvlab.errors import LabUnavailableError
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(LabUnavailableError, match="qemu-system-x86_64 is not installed") as info:
+        proc.require_tool("qemu-system-x86_64")
+    assert info.value.hint == "install the Debian package qemu-system-x86"
+
+
+@pytest.mark.skipif(shutil.which("apt-cache") is None, reason="not a Debian system (no apt-cache)")
+def test_an_unknown_package_is_unavailable_with_the_sources_hint() -> None:
+    from kvlab import apt
+    from kvlab.errors import LabUnavailableError
+
+    with pytest.raises(LabUnavailableError, match="apt knows no package") as info:
+        apt.candidate_version("linux-source-0.0-kvlab-none")
+    assert "bookworm-security" in (info.value.hint or "")
+    with pytest.raises(LabUnavailableError, match="matching"):
+        apt.newest_name(r"linux-image-9\.99\.([0-9]+)\+kvlab-none")

@@ -60,6 +60,14 @@ def group_viable(group: int) -> bool | None:
         os.close(fd)
 
 
+def vfio_cdev_of(bdf: str) -> str:
+    """``vfioN``, the device's VFIO cdev name (it has one only while on vfio-pci)."""
+    names = sorted(p.name for p in (SYS_PCI / "devices" / bdf / "vfio-dev").iterdir())
+    if len(names) != 1:
+        raise RuntimeError(f"{bdf} has {len(names)} vfio cdevs: {names}")
+    return names[0]
+
+
 def _write(path: Path, value: str) -> None:
     fd = os.open(path, os.O_WRONLY)
     try:

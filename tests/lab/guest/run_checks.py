@@ -41,6 +41,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--suite", choices=sorted(SUITES), required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--only", action="append", help="run just this check (by hand)")
     args = parser.parse_args()
     context = json.loads((args.out / "context.json").read_text())
     results: dict[str, Any] = {
@@ -51,6 +52,8 @@ def main() -> int:
         "checks": {},
     }
     for module_name in SUITES[args.suite]:
+        if args.only and module_name.removeprefix("check_") not in args.only:
+            continue
         started = time.monotonic()
         entry: dict[str, Any]
         name = module_name.removeprefix("check_")

@@ -19,9 +19,13 @@ _SOURCES_HINT = (
 
 def candidate_version(package: str) -> str:
     """The version apt would install for ``package``."""
-    out = proc.run(
-        ["apt-cache", "show", "--no-all-versions", package], what=f"apt-cache show {package}"
-    )
+    try:
+        out = proc.run(
+            ["apt-cache", "show", "--no-all-versions", package], what=f"apt-cache show {package}"
+        )
+    except LabError as exc:
+        # apt-cache exits 100 with "No packages found" for a package its lists do not have.
+        raise LabUnavailableError(f"apt knows no package {package}", hint=_SOURCES_HINT) from exc
     match = re.search(r"^Version: (\S+)$", out, re.MULTILINE)
     if match is None:
         raise LabUnavailableError(f"apt knows no package {package}", hint=_SOURCES_HINT)

@@ -1,0 +1,166 @@
+"""A nested QEMU, built and started by the project's own code, drives a passed-through NIC.
+
+The NIC alone in its group (topology.NIC_SINGLE) goes to vfio-pci; the project's planner
+(plan_topology, build_vm_command) makes the command line and its launcher (QemuProcess) starts
+it. Facts: QEMU's own view over QMP (query-status, query-pci) and the inner guest's view from
+its console (the PCI functions it sees, the driver that bound, the MAC it read through the
+passed-through BARs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import kernel_facts as kf
+from kvlab import topology
+
+from kata_vfio.errors import QmpError
+from kata_vfio.kata.topology import PortRequest, plan_topology
+from kata_vfio.qemu.argv import QemuCommand, QemuOpts
+from kata_vfio.qemu.launcher import QemuProcess
+from kata_vfio.qemu.qmp import query_pci
+from kata_vfio.qemu.vm import COLD_PLUG_IOMMUFD, VfioPlacement, VmSpec, build_vm_command
+
+NIC = topology.NIC_SINGLE
+QEMU_ID = "hostnic"
+# TCG inside TCG: the inner kernel needs 40-50 s to userspace on an idle 2-core host.
+INNER_TIMEOUT_S = 420.0
+
+
+def _flatten(buses: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+
+    def walk(devices: list[dict[str, Any]]) -> None:
+        for device in devices:
+            found.append(
+                {
+                    "bus": device["bus"],
+                    "slot": device["slot"],
+                    "function": device["function"],
+                    "vendor": device["id"]["vendor"],
+                    "device": device["id"]["device"],
+                    "qdev_id": device.get("qdev_id", ""),
+                }
+            )
+            walk(device.get("pci_bridge", {}).get("devices", []))
+
+    for bus in buses:
+        walk(bus["devices"])
+    return found
+
+
+def _inner_command(context: dict[str, Any], console: Path, mode: str) -> QemuCommand:
+    planned = plan_topology([PortRequest()], kind="root-port")
+    placement = VfioPlacement(
+        host=NIC,
+        qemu_id=QEMU_ID,
+        port=planned.assignments[0],
+        guest_function=0,
+        multifunction=False,
+        iommufd=COLD_PLUG_IOMMUFD if mode == "cdev" else None,
+    )
+    spec = VmSpec(
+        binary=shutil.which("qemu-system-x86_64") or "qemu-system-x86_64",
+        name="inner",
+        memory_mib=256,
+        vcpus=1,
+        topology=planned,
+        functions=(placement,),
+        accel="tcg",
+        kernel=context["inner_kernel"],
+        initrd=context["inner_initrd"],
+        kernel_params="console=ttyS0 panic=-1 quiet",
+    )
+    # The inner console goes to a file the check reads (the spec offers a socket or none).
+    return build_vm_command(spec).without(["-serial"]).add("-serial", f"file:{console}")
+
+
+def _pass_fds(command: QemuCommand) -> tuple[QemuCommand, list[int]]:
+    """Open /dev/iommu and the NIC's cdev here and hand QEMU the fds instead of paths."""
+    cdev = f"/dev/vfio/devices/{kf.vfio_cdev_of(NIC)}"
+    iommu_fd = os.open("/dev/iommu", os.O_RDWR)
+    device_fd = os.open(cdev, os.O_RDWR)
+
+    def with_fd(opts: QemuOpts) -> QemuOpts:
+        if opts.head == "iommufd" and opts.id == COLD_PLUG_IOMMUFD:
+            return opts.with_props(("fd", iommu_fd))
+        if opts.id == QEMU_ID:
+            # With fd= QEMU must not look the device up by address (it could not, unprivileged).
+            return opts.with_props(("host", None), ("fd", device_fd))
+        return opts
+
+    command = command.map_opts("-object", with_fd).map_opts("-device", with_fd)
+    return command, [iommu_fd, device_fd]
+
+
+def _read_console(console: Path) -> list[str]:
+    if not console.is_file():
+        return []
+    return [line.strip() for line in console.read_text(errors="replace").splitlines()]
+
+
+def _run_inner(context: dict[str, Any], mode: str) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="kvlab-nested-"))
+    console = work / "console.log"
+    command = _inner_command(context, console, mode)
+    fds: list[int] = []
+    if mode == "cdev":
+        command, fds = _pass_fds(command)
+    facts: dict[str, Any] = {"mode": mode, "argv": command.argv()}
+    started = time.monotonic()
+    try:
+        with QemuProcess(command, runtime_parent=str(work), pass_fds=fds, start_timeout=60) as vm:
+            for fd in fds:
+                os.close(fd)  # QEMU holds its own copies now
+            fds = []
+            facts["qmp_status"] = vm.qmp.execute("query-status")
+            deadline = time.monotonic() + INNER_TIMEOUT_S
+            while vm.returncode is None and time.monotonic() < deadline:
+                if "qmp_pci" not in facts:
+                    # Bus numbers exist once firmware has run: wait until the NIC shows.
+                    with contextlib.suppress(QmpError):
+                        pci = _flatten(query_pci(vm.qmp))
+                        if any(d["qdev_id"] == QEMU_ID for d in pci):
+                            facts["qmp_pci"] = pci
+                if any(line.startswith("INNER-DONE") for line in _read_console(console)):
+                    break
+                time.sleep(1)
+            facts["inner_finished_s"] = round(time.monotonic() - started, 1)
+        facts["qemu_stopped_by"] = vm.stopped_by
+        facts["qemu_stderr"] = vm.stderr()[-2000:]
+    finally:
+        for fd in fds:
+            os.close(fd)
+    lines = _read_console(console)
+    facts["inner_console"] = [line for line in lines if line.startswith("INNER")]
+    facts["inner_console_tail"] = lines[-30:]
+    shutil.rmtree(work, ignore_errors=True)
+    return facts
+
+
+def nested(context: dict[str, Any], modes: tuple[str, ...]) -> dict[str, Any]:
+    """Run the nested VM once per mode with NIC on vfio-pci; put NIC back afterwards."""
+    kf.ensure_vfio_pci()
+    original = kf.driver_of(NIC)
+    results: dict[str, Any] = {"nic": NIC, "original_driver": original}
+    kf.raw_bind(NIC, "vfio-pci")
+    try:
+        results["driver_during"] = kf.driver_of(NIC)
+        for mode in modes:
+            results[mode] = _run_inner(context, mode)
+    finally:
+        kf.raw_restore(NIC)
+    results["driver_after"] = kf.driver_of(NIC)
+    return results
+
+
+def run(context: dict[str, Any]) -> dict[str, Any]:
+    """Legacy (host=) on every kernel; fd-passed cdev + iommufd where the kernel has them."""
+    modes = ("legacy", "cdev") if Path("/dev/iommu").exists() else ("legacy",)
+    return nested(context, modes)
