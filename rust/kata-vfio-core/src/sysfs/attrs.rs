@@ -26,7 +26,7 @@ pub fn parse_uevent(text: &str) -> Uevent {
             "PCI_CLASS" => {
                 out.class_code = u32::from_str_radix(value, 16)
                     .ok()
-                    .filter(|c| *c <= 0xff_ffff)
+                    .filter(|c| *c <= 0xff_ffff);
             }
             "PCI_ID" => (out.vendor, out.device) = parse_id_pair(value),
             "PCI_SUBSYS_ID" => (out.subsystem_vendor, out.subsystem_device) = parse_id_pair(value),

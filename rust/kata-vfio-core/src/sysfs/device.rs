@@ -17,14 +17,9 @@ use super::io::{
 use crate::bdf::{bdfs_in_path, last_bdf_in_path, Bdf};
 use crate::pci::{is_vfio_driver, Details, Link, PciDevice};
 
-/// How the scan learns each device's IOMMU group.
-#[derive(Debug, Clone, Copy)]
-pub enum GroupSource<'a> {
-    /// From the `kernel/iommu_groups/*/devices` listing made before the device walk.
-    Listing(&'a HashMap<Bdf, u32>),
-    /// From each device's `iommu_group` link (the listing directory is missing).
-    Links,
-}
+/// Known vfio cdev names by function, from `class/vfio-dev` (read once per scan instead of
+/// listing every device's `vfio-dev` directory). `None` when that class is missing.
+pub type CdevMap = HashMap<Bdf, String>;
 
 /// Configuration space of a conventional PCI function is 256 bytes; PCIe has 4096.
 const CONVENTIONAL_CONFIG_SIZE: u64 = 256;
@@ -35,7 +30,7 @@ pub fn read_device(
     devices_dir: BorrowedFd<'_>,
     bdf: Bdf,
     name: &str,
-    groups: GroupSource<'_>,
+    cdevs: Option<&CdevMap>,
     details: bool,
 ) -> Option<PciDevice> {
     let target = readlink_at(devices_dir, name).ok()?;
@@ -64,17 +59,16 @@ pub fn read_device(
     let numa_node = read_small(dir, "numa_node").and_then(|t| attrs::parse_numa_node(&t));
     let driver_override =
         read_small(dir, "driver_override").and_then(|t| attrs::parse_driver_override(&t));
-    let iommu_group = match groups {
-        GroupSource::Listing(map) => map.get(&bdf).copied(),
-        GroupSource::Links => readlink_at(dir, "iommu_group")
-            .ok()
-            .and_then(|t| link_basename(&t).parse().ok()),
-    };
+    // One readlink per device is cheaper than listing every group's devices directory
+    // (open, two getdents and close per group), and gives the same PCI membership.
+    let iommu_group = readlink_at(dir, "iommu_group")
+        .ok()
+        .and_then(|t| link_basename(&t).parse().ok());
     let is_pcie = size_at(dir, "config").is_ok_and(|size| size > CONVENTIONAL_CONFIG_SIZE);
-    let vfio_cdev = if driver.as_deref().is_some_and(is_vfio_driver) {
-        find_cdev(dir)
-    } else {
-        None
+    let vfio_cdev = match cdevs {
+        Some(map) => map.get(&bdf).cloned(),
+        None if driver.as_deref().is_some_and(is_vfio_driver) => find_cdev(dir),
+        None => None,
     };
 
     let sriov_totalvfs = read_small(dir, "sriov_totalvfs").and_then(|t| attrs::parse_count(&t));

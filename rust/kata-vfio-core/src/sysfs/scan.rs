@@ -1,14 +1,14 @@
 //! The host scan: one pass over `bus/pci/devices`, the group listing, the VFIO nodes and the
 //! IOMMU status, tolerant of devices that come and go while it runs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
-use super::device::{read_device, GroupSource};
-use super::io::{list_dir, list_dir_at, open_dir, open_dir_at};
+use super::device::{read_device, CdevMap};
+use super::io::{exists_at, list_dir, list_dir_at, open_dir, open_dir_at};
 use crate::bdf::Bdf;
-use crate::devnode::read_registered_nodes;
+use crate::devnode::{read_registered_nodes, DevNode, DevNodeKind};
 use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::iommu::{build_groups, members_from_devices};
@@ -80,18 +80,8 @@ pub fn scan(options: &ScanOptions) -> Result<Host> {
         .filter_map(|n| Bdf::parse(&n).ok().map(|b| (b, n)))
         .collect();
 
-    let listing = read_group_listing(root_fd);
-    let group_map: Option<HashMap<Bdf, u32>> =
-        listing.as_ref().filter(|l| !l.is_empty()).map(|l| {
-            l.iter()
-                .flat_map(|(g, members)| members.iter().map(move |b| (*b, *g)))
-                .collect()
-        });
-    let source = match &group_map {
-        Some(map) => GroupSource::Listing(map),
-        None => GroupSource::Links,
-    };
-
+    let nodes = read_registered_nodes(root_fd);
+    let cdevs = cdev_map(root_fd, &nodes);
     let threads = options
         .threads
         .unwrap_or_else(|| auto_threads(entries.len()))
@@ -99,29 +89,22 @@ pub fn scan(options: &ScanOptions) -> Result<Host> {
     let mut devices = walk(
         devices_dir.as_fd(),
         &entries,
-        source,
+        cdevs.as_ref(),
         options.details,
         threads,
     );
     devices.sort_unstable_by_key(|d| d.bdf);
     link_vfs_to_pfs(&mut devices);
 
-    let linked = members_from_devices(&devices);
+    let members = members_from_devices(&devices);
     let evidence = GroupEvidence {
-        listed: listing
-            .as_ref()
-            .map(|l| u32::try_from(l.len()).unwrap_or(u32::MAX)),
-        linked: u32::try_from(linked.len()).unwrap_or(u32::MAX),
-    };
-    let members = match listing {
-        Some(l) if !l.is_empty() => l,
-        _ => linked,
+        listed: count_listed_groups(root_fd),
+        linked: u32::try_from(members.len()).unwrap_or(u32::MAX),
     };
     let sysfs_text = options.sysfs_root.to_string_lossy().into_owned();
     let groups = build_groups(members, &devices, &sysfs_text);
     let proc_root = options.effective_proc_root();
     let iommu = read_status(root_fd, &options.dev_root, proc_root.as_deref(), evidence);
-    let nodes = read_registered_nodes(root_fd);
     Ok(Host::new(
         options.sysfs_root.clone(),
         options.dev_root.clone(),
@@ -141,12 +124,10 @@ pub fn read_one_device(sysfs_root: &Path, bdf: Bdf) -> Result<PciDevice> {
     let devices_dir = open_dir_at(root.as_fd(), "bus/pci/devices")
         .map_err(|e| Error::io("open", &devices_path, e))?;
     let name = bdf.to_string();
-    read_device(devices_dir.as_fd(), bdf, &name, GroupSource::Links, true).ok_or_else(|| {
-        Error::NotFound {
-            what: "PCI device",
-            name,
-            hint: Some(format!("it is not under {}", devices_path.display())),
-        }
+    read_device(devices_dir.as_fd(), bdf, &name, None, true).ok_or_else(|| Error::NotFound {
+        what: "PCI device",
+        name,
+        hint: Some(format!("it is not under {}", devices_path.display())),
     })
 }
 
@@ -161,14 +142,14 @@ fn auto_threads(devices: usize) -> usize {
 fn walk(
     devices_dir: BorrowedFd<'_>,
     entries: &[(Bdf, String)],
-    groups: GroupSource<'_>,
+    cdevs: Option<&CdevMap>,
     details: bool,
     threads: usize,
 ) -> Vec<PciDevice> {
     let read_chunk = |chunk: &[(Bdf, String)]| -> Vec<PciDevice> {
         chunk
             .iter()
-            .filter_map(|(bdf, name)| read_device(devices_dir, *bdf, name, groups, details))
+            .filter_map(|(bdf, name)| read_device(devices_dir, *bdf, name, cdevs, details))
             .collect()
     };
     if threads <= 1 || entries.len() < 2 {
@@ -189,22 +170,25 @@ fn walk(
     })
 }
 
-/// `kernel/iommu_groups/<N>/devices/<bdf>`; `None` when the directory is missing. Names that
-/// are not addresses (mdev UUIDs, platform devices) are skipped.
-fn read_group_listing(root: BorrowedFd<'_>) -> Option<BTreeMap<u32, Vec<Bdf>>> {
-    let groups = list_dir_at(root, "kernel/iommu_groups").ok()?;
-    let mut listing = BTreeMap::new();
-    for name in groups {
-        let Ok(id) = name.parse::<u32>() else {
-            continue;
-        };
-        let Ok(members) = list_dir_at(root, &format!("kernel/iommu_groups/{name}/devices")) else {
-            continue;
-        };
-        let bdfs: Vec<Bdf> = members.iter().filter_map(|m| Bdf::parse(m).ok()).collect();
-        listing.insert(id, bdfs);
+/// How many groups `kernel/iommu_groups` lists (`None` when the directory is missing).
+fn count_listed_groups(root: BorrowedFd<'_>) -> Option<u32> {
+    let names = list_dir_at(root, "kernel/iommu_groups").ok()?;
+    let count = names.iter().filter(|n| n.parse::<u32>().is_ok()).count();
+    Some(u32::try_from(count).unwrap_or(u32::MAX))
+}
+
+/// Function -> cdev name from the registered cdev nodes; `None` without `class/vfio-dev`.
+fn cdev_map(root: BorrowedFd<'_>, nodes: &[DevNode]) -> Option<CdevMap> {
+    if !exists_at(root, "class/vfio-dev") {
+        return None;
     }
-    Some(listing)
+    Some(
+        nodes
+            .iter()
+            .filter(|n| n.kind == DevNodeKind::Cdev)
+            .filter_map(|n| Some((*n.bdfs.first()?, n.cdev.clone()?)))
+            .collect(),
+    )
 }
 
 /// Sets each VF's `physfn` from its PF's `virtfnN` links (the kernel keeps the two in step, so
