@@ -95,7 +95,7 @@ pub struct BindRequest {
 }
 
 /// What happened (or, in a dry run, would happen) to one device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
     /// Moved to its vfio driver.
     Bound,
@@ -123,7 +123,7 @@ impl Action {
 }
 
 /// One device's outcome.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DeviceOutcome {
     pub bdf: Bdf,
     pub group: Option<u32>,
@@ -136,7 +136,7 @@ pub struct DeviceOutcome {
 }
 
 /// What a bind, unbind or restore did.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
 pub struct Report {
     pub dry_run: bool,
     /// Every device considered, in numeric PCI order.

@@ -5,8 +5,10 @@
 #![allow(clippy::trivially_copy_pass_by_ref)]
 
 mod bdf;
+mod bind;
 mod errors;
 mod scan;
+mod vfio;
 
 use pyo3::prelude::*;
 
@@ -18,6 +20,19 @@ mod _core {
     use crate::scan::{
         classify_devnode, read_details, scan, PyBar, PyBlocker, PyDevNode, PyHost, PyIommuGroup,
         PyIommuStatus, PyPciDevice, PyPciLink,
+    };
+    // VFIO/iommufd handles and the ABI table (issue 5).
+    #[pymodule_export]
+    use crate::vfio::{
+        vfio_abi, PyDeviceInfo, PyDmaBuffer, PyGroupStatus, PyHotResetDevice, PyHotResetInfo,
+        PyIommuFd, PyIommuInfo, PyIovaRanges, PyIrqInfo, PyRegionInfo, PyVfioContainer,
+        PyVfioDevice, PyVfioGroup,
+    };
+    // Driver binding, unbinding, restore and the journal (issue 5).
+    #[pymodule_export]
+    use crate::bind::{
+        bind_devices, binding_journal, restore_devices, unbind_devices, PyBindOutcome,
+        PyBindReport, PyJournalEntry, PySysfsWrite,
     };
 
     use pyo3::prelude::*;

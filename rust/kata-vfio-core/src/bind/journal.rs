@@ -18,7 +18,7 @@ const MAGIC: &str = "# kata-vfio binding journal v1: `kata-vfio restore` puts th
 const SUFFIX: &str = ".journal";
 
 /// What a device looked like before binding, and where it was being moved.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct JournalEntry {
     pub bdf: Bdf,
     pub group: Option<u32>,

@@ -60,7 +60,7 @@ impl Default for RetryPolicy {
 }
 
 /// One sysfs write, as performed or (in a dry run) planned.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SysfsWrite {
     pub path: PathBuf,
     /// Exactly the bytes written (`"\n"` clears `driver_override`).
@@ -68,7 +68,7 @@ pub struct SysfsWrite {
 }
 
 /// A device's driver binding: the bound driver and `driver_override`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
 pub struct DriverState {
     pub driver: Option<String>,
     pub driver_override: Option<String>,

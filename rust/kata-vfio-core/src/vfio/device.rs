@@ -12,7 +12,7 @@ use crate::bdf::Bdf;
 use crate::error::Result;
 
 /// `VFIO_DEVICE_GET_INFO`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DeviceInfo {
     pub flags: u32,
     pub num_regions: u32,
@@ -32,7 +32,7 @@ impl DeviceInfo {
 }
 
 /// One capability of a region.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum RegionCap {
     /// Only these (offset, size) areas of the region may be mmapped.
     SparseMmap(Vec<(u64, u64)>),
@@ -45,7 +45,7 @@ pub enum RegionCap {
 }
 
 /// `VFIO_DEVICE_GET_REGION_INFO` for one region.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RegionInfo {
     pub index: u32,
     pub flags: u32,
@@ -68,7 +68,7 @@ impl RegionInfo {
 }
 
 /// `VFIO_DEVICE_GET_IRQ_INFO` for one index.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct IrqInfo {
     pub index: u32,
     pub flags: u32,
@@ -76,7 +76,7 @@ pub struct IrqInfo {
 }
 
 /// A device a hot (bus/slot) reset would also reset.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HotResetDevice {
     pub bdf: Bdf,
     /// The IOMMU group, or with `dev_id` the iommufd devid (0 owned, -1 not owned).
@@ -84,7 +84,7 @@ pub struct HotResetDevice {
 }
 
 /// `VFIO_DEVICE_GET_PCI_HOT_RESET_INFO`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HotResetInfo {
     pub flags: u32,
     pub devices: Vec<HotResetDevice>,

@@ -13,7 +13,7 @@ use super::{open_node, sys, vfio_error, EMSGSIZE};
 use crate::error::{Error, Result};
 
 /// The IOVA ranges an IOAS accepts, inclusive, and the required alignment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct IovaRanges {
     pub ranges: Vec<(u64, u64)>,
     pub alignment: u64,

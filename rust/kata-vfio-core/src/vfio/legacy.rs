@@ -30,7 +30,7 @@ pub const EXTENSIONS: [(u32, &str); 10] = [
 ];
 
 /// `VFIO_IOMMU_GET_INFO` of a type1 container.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct IommuInfo {
     pub flags: u32,
     /// Bitmap of supported IOMMU page sizes (0x40201000 = 4K, 2M, 1G).
@@ -234,7 +234,7 @@ impl AsFd for Container {
 }
 
 /// `VFIO_GROUP_GET_STATUS`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct GroupStatus {
     pub flags: u32,
 }
