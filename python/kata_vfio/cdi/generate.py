@@ -159,12 +159,17 @@ def generate_vfio_spec(
     candidates = _candidates(host, cdev=cdev, devices=devices, pci_ids=pci_ids)
     if kind is None:
         kinds = sorted({c.kind for c in candidates if c.kind is not None})
-        if len(kinds) != 1:
-            found = (
-                f"devices of kinds {', '.join(kinds)}" if kinds else "no devices of a known kind"
-            )
+        if not kinds:
+            known = ", ".join(sorted({rule.kind for rule in HOST_KIND_RULES}))
             raise CdiError(
-                f"cannot choose the CDI kind: the host has {found}",
+                f"the host has no assignable VFIO {'cdev ' if cdev else ''}devices of a known "
+                f"kind ({known})",
+                hint="bind the devices to vfio-pci (kata-vfio groups shows how), or pass the "
+                "kind for other devices (kata-vfio cdi generate --kind vendor.com/class)",
+            )
+        if len(kinds) > 1:
+            raise CdiError(
+                f"cannot choose the CDI kind: the host has devices of kinds {', '.join(kinds)}",
                 hint="pass the kind (kata-vfio cdi generate --kind vendor.com/class)",
             )
         kind = kinds[0]
