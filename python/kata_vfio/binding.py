@@ -1,0 +1,212 @@
+"""Bind devices to vfio-pci (or their vfio variant driver) safely, and put them back.
+
+The work is done by the Rust core with the kernel's ``driver_override`` protocol: write the
+driver to ``<dev>/driver_override``, write the address to the current driver's ``unbind``,
+write it to ``/sys/bus/pci/drivers_probe``, then read ``<dev>/driver`` back to verify.
+
+Rules, in short:
+
+- **Whole groups.** When the device's IOMMU group has several endpoints, all of them are
+  bound (``group=None``, the default, says so in ``report.messages``); ``group=True`` always
+  takes the whole group, ``group=False`` only the named devices (the group then stays not
+  viable). Bridges and ports are never touched.
+- **Journal.** Before the first write, each device's original driver and override are
+  recorded in ``state_dir`` (default ``/run/kata-vfio``), atomically and fsynced.
+  :func:`restore` replays it, also after the binding process was killed at any point.
+- **All or nothing.** A failure part-way through a group rolls back every device touched
+  in that call; the :class:`~kata_vfio.errors.BindError` says what was rolled back.
+- **Idempotent.** Binding a bound device writes nothing and keeps the first journal entry.
+- **Refusals.** A device backing a mounted filesystem or swap, with a network interface that
+  is up with an address or route, or the boot VGA/console device, is refused unless
+  ``force=True``.
+- **Variant drivers** come from ``<modules_root>/lib/modules/<release>/modules.alias``
+  (``vfio_pci:`` aliases); a missing driver's module is loaded with ``/sbin/modprobe``
+  (argument list, no shell) or the injected ``module_loader``.
+- **Dry run.** ``dry_run=True`` returns the exact writes (:func:`describe_write` renders
+  them) and changes nothing.
+
+Calling it (as root; the lab does exactly this)::
+
+    from kata_vfio import binding
+
+    report = binding.bind(["0000:05:00.0"])           # the whole group 12 goes to vfio-pci
+    for outcome in report.devices:
+        print(outcome.bdf, outcome.action, outcome.driver_before, "->", outcome.driver_after)
+    binding.restore()                                 # every journaled device goes back
+
+Tests inject a :class:`~kata_vfio.testing.kernel_sim.KernelSim` through ``sysfs_writer`` and
+``module_loader`` so a fake tree reacts as a kernel would.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from kata_vfio import _core
+from kata_vfio._core import Bdf, BindOutcome, BindReport, JournalEntry, SysfsWrite
+
+__all__ = [
+    "DEFAULT_STATE_DIR",
+    "BindOutcome",
+    "BindReport",
+    "JournalEntry",
+    "ModuleLoader",
+    "SysfsWrite",
+    "SysfsWriter",
+    "bind",
+    "describe_write",
+    "journal",
+    "report_dict",
+    "restore",
+    "unbind",
+]
+
+DEFAULT_STATE_DIR = "/run/kata-vfio"
+"""Where the binding journal lives (tmpfs: a reboot forgets it, as it forgets bindings)."""
+
+SysfsWriter = Callable[[str, bytes], object]
+"""``writer(path, data)``: one sysfs write; raise ``OSError`` with the kernel's errno."""
+
+ModuleLoader = Callable[[str], object]
+"""``loader(module)``: load a kernel module; raise to report why not."""
+
+Devices = Iterable["Bdf | str"] | Bdf | str
+
+
+def _as_list(devices: Devices) -> list[Bdf | str]:
+    if isinstance(devices, (str, Bdf)):
+        return [devices]
+    return list(devices)
+
+
+def bind(
+    devices: Devices,
+    *,
+    group: bool | None = None,
+    driver: str | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    sysfs_root: str = "/sys",
+    proc_root: str = "/proc",
+    state_dir: str = DEFAULT_STATE_DIR,
+    modules_root: str = "/",
+    kernel_release: str | None = None,
+    modprobe: str = "/sbin/modprobe",
+    module_loader: ModuleLoader | None = None,
+    sysfs_writer: SysfsWriter | None = None,
+) -> BindReport:
+    """Binds ``devices`` (and by default the rest of their IOMMU groups) to vfio.
+
+    ``driver`` forces a driver instead of vfio-pci or the ``modules.alias`` variant.
+    ``kernel_release`` defaults to ``<proc_root>/sys/kernel/osrelease``.
+
+    :raises kata_vfio.errors.BdfError: a malformed address.
+    :raises kata_vfio.errors.DeviceNotFoundError: an address that is not on the host.
+    :raises kata_vfio.errors.InvalidInputError: a malformed driver name.
+    :raises kata_vfio.errors.BindError: refused (device in use, bridge, no IOMMU group), or
+        a write failed (everything touched was rolled back).
+    """
+    return _core.bind_devices(
+        _as_list(devices),
+        sysfs_root=sysfs_root,
+        proc_root=proc_root,
+        state_dir=state_dir,
+        group=group,
+        driver=driver,
+        force=force,
+        dry_run=dry_run,
+        modules_root=modules_root,
+        kernel_release=kernel_release,
+        modprobe=modprobe,
+        module_loader=module_loader,
+        sysfs_writer=sysfs_writer,
+    )
+
+
+def unbind(
+    devices: Devices,
+    *,
+    group: bool | None = None,
+    dry_run: bool = False,
+    sysfs_root: str = "/sys",
+    proc_root: str = "/proc",
+    state_dir: str = DEFAULT_STATE_DIR,
+    sysfs_writer: SysfsWriter | None = None,
+) -> BindReport:
+    """Takes ``devices`` (and their groups, as for :func:`bind`) off vfio: a journaled device
+    goes back to its recorded driver and override; any other device on a vfio driver has its
+    vfio override cleared and is re-probed, so the kernel picks its host driver. Devices not
+    on vfio are left alone (action ``unchanged``)."""
+    return _core.unbind_devices(
+        _as_list(devices),
+        sysfs_root=sysfs_root,
+        proc_root=proc_root,
+        state_dir=state_dir,
+        group=group,
+        dry_run=dry_run,
+        sysfs_writer=sysfs_writer,
+    )
+
+
+def restore(
+    devices: Devices | None = None,
+    *,
+    dry_run: bool = False,
+    sysfs_root: str = "/sys",
+    proc_root: str = "/proc",
+    state_dir: str = DEFAULT_STATE_DIR,
+    sysfs_writer: SysfsWriter | None = None,
+) -> BindReport:
+    """Puts journaled devices back to their original driver and ``driver_override`` (cleared
+    when there was none): all of them, or those in the IOMMU groups of ``devices``. Each
+    entry is removed once its device is verified back; safe to run again at any time.
+
+    :raises kata_vfio.errors.BindError: some devices could not be restored (their entries
+        are kept for the next try).
+    """
+    return _core.restore_devices(
+        None if devices is None else _as_list(devices),
+        sysfs_root=sysfs_root,
+        proc_root=proc_root,
+        state_dir=state_dir,
+        dry_run=dry_run,
+        sysfs_writer=sysfs_writer,
+    )
+
+
+def journal(state_dir: str = DEFAULT_STATE_DIR) -> tuple[JournalEntry, ...]:
+    """The devices kata-vfio has bound and not yet restored, in numeric PCI order."""
+    return _core.binding_journal(state_dir)
+
+
+def describe_write(write: SysfsWrite) -> str:
+    """A write as the shell command that performs exactly it (``echo -n VALUE > PATH``; a
+    lone newline, which clears ``driver_override``, is ``echo > PATH``)."""
+    if write.value == "\n":
+        return f"echo > {shlex.quote(write.path)}"
+    return f"echo -n {shlex.quote(write.value)} > {shlex.quote(write.path)}"
+
+
+def report_dict(report: BindReport) -> dict[str, Any]:
+    """A report as plain JSON-ready data (stable key names)."""
+    return {
+        "dry_run": report.dry_run,
+        "devices": [
+            {
+                "bdf": str(d.bdf),
+                "group": d.group,
+                "action": d.action,
+                "driver_before": d.driver_before,
+                "override_before": d.override_before,
+                "driver_after": d.driver_after,
+                "override_after": d.override_after,
+                "target": d.target,
+            }
+            for d in report.devices
+        ],
+        "writes": [{"path": w.path, "value": w.value} for w in report.writes],
+        "modules": list(report.modules),
+        "messages": list(report.messages),
+    }

@@ -1,0 +1,311 @@
+"""``kata-vfio bind | unbind | restore | info | memlock``: move devices to vfio and back,
+show what a bound device offers, and check the memlock limit for a VM size.
+
+The journal lives in ``--state-dir`` (default ``/run/kata-vfio`` for the real ``/sys``; with
+``--sysfs-root DIR`` it defaults to ``run/kata-vfio`` beside DIR, so a fake tree never
+touches the real journal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from kata_vfio import binding, memlock, vfio
+from kata_vfio._core import Bdf, BindReport
+from kata_vfio.cli import _common
+from kata_vfio.errors import InvalidInputError
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    """Adds the binding, info and memlock commands."""
+    sub = _common.add_command(
+        subparsers, "bind", _cmd_bind, "bind devices (whole IOMMU groups) to vfio-pci"
+    )
+    _add_devices(sub, required=True)
+    _add_group_choice(sub)
+    sub.add_argument(
+        "--driver", metavar="NAME", help="bind to this driver instead of vfio-pci/the variant"
+    )
+    sub.add_argument("--force", action="store_true", help="also take devices the host is using")
+    _add_common(sub)
+    sub.add_argument(
+        "--modules-root",
+        metavar="DIR",
+        default="/",
+        help="root holding lib/modules/<release>/modules.alias (default /)",
+    )
+    sub.add_argument("--kernel-release", metavar="RELEASE", help="kernel release for modules.alias")
+
+    sub = _common.add_command(
+        subparsers, "unbind", _cmd_unbind, "take devices off vfio, back to their host driver"
+    )
+    _add_devices(sub, required=True)
+    _add_group_choice(sub)
+    _add_common(sub)
+
+    sub = _common.add_command(
+        subparsers, "restore", _cmd_restore, "put journaled devices back as they were"
+    )
+    _add_devices(sub, required=False)
+    sub.add_argument("--list", action="store_true", help="only list the journal")
+    _add_common(sub)
+
+    sub = _common.add_command(
+        subparsers, "info", _cmd_info, "open a vfio-bound device and list its regions and IRQs"
+    )
+    sub.add_argument("bdf", metavar="BDF", help="PCI address, e.g. 0000:01:00.0")
+    sub.add_argument("--iommufd", action="store_true", help="open through the cdev and /dev/iommu")
+
+    sub = _common.add_command(
+        subparsers, "memlock", _cmd_memlock, "is RLIMIT_MEMLOCK enough for a VM of this size?"
+    )
+    sub.add_argument("vm_memory", metavar="SIZE", help="VM memory, e.g. 16G")
+    sub.add_argument("--devices", type=int, default=1, metavar="N", help="VFIO devices (default 1)")
+    sub.add_argument("--viommu", action="store_true", help="the guest has a virtual IOMMU")
+    sub.add_argument("--iommufd", action="store_true", help="devices use iommufd")
+
+
+def _add_devices(sub: argparse.ArgumentParser, *, required: bool) -> None:
+    sub.add_argument(
+        "bdfs",
+        nargs="+" if required else "*",
+        metavar="BDF",
+        help="PCI address, e.g. 0000:01:00.0",
+    )
+
+
+def _add_group_choice(sub: argparse.ArgumentParser) -> None:
+    choice = sub.add_mutually_exclusive_group()
+    choice.add_argument(
+        "--group",
+        action="store_const",
+        const=True,
+        dest="group",
+        help="always the whole IOMMU group (the default when it has several endpoints)",
+    )
+    choice.add_argument(
+        "--only",
+        action="store_const",
+        const=False,
+        dest="group",
+        help="only the named devices (leaves a shared group not viable)",
+    )
+
+
+def _add_common(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--dry-run", action="store_true", help="print the sysfs writes only")
+    sub.add_argument("--state-dir", metavar="DIR", help="journal directory")
+
+
+@dataclass(frozen=True)
+class _Paths:
+    sysfs_root: str
+    proc_root: str
+    state_dir: str
+
+
+def _paths(args: argparse.Namespace) -> _Paths:
+    if args.sample:
+        raise InvalidInputError(
+            "the sample host is read-only: it cannot be bound or restored",
+            hint="build a fake host with kata_vfio.testing, or run on a real host",
+        )
+    roots = _common.host_roots(args)
+    beside = os.path.dirname(os.path.abspath(roots.sysfs_root))
+    real = roots.sysfs_root == "/sys"
+    proc_root = roots.proc_root or ("/proc" if real else os.path.join(beside, "proc"))
+    state_dir = args.state_dir or (
+        binding.DEFAULT_STATE_DIR if real else os.path.join(beside, "run/kata-vfio")
+    )
+    return _Paths(roots.sysfs_root, proc_root, state_dir)
+
+
+def _bdfs(texts: list[str]) -> list[Bdf]:
+    return [Bdf(text) for text in texts]  # a malformed address is a usage error (exit 2)
+
+
+def _action_text(report: BindReport, action: str) -> str:
+    if report.dry_run and action != "unchanged":
+        return f"would be {action}"
+    return action
+
+
+def _print_report(report: BindReport, args: argparse.Namespace, state_dir: str) -> None:
+    if args.json:
+        document = binding.report_dict(report)
+        document["state_dir"] = state_dir
+        _common.print_json(document)
+        return
+    for message in report.messages:
+        print(message)
+    if report.devices:
+        _common.print_table(
+            ["BDF", "GROUP", "DRIVER BEFORE", "DRIVER AFTER", "ACTION"],
+            [
+                [
+                    str(d.bdf),
+                    d.group,
+                    d.driver_before or "(none)",
+                    d.driver_after or "(none)",
+                    f"would be {d.action}"
+                    if report.dry_run and d.action != "unchanged"
+                    else d.action,
+                ]
+                for d in report.devices
+            ],
+        )
+    if report.dry_run:
+        print("sysfs writes (not made):" if report.writes else "no sysfs writes needed")
+        for write in report.writes:
+            print(f"  {binding.describe_write(write)}")
+    else:
+        print(f"{len(report.writes)} sysfs writes; journal: {state_dir}")
+
+
+def _cmd_bind(args: argparse.Namespace) -> int:
+    paths = _paths(args)
+    report = binding.bind(
+        _bdfs(args.bdfs),
+        group=args.group,
+        driver=args.driver,
+        force=args.force,
+        dry_run=args.dry_run,
+        modules_root=args.modules_root,
+        kernel_release=args.kernel_release,
+        sysfs_root=paths.sysfs_root,
+        proc_root=paths.proc_root,
+        state_dir=paths.state_dir,
+    )
+    _print_report(report, args, paths.state_dir)
+    return _common.EXIT_OK
+
+
+def _cmd_unbind(args: argparse.Namespace) -> int:
+    paths = _paths(args)
+    report = binding.unbind(
+        _bdfs(args.bdfs),
+        group=args.group,
+        dry_run=args.dry_run,
+        sysfs_root=paths.sysfs_root,
+        proc_root=paths.proc_root,
+        state_dir=paths.state_dir,
+    )
+    _print_report(report, args, paths.state_dir)
+    return _common.EXIT_OK
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    paths = _paths(args)
+    if args.list:
+        entries = binding.journal(paths.state_dir)
+        if args.json:
+            _common.print_json(
+                {
+                    "state_dir": paths.state_dir,
+                    "entries": [
+                        {
+                            "bdf": str(e.bdf),
+                            "group": e.group,
+                            "driver": e.driver,
+                            "driver_override": e.driver_override,
+                            "target": e.target,
+                        }
+                        for e in entries
+                    ],
+                }
+            )
+        elif entries:
+            _common.print_table(
+                ["BDF", "GROUP", "ORIGINAL DRIVER", "ORIGINAL OVERRIDE", "BOUND TO"],
+                [[str(e.bdf), e.group, e.driver, e.driver_override, e.target] for e in entries],
+            )
+        else:
+            print(f"nothing to restore (journal {paths.state_dir} is empty)")
+        return _common.EXIT_OK
+    devices = _bdfs(args.bdfs) if args.bdfs else None
+    report = binding.restore(
+        devices,
+        dry_run=args.dry_run,
+        sysfs_root=paths.sysfs_root,
+        proc_root=paths.proc_root,
+        state_dir=paths.state_dir,
+    )
+    if not report.devices and not args.json:
+        print(f"nothing to restore (journal {paths.state_dir} is empty)")
+    _print_report(report, args, paths.state_dir)
+    return _common.EXIT_OK
+
+
+def _size_text(size: int) -> str:
+    return f"{memlock.format_size(size)} ({size:#x})" if size else "0"
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    if args.sample:
+        raise InvalidInputError(
+            "the sample host has no real VFIO nodes to open",
+            hint="run `kata-vfio info` on a host with the device bound to vfio-pci",
+        )
+    roots = _common.host_roots(args)
+    report = vfio.device_report(
+        Bdf(args.bdf),
+        mode="iommufd" if args.iommufd else "legacy",
+        sysfs_root=roots.sysfs_root,
+        dev_root=roots.dev_root,
+    )
+    if args.json:
+        _common.print_json(report.to_dict())
+        return _common.EXIT_OK
+    info = report.info
+    kinds = [n for n, on in (("reset", info.can_reset), ("pci", info.is_pci)) if on]
+    print(
+        f"{report.bdf} ({report.mode}): flags={info.flags:#x} ({', '.join(kinds) or '-'}), "
+        f"{info.num_regions} regions, {info.num_irqs} IRQ indexes"
+    )
+    _common.print_table(
+        ["REGION", "NAME", "SIZE", "OFFSET", "ACCESS"],
+        [
+            [
+                r.index,
+                vfio.region_name(r.index),
+                _size_text(r.size),
+                f"{r.offset:#x}",
+                ",".join(
+                    n for n, on in (("r", r.readable), ("w", r.writable), ("mmap", r.mmap)) if on
+                )
+                or "-",
+            ]
+            for r in report.regions
+        ],
+    )
+    _common.print_table(
+        ["IRQ", "NAME", "COUNT", "FLAGS"],
+        [[q.index, vfio.irq_name(q.index), q.count, f"{q.flags:#x}"] for q in report.irqs],
+    )
+    if report.hot_reset is None:
+        print("hot reset: not supported (no bus or slot reset)")
+    else:
+        touched = ", ".join(str(d.bdf) for d in report.hot_reset)
+        print(f"hot reset also resets: {touched}")
+    return _common.EXIT_OK
+
+
+def _cmd_memlock(args: argparse.Namespace) -> int:
+    diagnosis = memlock.diagnose(
+        memlock.parse_size(args.vm_memory),
+        devices=args.devices,
+        viommu=args.viommu,
+        iommufd=args.iommufd,
+    )
+    if args.json:
+        _common.print_json(diagnosis.to_dict())
+    else:
+        print(f"{'ok' if diagnosis.ok else 'TOO LOW'}: {diagnosis.detail}")
+        if diagnosis.hint:
+            print(f"hint: {diagnosis.hint}")
+    return _common.EXIT_OK if diagnosis.ok else _common.EXIT_FINDING
