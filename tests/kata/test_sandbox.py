@@ -223,7 +223,11 @@ def test_vfio_mode_needs_a_guest_iommu(zoo: Zoo, nvidia_config: KataConfig) -> N
     plan = _plan(zoo, _config(nvidia_config, vfio_mode="vfio", enable_iommu=True), [node])
     devices = plan.command.opts("-device")
     assert devices[0].render() == "intel-iommu,intremap=on,caching-mode=on"
-    assert plan.command.opts("-machine")[0].get("kernel-irqchip") == "split"
+    assert plan.command.opts("-accel")[0].render() == "kvm,kernel-irqchip=split"
+    tcg = _plan(
+        zoo, _config(nvidia_config, vfio_mode="vfio", enable_iommu=True), [node], accel="tcg"
+    )
+    assert tcg.command.opts("-accel")[0].render() == "tcg"
     append = plan.qemu_argv[plan.qemu_argv.index("-append") + 1]
     assert "intel_iommu=on iommu=pt" in append
 
@@ -235,7 +239,12 @@ def test_switch_ports(zoo: Zoo, nvidia_config: KataConfig) -> None:
     )
     plan = _plan(zoo, config, [server.group_node(names[n][0]) for n in ("gpu0", "nic0")])
     rendered = [d.render() for d in plan.command.opts("-device") if d.head != "vfio-pci"]
-    assert "pcie-root-port,id=swrp0,bus=pcie.0,addr=08.0,chassis=1,slot=0" in rendered
+    # the switch's root port reserves the window of every device below it (64 GiB + 64 MiB)
+    assert (
+        "pcie-root-port,id=swrp0,bus=pcie.0,addr=08.0,chassis=1,slot=0,pref64-reserve=65600M"
+        in rendered
+    )
+    assert not any("pref64-reserve" in d for d in rendered if d.startswith("xio3130"))
     assert "x3130-upstream,id=swup0,bus=swrp0" in rendered
     assert [d["id"] for d in _devices(plan, "xio3130-downstream")] == [
         "swdp0",

@@ -66,6 +66,17 @@ def test_switch_has_root_port_upstream_and_numbered_downstream_ports() -> None:
     assert [p.id for p in topology.free_ports] == ["swdp3"]
 
 
+def test_switch_windows_are_reserved_on_its_root_port() -> None:
+    requests = [PortRequest(mmio64=64 * GIB + 32 * MIB), PortRequest(mmio64=32 * MIB)]
+    topology = plan_topology(requests, kind="switch-port")
+    assert [p.window for p in topology.ports] == [64 * GIB + 32 * MIB, 32 * MIB]
+    # QEMU's xio3130-downstream has no pref64-reserve property
+    assert [p.pref64_reserve for p in topology.ports] == [0, 0]
+    assert topology.switch is not None
+    assert topology.switch.pref64_reserve == 64 * GIB + 64 * MIB
+    assert topology.pci_hole64 == 128 * GIB
+
+
 def test_large_bar_sets_the_port_window_and_grows_the_64bit_hole() -> None:
     gpu = PortRequest(mmio64=64 * GIB + 32 * MIB)
     topology = plan_topology(

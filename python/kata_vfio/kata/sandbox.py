@@ -122,6 +122,7 @@ class SandboxPlan:
                 else {
                     "root_port": self.topology.switch.root_port_id,
                     "upstream": self.topology.switch.upstream_id,
+                    "pref64_reserve": self.topology.switch.pref64_reserve,
                 },
                 "expanders": [
                     {
@@ -144,6 +145,7 @@ class SandboxPlan:
                     "addr": f"{p.addr:02x}.0",
                     "chassis": p.chassis,
                     "slot": p.slot,
+                    "window": p.window,
                     "pref64_reserve": p.pref64_reserve,
                     "guest_pci_path": p.guest_pci_path,
                     "free": p.id not in used,

@@ -7,13 +7,15 @@ follow the ports. Ports are named and numbered in the order the guest enumerates
 ``rp2`` always comes before ``rp10``. Each device gets one port; all its functions sit on it.
 
 64-bit MMIO: a port that carries a device with 64-bit prefetchable BARs gets
-``pref64-reserve`` equal to their sum, so firmware opens a window the BARs fit in. When the
+``pref64-reserve`` equal to their sum, so firmware opens a window the BARs fit in (a switch's
+downstream ports cannot carry it; the switch's root port then reserves for all). When the
 windows do not fit q35's default 32 GiB 64-bit hole, the hole is enlarged and the guest's
 physical address width raised to cover it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -71,10 +73,17 @@ class Port:
     addr: int
     chassis: int
     slot: int
-    pref64_reserve: int
+    window: int
     guest_numa_node: int | None
     root_bus_nr: int
     path: tuple[int, ...]
+
+    @property
+    def pref64_reserve(self) -> int:
+        """The ``pref64-reserve`` to give QEMU: root ports carry the resource-reserve
+        capability firmware reads; switch downstream ports do not (their switch's root port
+        reserves for all of them)."""
+        return self.window if self.driver == "pcie-root-port" else 0
 
     @property
     def guest_pci_path(self) -> str:
@@ -92,6 +101,7 @@ class Switch:
     chassis: int
     upstream_id: str
     downstream_chassis: int
+    pref64_reserve: int = 0
 
 
 @dataclass(frozen=True)
@@ -230,7 +240,7 @@ def _root_port_topology(
             addr=FIRST_PORT_SLOT + index,
             chassis=1,
             slot=index,
-            pref64_reserve=window,
+            window=window,
             guest_numa_node=None,
             root_bus_nr=0,
             path=(FIRST_PORT_SLOT + index,),
@@ -258,7 +268,7 @@ def _root_port_topology(
                 addr=slot,
                 chassis=10 + guest,
                 slot=slot,
-                pref64_reserve=_window(requests[request_index]),
+                window=_window(requests[request_index]),
                 guest_numa_node=guest,
                 root_bus_nr=expander.bus_nr,
                 path=(slot,),
@@ -292,23 +302,24 @@ def _switch_topology(requests: Sequence[PortRequest], total: int, hotplug_mmio64
                 addr=index,
                 chassis=switch.downstream_chassis,
                 slot=index,
-                pref64_reserve=window,
+                window=window,
                 guest_numa_node=None,
                 root_bus_nr=0,
                 # root port slot / upstream port at 00 / downstream port slot
                 path=(switch.root_port_addr, 0, index),
             )
         )
+    windows = sorted((p.window for p in ports if p.window), reverse=True)
     return Topology(
         kind="switch-port",
         ports=tuple(ports),
         assignments=tuple(p.id for p in ports[: len(requests)]),
-        switch=switch,
+        switch=dataclasses.replace(switch, pref64_reserve=_packed_size(windows)),
     )
 
 
 def _with_hole64(topology: Topology, memory_bytes: int) -> Topology:
-    windows = sorted((p.pref64_reserve for p in topology.ports if p.pref64_reserve), reverse=True)
+    windows = sorted((p.window for p in topology.ports if p.window), reverse=True)
     total = sum(windows)
     needed = _packed_size(windows) + _HOLE64_SLACK if windows else 0
     hole = None

@@ -164,10 +164,14 @@ class EventWatch:
     ) -> None:
         self._session._drop_listener(self._listener)
 
-    def wait_for_devices(self, ids: Iterable[str], timeout: float) -> None:
-        """Waits until a ``DEVICE_DELETED`` event arrived for each device id."""
+    def wait_for_devices(
+        self, ids: Iterable[str], timeout: float, *, deadline: float | None = None
+    ) -> None:
+        """Waits until a ``DEVICE_DELETED`` event arrived for each device id, ``timeout``
+        seconds from now (or until ``deadline``, a ``time.monotonic()`` value)."""
         pending = set(ids)
-        deadline = time.monotonic() + timeout
+        if deadline is None:
+            deadline = time.monotonic() + timeout
         while pending:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -211,7 +215,8 @@ class HotplugFunction:
 @dataclass(frozen=True)
 class HotplugRequest:
     """Devices to hot-plug, one port each (``slots``: the functions of each device), and the
-    iommufd object they need (None for legacy VFIO or emulated devices)."""
+    iommufd object to create first (None for legacy VFIO or emulated devices); functions
+    that use it name it in their ``iommufd`` property."""
 
     slots: tuple[tuple[HotplugFunction, ...], ...]
     iommufd: str | None = None
@@ -355,8 +360,6 @@ def hotplug(
                 arguments.update(dict(function.props))
                 if multifunction and function.guest_function == 0:
                     arguments["multifunction"] = True
-                if request.iommufd is not None:
-                    arguments["iommufd"] = request.iommufd
                 session.execute("device_add", arguments)
                 added.append(function.qemu_id)
     except QmpError:
@@ -386,14 +389,28 @@ def unplug(
             hint="list the VM's devices with: kata-vfio qemu ports --qmp SOCKET",
         )
     slot_heads = _function_zero_ids(session, ids)
+    deadline = time.monotonic() + timeout
     with session.listen("DEVICE_DELETED") as watch:
         for qemu_id in slot_heads:
-            session.execute("device_del", {"id": qemu_id})
-        watch.wait_for_devices(ids, timeout)
+            _request_removal(session, qemu_id, deadline)
+        watch.wait_for_devices(ids, timeout, deadline=deadline)
     if iommufd is not None:
         validate_id(iommufd, "iommufd object id")
         if iommufd in _objects(session):
             session.execute("object-del", {"id": iommufd})
+
+
+def _request_removal(session: QmpSession, qemu_id: str, deadline: float) -> None:
+    """``device_del``, retried while the guest is still busy with the slot (its power
+    indicator blinks while it handles an earlier plug or unplug)."""
+    while True:
+        try:
+            session.execute("device_del", {"id": qemu_id})
+            return
+        except QmpError as exc:
+            if "power indicator blinking" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.25)
 
 
 def _function_zero_ids(session: QmpSession, ids: Sequence[str]) -> list[str]:

@@ -80,8 +80,8 @@ def build_vm_command(spec: VmSpec) -> QemuCommand:
     command = QemuCommand(spec.binary).extend(
         [
             ("-name", QemuOpts.of(spec.name)),
-            ("-machine", _machine(spec)),
-            ("-accel", QemuOpts.of(spec.accel)),
+            ("-machine", QemuOpts.of(spec.machine_type)),
+            ("-accel", _accel(spec)),
             ("-cpu", _cpu(spec)),
             ("-m", f"{spec.memory_mib}M"),
             ("-smp", str(spec.vcpus)),
@@ -91,6 +91,11 @@ def build_vm_command(spec: VmSpec) -> QemuCommand:
             ("-no-reboot", None),
         ]
     )
+    if spec.machine_type == "q35" and topology.ports:
+        # Native PCIe hot-plug on the ports (the guest's pciehp, as Kata's guest kernels
+        # expect) instead of q35's ACPI hot-plug: QEMU can then drop a device from a slot the
+        # guest never powered on, and a half-added multi-function device, on its own.
+        command = command.add("-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off")
     if topology.pci_hole64 is not None:
         command = command.add(
             "-global", f"q35-pcihost.pci-hole64-size={format_size(topology.pci_hole64)}"
@@ -146,12 +151,11 @@ def build_vm_command(spec: VmSpec) -> QemuCommand:
     return command.extend(("-device", f.device()) for f in spec.functions)
 
 
-def _machine(spec: VmSpec) -> QemuOpts:
-    return QemuOpts.of(
-        spec.machine_type,
-        # Interrupt remapping in the vIOMMU needs the IOAPIC emulated in user space.
-        ("kernel-irqchip", "split" if spec.iommu else None),
-    )
+def _accel(spec: VmSpec) -> QemuOpts:
+    # Interrupt remapping in the vIOMMU needs KVM's IOAPIC in user space (TCG has no
+    # in-kernel irqchip to split).
+    split = spec.iommu and spec.accel == "kvm"
+    return QemuOpts.of(spec.accel, ("kernel-irqchip", "split" if split else None))
 
 
 def _cpu(spec: VmSpec) -> QemuOpts:
@@ -263,6 +267,10 @@ def _topology_devices(topology: Topology) -> list[QemuOpts]:
                 ("addr", f"{switch.root_port_addr:02x}.0"),
                 ("chassis", switch.chassis),
                 ("slot", 0),
+                (
+                    "pref64-reserve",
+                    format_size(switch.pref64_reserve) if switch.pref64_reserve else None,
+                ),
             )
         )
         devices.append(
