@@ -20,9 +20,9 @@ def write(path: str, content: str | bytes, mode: int = READ_ONLY) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         os.write(fd, data)
+        os.fchmod(fd, mode)
     finally:
         os.close(fd)
-    os.chmod(path, mode)
 
 
 def rewrite(path: str, content: str | bytes) -> None:
@@ -46,13 +46,26 @@ def read(path: str) -> str:
 def link(sysfs: str, link_rel: str, target_rel: str) -> None:
     """Creates the symlink ``link_rel`` pointing at ``target_rel`` (both relative to the sysfs
     root) with a relative target, as sysfs does: ``../../../bus/pci/drivers/x``."""
-    target = posixpath.relpath(target_rel, posixpath.dirname(link_rel))
-    path = posixpath.join(sysfs, link_rel)
+    target = relative_target(link_rel, target_rel)
+    path = f"{sysfs}/{link_rel}"
     try:
         os.symlink(target, path)
     except FileExistsError:
         os.unlink(path)
         os.symlink(target, path)
+
+
+def relative_target(link_rel: str, target_rel: str) -> str:
+    """The relative text of a link at ``link_rel`` to ``target_rel`` (both normalised paths
+    relative to the same root): ``../`` up to the common ancestor, then down."""
+    here = link_rel.split("/")[:-1]
+    there = target_rel.split("/")
+    common = 0
+    for a, b in zip(here, there, strict=False):
+        if a != b:
+            break
+        common += 1
+    return "/".join([".."] * (len(here) - common) + there[common:]) or "."
 
 
 def unlink(path: str) -> None:

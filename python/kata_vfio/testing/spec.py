@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from kata_vfio.errors import InvalidInputError
+from kata_vfio.testing._classes import ClassRoles
 
 IommuVendor = Literal["intel", "amd", "arm"]
 
@@ -92,7 +93,7 @@ class LinkSpec:
 
 
 @dataclass(frozen=True)
-class DeviceSpec:
+class DeviceSpec(ClassRoles):
     """One PCI function of a fake host.
 
     ``missing`` names attribute files to leave out (``"revision"``, ``"numa_node"``, ...);
@@ -120,16 +121,6 @@ class DeviceSpec:
     link: LinkSpec | None = None
     missing: tuple[str, ...] = ()
     unreadable: tuple[str, ...] = ()
-
-    @property
-    def is_bridge(self) -> bool:
-        """Class 0x0604xx: a PCI-to-PCI bridge, PCIe root or switch port."""
-        return self.class_code >> 8 == 0x0604
-
-    @property
-    def is_host_bridge(self) -> bool:
-        """Class 0x0600xx."""
-        return self.class_code >> 8 == 0x0600
 
     @property
     def key(self) -> tuple[int, int, int, int]:
