@@ -361,3 +361,22 @@ def _yamlish(document: object) -> str:
     import yaml
 
     return yaml.safe_dump(document)
+
+
+@settings(max_examples=100, deadline=None)
+@given(DOCS)
+def test_libyaml_and_pure_python_loaders_agree(document: object) -> None:
+    text = _yamlish(document).encode()
+    results = []
+    for pure in (False, True):
+        try:
+            results.append(("ok", load_yaml(text, pure_python=pure)))
+        except Exception as exc:  # the same kind of failure on both parsers
+            results.append(("error", type(exc).__name__))
+    assert results[0] == results[1]
+
+
+def test_both_loaders_read_the_real_files_alike() -> None:
+    for path in sorted(requires_data(CDI_DATA).rglob("*.yaml")):
+        data = path.read_bytes()
+        assert load_yaml(data) == load_yaml(data, pure_python=True)

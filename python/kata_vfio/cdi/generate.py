@@ -160,10 +160,10 @@ def generate_vfio_spec(
     if kind is None:
         kinds = sorted({c.kind for c in candidates if c.kind is not None})
         if not kinds:
-            known = ", ".join(sorted({rule.kind for rule in HOST_KIND_RULES}))
+            table = ", ".join(sorted({rule.kind for rule in HOST_KIND_RULES}))
             raise CdiError(
                 f"the host has no assignable VFIO {'cdev ' if cdev else ''}devices of a known "
-                f"kind ({known})",
+                f"kind ({table})",
                 hint="bind the devices to vfio-pci (kata-vfio groups shows how), or pass the "
                 "kind for other devices (kata-vfio cdi generate --kind vendor.com/class)",
             )

@@ -108,16 +108,17 @@ def _resolve_plain(value: str) -> str:
     return _STR
 
 
-_Base: Any = yaml.CSafeLoader if HAS_LIBYAML else yaml.SafeLoader
+class _GoYamlRules:
+    """go-yaml v2 scalar resolution and duplicate-key rejection, mixed into a SafeLoader."""
 
-
-class _GoYamlLoader(_Base):  # type: ignore[misc]
-    """SafeLoader with go-yaml v2 scalar resolution and duplicate-key rejection."""
+    # Provided by the SafeLoader this is mixed into.
+    construct_scalar: Any
+    construct_object: Any
 
     def resolve(self, kind: type[Node], value: str, implicit: tuple[bool, bool]) -> str:
         if kind is ScalarNode and implicit[0]:
             return _resolve_plain(value)
-        tag: str = super().resolve(kind, value, implicit)
+        tag: str = super().resolve(kind, value, implicit)  # type: ignore[misc]
         return tag
 
     def construct_yaml_int(self, node: ScalarNode) -> int:
@@ -150,7 +151,7 @@ class _GoYamlLoader(_Base):  # type: ignore[misc]
 
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
         explicit = [(k, v) for k, v in node.value if k.tag != _MERGE]
-        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)  # type: ignore[misc]
         if len(explicit) == len(node.value) and len(mapping) == len(explicit):
             return mapping
         seen: set[Any] = set()
@@ -167,23 +168,34 @@ class _GoYamlLoader(_Base):  # type: ignore[misc]
         return mapping
 
 
-for _tag, _method in (
-    (_INT, _GoYamlLoader.construct_yaml_int),
-    (_FLOAT, _GoYamlLoader.construct_yaml_float),
-    (_BOOL, _GoYamlLoader.construct_yaml_bool),
-):
-    _GoYamlLoader.add_constructor(_tag, _method)
-# "<<" is a merge only as a key (handled before construction); as a value it is a string.
-_GoYamlLoader.add_constructor(_MERGE, lambda loader, node: "<<")
+class _GoYamlLoader(_GoYamlRules, getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """The rules on libyaml's parser (PyYAML's C extension) when present."""
 
 
-def load_yaml(data: bytes | str) -> Any:
+class _PureGoYamlLoader(_GoYamlRules, yaml.SafeLoader):
+    """The same rules on PyYAML's pure-Python parser (for comparison and as a fallback)."""
+
+
+_CONSTRUCTORS: dict[str, Any] = {
+    _INT: _GoYamlRules.construct_yaml_int,
+    _FLOAT: _GoYamlRules.construct_yaml_float,
+    _BOOL: _GoYamlRules.construct_yaml_bool,
+    # "<<" is a merge only as a key (handled before construction); as a value it is a string.
+    _MERGE: lambda loader, node: "<<",
+}
+for _loader in (_GoYamlLoader, _PureGoYamlLoader):
+    for _tag, _constructor in _CONSTRUCTORS.items():
+        _loader.add_constructor(_tag, _constructor)
+
+
+def load_yaml(data: bytes | str, *, pure_python: bool = False) -> Any:
     """Parses exactly one YAML document (None for an empty stream).
 
-    Raises :class:`yaml.YAMLError` (with line and column) for bad syntax, duplicate keys or
-    a second document.
+    Uses libyaml's parser when PyYAML has it, unless ``pure_python``. Raises
+    :class:`yaml.YAMLError` (with line and column) for bad syntax, duplicate keys or a second
+    document.
     """
-    loader = _GoYamlLoader(data)
+    loader = (_PureGoYamlLoader if pure_python else _GoYamlLoader)(data)
     try:
         return loader.get_single_data()
     finally:
