@@ -24,6 +24,7 @@ from kata_vfio.testing.kernel import (
     VFIO_MISC_MINOR,
     FakeKernel,
     iommu_units,
+    make_unreadable,
     new_staging_dir,
     write_device,
 )
@@ -120,6 +121,9 @@ def build_host(root: str | os.PathLike[str], spec: HostSpec | Mapping[str, Any])
     for dev in host.devices:
         if dev.driver is not None:
             kernel.bind(dev.bdf, dev.driver)
+    for dev in host.devices:
+        for name in dev.unreadable:
+            make_unreadable(kernel.sys(layout.dirs[dev.bdf], name))
     kernel.end_batch()
     return fake
 
@@ -166,6 +170,8 @@ def add_device(kernel: FakeKernel, host: HostSpec, dev: DeviceSpec) -> None:
         _fs.link(kernel.sysfs, f"{dev_rel}/iommu", units[min(dev.numa_node or 0, len(units) - 1)])
     if dev.driver is not None:
         kernel.bind(dev.bdf, dev.driver)
+    for name in dev.unreadable:
+        make_unreadable(kernel.sys(dev_rel, name))
 
 
 def _attach_vf(kernel: FakeKernel, vf: DeviceSpec, vf_rel: str) -> None:

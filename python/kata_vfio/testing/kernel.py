@@ -167,7 +167,7 @@ class FakeKernel:
         _fs.link(self.sysfs, f"bus/pci/drivers/{driver}/{bdf}", dev_rel)
         self._set_uevent_driver(dev_rel, driver)
         if driver not in _NON_ENABLING and not vfio:
-            _fs.rewrite(self.sys(dev_rel, "enable"), "1\n")
+            self._set_enable(dev_rel, "1")
         if vfio and group is not None:
             self._add_group_node(group)
             if self.cdev_support():
@@ -184,8 +184,7 @@ class FakeKernel:
         _fs.unlink(self.sys("bus/pci/drivers", driver, bdf))
         _fs.unlink(self.sys(dev_rel, "driver"))
         self._set_uevent_driver(dev_rel, None)
-        if os.path.exists(self.sys(dev_rel, "enable")):
-            _fs.rewrite(self.sys(dev_rel, "enable"), "0\n")
+        self._set_enable(dev_rel, "0")
         if is_vfio_driver(driver):
             group = self.group_of(bdf)
             if group is not None and self._is_noiommu_group(group):
@@ -193,8 +192,15 @@ class FakeKernel:
             elif group is not None and not self._group_has_vfio_member(group):
                 self._remove_group_node(group)
 
+    def _set_enable(self, dev_rel: str, value: str) -> None:
+        path = self.sys(dev_rel, "enable")
+        if os.path.isfile(path):
+            _fs.rewrite(path, f"{value}\n")
+
     def _set_uevent_driver(self, dev_rel: str, driver: str | None) -> None:
         path = self.sys(dev_rel, "uevent")
+        if not os.path.isfile(path):
+            return  # a tree without a readable uevent (a snapshot, an unreadable attribute)
         lines = [ln for ln in _fs.read(path).splitlines() if not ln.startswith("DRIVER=")]
         if driver is not None:
             lines.insert(0, f"DRIVER={driver}")
@@ -442,7 +448,8 @@ def write_device(
 ) -> None:
     """Writes one unbound device directory at ``dev_rel`` (attributes, ``subsystem`` and
     ``iommu`` links, SR-IOV files) — the part of the device that exists before any driver
-    binds. ``virtfnN`` links are written by the caller once the VFs exist."""
+    binds. ``virtfnN`` links are written by the caller once the VFs exist, and unreadable
+    attributes are made so once the driver is bound (:func:`make_unreadable`)."""
     path = kernel.sys(dev_rel)
     _fs.makedirs(path)
     bars = attrs.place_bars(dev.bars, slot)
@@ -514,8 +521,6 @@ def write_device(
     iommu_unit = _iommu_unit(host, dev)
     if iommu_unit is not None and dev.iommu_group is not None:
         _fs.link(kernel.sysfs, f"{dev_rel}/iommu", iommu_unit)
-    for name in dev.unreadable:
-        make_unreadable(posixpath.join(path, name))
 
 
 def _sriov_files(pf: DeviceSpec, vfs: list[DeviceSpec]) -> dict[str, str | bytes]:

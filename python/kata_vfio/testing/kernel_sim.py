@@ -25,8 +25,9 @@ host's would. The rules follow ``drivers/base/bus.c``, ``drivers/base/driver.c``
   the devices they drive when the simulator starts.
 
 Faults for tests: :meth:`~KernelSim.fail_next` makes the next matching writes fail with an
-errno (EBUSY to exercise the retry, EIO to exercise rollback); every write is recorded in
-:attr:`~KernelSim.log`.
+errno (EBUSY to exercise the retry, EIO to exercise rollback); :meth:`~KernelSim.fail_probe`
+makes a driver's probe of a device fail (the write still succeeds and nothing binds, as
+with ``drivers_probe``); every write is recorded in :attr:`~KernelSim.log`.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ class KernelSim:
     loaded: list[str] = field(default_factory=list, init=False)
     _faults: list[_Fault] = field(default_factory=list, init=False)
     _tables: dict[str, set[tuple[int, int]]] = field(default_factory=dict, init=False)
+    _probe_faults: dict[tuple[str, str], int] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.kernel = FakeKernel(self.sysfs_root, self.dev_root)
@@ -123,6 +125,11 @@ class KernelSim:
     def fail_next(self, path_suffix: str, code: int, times: int = 1) -> None:
         """The next ``times`` writes to a path ending in ``path_suffix`` fail with ``code``."""
         self._faults.append(_Fault(path_suffix, code, times))
+
+    def fail_probe(self, driver: str, bdf: str, code: int) -> None:
+        """``driver``'s probe of ``bdf`` fails with ``code`` (as vfio-pci's does for a device
+        on its deny list, or a driver for hardware it cannot handle)."""
+        self._probe_faults[(driver, bdf)] = code
 
     def _injected(self, path: str) -> int | None:
         for fault in self._faults:
@@ -224,6 +231,8 @@ class KernelSim:
         """Binds if the driver's probe accepts the device; returns the probe's errno."""
         if is_vfio_driver(driver) and self._class(bdf) >> 8 == _BRIDGE_CLASS:
             return errno.EINVAL  # vfio_pci_probe(): only normal header types
+        if (driver, bdf) in self._probe_faults:
+            return self._probe_faults[(driver, bdf)]
         try:
             self.kernel.bind(bdf, driver)
         except HostIOError as exc:
