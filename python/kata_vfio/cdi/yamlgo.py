@@ -29,6 +29,8 @@ _FLOAT = "tag:yaml.org,2002:float"
 _BOOL = "tag:yaml.org,2002:bool"
 _NULL = "tag:yaml.org,2002:null"
 _MERGE = "tag:yaml.org,2002:merge"
+_MAP = "tag:yaml.org,2002:map"
+_SEQ = "tag:yaml.org,2002:seq"
 
 _BOOLS = {
     **dict.fromkeys(("y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE"), True),
@@ -197,9 +199,103 @@ def load_yaml(data: bytes | str, *, pure_python: bool = False) -> Any:
     """
     loader = (_PureGoYamlLoader if pure_python else _GoYamlLoader)(data)
     try:
-        return loader.get_single_data()
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        try:
+            return _NodeBuilder().build(node)
+        except _NeedsFullConstructor:
+            return loader.construct_document(node)
     finally:
         loader.dispose()
+
+
+class _NeedsFullConstructor(Exception):
+    """The document uses merge keys or explicit tags: PyYAML's constructor handles those."""
+
+
+class _NodeBuilder:
+    """Builds plain data from a composed node tree, several times faster than PyYAML's
+    generic constructor, for the documents spec files are (maps, lists, plain scalars).
+
+    Anything else (merge keys, explicit tags) is left to the full constructor, which applies the
+    same rules. Aliases share one built object; an alias of a node being built is recursion
+    and refused.
+    """
+
+    def __init__(self) -> None:
+        self._done: dict[int, Any] = {}
+        self._building: set[int] = set()
+
+    def build(self, node: Node) -> Any:
+        if node.__class__ is ScalarNode:
+            # Plain strings are most of a spec; scalars need no alias bookkeeping.
+            return node.value if node.tag == _STR else self._scalar(node)
+        key = id(node)
+        if key in self._done:
+            return self._done[key]
+        if key in self._building:
+            raise ConstructorError(None, None, "recursive YAML alias", node.start_mark)
+        self._building.add(key)
+        value = self._mapping(node) if node.__class__ is MappingNode else self._sequence(node)
+        self._building.discard(key)
+        self._done[key] = value
+        return value
+
+    def _scalar(self, node: ScalarNode) -> Any:
+        tag, text = node.tag, node.value
+        if tag == _STR:
+            return text
+        if tag == _NULL:
+            return None
+        if tag == _BOOL and text in _BOOLS:
+            return _BOOLS[text]
+        if tag == _INT:
+            number = go_parse_int(text.replace("_", ""))
+            if number is not None:
+                return number
+        if tag == _FLOAT:
+            if text in _SPECIAL_FLOATS:
+                return _SPECIAL_FLOATS[text]
+            try:
+                return float(text.replace("_", ""))
+            except ValueError:
+                pass
+        raise _NeedsFullConstructor
+
+    def _mapping(self, node: MappingNode) -> dict[Any, Any]:
+        if node.tag != _MAP:
+            raise _NeedsFullConstructor
+        result: dict[Any, Any] = {}
+        build = self.build
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE:
+                raise _NeedsFullConstructor
+            key = build(key_node)
+            try:
+                duplicate = key in result
+            except TypeError:
+                raise ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    "found unhashable key",
+                    key_node.start_mark,
+                ) from None
+            if duplicate:
+                raise ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key!r}",
+                    key_node.start_mark,
+                )
+            result[key] = build(value_node)
+        return result
+
+    def _sequence(self, node: Node) -> list[Any]:
+        if node.tag != _SEQ:
+            raise _NeedsFullConstructor
+        build = self.build
+        return [build(item) for item in node.value]
 
 
 def go_scalar_string(value: object) -> str | None:
