@@ -11,6 +11,7 @@ import pytest
 from kata_vfio.errors import QemuError, QemuStartError
 from kata_vfio.qemu.argv import QemuCommand, QemuOpts
 from kata_vfio.qemu.launcher import QemuProcess
+from kata_vfio.qemu.qmp import QmpSession
 
 pytestmark = pytest.mark.qemu
 
@@ -32,6 +33,9 @@ def test_start_answers_qmp_in_a_private_directory_and_stop_cleans_up(qemu_binary
         directory = vm.runtime_dir
         assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
         assert stat.S_ISSOCK(os.stat(vm.qmp_socket).st_mode)
+        # the public socket serves another client while the launcher holds its own
+        with QmpSession(vm.qmp_socket).connect() as other:
+            assert other.execute("query-status")["status"] == "prelaunch"
         assert Path(vm.path("qemu.pid")).read_text().strip() == str(vm.pid)
         assert vm.qmp.execute("query-status")["status"] == "prelaunch"
         assert "-mon" in vm.argv and vm.argv[0] == qemu_binary

@@ -42,6 +42,7 @@ __all__ = [
     "CdiInjector",
     "SandboxPlan",
     "plan_sandbox",
+    "vm_name",
 ]
 
 # Where CRI runtimes put the sandbox id (containerd, CRI-O).
@@ -234,12 +235,12 @@ def plan_sandbox(
     plug = "cold" if effective.cold_plug else "hot"
     devices = place_devices(groups, topology, plug=plug)
 
-    vm_name = name or _vm_name(annotations)
+    qemu_name = name or vm_name(annotations)
     console = f"{runtime_dir.rstrip('/')}/console.sock" if runtime_dir else None
     command = build_vm_command(
         VmSpec(
             binary=effective.path,
-            name=vm_name,
+            name=qemu_name,
             memory_mib=effective.default_memory,
             vcpus=effective.default_vcpus,
             topology=topology,
@@ -304,7 +305,9 @@ def _requested_names(
     return tuple(dict.fromkeys(names))
 
 
-def _vm_name(annotations: Mapping[str, str]) -> str:
+def vm_name(annotations: Mapping[str, str]) -> str:
+    """The VM (and runtime directory) name of a sandbox: ``sandbox-<first 12 characters of
+    the CRI sandbox id>``, or ``sandbox`` without one."""
     for key in SANDBOX_ID_ANNOTATIONS:
         value = annotations.get(key, "")
         if value and _NAME_PART.match(value):

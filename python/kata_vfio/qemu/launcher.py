@@ -6,10 +6,14 @@ Usage::
         vm.qmp.execute("query-status")        # a connected QmpSession
     # leaving the block: system_powerdown, then quit, then SIGKILL; files removed
 
-The runtime directory (mode 0700, created fresh) holds the QMP socket ``qmp.sock``, the pid
-file ``qemu.pid`` and QEMU's stderr ``qemu.log``; put the VM's own sockets (console) there too
-with :meth:`QemuProcess.path`. Open file descriptors listed in ``pass_fds`` stay open in QEMU
-under the same numbers (for ``fd=`` of fd-passed VFIO devices or iommufd).
+The runtime directory (mode 0700, created fresh) holds two QMP sockets, the pid file
+``qemu.pid`` and QEMU's stderr ``qemu.log``; put the VM's own sockets (console) there too
+with :meth:`QemuProcess.path`. A QMP socket serves one client at a time, so the launcher keeps
+``control.sock`` for itself (:attr:`QemuProcess.qmp`) and leaves ``qmp.sock``
+(:attr:`QemuProcess.qmp_socket`) to other tools, such as ``kata-vfio qemu hotplug``.
+
+Open file descriptors listed in ``pass_fds`` stay open in QEMU under the same numbers (for
+``fd=`` of fd-passed VFIO devices or iommufd, or ``-add-fd``).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from kata_vfio.qemu.qmp import QmpSession
 
 __all__ = ["QemuProcess"]
 
+_CONTROL_ID = "kata-vfio-control"
 _QMP_ID = "kata-vfio-qmp"
 # sockaddr_un.sun_path is 108 bytes including the terminating NUL.
 _MAX_SOCKET_PATH = 107
@@ -94,8 +99,13 @@ class QemuProcess:
 
     @property
     def qmp_socket(self) -> str:
-        """The QMP unix socket."""
+        """The QMP unix socket for other tools (the launcher uses its own)."""
         return self.path("qmp.sock")
+
+    @property
+    def control_socket(self) -> str:
+        """The launcher's own QMP socket (behind :attr:`qmp`)."""
+        return self.path("control.sock")
 
     @property
     def argv(self) -> list[str]:
@@ -144,9 +154,10 @@ class QemuProcess:
             raise QemuError("QEMU was already started by this object")
         self._runtime_dir = self._make_runtime_dir()
         try:
-            if len(self.qmp_socket.encode()) > _MAX_SOCKET_PATH:
+            if len(self.control_socket.encode()) > _MAX_SOCKET_PATH:
                 raise QemuError(
-                    f"QMP socket path {self.qmp_socket} is longer than {_MAX_SOCKET_PATH} bytes",
+                    f"QMP socket path {self.control_socket} is longer than {_MAX_SOCKET_PATH} "
+                    "bytes",
                     hint="use a shorter runtime directory",
                 )
             self._spawn()
@@ -232,18 +243,13 @@ class QemuProcess:
         return path
 
     def _full_argv(self) -> list[str]:
-        chardev = QemuOpts.of(
-            "socket", ("id", _QMP_ID), ("path", self.qmp_socket), ("server", True), ("wait", False)
-        )
-        return [
-            *self._argv,
-            "-chardev",
-            chardev.render(),
-            "-mon",
-            f"chardev={_QMP_ID},mode=control",
-            "-pidfile",
-            self.path("qemu.pid"),
-        ]
+        argv = list(self._argv)
+        for chardev_id, path in ((_CONTROL_ID, self.control_socket), (_QMP_ID, self.qmp_socket)):
+            chardev = QemuOpts.of(
+                "socket", ("id", chardev_id), ("path", path), ("server", True), ("wait", False)
+            )
+            argv += ["-chardev", chardev.render(), "-mon", f"chardev={chardev_id},mode=control"]
+        return [*argv, "-pidfile", self.path("qemu.pid")]
 
     def _spawn(self) -> None:
         argv = self._full_argv()
@@ -283,8 +289,8 @@ class QemuProcess:
             code = process.poll()
             if code is not None:
                 raise self._failure(f"QEMU exited with status {code} before QMP answered")
-            if os.path.exists(self.qmp_socket):
-                session = QmpSession(self.qmp_socket, timeout=self._qmp_timeout)
+            if os.path.exists(self.control_socket):
+                session = QmpSession(self.control_socket, timeout=self._qmp_timeout)
                 try:
                     return session.connect(timeout=max(0.1, deadline - time.monotonic()))
                 except QmpError:

@@ -63,10 +63,12 @@ class QmpSession:
         self._connected = False
 
     def connect(self, timeout: float | None = None) -> QmpSession:
-        """Connects and negotiates capabilities; raises QmpError when QEMU does not answer."""
+        """Connects and negotiates capabilities; raises QmpError when QEMU does not answer
+        (the session is closed then)."""
         try:
             self._run(self._client.connect(self.socket_path), timeout)
         except (QMPError, OSError, EOFError, asyncio.TimeoutError) as exc:
+            self.close()
             raise QmpError(
                 f"cannot connect to QMP socket {self.socket_path}: {_describe(exc)}",
                 hint="check that QEMU is running with this -qmp/-mon socket",
@@ -79,8 +81,8 @@ class QmpSession:
         if self._loop.is_closed():
             return
         try:
-            if self._connected:
-                self._run(self._client.disconnect(), self.timeout)
+            # Also after a failed connect: it may have left a half-open socket behind.
+            self._run(self._client.disconnect(), self.timeout)
         except (QMPError, OSError, EOFError, asyncio.TimeoutError):
             pass  # QEMU may already be gone; the connection is closed either way
         finally:

@@ -1,0 +1,247 @@
+"""``kata-vfio qemu run | hotplug | unplug | ports``: start the planned VM, change it over QMP.
+
+``run`` plans the sandbox (as ``sandbox plan``), starts QEMU in the foreground with QMP in
+the runtime directory, hot-plugs the devices the plan leaves for hot-plug, and stops QEMU
+softly on Ctrl-C or SIGTERM; ``--dry-run`` only prints the command. ``hotplug`` and
+``unplug`` act on a running QEMU through its QMP socket.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import signal
+import sys
+from types import FrameType
+from typing import Any
+
+from kata_vfio._core import scan
+from kata_vfio.cli import _common
+from kata_vfio.cli.sandbox import add_plan_options, plan_from_args
+from kata_vfio.errors import InvalidInputError, QemuError
+from kata_vfio.kata.devices import function_id
+from kata_vfio.kata.hotplug import hotplug_request
+from kata_vfio.kata.placement import PlannedDevice
+from kata_vfio.qemu.launcher import QemuProcess
+from kata_vfio.qemu.qmp import (
+    HotplugFunction,
+    HotplugRequest,
+    QmpSession,
+    hotplug,
+    list_ports,
+    port_occupancy,
+    unplug,
+)
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    """Adds ``qemu`` and its subcommands."""
+    qemu = _common.add_command(
+        subparsers, "qemu", _cmd_missing, "run the planned VM, hot-plug and unplug over QMP"
+    )
+    commands = qemu.add_subparsers(dest="qemu_command", metavar="SUBCOMMAND")
+    commands.required = True
+
+    sub = _subcommand(commands, "run", _cmd_run, "start the planned sandbox VM (foreground)")
+    add_plan_options(sub)
+    sub.add_argument("--dry-run", action="store_true", help="print the command, start nothing")
+    sub.add_argument(
+        "--start-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long QEMU may take to answer on QMP (default 30)",
+    )
+
+    sub = _subcommand(commands, "hotplug", _cmd_hotplug, "hot-plug a VFIO device into a free port")
+    _qmp_option(sub)
+    sub.add_argument(
+        "--device",
+        required=True,
+        metavar="NODE",
+        help="/dev/vfio/<group> or /dev/vfio/devices/vfioN (the whole group is plugged)",
+    )
+    sub.add_argument(
+        "--port",
+        action="append",
+        dest="ports",
+        metavar="ID",
+        help="port(s) to choose from, in order (default: every free port, numeric order)",
+    )
+
+    sub = _subcommand(commands, "unplug", _cmd_unplug, "unplug a device and its iommufd object")
+    _qmp_option(sub)
+    target = sub.add_mutually_exclusive_group(required=True)
+    target.add_argument("--device", metavar="NODE", help="the VFIO node it was plugged from")
+    target.add_argument(
+        "--id", action="append", dest="ids", metavar="ID", help="QEMU device id (repeatable)"
+    )
+    sub.add_argument("--iommufd", metavar="ID", help="iommufd object to delete with --id")
+    sub.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long the guest may take to release the device (default 30)",
+    )
+
+    sub = _subcommand(commands, "ports", _cmd_ports, "list the VM's PCIe ports and what is on them")
+    _qmp_option(sub)
+
+
+def _subcommand(
+    commands: Any, name: str, handler: _common.Handler, help_text: str
+) -> argparse.ArgumentParser:
+    sub: argparse.ArgumentParser = commands.add_parser(name, help=help_text, description=help_text)
+    sub.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+    sub.set_defaults(handler=handler)
+    return sub
+
+
+def _qmp_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--qmp", required=True, metavar="SOCKET", help="the VM's QMP unix socket")
+    parser.add_argument(
+        "--qmp-timeout", type=float, default=10.0, metavar="SECONDS", help="per QMP command"
+    )
+
+
+def _cmd_missing(args: argparse.Namespace) -> int:
+    del args
+    print("kata-vfio: qemu needs a subcommand (see: kata-vfio qemu --help)", file=sys.stderr)
+    return _common.EXIT_USAGE
+
+
+def _json(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "json", False))
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    _path, plan = plan_from_args(args)
+    if args.dry_run:
+        if _json(args):
+            _common.print_json({"qemu_argv": plan.qemu_argv, "runtime_dir": plan.runtime_dir})
+        else:
+            print(shlex.join(plan.qemu_argv))
+        return _common.EXIT_OK
+    if plan.runtime_dir is None:
+        raise InvalidInputError("no runtime directory", hint="pass --runtime-dir")
+    vm = QemuProcess(plan.command, runtime_dir=plan.runtime_dir, start_timeout=args.start_timeout)
+    with _stop_on_signals(), vm:
+        plugged = [_plug(vm.qmp, device) for device in plan.devices if device.plug == "hot"]
+        report = {
+            "pid": vm.pid,
+            "runtime_dir": vm.runtime_dir,
+            "qmp": vm.qmp_socket,
+            "hotplugged": plugged,
+        }
+        if _json(args):
+            _common.print_json(report)
+        else:
+            print(f"QEMU running, pid {vm.pid}, QMP {vm.qmp_socket}")
+            for entry in plugged:
+                print(f"hot-plugged group {entry['group']} into {', '.join(entry['ports'])}")
+        sys.stdout.flush()
+        try:
+            code = vm.wait()
+        except _Stop:
+            code = None
+    if code not in (None, 0):
+        raise QemuError(f"QEMU exited with status {code}", hint=f"see its log: {vm.stderr()}")
+    return _common.EXIT_OK
+
+
+def _plug(session: QmpSession, device: PlannedDevice) -> dict[str, Any]:
+    slots: dict[str, list[HotplugFunction]] = {}
+    for function in sorted(device.functions, key=lambda f: f.guest_order):
+        link = (("iommufd", device.iommufd),) if device.iommufd else ()
+        slots.setdefault(function.port, []).append(
+            HotplugFunction(
+                qemu_id=function_id(function.bdf),
+                guest_function=function.guest_function,
+                props=(("host", str(function.bdf)), *link),
+            )
+        )
+    request = HotplugRequest(slots=tuple(tuple(s) for s in slots.values()), iommufd=device.iommufd)
+    result = hotplug(session, request, ports=list(slots))
+    return {"group": device.group, "ports": list(result.ports), "ids": list(result.ids)}
+
+
+class _Stop(Exception):
+    """SIGINT or SIGTERM arrived: leave the with-block, which stops QEMU softly."""
+
+
+class _stop_on_signals:
+    def __enter__(self) -> None:
+        self._previous = {
+            sig: signal.signal(sig, self._raise) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    @staticmethod
+    def _raise(signum: int, frame: FrameType | None) -> None:
+        del signum, frame
+        raise _Stop
+
+
+def _session(args: argparse.Namespace) -> QmpSession:
+    return QmpSession(args.qmp, timeout=args.qmp_timeout).connect()
+
+
+def _request(args: argparse.Namespace) -> HotplugRequest:
+    roots = _common.host_roots(args)
+    host = scan(roots.sysfs_root, roots.dev_root, roots.proc_root)
+    return hotplug_request(host, args.device)
+
+
+def _cmd_hotplug(args: argparse.Namespace) -> int:
+    request = _request(args)
+    with _session(args) as session:
+        result = hotplug(session, request, ports=args.ports)
+    document = {
+        "ports": list(result.ports),
+        "ids": list(result.ids),
+        "iommufd": result.iommufd,
+        "guest_pci_paths": list(result.paths),
+    }
+    if _json(args):
+        _common.print_json(document)
+    else:
+        for port, path in zip(result.ports, result.paths, strict=True):
+            print(f"plugged {args.device} into {port} (guest PCI path {path})")
+        print(f"device ids: {', '.join(result.ids)}")
+    return _common.EXIT_OK
+
+
+def _cmd_unplug(args: argparse.Namespace) -> int:
+    if args.device:
+        request = _request(args)
+        ids = [f.qemu_id for slot in request.slots for f in slot]
+        iommufd = request.iommufd
+    else:
+        ids, iommufd = list(args.ids), args.iommufd
+    with _session(args) as session:
+        unplug(session, ids, iommufd=iommufd, timeout=args.timeout)
+    if _json(args):
+        _common.print_json({"removed": ids, "iommufd_deleted": iommufd})
+    else:
+        print(f"removed {', '.join(ids)}" + (f" and iommufd object {iommufd}" if iommufd else ""))
+    return _common.EXIT_OK
+
+
+def _cmd_ports(args: argparse.Namespace) -> int:
+    with _session(args) as session:
+        ports = list_ports(session)
+        occupancy = port_occupancy(session)
+    rows = [(port, ", ".join(occupancy.get(port, ())) or None) for port in ports]
+    if _json(args):
+        _common.print_json(
+            {"ports": [{"id": port, "devices": list(occupancy.get(port, ()))} for port in ports]}
+        )
+    else:
+        _common.print_table(["PORT", "DEVICES"], rows)
+    return _common.EXIT_OK

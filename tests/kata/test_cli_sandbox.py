@@ -1,0 +1,185 @@
+"""``kata-vfio sandbox plan | container`` on a fake host with the bundled sample bundles."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sandbox_hosts import Zoo
+
+from kata_vfio.cli import main
+
+SAMPLES = Path(__file__).resolve().parents[2] / "python" / "kata_vfio" / "kata" / "samples"
+CONFIG = SAMPLES / "configuration-qemu-gpu.toml"
+
+
+@pytest.fixture
+def demo(zoo: Zoo, tmp_path: Path) -> dict[str, str]:
+    """The sample bundles, a CDI spec for the zoo's GPUs, and the zoo's roots."""
+    server, _names = zoo
+    for name in ("sandbox", "container"):
+        shutil.copytree(SAMPLES / name, tmp_path / name)
+    roots = ["--sysfs-root", server.sysfs_root, "--dev-root", server.dev_root]
+    spec_dir = str(tmp_path / "cdi")
+    assert (
+        main(
+            [
+                *roots,
+                "cdi",
+                "generate",
+                "--kind",
+                "nvidia.com/pgpu",
+                "--naming",
+                "index",
+                "--output-dir",
+                spec_dir,
+            ]
+        )
+        == 0
+    )
+    return {"dir": str(tmp_path), "spec_dir": spec_dir, "roots": json.dumps(roots)}
+
+
+def _run(demo: dict[str, str], *args: str) -> int:
+    return main([*json.loads(demo["roots"]), *args])
+
+
+def _plan_args(demo: dict[str, str]) -> list[str]:
+    return [
+        "sandbox",
+        "plan",
+        "--bundle",
+        f"{demo['dir']}/sandbox",
+        "--config",
+        str(CONFIG),
+        "--spec-dir",
+        demo["spec_dir"],
+        "--runtime-dir",
+        f"{demo['dir']}/run",
+    ]
+
+
+def _json_out(capsys: pytest.CaptureFixture[str]) -> Any:
+    return json.loads(capsys.readouterr().out)
+
+
+def test_plan_json_has_the_promised_shape(
+    demo: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert _run(demo, *_plan_args(demo), "--json") == 0
+    plan = _json_out(capsys)
+    assert {"devices", "ports", "qemu_argv", "annotations_removed", "spec"} <= set(plan)
+    assert plan["annotations_removed"] == ["cdi.k8s.io/vfio"]
+    assert plan["cdi_devices"] == ["nvidia.com/pgpu=0"]
+    # index 0 is the first GPU in PCI order: the L40S at 01:00.0 with its audio function
+    assert [f["bdf"] for f in plan["devices"][0]["functions"]] == ["0000:01:00.0", "0000:01:00.1"]
+    assert "vfio-pci,host=0000:01:00.1,id=vfio-0000-01-00.1,bus=rp0,addr=00.1" in plan["qemu_argv"]
+    assert "cdi.k8s.io/vfio" not in plan["spec"]["annotations"]
+    # without --write the bundle is untouched
+    original = json.loads((SAMPLES / "sandbox" / "config.json").read_text())
+    assert json.loads(Path(demo["dir"], "sandbox", "config.json").read_text()) == original
+
+
+def test_plan_table_and_write(demo: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert _run(demo, *_plan_args(demo), "--write") == 0
+    out = capsys.readouterr().out
+    assert "annotations removed: cdi.k8s.io/vfio" in out
+    assert "0000:01:00.1" in out and "rp0" in out and "08/00" in out
+    assert "QEMU command line:" in out and "-device vfio-pci,host=0000:01:00.0" in out
+    written = json.loads(Path(demo["dir"], "sandbox", "config.json").read_text())
+    assert "cdi.k8s.io/vfio" not in written["annotations"]
+    assert [d["path"] for d in written["linux"]["devices"]] == ["/dev/vfio/vfio", "/dev/vfio/11"]
+    # planning the written spec again injects nothing a second time
+    capsys.readouterr()
+    assert _run(demo, *_plan_args(demo), "--json") == 0
+    again = _json_out(capsys)
+    assert again["cdi_devices"] == [] and again["annotations_removed"] == []
+    assert [d["path"] for d in again["spec"]["linux"]["devices"]] == [
+        "/dev/vfio/vfio",
+        "/dev/vfio/11",
+    ]
+
+
+def test_container_against_a_stored_plan(
+    demo: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert _run(demo, *_plan_args(demo), "--json") == 0
+    plan_file = Path(demo["dir"], "plan.json")
+    plan_file.write_text(capsys.readouterr().out)
+    container = f"{demo['dir']}/container"
+    # containerd's outer injection of the same annotation
+    assert (
+        _run(
+            demo,
+            "cdi",
+            "--spec-dir",
+            demo["spec_dir"],
+            "inject",
+            "--bundle",
+            container,
+            "--from-annotations",
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert (
+        _run(
+            demo,
+            "sandbox",
+            "container",
+            "--bundle",
+            container,
+            "--sandbox-plan",
+            str(plan_file),
+            "--json",
+        )
+        == 0
+    )
+    result = _json_out(capsys)
+    assert result["annotations_added"] == {"cdi.k8s.io/vfio11": "nvidia.com/gpu=0"}
+    assert result["annotations_removed"] == ["cdi.k8s.io/vfio"]
+    assert result["agent_devices"] == [
+        {
+            "type": "vfio-pci-gk",
+            "id": "vfio11",
+            "container_path": "/dev/vfio/11",
+            "options": ["0000:01:00.0=08/00", "0000:01:00.1=08/00"],
+            "vm_path": "",
+        }
+    ]
+    assert result["spec"]["linux"]["devices"] == []
+
+
+def test_bad_inputs_give_clear_errors(
+    demo: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    bundle = f"{demo['dir']}/sandbox"
+    assert (
+        _run(demo, "sandbox", "plan", "--bundle", bundle, "--config", f"{demo['dir']}/none.toml")
+        == 2
+    )
+    assert "cannot read Kata configuration" in capsys.readouterr().err
+    assert _run(demo, *_plan_args(demo), "--device", "nvidia.com/pgpu=99") == 1
+    err = capsys.readouterr().err
+    assert "unresolvable CDI devices nvidia.com/pgpu=99" in err and "Traceback" not in err
+    Path(demo["dir"], "bad.json").write_text("{")
+    assert (
+        _run(
+            demo,
+            "sandbox",
+            "container",
+            "--bundle",
+            bundle,
+            "--sandbox-plan",
+            f"{demo['dir']}/bad.json",
+        )
+        == 2
+    )
+    assert "not valid JSON" in capsys.readouterr().err

@@ -1,0 +1,135 @@
+"""``kata-vfio qemu run | ports | hotplug | unplug`` against the real QEMU."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sandbox_hosts import Zoo
+
+from kata_vfio.cli import main
+
+pytestmark = pytest.mark.qemu
+
+
+def _setup(tmp_path: Path, qemu: str) -> tuple[Path, Path]:
+    config = tmp_path / "configuration.toml"
+    config.write_text(
+        f'[hypervisor.qemu]\npath = "{qemu}"\nmachine_type = "q35"\ndefault_memory = 256\n'
+        'cold_plug_vfio = "root-port"\npcie_root_port = 3\n'
+    )
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(
+        json.dumps(
+            {
+                "ociVersion": "1.1.0",
+                "annotations": {
+                    "io.kubernetes.cri.container-type": "sandbox",
+                    "io.kubernetes.cri.sandbox-id": "c0ffee0123456789",
+                },
+            }
+        )
+    )
+    return config, bundle
+
+
+def test_dry_run_prints_the_command(
+    zoo: Zoo, tmp_path: Path, qemu_binary: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, bundle = _setup(tmp_path, qemu_binary)
+    server, _names = zoo
+    capsys.readouterr()
+    code = main(
+        [
+            "--sysfs-root",
+            server.sysfs_root,
+            "--dev-root",
+            server.dev_root,
+            "qemu",
+            "run",
+            "--bundle",
+            str(bundle),
+            "--config",
+            str(config),
+            "--accel",
+            "tcg",
+            "--runtime-dir",
+            str(tmp_path / "run"),
+            "--dry-run",
+            "--json",
+        ]
+    )
+    assert code == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["qemu_argv"][0] == qemu_binary
+    assert document["runtime_dir"] == str(tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # a dry run starts nothing
+
+
+def test_run_ports_hotplug_error_and_stop(
+    zoo: Zoo, tmp_path: Path, qemu_binary: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server, names = zoo
+    config, bundle = _setup(tmp_path, qemu_binary)
+    roots = ["--sysfs-root", server.sysfs_root, "--dev-root", server.dev_root]
+    runtime = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "kata_vfio",
+        *roots,
+        "qemu",
+        "run",
+        "--bundle",
+        str(bundle),
+        "--config",
+        str(config),
+        "--accel",
+        "tcg",
+        "--runtime-dir",
+        str(runtime),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        assert first.startswith("QEMU running, pid "), (
+            process.stderr.read() if process.stderr else ""
+        )
+        socket = str(runtime / "qmp.sock")
+        assert os.stat(runtime).st_mode & 0o777 == 0o700
+
+        capsys.readouterr()
+        assert main(["qemu", "ports", "--qmp", socket, "--json"]) == 0
+        ports = json.loads(capsys.readouterr().out)["ports"]
+        assert [p["id"] for p in ports] == ["rp0", "rp1", "rp2"]
+        assert all(p["devices"] == [] for p in ports)
+
+        # There is no real device to pass here: QEMU's own refusal comes back, no traceback.
+        node = server.group_node(names["nic0"][0])
+        assert main([*roots, "qemu", "hotplug", "--qmp", socket, "--device", node]) == 1
+        err = capsys.readouterr().err
+        assert "device_add failed" in err and "Traceback" not in err
+        assert main(["qemu", "unplug", "--qmp", socket, "--id", "nothing-here"]) == 1
+        assert "no device nothing-here" in capsys.readouterr().err
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert not runtime.exists()
+
+
+def test_qmp_socket_that_does_not_answer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    start = time.monotonic()
+    assert main(["qemu", "ports", "--qmp", str(tmp_path / "none.sock"), "--qmp-timeout", "1"]) == 1
+    assert "cannot connect to QMP socket" in capsys.readouterr().err
+    assert time.monotonic() - start < 30
