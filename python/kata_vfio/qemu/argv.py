@@ -18,6 +18,7 @@ from kata_vfio.errors import InvalidInputError
 __all__ = [
     "QemuCommand",
     "QemuOpts",
+    "Value",
     "escape_value",
     "format_size",
     "validate_id",
@@ -44,10 +45,13 @@ def escape_value(value: str) -> str:
     return value.replace(",", ",,")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _check_printable(value: str) -> None:
     if not isinstance(value, str):
         raise InvalidInputError(f"QEMU option value {value!r} is not a string")
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+    if _CONTROL.search(value):
         raise InvalidInputError(
             f"QEMU option value {value!r} contains a control character",
             hint="remove newlines, tabs and other control characters",

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from kata_vfio.errors import InvalidInputError
 from kata_vfio.kata.topology import Topology
-from kata_vfio.qemu.argv import QemuCommand, QemuOpts, format_size, validate_id
+from kata_vfio.qemu.argv import QemuCommand, QemuOpts, Value, format_size, validate_id
 
 __all__ = ["ACCELERATORS", "VfioPlacement", "VmSpec", "build_vm_command"]
 
@@ -77,55 +77,48 @@ def build_vm_command(spec: VmSpec) -> QemuCommand:
         )
     validate_id(spec.name, "VM name")
     topology = spec.topology
-    command = QemuCommand(spec.binary).extend(
-        [
-            ("-name", QemuOpts.of(spec.name)),
-            ("-machine", QemuOpts.of(spec.machine_type)),
-            ("-accel", _accel(spec)),
-            ("-cpu", _cpu(spec)),
-            ("-m", f"{spec.memory_mib}M"),
-            ("-smp", str(spec.vcpus)),
-            ("-no-user-config", None),
-            ("-nodefaults", None),
-            ("-display", "none"),
-            ("-no-reboot", None),
-        ]
-    )
+    options: list[tuple[str, Value]] = [
+        ("-name", QemuOpts.of(spec.name)),
+        ("-machine", QemuOpts.of(spec.machine_type)),
+        ("-accel", _accel(spec)),
+        ("-cpu", _cpu(spec)),
+        ("-m", f"{spec.memory_mib}M"),
+        ("-smp", str(spec.vcpus)),
+        ("-no-user-config", None),
+        ("-nodefaults", None),
+        ("-display", "none"),
+        ("-no-reboot", None),
+    ]
     if spec.machine_type == "q35" and topology.ports:
         # Native PCIe hot-plug on the ports (the guest's pciehp, as Kata's guest kernels
         # expect) instead of q35's ACPI hot-plug: QEMU can then drop a device from a slot the
         # guest never powered on, and a half-added multi-function device, on its own.
-        command = command.add("-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off")
+        options.append(("-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off"))
     if topology.pci_hole64 is not None:
-        command = command.add(
-            "-global", f"q35-pcihost.pci-hole64-size={format_size(topology.pci_hole64)}"
-        )
+        hole = format_size(topology.pci_hole64)
+        options.append(("-global", f"q35-pcihost.pci-hole64-size={hole}"))
         if spec.firmware:
             # OVMF sizes its 64-bit aperture from this, not from the host bridge.
-            command = command.add(
-                "-fw_cfg",
-                QemuOpts.of(
-                    None,
-                    ("name", "opt/ovmf/X-PciMmio64Mb"),
-                    ("string", str(topology.pci_hole64 // _MIB)),
-                ),
+            mmio64 = QemuOpts.of(
+                None,
+                ("name", "opt/ovmf/X-PciMmio64Mb"),
+                ("string", str(topology.pci_hole64 // _MIB)),
             )
+            options.append(("-fw_cfg", mmio64))
     if spec.firmware:
-        command = command.add("-bios", spec.firmware)
+        options.append(("-bios", spec.firmware))
     if spec.kernel:
-        command = command.add("-kernel", spec.kernel)
+        options.append(("-kernel", spec.kernel))
         if spec.initrd:
-            command = command.add("-initrd", spec.initrd)
-        command = command.add("-append", _kernel_params(spec))
+            options.append(("-initrd", spec.initrd))
+        options.append(("-append", _kernel_params(spec)))
     if spec.iommu:
         # The vIOMMU must exist before any PCI device that is placed behind it.
-        command = command.add(
-            "-device",
-            QemuOpts.of("intel-iommu", ("intremap", True), ("caching-mode", True)),
-        )
-    command = command.extend(_numa(spec))
+        viommu = QemuOpts.of("intel-iommu", ("intremap", True), ("caching-mode", True))
+        options.append(("-device", viommu))
+    options.extend(_numa(spec))
     if spec.console_socket:
-        command = command.extend(
+        options.extend(
             [
                 (
                     "-chardev",
@@ -141,14 +134,16 @@ def build_vm_command(spec: VmSpec) -> QemuCommand:
             ]
         )
     else:
-        command = command.add("-serial", "none")
+        options.append(("-serial", "none"))
     if spec.image:
-        command = command.extend(_image_disk(spec))
-    command = command.extend(("-device", opts) for opts in _topology_devices(topology))
+        options.extend(_image_disk(spec))
+    options.extend(("-device", opts) for opts in _topology_devices(topology))
     if any(f.iommufd for f in spec.functions):
         for object_id in sorted({f.iommufd for f in spec.functions if f.iommufd}):
-            command = command.add("-object", QemuOpts.of("iommufd", ("id", object_id)))
-    return command.extend(("-device", f.device()) for f in spec.functions)
+            options.append(("-object", QemuOpts.of("iommufd", ("id", object_id))))
+    options.extend(("-device", f.device()) for f in spec.functions)
+    # One command at the end: each QemuCommand validates all its options.
+    return QemuCommand(spec.binary, tuple(options))
 
 
 def _accel(spec: VmSpec) -> QemuOpts:
