@@ -182,136 +182,159 @@ def _load_json(raw: bytes) -> Any:
     )
 
 
+_SPEC_FIELDS = ("cdiVersion", "kind", "annotations", "devices", "containerEdits")
+_DEVICE_FIELDS = ("name", "annotations", "containerEdits")
+_EDITS_FIELDS = (
+    "env",
+    "deviceNodes",
+    "netDevices",
+    "hooks",
+    "mounts",
+    "intelRdt",
+    "additionalGids",
+)
+_NODE_FIELDS = (
+    "path",
+    "hostPath",
+    "type",
+    "major",
+    "minor",
+    "fileMode",
+    "permissions",
+    "uid",
+    "gid",
+)
+_MOUNT_FIELDS = ("hostPath", "containerPath", "options", "type")
+_HOOK_FIELDS = ("hookName", "path", "args", "env", "timeout")
+_RDT_FIELDS = ("closID", "l3CacheSchema", "memBwSchema", "schemata", "enableMonitoring")
+_NET_FIELDS = ("hostInterfaceName", "name")
+_KNOWN: dict[tuple[str, ...], frozenset[str]] = {
+    fields: frozenset(fields)
+    for fields in (
+        _SPEC_FIELDS,
+        _DEVICE_FIELDS,
+        _EDITS_FIELDS,
+        _NODE_FIELDS,
+        _MOUNT_FIELDS,
+        _HOOK_FIELDS,
+        _RDT_FIELDS,
+        _NET_FIELDS,
+    )
+}
+
+
+def _at(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
 class _Decoder:
-    """Converts the generic document into records, checking types field by field."""
+    """Converts the generic document into records, checking types field by field.
+
+    Field paths for messages are only built when something is wrong: most specs are fine, and
+    building them for every field would cost more than the checks.
+    """
 
     def __init__(self, budget: int) -> None:
         self._budget = budget
 
     def spec(self, doc: Any) -> Spec:
-        fields = self._object(
-            doc, "", ("cdiVersion", "kind", "annotations", "devices", "containerEdits")
-        )
+        fields = self._object(doc, "", _SPEC_FIELDS)
         return Spec(
-            version=self._string(fields.get("cdiVersion"), "cdiVersion"),
-            kind=self._string(fields.get("kind"), "kind"),
+            version=_string(fields, "cdiVersion", ""),
+            kind=_string(fields, "kind", ""),
             devices=self._objects(fields.get("devices"), "devices", self.device),
             container_edits=self.edits(fields.get("containerEdits"), "containerEdits"),
             annotations=self._string_map(fields.get("annotations"), "annotations"),
         )
 
     def device(self, doc: Any, where: str) -> Device:
-        fields = self._object(doc, where, ("name", "annotations", "containerEdits"))
+        fields = self._object(doc, where, _DEVICE_FIELDS)
         return Device(
-            name=self._string(fields.get("name"), f"{where}.name"),
-            container_edits=self.edits(fields.get("containerEdits"), f"{where}.containerEdits"),
-            annotations=self._string_map(fields.get("annotations"), f"{where}.annotations"),
+            name=_string(fields, "name", where),
+            container_edits=self.edits(fields.get("containerEdits"), _at(where, "containerEdits")),
+            annotations=self._string_map(fields.get("annotations"), _at(where, "annotations")),
         )
 
     def edits(self, doc: Any, where: str) -> ContainerEdits:
         if doc is None:
             return ContainerEdits()
-        fields = self._object(
-            doc,
-            where,
-            (
-                "env",
-                "deviceNodes",
-                "netDevices",
-                "hooks",
-                "mounts",
-                "intelRdt",
-                "additionalGids",
-            ),
-        )
+        fields = self._object(doc, where, _EDITS_FIELDS)
         rdt = fields.get("intelRdt")
+        gids = fields.get("additionalGids")
         return ContainerEdits(
-            env=self._strings(fields.get("env"), f"{where}.env"),
+            env=self._strings(fields.get("env"), where, "env"),
             device_nodes=self._objects(
-                fields.get("deviceNodes"), f"{where}.deviceNodes", self.device_node
+                fields.get("deviceNodes"), _at(where, "deviceNodes"), self.device_node
             ),
             net_devices=self._objects(
-                fields.get("netDevices"), f"{where}.netDevices", self.net_device
+                fields.get("netDevices"), _at(where, "netDevices"), self.net_device
             ),
-            hooks=self._objects(fields.get("hooks"), f"{where}.hooks", self.hook),
-            mounts=self._objects(fields.get("mounts"), f"{where}.mounts", self.mount),
-            intel_rdt=None if rdt is None else self.intel_rdt(rdt, f"{where}.intelRdt"),
+            hooks=self._objects(fields.get("hooks"), _at(where, "hooks"), self.hook),
+            mounts=self._objects(fields.get("mounts"), _at(where, "mounts"), self.mount),
+            intel_rdt=None if rdt is None else self.intel_rdt(rdt, _at(where, "intelRdt")),
             additional_gids=tuple(
-                self._integer(gid, f"{where}.additionalGids[{i}]", _UINT32, "uint32")
-                for i, gid in enumerate(
-                    self._list(fields.get("additionalGids"), f"{where}.additionalGids")
-                )
+                _checked_integer(gid, f"{_at(where, 'additionalGids')}[{i}]", _UINT32, "uint32")
+                for i, gid in enumerate(self._list(gids, _at(where, "additionalGids")))
             ),
         )
 
     def device_node(self, doc: Any, where: str) -> DeviceNode:
-        fields = self._object(
-            doc,
-            where,
-            ("path", "hostPath", "type", "major", "minor", "fileMode", "permissions", "uid", "gid"),
-        )
+        fields = self._object(doc, where, _NODE_FIELDS)
         return DeviceNode(
-            path=self._string(fields.get("path"), f"{where}.path"),
-            host_path=self._string(fields.get("hostPath"), f"{where}.hostPath"),
-            type=self._string(fields.get("type"), f"{where}.type"),
-            major=self._integer(fields.get("major"), f"{where}.major", _INT64, "int64"),
-            minor=self._integer(fields.get("minor"), f"{where}.minor", _INT64, "int64"),
-            file_mode=self._optional_integer(
-                fields.get("fileMode"), f"{where}.fileMode", _UINT32, "uint32"
-            ),
-            permissions=self._string(fields.get("permissions"), f"{where}.permissions"),
-            uid=self._optional_integer(fields.get("uid"), f"{where}.uid", _UINT32, "uint32"),
-            gid=self._optional_integer(fields.get("gid"), f"{where}.gid", _UINT32, "uint32"),
+            path=_string(fields, "path", where),
+            host_path=_string(fields, "hostPath", where),
+            type=_string(fields, "type", where),
+            major=_integer(fields, "major", where, _INT64, "int64") or 0,
+            minor=_integer(fields, "minor", where, _INT64, "int64") or 0,
+            file_mode=_integer(fields, "fileMode", where, _UINT32, "uint32"),
+            permissions=_string(fields, "permissions", where),
+            uid=_integer(fields, "uid", where, _UINT32, "uint32"),
+            gid=_integer(fields, "gid", where, _UINT32, "uint32"),
         )
 
     def mount(self, doc: Any, where: str) -> Mount:
-        fields = self._object(doc, where, ("hostPath", "containerPath", "options", "type"))
+        fields = self._object(doc, where, _MOUNT_FIELDS)
         return Mount(
-            host_path=self._string(fields.get("hostPath"), f"{where}.hostPath"),
-            container_path=self._string(fields.get("containerPath"), f"{where}.containerPath"),
-            options=self._strings(fields.get("options"), f"{where}.options"),
-            type=self._string(fields.get("type"), f"{where}.type"),
+            host_path=_string(fields, "hostPath", where),
+            container_path=_string(fields, "containerPath", where),
+            options=self._strings(fields.get("options"), where, "options"),
+            type=_string(fields, "type", where),
         )
 
     def hook(self, doc: Any, where: str) -> Hook:
-        fields = self._object(doc, where, ("hookName", "path", "args", "env", "timeout"))
+        fields = self._object(doc, where, _HOOK_FIELDS)
         return Hook(
-            hook_name=self._string(fields.get("hookName"), f"{where}.hookName"),
-            path=self._string(fields.get("path"), f"{where}.path"),
-            args=self._strings(fields.get("args"), f"{where}.args"),
-            env=self._strings(fields.get("env"), f"{where}.env"),
-            timeout=self._optional_integer(
-                fields.get("timeout"), f"{where}.timeout", _INT64, "int"
-            ),
+            hook_name=_string(fields, "hookName", where),
+            path=_string(fields, "path", where),
+            args=self._strings(fields.get("args"), where, "args"),
+            env=self._strings(fields.get("env"), where, "env"),
+            timeout=_integer(fields, "timeout", where, _INT64, "int"),
         )
 
     def intel_rdt(self, doc: Any, where: str) -> IntelRdt:
-        fields = self._object(
-            doc,
-            where,
-            ("closID", "l3CacheSchema", "memBwSchema", "schemata", "enableMonitoring"),
-        )
+        fields = self._object(doc, where, _RDT_FIELDS)
         schemata = fields.get("schemata")
+        enable = fields.get("enableMonitoring")
+        if enable is not None and not isinstance(enable, bool):
+            raise _Problem(
+                _at(where, "enableMonitoring"), f"expected true or false, got {_describe(enable)}"
+            )
         return IntelRdt(
-            clos_id=self._string(fields.get("closID"), f"{where}.closID"),
-            l3_cache_schema=self._string(fields.get("l3CacheSchema"), f"{where}.l3CacheSchema"),
-            mem_bw_schema=self._string(fields.get("memBwSchema"), f"{where}.memBwSchema"),
-            schemata=None if schemata is None else self._strings(schemata, f"{where}.schemata"),
-            enable_monitoring=self._boolean(
-                fields.get("enableMonitoring"), f"{where}.enableMonitoring"
-            ),
+            clos_id=_string(fields, "closID", where),
+            l3_cache_schema=_string(fields, "l3CacheSchema", where),
+            mem_bw_schema=_string(fields, "memBwSchema", where),
+            schemata=None if schemata is None else self._strings(schemata, where, "schemata"),
+            enable_monitoring=bool(enable),
         )
 
     def net_device(self, doc: Any, where: str) -> NetDevice:
-        fields = self._object(doc, where, ("hostInterfaceName", "name"))
+        fields = self._object(doc, where, _NET_FIELDS)
         return NetDevice(
-            host_interface_name=self._string(
-                fields.get("hostInterfaceName"), f"{where}.hostInterfaceName"
-            ),
-            name=self._string(fields.get("name"), f"{where}.name"),
+            host_interface_name=_string(fields, "hostInterfaceName", where),
+            name=_string(fields, "name", where),
         )
 
-    # Generic field readers.
+    # Containers: objects, lists, string maps.
 
     def _spend(self, count: int, where: str) -> None:
         self._budget -= count
@@ -326,6 +349,8 @@ class _Decoder:
         if not isinstance(doc, dict):
             raise _Problem(where, f"expected an object, got {_describe(doc)}")
         self._spend(len(doc) + 1, where)
+        if doc.keys() <= _KNOWN[known]:
+            return doc  # only known string keys: nothing to convert
         fields: dict[str, Any] = {}
         for key, value in doc.items():
             name = _key_name(key, where)
@@ -352,10 +377,12 @@ class _Decoder:
             items.append(convert(item, at))
         return tuple(items)
 
-    def _strings(self, doc: Any, where: str) -> tuple[str, ...]:
+    def _strings(self, doc: Any, where: str, name: str) -> tuple[str, ...]:
+        items = self._list(doc, _at(where, name))
+        if all(type(item) is str and "\0" not in item for item in items):
+            return tuple(items)
         return tuple(
-            self._string(item, f"{where}[{index}]")
-            for index, item in enumerate(self._list(doc, where))
+            _as_string(item, f"{_at(where, name)}[{index}]") for index, item in enumerate(items)
         )
 
     def _string_map(self, doc: Any, where: str) -> Mapping[str, str]:
@@ -367,41 +394,42 @@ class _Decoder:
         result: dict[str, str] = {}
         for key, value in doc.items():
             name = _key_name(key, where)
-            result[name] = self._string(value, f"{where}[{name!r}]")
+            result[name] = _as_string(value, f"{where}[{name!r}]")
         return frozen_mapping(result)
 
-    @staticmethod
-    def _string(doc: Any, where: str) -> str:
-        if isinstance(doc, str):
-            text = doc
-        elif doc is None:
-            return ""
-        else:
-            converted = go_scalar_string(doc)
-            if converted is None:
-                raise _Problem(where, f"expected a string, got {_describe(doc)}")
-            text = converted
-        if "\0" in text:
-            raise _Problem(where, "a NUL character is not allowed")
-        return text
 
-    @staticmethod
-    def _integer(doc: Any, where: str, bounds: tuple[int, int], type_name: str) -> int:
-        return 0 if doc is None else _checked_integer(doc, where, bounds, type_name)
+def _string(fields: Mapping[str, Any], name: str, where: str) -> str:
+    """A string field; absent or null is ""."""
+    value = fields.get(name)
+    if type(value) is str and "\0" not in value:
+        return value
+    return _as_string(value, _at(where, name))
 
-    @staticmethod
-    def _optional_integer(
-        doc: Any, where: str, bounds: tuple[int, int], type_name: str
-    ) -> int | None:
-        return None if doc is None else _checked_integer(doc, where, bounds, type_name)
 
-    @staticmethod
-    def _boolean(doc: Any, where: str) -> bool:
-        if doc is None:
-            return False
-        if not isinstance(doc, bool):
-            raise _Problem(where, f"expected true or false, got {_describe(doc)}")
-        return doc
+def _as_string(value: Any, where: str) -> str:
+    if isinstance(value, str):
+        text = value
+    elif value is None:
+        return ""
+    else:
+        converted = go_scalar_string(value)
+        if converted is None:
+            raise _Problem(where, f"expected a string, got {_describe(value)}")
+        text = converted
+    if "\0" in text:
+        raise _Problem(where, "a NUL character is not allowed")
+    return text
+
+
+def _integer(
+    fields: Mapping[str, Any], name: str, where: str, bounds: tuple[int, int], type_name: str
+) -> int | None:
+    """An integer field; absent or null is None (callers turn that into 0 where Go has no
+    pointer)."""
+    value = fields.get(name)
+    if value is None:
+        return None
+    return _checked_integer(value, _at(where, name), bounds, type_name)
 
 
 def _key_name(key: Any, where: str) -> str:
