@@ -116,6 +116,13 @@ class KernelSim:
             modules=modules if modules is not None else {"vfio_pci": "vfio-pci"},
         )
 
+    @property
+    def tables(self) -> dict[str, frozenset[tuple[int, int]]]:
+        """The ID tables in use (``driver -> {(vendor, device)}``): pass them as
+        ``id_tables`` to a later simulator of the same tree, so that what a driver matches
+        does not depend on what happens to be bound when that simulator starts."""
+        return {driver: frozenset(ids) for driver, ids in self._tables.items()}
+
     def binding_options(self) -> dict[str, object]:
         """Keyword arguments for :func:`kata_vfio.binding.bind` and friends."""
         return {"sysfs_root": self.sysfs_root, "sysfs_writer": self.write}

@@ -55,7 +55,7 @@ impl ModuleLoader for PyLoader {
             self.0
                 .call1(py, (module.as_str(),))
                 .map(drop)
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.value(py).to_string())
         })
     }
 }

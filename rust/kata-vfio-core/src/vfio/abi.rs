@@ -570,21 +570,32 @@ pub fn layout() -> AbiLayout {
         IOMMU_DESTROY, IOMMU_IOAS_ALLOC, IOMMU_IOAS_IOVA_RANGES, IOMMU_IOAS_MAP,
         IOMMU_IOAS_UNMAP, IOMMU_OPTION,
     ]));
-    let mut constants = vec![NamedValue {
-        name: "VFIO_API_VERSION",
-        header: Header::Vfio,
-        value: u64::from(VFIO_API_VERSION.unsigned_abs()),
-    }];
+    // Two kernel names have a lower-case `v`, which Rust constants cannot spell.
+    let mut constants = vec![
+        NamedValue {
+            name: "VFIO_API_VERSION",
+            header: Header::Vfio,
+            value: u64::from(VFIO_API_VERSION.unsigned_abs()),
+        },
+        NamedValue {
+            name: "VFIO_TYPE1v2_IOMMU",
+            header: Header::Vfio,
+            value: u64::from(VFIO_TYPE1V2_IOMMU),
+        },
+        NamedValue {
+            name: "VFIO_SPAPR_TCE_v2_IOMMU",
+            header: Header::Vfio,
+            value: u64::from(VFIO_SPAPR_TCE_V2_IOMMU),
+        },
+    ];
     constants.extend(named!(
         Vfio,
         [
             VFIO_TYPE1_IOMMU,
             VFIO_SPAPR_TCE_IOMMU,
-            VFIO_TYPE1V2_IOMMU,
             VFIO_DMA_CC_IOMMU,
             VFIO_EEH,
             VFIO_TYPE1_NESTING_IOMMU,
-            VFIO_SPAPR_TCE_V2_IOMMU,
             VFIO_NOIOMMU_IOMMU,
             VFIO_UNMAP_ALL,
             VFIO_UPDATE_VADDR,
