@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sandbox_hosts import Zoo, cdi_registry, oci_spec
 
 from kata_vfio.errors import InvalidInputError, PlanError
@@ -257,3 +259,43 @@ def test_broken_sandbox_documents_are_input_errors(document: object) -> None:
 
 def _config(base: KataConfig, **changes: object) -> KataConfig:
     return dataclasses.replace(base, **changes).validate()  # type: ignore[arg-type]
+
+
+_JSON = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-3, 300), st.text(max_size=8)),
+    lambda children: st.one_of(
+        st.lists(children, max_size=3), st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+_DEVICE_KEYS = st.sampled_from(["group", "backend", "plug", "iommufd", "nodes", "functions"])
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {
+            "config": st.one_of(
+                _JSON,
+                st.fixed_dictionaries(
+                    {
+                        "vfio_mode": st.sampled_from(["vfio", "guest-kernel", "x"]),
+                        "enable_iommu": st.booleans(),
+                        "hot_plug_vfio": st.just("no-port"),
+                    }
+                ),
+            ),
+            "devices": st.lists(st.one_of(_JSON, st.dictionaries(_DEVICE_KEYS, _JSON)), max_size=2),
+            "ports": st.one_of(
+                _JSON, st.lists(st.dictionaries(st.sampled_from(["id", "free"]), _JSON))
+            ),
+        }
+    )
+)
+def test_any_stored_plan_document_loads_or_is_an_input_error(document: dict[str, Any]) -> None:
+    try:
+        view = SandboxView.from_document(document)
+    except InvalidInputError as exc:
+        assert str(exc)
+    else:
+        assert view.vfio_mode in ("vfio", "guest-kernel")
