@@ -21,6 +21,7 @@ __all__ = [
     "CONFIG_FILE",
     "HOOK_LIFECYCLES",
     "MAX_OCI_SPEC_BYTES",
+    "DuplicateKeyError",
     "annotations",
     "bundle_config_path",
     "check_oci_spec",
@@ -28,6 +29,7 @@ __all__ = [
     "linux_devices",
     "load_bundle",
     "load_oci_spec",
+    "no_duplicate_keys",
     "parse_oci_spec",
     "with_annotations",
     "write_oci_spec",
@@ -76,8 +78,8 @@ def load_oci_spec(path: str | os.PathLike[str]) -> dict[str, Any]:
 def parse_oci_spec(data: bytes | str, *, source: str = "<oci spec>") -> dict[str, Any]:
     """Parses OCI spec JSON (duplicate keys refused) and checks it with :func:`check_oci_spec`."""
     try:
-        document = json.loads(data, object_pairs_hook=_no_duplicates)
-    except _DuplicateKeyError as exc:
+        document = json.loads(data, object_pairs_hook=no_duplicate_keys)
+    except DuplicateKeyError as exc:
         raise OciSpecError(
             f"OCI spec {source}: duplicate key {exc.key!r}", hint="each key may appear once"
         ) from None
@@ -155,17 +157,21 @@ def write_oci_spec(path: str | os.PathLike[str], spec: Mapping[str, Any]) -> Non
     atomic_write(text_path, dump_oci_spec(spec), mode=mode)
 
 
-class _DuplicateKeyError(ValueError):
+class DuplicateKeyError(ValueError):
+    """A JSON object repeats a key (raised by :func:`no_duplicate_keys`)."""
+
     def __init__(self, key: str) -> None:
         super().__init__(key)
         self.key = key
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` for :func:`json.loads` that refuses repeated keys (Go's decoder
+    would silently keep the last one)."""
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise _DuplicateKeyError(key)
+            raise DuplicateKeyError(key)
         result[key] = value
     return result
 

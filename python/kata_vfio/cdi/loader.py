@@ -39,6 +39,7 @@ from kata_vfio.cdi.model import (
 )
 from kata_vfio.cdi.yamlgo import go_parse_int, go_scalar_string, load_yaml
 from kata_vfio.errors import CdiSpecError
+from kata_vfio.oci import DuplicateKeyError, no_duplicate_keys
 
 __all__ = ["MAX_SPEC_BYTES", "load_spec", "parse_spec", "read_spec_bytes"]
 
@@ -121,7 +122,7 @@ def _decode(raw: bytes, source: str) -> Any:
     if raw.lstrip()[:1] == b"{":
         try:
             return _load_json(raw)
-        except _DuplicateKey as dup:
+        except DuplicateKeyError as dup:
             raise CdiSpecError(
                 f"failed to parse CDI Spec {source}: duplicate key {dup.key!r}",
                 hint="each key may appear once in an object",
@@ -142,21 +143,6 @@ def _decode(raw: bytes, source: str) -> Any:
         ) from None
 
 
-class _DuplicateKey(ValueError):
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
-
-
-def _json_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _DuplicateKey(key)
-        result[key] = value
-    return result
-
-
 def _json_int(text: str) -> int | float | str:
     value = go_parse_int(text)
     return value if value is not None else _json_float(text)
@@ -175,7 +161,7 @@ def _json_constant(name: str) -> NoReturn:
 def _load_json(raw: bytes) -> Any:
     return json.loads(
         raw,
-        object_pairs_hook=_json_pairs,
+        object_pairs_hook=no_duplicate_keys,
         parse_int=_json_int,
         parse_float=_json_float,
         parse_constant=_json_constant,

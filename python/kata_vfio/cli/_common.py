@@ -60,6 +60,22 @@ def add_command(
     return sub
 
 
+def add_subcommand(
+    commands: Any, name: str, handler: Handler, help_text: str
+) -> argparse.ArgumentParser:
+    """Adds a subcommand to a command family (``kata-vfio cdi list``) with its own ``--json``.
+
+    Both ``cdi --json list`` and ``cdi list --json`` work: the subcommand's ``--json`` has no
+    default, so it never resets the family's.
+    """
+    sub: argparse.ArgumentParser = commands.add_parser(name, help=help_text, description=help_text)
+    sub.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print stable JSON"
+    )
+    sub.set_defaults(handler=handler)
+    return sub
+
+
 @dataclass(frozen=True)
 class HostRoots:
     """Where the host's sysfs, devfs and procfs are read from."""

@@ -49,12 +49,16 @@ def register(subparsers: Any) -> None:
     commands = cdi.add_subparsers(dest="cdi_command", metavar="SUBCOMMAND")
     commands.required = True
 
-    _subcommand(commands, "list", _cmd_list, "list CDI devices with their spec file and priority")
+    _common.add_subcommand(
+        commands, "list", _cmd_list, "list CDI devices with their spec file and priority"
+    )
 
-    sub = _subcommand(commands, "validate", _cmd_validate, "check CDI spec files strictly")
+    sub = _common.add_subcommand(
+        commands, "validate", _cmd_validate, "check CDI spec files strictly"
+    )
     sub.add_argument("files", nargs="+", metavar="FILE", help="spec file (.yaml or .json)")
 
-    sub = _subcommand(
+    sub = _common.add_subcommand(
         commands, "generate", _cmd_generate, "write CDI specs for the host's VFIO devices"
     )
     sub.add_argument(
@@ -84,7 +88,7 @@ def register(subparsers: Any) -> None:
         help="only functions with this vendor (and device) id, in hex (repeatable)",
     )
 
-    sub = _subcommand(
+    sub = _common.add_subcommand(
         commands, "inject", _cmd_inject, "inject CDI devices into an OCI spec, in place"
     )
     target = sub.add_mutually_exclusive_group(required=True)
@@ -113,16 +117,6 @@ def register(subparsers: Any) -> None:
         help="when stripping, keep the runtime's own cdi.k8s.io/vfio<N> keys",
     )
     sub.add_argument("--dry-run", action="store_true", help="report the changes, write nothing")
-
-
-def _subcommand(
-    commands: Any, name: str, handler: _common.Handler, help_text: str
-) -> argparse.ArgumentParser:
-    sub: argparse.ArgumentParser = commands.add_parser(name, help=help_text, description=help_text)
-    # SUPPRESS keeps `cdi --json list` working: the subcommand's default must not reset it.
-    sub.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
-    sub.set_defaults(handler=handler)
-    return sub
 
 
 def _cmd_missing(args: argparse.Namespace) -> int:
