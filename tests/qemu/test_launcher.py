@@ -94,6 +94,10 @@ def test_runtime_dir_must_be_new_and_short(qemu_binary: str, tmp_path: Path) -> 
     taken.mkdir()
     with pytest.raises(QemuError, match="already exists"):
         QemuProcess(_bare(qemu_binary), runtime_dir=str(taken)).start()
+    nested = tmp_path / "run" / "kata-vfio" / "vm"
+    with QemuProcess(_bare(qemu_binary, ("-S", None)), runtime_dir=str(nested)) as vm:
+        assert vm.runtime_dir == str(nested)
+    assert not nested.exists() and nested.parent.is_dir()  # only the VM's own directory goes
     deep = tmp_path / ("d" * 120)
     with pytest.raises(QemuError, match="longer than 107 bytes"):
         QemuProcess(_bare(qemu_binary), runtime_dir=str(deep)).start()

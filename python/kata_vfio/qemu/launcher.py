@@ -47,8 +47,9 @@ class QemuProcess:
     """One QEMU process (see the module docstring).
 
     ``command`` is a :class:`QemuCommand` or an argv list (first element the binary).
-    ``runtime_dir`` is created (it must not exist); by default a fresh directory under
-    ``runtime_parent`` (default: the system temporary directory). ``start_timeout`` bounds
+    ``runtime_dir`` is created (it must not exist; missing parents are made 0755); by default a
+    fresh directory under ``runtime_parent`` (default: the system temporary directory).
+    ``start_timeout`` bounds
     the wait for QMP; ``qmp_timeout`` each QMP call; ``powerdown_timeout`` how long
     :meth:`stop` gives the guest to power off before it sends ``quit``.
     """
@@ -228,6 +229,8 @@ class QemuProcess:
             return tempfile.mkdtemp(prefix="kata-vfio-qemu-", dir=self._runtime_parent)
         path = os.path.abspath(self._requested_dir)
         try:
+            # The parent (e.g. /run/kata-vfio) is shared by all VMs; only the leaf is private.
+            os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
             os.mkdir(path, 0o700)
         except FileExistsError as exc:
             raise QemuError(
@@ -237,7 +240,7 @@ class QemuProcess:
         except OSError as exc:
             raise QemuError(
                 f"cannot create runtime directory {path}: {exc.strerror}",
-                hint="create its parent directory first",
+                hint="choose a runtime directory this user may create",
             ) from exc
         os.chmod(path, 0o700)  # whatever the umask said
         return path
