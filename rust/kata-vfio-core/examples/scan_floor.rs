@@ -1,0 +1,131 @@
+//! The floor for the scan benchmark: the fewest syscalls a PCI listing needs, with no parsing
+//! and no result building. Per device: `openat` the device directory through the
+//! `bus/pci/devices` link, one read each of `uevent`, `revision`, `numa_node` and
+//! `driver_override`, `readlinkat` of `iommu_group`, `fstatat` of `config`.
+//!
+//! Usage: `scan_floor SYSFS_ROOT [ITERATIONS] [THREADS]`. Prints one line,
+//! `floor devices=N threads=T best_ns=...`, the best wall time of ITERATIONS full walks.
+//! THREADS > 1 splits the device list into that many chunks walked by scoped threads.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
+
+const ATTRS: [&str; 4] = ["uevent", "revision", "numa_node", "driver_override"];
+
+fn open_dir(dir: BorrowedFd<'_>, name: &str) -> rustix::io::Result<OwnedFd> {
+    rfs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// Reads one attribute; returns the byte count (0 when it cannot be read).
+fn read_attr(dir: BorrowedFd<'_>, name: &str, buf: &mut [u8]) -> usize {
+    let Ok(fd) = rfs::openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()) else {
+        return 0;
+    };
+    rustix::io::read(&fd, buf).unwrap_or(0)
+}
+
+/// Walks some devices; the returned sum only keeps the work from being optimised away.
+fn walk(devices: BorrowedFd<'_>, names: &[String]) -> usize {
+    let mut buf = [0u8; 4096];
+    let mut link = [0u8; 256];
+    let mut total = 0usize;
+    for name in names {
+        let Ok(dir) = open_dir(devices, name) else {
+            continue;
+        };
+        let dir = dir.as_fd();
+        for attr in ATTRS {
+            total += read_attr(dir, attr, &mut buf);
+        }
+        total += rfs::readlinkat_raw(dir, "iommu_group", &mut link[..]).unwrap_or(0);
+        total += rfs::statat(dir, "config", AtFlags::SYMLINK_NOFOLLOW)
+            .map_or(0, |st| usize::try_from(st.st_size).unwrap_or(0));
+    }
+    total
+}
+
+fn list(devices: BorrowedFd<'_>) -> rustix::io::Result<Vec<String>> {
+    let dir = rfs::Dir::read_from(devices)?;
+    let mut names = Vec::new();
+    for entry in dir {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy();
+        if !name.starts_with('.') {
+            names.push(name.into_owned());
+        }
+    }
+    Ok(names)
+}
+
+/// One full scan: open the devices directory, list it, walk every device.
+fn scan_once(root: BorrowedFd<'_>, threads: usize) -> rustix::io::Result<(usize, usize)> {
+    let devices = open_dir(root, "bus/pci/devices")?;
+    let names = list(devices.as_fd())?;
+    if threads <= 1 {
+        return Ok((names.len(), walk(devices.as_fd(), &names)));
+    }
+    let chunk = names.len().div_ceil(threads).max(1);
+    let fd = devices.as_fd();
+    let total = std::thread::scope(|scope| {
+        let workers: Vec<_> = names
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || walk(fd, part)))
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or(0))
+            .sum::<usize>()
+    });
+    Ok((names.len(), total))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let Some(root_path) = args.get(1) else {
+        eprintln!("usage: scan_floor SYSFS_ROOT [ITERATIONS] [THREADS]");
+        return ExitCode::from(2);
+    };
+    let iterations: u32 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(5);
+    let threads: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(1);
+    let root = match rfs::open(
+        root_path.as_str(),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(err) => {
+            eprintln!("scan_floor: cannot open {root_path}: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut best = Duration::MAX;
+    let mut devices = 0;
+    let mut checksum = 0;
+    for _ in 0..iterations.max(1) {
+        let start = Instant::now();
+        match scan_once(root.as_fd(), threads) {
+            Ok((count, sum)) => {
+                devices = count;
+                checksum = sum;
+            }
+            Err(err) => {
+                eprintln!("scan_floor: {root_path}/bus/pci/devices: {err}");
+                return ExitCode::from(1);
+            }
+        }
+        best = best.min(start.elapsed());
+    }
+    println!(
+        "floor devices={devices} threads={threads} best_ns={} checksum={checksum}",
+        best.as_nanos()
+    );
+    ExitCode::SUCCESS
+}
