@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import kata_vfio._core as core
 from kata_vfio.cdi import DevfsLookup, Registry, generate_vfio_spec, write_vfio_spec
 from kata_vfio.kata.config import KataConfig, load_config
@@ -238,3 +240,18 @@ def cdi_registry(
     spec_dir.mkdir(parents=True, exist_ok=True)
     write_vfio_spec(spec, str(spec_dir))
     return Registry([spec_dir], device_lookup=DevfsLookup(server.dev_root, server.sysfs_root))
+
+
+@pytest.fixture(scope="session")
+def zoo(tmp_path_factory: pytest.TempPathFactory) -> Zoo:
+    """The shared fake server (see ``ZOO``), built once per session; read-only."""
+    return zoo_server(tmp_path_factory.mktemp("zoo") / "host")
+
+
+@pytest.fixture
+def nvidia_config(tmp_path: Path) -> KataConfig:
+    """Kata's NVIDIA GPU configuration (cold_plug_vfio = root-port, 8 root ports), copied."""
+    config = nvidia_kata_config(tmp_path)
+    if config is None:
+        pytest.skip(f"Kata configurations not found under {KATA_CONFIGS}")
+    return config

@@ -44,7 +44,9 @@ def register(subparsers: Any) -> None:
     commands = qemu.add_subparsers(dest="qemu_command", metavar="SUBCOMMAND")
     commands.required = True
 
-    sub = _subcommand(commands, "run", _cmd_run, "start the planned sandbox VM (foreground)")
+    sub = _common.add_subcommand(
+        commands, "run", _cmd_run, "start the planned sandbox VM (foreground)"
+    )
     add_plan_options(sub)
     sub.add_argument("--dry-run", action="store_true", help="print the command, start nothing")
     sub.add_argument(
@@ -55,7 +57,9 @@ def register(subparsers: Any) -> None:
         help="how long QEMU may take to answer on QMP (default 30)",
     )
 
-    sub = _subcommand(commands, "hotplug", _cmd_hotplug, "hot-plug a VFIO device into a free port")
+    sub = _common.add_subcommand(
+        commands, "hotplug", _cmd_hotplug, "hot-plug a VFIO device into a free port"
+    )
     _qmp_option(sub)
     sub.add_argument(
         "--device",
@@ -71,7 +75,9 @@ def register(subparsers: Any) -> None:
         help="port(s) to choose from, in order (default: every free port, numeric order)",
     )
 
-    sub = _subcommand(commands, "unplug", _cmd_unplug, "unplug a device and its iommufd object")
+    sub = _common.add_subcommand(
+        commands, "unplug", _cmd_unplug, "unplug a device and its iommufd object"
+    )
     _qmp_option(sub)
     target = sub.add_mutually_exclusive_group(required=True)
     target.add_argument("--device", metavar="NODE", help="the VFIO node it was plugged from")
@@ -87,17 +93,10 @@ def register(subparsers: Any) -> None:
         help="how long the guest may take to release the device (default 30)",
     )
 
-    sub = _subcommand(commands, "ports", _cmd_ports, "list the VM's PCIe ports and what is on them")
+    sub = _common.add_subcommand(
+        commands, "ports", _cmd_ports, "list the VM's PCIe ports and what is on them"
+    )
     _qmp_option(sub)
-
-
-def _subcommand(
-    commands: Any, name: str, handler: _common.Handler, help_text: str
-) -> argparse.ArgumentParser:
-    sub: argparse.ArgumentParser = commands.add_parser(name, help=help_text, description=help_text)
-    sub.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
-    sub.set_defaults(handler=handler)
-    return sub
 
 
 def _qmp_option(parser: argparse.ArgumentParser) -> None:

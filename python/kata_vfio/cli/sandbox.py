@@ -45,7 +45,7 @@ def register(subparsers: Any) -> None:
     commands = sandbox.add_subparsers(dest="sandbox_command", metavar="SUBCOMMAND")
     commands.required = True
 
-    sub = _subcommand(
+    sub = _common.add_subcommand(
         commands, "plan", _cmd_plan, "plan the sandbox VM: CDI devices, ports, QEMU command"
     )
     add_plan_options(sub)
@@ -53,7 +53,7 @@ def register(subparsers: Any) -> None:
         "--write", action="store_true", help="store the edited config.json (atomically)"
     )
 
-    sub = _subcommand(
+    sub = _common.add_subcommand(
         commands, "container", _cmd_container, "plan a container in a planned sandbox"
     )
     sub.add_argument("--bundle", required=True, metavar="DIR", help="the container's bundle")
@@ -136,15 +136,6 @@ def _load_config(path: str | None) -> KataConfig:
         "no Kata configuration found in " + ", ".join(DEFAULT_CONFIGS),
         hint="pass one with --config",
     )
-
-
-def _subcommand(
-    commands: Any, name: str, handler: _common.Handler, help_text: str
-) -> argparse.ArgumentParser:
-    sub: argparse.ArgumentParser = commands.add_parser(name, help=help_text, description=help_text)
-    sub.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
-    sub.set_defaults(handler=handler)
-    return sub
 
 
 def _cmd_missing(args: argparse.Namespace) -> int:
