@@ -7,12 +7,15 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sandbox_hosts import Zoo, cdi_registry, oci_spec
 
 from kata_vfio.errors import (
     CdiInjectionError,
     CdiNameError,
     ConfigError,
+    KataVfioError,
     NotAssignableError,
     PlanError,
 )
@@ -399,3 +402,71 @@ def test_document_has_the_promised_keys(zoo: Zoo, nvidia_config: KataConfig) -> 
     assert {"devices", "ports", "qemu_argv", "annotations_removed", "spec"} <= set(document)
     assert json.loads(json.dumps(document)) == document
     assert [p["free"] for p in document["ports"]] == [False] + [True] * 7
+
+
+_PATHS = st.one_of(
+    st.sampled_from(
+        [
+            "/dev/vfio/11",
+            "/dev/vfio/13",
+            "/dev/vfio/33",
+            "/dev/vfio/35",
+            "/dev/vfio/999",
+            "/dev/vfio/vfio",
+            "/dev/iommu",
+            "/dev/vfio/devices/vfio0",
+            "/dev/vfio/devices/vfio99",
+            "/dev/vfio/noiommu-1",
+            "/dev/vfio/../vfio/11",
+            "/dev/vfio/11/",
+            "/dev/null",
+        ]
+    ),
+    st.text(max_size=20).map(lambda t: "/dev/vfio/" + t),
+)
+_ANNOTATIONS = st.dictionaries(
+    st.sampled_from(
+        [
+            "cdi.k8s.io/vfio",
+            "cdi.k8s.io/x",
+            "io.katacontainers.config.hypervisor.enable_iommu",
+            "io.katacontainers.config.runtime.vfio_mode",
+            "other",
+        ]
+    ),
+    st.one_of(
+        st.sampled_from(["nvidia.com/pgpu=0", "true", "vfio", "bogus=", ""]), st.text(max_size=10)
+    ),
+    max_size=3,
+)
+
+
+@settings(
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    deadline=None,
+    max_examples=60,
+)
+@given(
+    st.lists(
+        st.fixed_dictionaries({"path": _PATHS}, optional={"major": st.integers(-1, 300)}),
+        max_size=5,
+    ),
+    _ANNOTATIONS,
+)
+def test_any_sandbox_spec_gives_a_plan_or_a_project_error(
+    zoo: Zoo,
+    nvidia_config: KataConfig,
+    tmp_path: Path,
+    devices: list[dict[str, object]],
+    annotations: dict[str, str],
+) -> None:
+    server, names = zoo
+    registry = cdi_registry(server, tmp_path / "cdi", [names["gpu0"][0]])
+    spec = {"ociVersion": "1.1.0", "annotations": annotations, "linux": {"devices": devices}}
+    try:
+        plan = plan_sandbox(spec, host=server.host, config=nvidia_config, registry=registry)
+    except KataVfioError as exc:
+        assert str(exc)
+    else:
+        assert not any(k.startswith("cdi.k8s.io/") for k in plan.spec.get("annotations", {}))
+        assert len(plan.topology.ports) <= 16
