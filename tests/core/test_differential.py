@@ -83,14 +83,6 @@ def test_reference_scan_reports_what_the_tree_was_built_from(spec):
     assert {g.id for g in ref.groups} == (groups if spec.iommu else set())
 
 
-NOIOMMU_DIVERGENCE = (
-    "Rust core: in noiommu mode the kernel names cdevs noiommu-vfioN (vfio_main.c "
-    "dev_set_name '%svfio%d') and vfio's noiommu groups (name = vfio-noiommu) are no IOMMU; "
-    "the core misses the cdev and reports the IOMMU as enabled"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=NOIOMMU_DIVERGENCE)
 def test_noiommu_host_agrees(tmp_path):
     devices = [
         {"bdf": "0000:00:02.0", "id": "10de:2330", "class": "030200", "driver": "vfio-pci"},

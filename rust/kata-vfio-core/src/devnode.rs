@@ -7,7 +7,7 @@
 use std::os::fd::BorrowedFd;
 
 use crate::bdf::{last_bdf_in_path, Bdf};
-use crate::sysfs::device::is_cdev_name;
+use crate::sysfs::device::cdev_number;
 use crate::sysfs::io::{list_dir_at, read_text_at, readlink_at};
 
 /// The kind of a device path.
@@ -89,7 +89,7 @@ pub fn classify(path: &str) -> DevNode {
         if rest == "vfio" {
             node.kind = DevNodeKind::Container;
         } else if let Some(name) = rest.strip_prefix("devices/") {
-            if is_cdev_name(name) {
+            if cdev_number(name).is_some() {
                 node.kind = DevNodeKind::Cdev;
                 node.cdev = Some(name.to_owned());
             }
@@ -215,6 +215,8 @@ mod tests {
         );
         assert_eq!(kind("/dev/vfio/devices/vfio"), DevNodeKind::Other);
         assert_eq!(kind("/dev/vfio/devices/vfio01"), DevNodeKind::Other);
+        assert_eq!(kind("/dev/vfio/devices/noiommu-vfio0"), DevNodeKind::Cdev);
+        assert_eq!(kind("/dev/vfio/devices/noiommu-0"), DevNodeKind::Other);
         assert_eq!(kind("/dev/vfio/noiommu-3"), DevNodeKind::NoIommuGroup);
         assert_eq!(kind("/dev/iommu"), DevNodeKind::Iommufd);
         assert_eq!(kind("/dev/vfio/012"), DevNodeKind::Other);

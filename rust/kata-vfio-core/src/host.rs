@@ -181,7 +181,12 @@ fn node_order(node: &DevNode) -> (u8, u64, String) {
     let number = node
         .group
         .map(u64::from)
-        .or_else(|| node.cdev.as_ref().and_then(|c| c[4..].parse().ok()))
+        .or_else(|| {
+            node.cdev
+                .as_deref()
+                .and_then(crate::sysfs::device::cdev_number)
+                .map(u64::from)
+        })
         .unwrap_or(0);
     (rank, number, node.path.clone())
 }

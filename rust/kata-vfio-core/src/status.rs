@@ -30,6 +30,8 @@ pub struct GroupEvidence {
     pub listed: Option<u32>,
     /// Distinct groups named by the devices' own `iommu_group` links.
     pub linked: u32,
+    /// How many of those are vfio's software no-IOMMU groups (no evidence of an IOMMU).
+    pub noiommu: u32,
 }
 
 /// Kernel arguments that matter for IOMMU and VFIO.
@@ -94,17 +96,25 @@ pub fn read_status(
 
 fn verdict(status: &IommuStatus, groups: GroupEvidence) -> (bool, Vec<String>) {
     let mut reasons = Vec::new();
-    let enabled = match groups.listed {
+    let real_listed = groups.listed.map(|n| n.saturating_sub(groups.noiommu));
+    let real_linked = groups.linked.saturating_sub(groups.noiommu);
+    let enabled = match real_listed {
         Some(n) if n > 0 => {
             reasons.push(format!("{n} IOMMU groups under /sys/kernel/iommu_groups"));
             true
         }
-        _ if groups.linked > 0 => {
+        _ if real_linked > 0 => {
             reasons.push(format!(
-                "devices link to {} IOMMU groups (kernel/iommu_groups is missing from this tree)",
-                groups.linked
+                "devices link to {real_linked} IOMMU groups (kernel/iommu_groups is missing from this tree)"
             ));
             true
+        }
+        Some(_) if groups.noiommu > 0 => {
+            reasons.push(format!(
+                "/sys/kernel/iommu_groups holds only {} vfio no-IOMMU groups: the kernel runs without an IOMMU",
+                groups.noiommu
+            ));
+            false
         }
         Some(_) => {
             reasons.push(

@@ -152,15 +152,22 @@ fn find_cdev(dir: BorrowedFd<'_>) -> Option<String> {
     let names = list_dir_at(dir, "vfio-dev").ok()?;
     names
         .into_iter()
-        .filter(|n| is_cdev_name(n))
-        .min_by_key(|n| n[4..].parse::<u64>().unwrap_or(u64::MAX))
+        .filter_map(|n| cdev_number(&n).map(|number| (number, n)))
+        .min()
+        .map(|(_, name)| name)
 }
 
-/// `vfio` followed by a decimal number without leading zeros.
-pub fn is_cdev_name(name: &str) -> bool {
-    name.strip_prefix("vfio").is_some_and(|n| {
-        !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && (n == "0" || !n.starts_with('0'))
-    })
+/// The number of a vfio cdev name: `vfioN`, or `noiommu-vfioN` for a device in a no-IOMMU
+/// group (the kernel's `"%svfio%d"` in vfio_main.c); N is decimal without leading zeros.
+pub fn cdev_number(name: &str) -> Option<u32> {
+    let digits = name
+        .strip_prefix("noiommu-")
+        .unwrap_or(name)
+        .strip_prefix("vfio")?;
+    let canonical = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'));
+    canonical.then(|| digits.parse().ok()).flatten()
 }
 
 /// `sriov_numvfs` and the `virtfnN` links of a PF, in numeric PCI order.

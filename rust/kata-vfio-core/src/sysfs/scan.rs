@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 use super::device::{read_device, CdevMap};
-use super::io::{exists_at, list_dir, list_dir_at, open_dir, open_dir_at};
+use super::io::{exists_at, list_dir, list_dir_at, open_dir, open_dir_at, read_text_at};
 use crate::bdf::Bdf;
 use crate::devnode::{read_registered_nodes, DevNode, DevNodeKind};
 use crate::error::{Error, Result};
@@ -97,9 +97,12 @@ pub fn scan(options: &ScanOptions) -> Result<Host> {
     link_vfs_to_pfs(&mut devices);
 
     let members = members_from_devices(&devices);
+    let fake_groups = noiommu_groups(root_fd);
+    let to_u32 = |count: usize| u32::try_from(count).unwrap_or(u32::MAX);
     let evidence = GroupEvidence {
-        listed: count_listed_groups(root_fd),
-        linked: u32::try_from(members.len()).unwrap_or(u32::MAX),
+        listed: count_listed_groups(root_fd).map(to_u32),
+        linked: to_u32(members.len()),
+        noiommu: to_u32(fake_groups.len()),
     };
     let sysfs_text = options.sysfs_root.to_string_lossy().into_owned();
     let groups = build_groups(members, &devices, &sysfs_text);
@@ -171,10 +174,28 @@ fn walk(
 }
 
 /// How many groups `kernel/iommu_groups` lists (`None` when the directory is missing).
-fn count_listed_groups(root: BorrowedFd<'_>) -> Option<u32> {
+fn count_listed_groups(root: BorrowedFd<'_>) -> Option<usize> {
     let names = list_dir_at(root, "kernel/iommu_groups").ok()?;
-    let count = names.iter().filter(|n| n.parse::<u32>().is_ok()).count();
-    Some(u32::try_from(count).unwrap_or(u32::MAX))
+    Some(names.iter().filter(|n| n.parse::<u32>().is_ok()).count())
+}
+
+/// The software groups vfio makes in its unsafe no-IOMMU mode (their `name` reads
+/// `vfio-noiommu`): they hold devices but are no evidence of an IOMMU. Only looked for when
+/// that mode is on, so a normal scan pays nothing.
+fn noiommu_groups(root: BorrowedFd<'_>) -> Vec<u32> {
+    let mode = read_text_at(root, "module/vfio/parameters/enable_unsafe_noiommu_mode");
+    if !mode.is_ok_and(|m| m == "Y" || m == "1") {
+        return Vec::new();
+    }
+    list_dir_at(root, "kernel/iommu_groups")
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|n| n.parse::<u32>().ok())
+        .filter(|g| {
+            read_text_at(root, &format!("kernel/iommu_groups/{g}/name"))
+                .is_ok_and(|name| name == "vfio-noiommu")
+        })
+        .collect()
 }
 
 /// Function -> cdev name from the registered cdev nodes; `None` without `class/vfio-dev`.
