@@ -7,7 +7,6 @@ from __future__ import annotations
 import tempfile
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
