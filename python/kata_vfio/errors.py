@@ -69,11 +69,12 @@ class HostIOError(KataVfioError, OSError):
         self.errno = errno
         self.filename = path
         self.strerror = message
+        self._path = path
 
     @property
     def path(self) -> str | None:
         """The path the failing call was made on."""
-        return self.filename
+        return self._path
 
     def __str__(self) -> str:
         return self.message
