@@ -40,6 +40,17 @@ def driver_of(bdf: str) -> str | None:
     return os.path.basename(os.readlink(link)) if link.is_symlink() else None
 
 
+def driver_override(bdf: str) -> str | None:
+    """The device's driver_override, None when unset (sysfs shows "(null)")."""
+    value = (SYS_PCI / "devices" / bdf / "driver_override").read_text().strip()
+    return None if value == "(null)" else value
+
+
+def has_driver(name: str) -> bool:
+    """Whether a PCI driver called ``name`` is registered (built in or module loaded)."""
+    return (SYS_PCI / "drivers" / name).is_dir()
+
+
 def group_of(bdf: str) -> int:
     """The device's IOMMU group number."""
     return int(os.path.basename(os.readlink(SYS_PCI / "devices" / bdf / "iommu_group")))
@@ -78,7 +89,7 @@ def _write(path: Path, value: str) -> None:
 
 def ensure_vfio_pci() -> None:
     """Load vfio-pci if its driver directory is missing (Debian ships it as a module)."""
-    if not (SYS_PCI / "drivers" / "vfio-pci").is_dir():
+    if not has_driver("vfio-pci"):
         subprocess.run(["modprobe", "vfio-pci"], check=True)
 
 
@@ -104,3 +115,22 @@ def _reprobe(bdf: str, override: str) -> None:
         # drivers_probe reports a probe that found no driver; the check reads the result.
         if exc.errno not in (errno.ENODEV, errno.EINVAL):
             raise
+
+
+def endpoint_states() -> dict[str, dict[str, str | None]]:
+    """Driver and driver_override of every emulated NIC of the lab topology."""
+    from kvlab import topology
+
+    nics = sorted(bdf for shape in topology.EXPECTED_ENDPOINTS.values() for bdf in shape)
+    return {bdf: {"driver": driver_of(bdf), "override": driver_override(bdf)} for bdf in nics}
+
+
+def reset_endpoints(wanted: dict[str, dict[str, str | None]]) -> None:
+    """Put NICs back to ``wanted`` (harness cleanup after a check that failed to)."""
+    for bdf, state in wanted.items():
+        if {"driver": driver_of(bdf), "override": driver_override(bdf)} == state:
+            continue
+        if state["override"] is None:
+            raw_restore(bdf)
+        else:
+            raw_bind(bdf, state["override"])

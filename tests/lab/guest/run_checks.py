@@ -21,12 +21,13 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
 sys.path[:0] = [str(HERE), str(REPO / "tools" / "lab")]
 
-from guestlib import Unavailable  # noqa: E402 (needs the path above)
+import kernel_facts  # noqa: E402 (needs the path above)
+from guestlib import Unavailable  # noqa: E402
 
 # Check modules per suite, in the order they run (each leaves the devices as it found them).
 SUITES: dict[str, tuple[str, ...]] = {
-    "debian": ("check_scan",),
-    "lab": ("check_scan",),
+    "debian": ("check_bind", "check_scan"),
+    "lab": ("check_bind", "check_scan"),
 }
 
 
@@ -57,6 +58,7 @@ def main() -> int:
         started = time.monotonic()
         entry: dict[str, Any]
         name = module_name.removeprefix("check_")
+        before = kernel_facts.endpoint_states()
         try:
             module = importlib.import_module(module_name)
             entry = {"status": "done", "facts": module.run(context)}
@@ -65,6 +67,12 @@ def main() -> int:
         except Exception:
             entry = {"status": "error", "error": traceback.format_exc()}
         entry["seconds"] = round(time.monotonic() - started, 2)
+        # Each check must leave the devices as it found them; if not, say so and reset them
+        # so the next check starts clean.
+        entry["devices_before"] = before
+        entry["devices_after"] = kernel_facts.endpoint_states()
+        if entry["devices_after"] != before:
+            kernel_facts.reset_endpoints(before)
         print(f"KVLAB-CHECK {name} {entry['status']} {entry['seconds']}s", flush=True)
         results["checks"][name] = entry
         _write_results(args.out, results)
