@@ -12,8 +12,9 @@ device, spec-level env, hooks and mounts):
 * the strict YAML loader on libyaml's parser against the same loader on PyYAML's pure-Python
   parser.
 
-Each figure is the median of several repetitions; ratios compare medians taken in the same
-process, one after the other, so the machine's speed cancels out.
+Each figure is the median of several rounds; in every round the measured action and its
+baseline run back to back, and the ratio reported is the median of the per-round ratios, so a
+change in the machine's load hits both sides alike.
 """
 
 from __future__ import annotations
@@ -130,15 +131,30 @@ def injection_setup(directory: Path) -> tuple[Registry, dict[str, Any], list[str
     return registry, oci, names
 
 
-def median_seconds(action: Callable[[], object], repeat: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
+def seconds(action: Callable[[], object], times: int = 1) -> float:
+    """Mean wall time of ``times`` calls, taken together."""
+    start = time.perf_counter()
+    for _ in range(times):
         action()
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        action()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+    return (time.perf_counter() - start) / times
+
+
+def paired(
+    measured: Callable[[], object],
+    baseline: Callable[[], object],
+    repeat: int,
+    times: int = 1,
+) -> tuple[float, float, float]:
+    """Medians of ``measured`` and ``baseline`` and of their per-pair ratio, the two timed
+    back to back in each round so that a change in the machine's load hits both alike."""
+    measured()
+    baseline()
+    pairs = [(seconds(measured, times), seconds(baseline, times)) for _ in range(repeat)]
+    return (
+        statistics.median(m for m, _ in pairs),
+        statistics.median(b for _, b in pairs),
+        statistics.median(m / b for m, b in pairs),
+    )
 
 
 def full_load(directory: Path) -> Registry:
@@ -165,40 +181,53 @@ def strict_yaml_parse(directory: Path, pure_python: bool) -> None:
 
 def measure(quick: bool) -> dict[str, Any]:
     repeat = 3 if quick else 5
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"load_before": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         for fmt in ("yaml", "json"):
             directory = root / fmt
             write_corpus(directory, fmt)
-            size = sum(p.stat().st_size for p in directory.iterdir())
-            baseline = median_seconds(lambda d=directory, f=fmt: parse_only(d, f), repeat)
-            load = median_seconds(lambda d=directory: full_load(d), repeat)
-            results[fmt] = {"bytes": size, "parse_only_s": baseline, "full_load_s": load}
+            load, parse, ratio = paired(
+                lambda d=directory: full_load(d),
+                lambda d=directory, f=fmt: parse_only(d, f),
+                repeat,
+            )
+            results[fmt] = {
+                "bytes": sum(p.stat().st_size for p in directory.iterdir()),
+                "full_load_s": load,
+                "parse_only_s": parse,
+                "load_ratio": ratio,
+            }
         # Let the files age past the registry's racy window, as files do on a real host.
         time.sleep(registry_module._RACY_WINDOW_NS / 1e9 + 0.5)
         for fmt in ("yaml", "json"):
             registry = full_load(root / fmt)
-            unchanged = median_seconds(registry.refresh, repeat * 4)
             report = registry.refresh()
             if report.unchanged != FILES or report.changed or report.added:
                 raise SystemExit(f"refresh re-read files: {report}")
-            results[fmt]["refresh_unchanged_s"] = unchanged
+            refresh, load, ratio = paired(
+                registry.refresh, lambda d=root / fmt: full_load(d), repeat, times=1
+            )
+            results[fmt].update(refresh_unchanged_s=refresh, refresh_ratio=ratio)
         registry, oci, names = injection_setup(root / "inject")
         registry.refresh()
+        inject, deepcopy, ratio = paired(
+            lambda: registry.inject(oci, names), lambda: copy.deepcopy(oci), repeat * 5, times=100
+        )
         results["inject"] = {
-            "deepcopy_s": median_seconds(lambda: copy.deepcopy(oci), repeat * 200),
-            "inject_s": median_seconds(lambda: registry.inject(oci, names), repeat * 200),
+            "inject_s": inject,
+            "deepcopy_s": deepcopy,
+            "ratio": ratio,
             "devices": len(registry.inject(oci, names).spec["linux"]["devices"]),
         }
         yaml_dir = root / "yaml"
-        pure_repeat = 1 if quick else 2
-        results["loader"] = {
-            "libyaml_s": median_seconds(lambda: strict_yaml_parse(yaml_dir, False), pure_repeat),
-            "pure_python_s": median_seconds(
-                lambda: strict_yaml_parse(yaml_dir, True), pure_repeat, warmup=0
-            ),
-        }
+        libyaml, pure, ratio = paired(
+            lambda: strict_yaml_parse(yaml_dir, False),
+            lambda: strict_yaml_parse(yaml_dir, True),
+            1 if quick else 2,
+        )
+        results["loader"] = {"libyaml_s": libyaml, "pure_python_s": pure, "ratio": ratio}
+    results["load_after"] = os.getloadavg()[0]
     return results
 
 
@@ -209,8 +238,10 @@ def report(results: dict[str, Any]) -> str:
         f"Measured {datetime.date.today().isoformat()} by `python benches/run_cdi_bench.py` on "
         f"{os.cpu_count()} CPU(s) ({platform.machine()}, {_cpu_model()}), Python "
         f"{platform.python_version()}, PyYAML {yaml.__version__} "
-        f"({'with' if HAS_LIBYAML else 'without'} libyaml). The machine is shared, so absolute "
-        "times are noisy; the ratios compare medians taken one after the other in the same run.",
+        f"({'with' if HAS_LIBYAML else 'without'} libyaml). The machine is shared (load average "
+        f"{results['load_before']:.1f} at the start, {results['load_after']:.1f} at the end), so "
+        "absolute times are noisy; each ratio is the median of per-round ratios, the two sides "
+        "timed back to back in every round.",
         "",
         f"Corpus: {FILES} spec files, {FILES * DEVICES_PER_FILE} devices "
         "(nvidia-ctk-shaped: two device nodes per device; spec-level env, 3 hooks, 2 mounts).",
@@ -224,27 +255,26 @@ def report(results: dict[str, Any]) -> str:
             f"| registry full load, {fmt.upper()} ({r['bytes'] / 1e6:.1f} MB) | parse only "
             f"({'libyaml plain load' if fmt == 'yaml' else 'json.loads'}) | "
             f"{r['full_load_s'] * 1e3:.0f} ms | {r['parse_only_s'] * 1e3:.0f} ms | "
-            f"{r['full_load_s'] / r['parse_only_s']:.2f}x |"
+            f"{r['load_ratio']:.2f}x |"
         )
     for fmt in ("yaml", "json"):
         r = results[fmt]
         lines.append(
             f"| refresh, nothing changed, {fmt.upper()} | full load | "
             f"{r['refresh_unchanged_s'] * 1e3:.2f} ms | {r['full_load_s'] * 1e3:.0f} ms | "
-            f"{100 * r['refresh_unchanged_s'] / r['full_load_s']:.3f}% (target < 2%) |"
+            f"{100 * r['refresh_ratio']:.3f}% (target < 2%) |"
         )
     inject = results["inject"]
     lines.append(
         f"| inject {INJECTED} devices into the runtime-spec example ({inject['devices']} nodes "
         f"added) | deepcopy of that spec | {inject['inject_s'] * 1e6:.0f} µs | "
-        f"{inject['deepcopy_s'] * 1e6:.0f} µs | {inject['inject_s'] / inject['deepcopy_s']:.1f}x |"
+        f"{inject['deepcopy_s'] * 1e6:.0f} µs | {inject['ratio']:.1f}x |"
     )
     loader = results["loader"]
     lines.append(
         f"| strict YAML loader on libyaml | same loader, pure-Python parser | "
         f"{loader['libyaml_s'] * 1e3:.0f} ms | {loader['pure_python_s'] * 1e3:.0f} ms | "
-        f"{loader['libyaml_s'] / loader['pure_python_s']:.2f}x "
-        f"({loader['pure_python_s'] / loader['libyaml_s']:.1f}x faster) |"
+        f"{loader['ratio']:.2f}x ({1 / loader['ratio']:.1f}x faster) |"
     )
     lines += [
         "",
