@@ -25,6 +25,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -111,16 +112,24 @@ def floor(binary: str, host: FakeHost, repeat: int, threads: int) -> float:
     return int(match.group(1)) / 1e9
 
 
-def best_interleaved(timers: dict[str, Timer], host: FakeHost, rounds: int) -> dict[str, float]:
-    """Best time of each contender over ``rounds`` rounds; each round runs every contender
-    once, so a change in machine load hits all of them alike."""
+def interleaved(
+    timers: dict[str, Timer], host: FakeHost, rounds: int
+) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """Runs every contender once per round, ``rounds`` times, so that a change in machine
+    load hits all of them alike. Returns each contender's best time and every round's times
+    (for per-round ratios)."""
     for timer in timers.values():
         timer(host)  # warm the dentry cache and the code paths
-    results = {name: float("inf") for name in timers}
-    for _ in range(rounds):
-        for name, timer in timers.items():
-            results[name] = min(results[name], timer(host))
-    return results
+    per_round = [{name: timer(host) for name, timer in timers.items()} for _ in range(rounds)]
+    best = {name: min(r[name] for r in per_round) for name in timers}
+    return best, per_round
+
+
+def median_ratio(per_round: list[dict[str, float]], top: str, bottom: str) -> float:
+    """The median over rounds of ``top / bottom`` measured in the same round."""
+    if not per_round or top not in per_round[0] or bottom not in per_round[0]:
+        return float("nan")
+    return statistics.median(r[top] / r[bottom] for r in per_round)
 
 
 _RSS_PROBE = """
@@ -148,15 +157,16 @@ def rss_per_device(which: str, host: FakeHost, count: int) -> float:
     return int(out.strip()) / count
 
 
-def import_cost(repeat: int = 7) -> tuple[float, float]:
-    """(wall seconds of ``python -c 'import kata_vfio'`` minus ``python -c pass``,
+def import_cost(repeat: int = 21) -> tuple[float, float]:
+    """(median over paired runs of ``python -c 'import kata_vfio'`` minus ``python -c pass``,
     self-reported cumulative import time of kata_vfio from ``-X importtime``)."""
 
     def run(code: str) -> float:
         return _timed(lambda: subprocess.run([sys.executable, "-c", code], check=True))
 
-    base = min(run("pass") for _ in range(repeat))
-    with_import = min(run("import kata_vfio") for _ in range(repeat))
+    # Paired runs, median difference: robust against a machine whose load changes.
+    diffs = [run("import kata_vfio") - run("pass") for _ in range(repeat)]
+    extra = statistics.median(diffs)
     trace = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", "import kata_vfio"],
         capture_output=True,
@@ -168,7 +178,7 @@ def import_cost(repeat: int = 7) -> tuple[float, float]:
         parts = [p.strip() for p in line.split("|")]
         if len(parts) == 3 and parts[2] == "kata_vfio":
             cumulative = int(parts[1])
-    return with_import - base, cumulative / 1e6
+    return extra, cumulative / 1e6
 
 
 def syscalls_per_device(command: list[str], count: int) -> float | None:
@@ -241,15 +251,18 @@ def main() -> int:
             timers["floorN"] = lambda h, b=binary: floor(b, h, 1, threads)
         if has_lspci:
             timers["lspci"] = lspci
-        got = best_interleaved(timers, host, rounds)
+        got, per_round = interleaved(timers, host, rounds)
+        for r in per_round:
+            r["floor"] = min(r.get("floor1", float("nan")), r.get("floorN", float("nan")))
         nan = float("nan")
         f1, fn = got.get("floor1", nan), got.get("floorN", nan)
         rust, ref, slow, ls = got["rust"], got["ref"], got["naive"], got.get("lspci", nan)
-        floor_best = min(f1, fn)
         lines.append(
             f"| {count:,} | {fmt_ms(f1)} | {fmt_ms(fn)} | {fmt_ms(rust)} | {fmt_ms(ref)} | "
-            f"{fmt_ms(slow)} | {fmt_ms(ls)} | {rust / floor_best:.2f} | {slow / rust:.1f} | "
-            f"{ls / rust:.1f} | {ref / rust:.1f} |"
+            f"{fmt_ms(slow)} | {fmt_ms(ls)} | {median_ratio(per_round, 'rust', 'floor'):.2f} | "
+            f"{median_ratio(per_round, 'naive', 'rust'):.1f} | "
+            f"{median_ratio(per_round, 'lspci', 'rust'):.1f} | "
+            f"{median_ratio(per_round, 'ref', 'rust'):.1f} |"
         )
         print(lines[-1], flush=True)
         memory.append(
@@ -272,8 +285,9 @@ def main() -> int:
         "# Scan benchmark",
         "",
         f"Measured {time.strftime('%Y-%m-%d')} on: {machine()}.",
-        "Best of several full scans of generated hosts (`kata_vfio.testing.generate`, seed "
-        "2024); every column measured in the same run. `floor` is "
+        "Times: best of several full scans of generated hosts (`kata_vfio.testing.generate`, "
+        "seed 2024), contenders interleaved round by round in one run; ratios: median over "
+        "rounds of the ratio within a round (floor = the faster of 1T and xN). `floor` is "
         "`rust/kata-vfio-core/examples/scan_floor.rs` (only the listing's syscalls, own timer; "
         f"x{threads} = split over {threads} threads); lspci is a whole process run.",
         "",
