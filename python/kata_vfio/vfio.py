@@ -38,7 +38,7 @@ import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from kata_vfio._core import (
     Bdf,
@@ -202,7 +202,28 @@ def _not_viable(target: _Target, status_flags: int) -> NotAssignableError:
     )
 
 
-class LegacyDevice:
+_C = TypeVar("_C", bound="_Closing")
+
+
+class _Closing:
+    """A context manager that calls ``close()`` on exit."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _C) -> _C:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class LegacyDevice(_Closing):
     """A device opened through the legacy model; closes device, group, container in order."""
 
     def __init__(
@@ -223,19 +244,8 @@ class LegacyDevice:
         self.group.close()
         self.container.close()
 
-    def __enter__(self) -> LegacyDevice:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class CdevDevice:
+class CdevDevice(_Closing):
     """A device opened through its cdev and iommufd; closes device, IOAS, iommufd in order."""
 
     def __init__(
@@ -256,17 +266,6 @@ class CdevDevice:
             with contextlib.suppress(VfioError):
                 self.iommufd.destroy(self.ioas_id)
         self.iommufd.close()
-
-    def __enter__(self) -> CdevDevice:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _open_legacy(
@@ -531,7 +530,7 @@ class PassedDevice:
 
 
 @dataclass
-class QemuFds:
+class QemuFds(_Closing):
     """Fds for an unprivileged QEMU: ``/dev/iommu`` and each device's cdev, opened by this
     (privileged) process. Pass :attr:`pass_fds` to ``subprocess.Popen`` (or hand them over
     a unix socket with :meth:`send`) and add :meth:`qemu_args` to the command line; QEMU
@@ -579,17 +578,6 @@ class QemuFds:
             # The caller may have closed some already.
             with contextlib.suppress(OSError):
                 os.close(fd)
-
-    def __enter__(self) -> QemuFds:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def open_for_qemu(

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from kata_vfio import binding, memlock, vfio
 from kata_vfio._core import Bdf, BindReport
@@ -102,8 +101,9 @@ def _add_common(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--state-dir", metavar="DIR", help="journal directory")
 
 
-@dataclass(frozen=True)
-class _Paths:
+class _Paths(TypedDict):
+    """The roots binding works under (keyword arguments of the binding functions)."""
+
     sysfs_root: str
     proc_root: str
     state_dir: str
@@ -122,7 +122,7 @@ def _paths(args: argparse.Namespace) -> _Paths:
     state_dir = args.state_dir or (
         binding.DEFAULT_STATE_DIR if real else os.path.join(beside, "run/kata-vfio")
     )
-    return _Paths(roots.sysfs_root, proc_root, state_dir)
+    return _Paths(sysfs_root=roots.sysfs_root, proc_root=proc_root, state_dir=state_dir)
 
 
 def _bdfs(texts: list[str]) -> list[Bdf]:
@@ -177,11 +177,9 @@ def _cmd_bind(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         modules_root=args.modules_root,
         kernel_release=args.kernel_release,
-        sysfs_root=paths.sysfs_root,
-        proc_root=paths.proc_root,
-        state_dir=paths.state_dir,
+        **paths,
     )
-    _print_report(report, args, paths.state_dir)
+    _print_report(report, args, paths["state_dir"])
     return _common.EXIT_OK
 
 
@@ -191,54 +189,51 @@ def _cmd_unbind(args: argparse.Namespace) -> int:
         _bdfs(args.bdfs),
         group=args.group,
         dry_run=args.dry_run,
-        sysfs_root=paths.sysfs_root,
-        proc_root=paths.proc_root,
-        state_dir=paths.state_dir,
+        **paths,
     )
-    _print_report(report, args, paths.state_dir)
+    _print_report(report, args, paths["state_dir"])
     return _common.EXIT_OK
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
     paths = _paths(args)
     if args.list:
-        entries = binding.journal(paths.state_dir)
-        if args.json:
-            _common.print_json(
-                {
-                    "state_dir": paths.state_dir,
-                    "entries": [
-                        {
-                            "bdf": str(e.bdf),
-                            "group": e.group,
-                            "driver": e.driver,
-                            "driver_override": e.driver_override,
-                            "target": e.target,
-                        }
-                        for e in entries
-                    ],
-                }
-            )
-        elif entries:
-            _common.print_table(
-                ["BDF", "GROUP", "ORIGINAL DRIVER", "ORIGINAL OVERRIDE", "BOUND TO"],
-                [[str(e.bdf), e.group, e.driver, e.driver_override, e.target] for e in entries],
-            )
-        else:
-            print(f"nothing to restore (journal {paths.state_dir} is empty)")
+        _print_journal(binding.journal(paths["state_dir"]), args, paths["state_dir"])
         return _common.EXIT_OK
     devices = _bdfs(args.bdfs) if args.bdfs else None
     report = binding.restore(
         devices,
         dry_run=args.dry_run,
-        sysfs_root=paths.sysfs_root,
-        proc_root=paths.proc_root,
-        state_dir=paths.state_dir,
+        **paths,
     )
     if not report.devices and not args.json:
-        print(f"nothing to restore (journal {paths.state_dir} is empty)")
-    _print_report(report, args, paths.state_dir)
+        print(f"nothing to restore (journal {paths['state_dir']} is empty)")
+    _print_report(report, args, paths["state_dir"])
     return _common.EXIT_OK
+
+
+def _print_journal(
+    entries: tuple[binding.JournalEntry, ...], args: argparse.Namespace, state_dir: str
+) -> None:
+    if args.json:
+        rows = [
+            {
+                "bdf": str(e.bdf),
+                "group": e.group,
+                "driver": e.driver,
+                "driver_override": e.driver_override,
+                "target": e.target,
+            }
+            for e in entries
+        ]
+        _common.print_json({"state_dir": state_dir, "entries": rows})
+    elif entries:
+        _common.print_table(
+            ["BDF", "GROUP", "ORIGINAL DRIVER", "ORIGINAL OVERRIDE", "BOUND TO"],
+            [[str(e.bdf), e.group, e.driver, e.driver_override, e.target] for e in entries],
+        )
+    else:
+        print(f"nothing to restore (journal {state_dir} is empty)")
 
 
 def _size_text(size: int) -> str:

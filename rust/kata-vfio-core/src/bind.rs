@@ -735,6 +735,17 @@ fn restore_one(
     Ok(after)
 }
 
+/// The locked journal and its entries; a dry run only reads the entries (no lock, no
+/// directory created).
+fn open_journal(env: &Env<'_>, dry_run: bool) -> Result<(Option<Journal>, Vec<JournalEntry>)> {
+    if dry_run {
+        return Ok((None, list_entries(&env.state_dir)?));
+    }
+    let journal = Journal::open(&env.state_dir)?;
+    let entries = journal.entries()?;
+    Ok((Some(journal), entries))
+}
+
 /// Restores journaled devices: all of them, or those in the same IOMMU groups as `devices`
 /// (a group goes back as a whole). Entries are removed once their device is back.
 pub fn restore(env: &Env<'_>, devices: Option<&[Bdf]>, dry_run: bool) -> Result<Report> {
@@ -742,15 +753,7 @@ pub fn restore(env: &Env<'_>, devices: Option<&[Bdf]>, dry_run: bool) -> Result<
         dry_run,
         ..Report::default()
     };
-    let journal = if dry_run {
-        None
-    } else {
-        Some(Journal::open(&env.state_dir)?)
-    };
-    let entries = match &journal {
-        Some(j) => j.entries()?,
-        None => list_entries(&env.state_dir)?,
-    };
+    let (journal, entries) = open_journal(env, dry_run)?;
     let selected: Vec<JournalEntry> = match devices {
         None => entries,
         Some(list) => {
@@ -795,10 +798,7 @@ pub fn restore(env: &Env<'_>, devices: Option<&[Bdf]>, dry_run: bool) -> Result<
             continue;
         }
         let before = env.bus.state(entry.bdf)?;
-        let original = DriverState {
-            driver: entry.driver.as_ref().map(ToString::to_string),
-            driver_override: entry.driver_override.as_ref().map(ToString::to_string),
-        };
+        let original = entry.original_state();
         let outcome = match &journal {
             None => {
                 planned(
@@ -846,15 +846,7 @@ pub fn unbind(env: &Env<'_>, devices: &[Bdf], group: GroupMode, dry_run: bool) -
         ..Report::default()
     };
     let expanded = expand(bus, devices, group, &mut report.messages)?;
-    let journal = if dry_run {
-        None
-    } else {
-        Some(Journal::open(&env.state_dir)?)
-    };
-    let recorded = match &journal {
-        Some(j) => j.entries()?,
-        None => list_entries(&env.state_dir)?,
-    };
+    let (journal, recorded) = open_journal(env, dry_run)?;
     for (bdf, facts) in &expanded {
         let before = facts.state.clone();
         if let Some(entry) = recorded.iter().find(|e| e.bdf == *bdf) {
@@ -864,10 +856,7 @@ pub fn unbind(env: &Env<'_>, devices: &[Bdf], group: GroupMode, dry_run: bool) -
                 after
             } else {
                 planned(&restore_steps(bus, entry, &before)?, &mut report.writes);
-                DriverState {
-                    driver: entry.driver.as_ref().map(ToString::to_string),
-                    driver_override: entry.driver_override.as_ref().map(ToString::to_string),
-                }
+                entry.original_state()
             };
             report.devices.push(DeviceOutcome {
                 bdf: *bdf,

@@ -73,6 +73,25 @@ struct EnvSpec {
 }
 
 impl EnvSpec {
+    /// The roots and writer; module loading at its defaults (only bind loads modules).
+    fn new(
+        sysfs_root: &str,
+        proc_root: &str,
+        state_dir: &str,
+        sysfs_writer: Option<Py<PyAny>>,
+    ) -> Self {
+        Self {
+            sysfs_root: sysfs_root.into(),
+            proc_root: proc_root.into(),
+            state_dir: state_dir.into(),
+            modules_root: "/".into(),
+            kernel_release: None,
+            modprobe: "/sbin/modprobe".into(),
+            module_loader: None,
+            sysfs_writer,
+        }
+    }
+
     /// Runs `f` with the GIL released and an [`Env`] built from these options.
     fn run<T: Send>(self, py: Python<'_>, f: impl FnOnce(&Env<'_>) -> T + Send) -> T {
         py.detach(move || {
@@ -339,14 +358,11 @@ pub fn bind_devices(
         dry_run,
     };
     let spec = EnvSpec {
-        sysfs_root: sysfs_root.into(),
-        proc_root: proc_root.into(),
-        state_dir: state_dir.into(),
         modules_root: modules_root.into(),
         kernel_release,
         modprobe: modprobe.into(),
         module_loader,
-        sysfs_writer,
+        ..EnvSpec::new(sysfs_root, proc_root, state_dir, sysfs_writer)
     };
     check(spec.run(py, |env| bind::bind(env, &request))).map(PyBindReport)
 }
@@ -368,16 +384,7 @@ pub fn restore_devices(
     sysfs_writer: Option<Py<PyAny>>,
 ) -> PyResult<PyBindReport> {
     let devices = devices.map(extract_bdfs).transpose()?;
-    let spec = EnvSpec {
-        sysfs_root: sysfs_root.into(),
-        proc_root: proc_root.into(),
-        state_dir: state_dir.into(),
-        modules_root: "/".into(),
-        kernel_release: None,
-        modprobe: "/sbin/modprobe".into(),
-        module_loader: None,
-        sysfs_writer,
-    };
+    let spec = EnvSpec::new(sysfs_root, proc_root, state_dir, sysfs_writer);
     check(spec.run(py, |env| bind::restore(env, devices.as_deref(), dry_run))).map(PyBindReport)
 }
 
@@ -401,16 +408,7 @@ pub fn unbind_devices(
 ) -> PyResult<PyBindReport> {
     let devices = extract_bdfs(devices)?;
     let mode = group_mode(group);
-    let spec = EnvSpec {
-        sysfs_root: sysfs_root.into(),
-        proc_root: proc_root.into(),
-        state_dir: state_dir.into(),
-        modules_root: "/".into(),
-        kernel_release: None,
-        modprobe: "/sbin/modprobe".into(),
-        module_loader: None,
-        sysfs_writer,
-    };
+    let spec = EnvSpec::new(sysfs_root, proc_root, state_dir, sysfs_writer);
     check(spec.run(py, |env| bind::unbind(env, &devices, mode, dry_run))).map(PyBindReport)
 }
 

@@ -352,6 +352,62 @@ fn detach_owned<T>(
     }
 }
 
+/// Declares a handle class owning an fd (a core object in a [`Slot`]): the struct, its
+/// name for messages, and a `#[pymethods]` block holding `$methods` plus what every handle
+/// has (`path`, `closed`, `fileno`, idempotent `close`, context manager, `__repr__`).
+macro_rules! fd_handle {
+    (
+        $(#[$meta:meta])*
+        $py_name:literal, $wrapper:ident, $inner:ty, $what:ident = $what_text:literal;
+        $($methods:tt)*
+    ) => {
+        $(#[$meta])*
+        #[pyclass(frozen, module = "kata_vfio._core", name = $py_name)]
+        #[derive(Debug)]
+        pub struct $wrapper(Slot<$inner>);
+
+        const $what: &str = $what_text;
+
+        #[pymethods]
+        impl $wrapper {
+            $($methods)*
+            #[getter]
+            fn path(&self) -> PyResult<String> {
+                Ok(self.0.get($what)?.path().display().to_string())
+            }
+            #[getter]
+            fn closed(&self) -> bool {
+                self.0.is_closed()
+            }
+            fn fileno(&self) -> PyResult<i32> {
+                Ok(self.0.get($what)?.as_fd().as_raw_fd())
+            }
+            /// Closes the fd (idempotent).
+            fn close(&self) {
+                drop(self.0.take());
+            }
+            fn __enter__(slf: Py<Self>) -> Py<Self> {
+                slf
+            }
+            fn __exit__(
+                &self,
+                _exc_type: Option<Py<PyAny>>,
+                _exc: Option<Py<PyAny>>,
+                _tb: Option<Py<PyAny>>,
+            ) -> bool {
+                self.close();
+                false
+            }
+            fn __repr__(&self) -> String {
+                match self.0.get($what) {
+                    Ok(h) => format!(concat!($py_name, "(path='{}')"), h.path().display()),
+                    Err(_) => concat!($py_name, "(closed)").to_owned(),
+                }
+            }
+        }
+    };
+}
+
 /// Memory a device may DMA into (page-aligned, zeroed, owned by the extension).
 #[pyclass(frozen, module = "kata_vfio._core", name = "DmaBuffer")]
 #[derive(Debug)]
@@ -391,15 +447,9 @@ impl PyDmaBuffer {
     }
 }
 
-/// `/dev/vfio/vfio`: the legacy container.
-#[pyclass(frozen, module = "kata_vfio._core", name = "VfioContainer")]
-#[derive(Debug)]
-pub struct PyVfioContainer(Slot<Container>);
-
-const CONTAINER: &str = "VFIO container";
-
-#[pymethods]
-impl PyVfioContainer {
+fd_handle! {
+    /// `/dev/vfio/vfio`: the legacy container.
+    "VfioContainer", PyVfioContainer, Container, CONTAINER = "VFIO container";
     /// Opens `<dev_root>/vfio/vfio` and checks the API version.
     #[staticmethod]
     #[pyo3(signature = (dev_root = "/dev"))]
@@ -413,17 +463,6 @@ impl PyVfioContainer {
     fn from_fd(fd: i32, path: &str) -> PyResult<Self> {
         let owned = dup_fd(fd)?;
         check(Container::from_fd(owned, path)).map(|c| Self(Slot::new(c)))
-    }
-    #[getter]
-    fn path(&self) -> PyResult<String> {
-        Ok(self.0.get(CONTAINER)?.path().display().to_string())
-    }
-    #[getter]
-    fn closed(&self) -> bool {
-        self.0.is_closed()
-    }
-    fn fileno(&self) -> PyResult<i32> {
-        Ok(self.0.get(CONTAINER)?.as_fd().as_raw_fd())
     }
     fn api_version(&self, py: Python<'_>) -> PyResult<i32> {
         let c = self.0.get(CONTAINER)?;
@@ -464,39 +503,11 @@ impl PyVfioContainer {
         let c = self.0.get(CONTAINER)?;
         check(py.detach(move || c.unmap_dma(iova, size)))
     }
-    /// Closes the fd (idempotent).
-    fn close(&self) {
-        drop(self.0.take());
-    }
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-    fn __exit__(
-        &self,
-        _exc_type: Option<Py<PyAny>>,
-        _exc: Option<Py<PyAny>>,
-        _tb: Option<Py<PyAny>>,
-    ) -> bool {
-        self.close();
-        false
-    }
-    fn __repr__(&self) -> String {
-        match self.0.get(CONTAINER) {
-            Ok(c) => format!("VfioContainer(path='{}')", c.path().display()),
-            Err(_) => "VfioContainer(closed)".to_owned(),
-        }
-    }
 }
 
-/// `/dev/vfio/<N>`: a legacy group.
-#[pyclass(frozen, module = "kata_vfio._core", name = "VfioGroup")]
-#[derive(Debug)]
-pub struct PyVfioGroup(Slot<Group>);
-
-const GROUP: &str = "VFIO group";
-
-#[pymethods]
-impl PyVfioGroup {
+fd_handle! {
+    /// `/dev/vfio/<N>`: a legacy group.
+    "VfioGroup", PyVfioGroup, Group, GROUP = "VFIO group";
     /// Opens `<dev_root>/vfio/<group_id>` (or `noiommu-<group_id>`).
     #[staticmethod]
     #[pyo3(signature = (group_id, dev_root = "/dev", noiommu = false))]
@@ -513,17 +524,6 @@ impl PyVfioGroup {
     #[getter]
     fn id(&self) -> PyResult<u32> {
         Ok(self.0.get(GROUP)?.id())
-    }
-    #[getter]
-    fn path(&self) -> PyResult<String> {
-        Ok(self.0.get(GROUP)?.path().display().to_string())
-    }
-    #[getter]
-    fn closed(&self) -> bool {
-        self.0.is_closed()
-    }
-    fn fileno(&self) -> PyResult<i32> {
-        Ok(self.0.get(GROUP)?.as_fd().as_raw_fd())
     }
     fn status(&self, py: Python<'_>) -> PyResult<PyGroupStatus> {
         let g = self.0.get(GROUP)?;
@@ -551,38 +551,11 @@ impl PyVfioGroup {
         check(py.detach(move || g.device(bdf, vf_token.as_deref())))
             .map(|d| PyVfioDevice(Slot::new(d)))
     }
-    fn close(&self) {
-        drop(self.0.take());
-    }
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-    fn __exit__(
-        &self,
-        _exc_type: Option<Py<PyAny>>,
-        _exc: Option<Py<PyAny>>,
-        _tb: Option<Py<PyAny>>,
-    ) -> bool {
-        self.close();
-        false
-    }
-    fn __repr__(&self) -> String {
-        match self.0.get(GROUP) {
-            Ok(g) => format!("VfioGroup(id={}, path='{}')", g.id(), g.path().display()),
-            Err(_) => "VfioGroup(closed)".to_owned(),
-        }
-    }
 }
 
-/// A VFIO device fd (from a group, or a cdev bound to an iommufd).
-#[pyclass(frozen, module = "kata_vfio._core", name = "VfioDevice")]
-#[derive(Debug)]
-pub struct PyVfioDevice(Slot<Device>);
-
-const DEVICE: &str = "VFIO device";
-
-#[pymethods]
-impl PyVfioDevice {
+fd_handle! {
+    /// A VFIO device fd (from a group, or a cdev bound to an iommufd).
+    "VfioDevice", PyVfioDevice, Device, DEVICE = "VFIO device";
     /// Opens the cdev `<dev_root>/vfio/devices/<cdev>` (`cdev` is `vfioN`).
     #[staticmethod]
     #[pyo3(signature = (cdev, dev_root = "/dev"))]
@@ -599,17 +572,6 @@ impl PyVfioDevice {
     #[getter]
     fn name(&self) -> PyResult<String> {
         Ok(self.0.get(DEVICE)?.name().to_owned())
-    }
-    #[getter]
-    fn path(&self) -> PyResult<String> {
-        Ok(self.0.get(DEVICE)?.path().display().to_string())
-    }
-    #[getter]
-    fn closed(&self) -> bool {
-        self.0.is_closed()
-    }
-    fn fileno(&self) -> PyResult<i32> {
-        Ok(self.0.get(DEVICE)?.as_fd().as_raw_fd())
     }
     /// Gives up ownership of the fd and returns it (the handle is closed afterwards).
     fn detach_fd(&self) -> PyResult<i32> {
@@ -671,42 +633,11 @@ impl PyVfioDevice {
         let d = self.0.get(DEVICE)?;
         check(py.detach(move || d.detach_ioas()))
     }
-    fn close(&self) {
-        drop(self.0.take());
-    }
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-    fn __exit__(
-        &self,
-        _exc_type: Option<Py<PyAny>>,
-        _exc: Option<Py<PyAny>>,
-        _tb: Option<Py<PyAny>>,
-    ) -> bool {
-        self.close();
-        false
-    }
-    fn __repr__(&self) -> String {
-        match self.0.get(DEVICE) {
-            Ok(d) => format!(
-                "VfioDevice(name='{}', path='{}')",
-                d.name(),
-                d.path().display()
-            ),
-            Err(_) => "VfioDevice(closed)".to_owned(),
-        }
-    }
 }
 
-/// `/dev/iommu`: an iommufd.
-#[pyclass(frozen, module = "kata_vfio._core", name = "IommuFd")]
-#[derive(Debug)]
-pub struct PyIommuFd(Slot<IommuFd>);
-
-const IOMMUFD: &str = "iommufd";
-
-#[pymethods]
-impl PyIommuFd {
+fd_handle! {
+    /// `/dev/iommu`: an iommufd.
+    "IommuFd", PyIommuFd, IommuFd, IOMMUFD = "iommufd";
     /// Opens `<dev_root>/iommu`.
     #[staticmethod]
     #[pyo3(signature = (dev_root = "/dev"))]
@@ -720,17 +651,6 @@ impl PyIommuFd {
     fn from_fd(fd: i32, path: &str) -> PyResult<Self> {
         let owned = dup_fd(fd)?;
         Ok(Self(Slot::new(IommuFd::from_fd(owned, path))))
-    }
-    #[getter]
-    fn path(&self) -> PyResult<String> {
-        Ok(self.0.get(IOMMUFD)?.path().display().to_string())
-    }
-    #[getter]
-    fn closed(&self) -> bool {
-        self.0.is_closed()
-    }
-    fn fileno(&self) -> PyResult<i32> {
-        Ok(self.0.get(IOMMUFD)?.as_fd().as_raw_fd())
     }
     fn ioas_alloc(&self, py: Python<'_>) -> PyResult<u32> {
         let f = self.0.get(IOMMUFD)?;
@@ -777,27 +697,6 @@ impl PyIommuFd {
     ) -> PyResult<()> {
         let f = self.0.get(IOMMUFD)?;
         check(py.detach(move || f.set_option(option_id, object_id, value)))
-    }
-    fn close(&self) {
-        drop(self.0.take());
-    }
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-    fn __exit__(
-        &self,
-        _exc_type: Option<Py<PyAny>>,
-        _exc: Option<Py<PyAny>>,
-        _tb: Option<Py<PyAny>>,
-    ) -> bool {
-        self.close();
-        false
-    }
-    fn __repr__(&self) -> String {
-        match self.0.get(IOMMUFD) {
-            Ok(f) => format!("IommuFd(path='{}')", f.path().display()),
-            Err(_) => "IommuFd(closed)".to_owned(),
-        }
     }
 }
 

@@ -11,6 +11,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::names::DriverName;
+use super::sysfs::DriverState;
 use crate::bdf::Bdf;
 use crate::error::{Error, Result};
 
@@ -31,6 +32,14 @@ pub struct JournalEntry {
 }
 
 impl JournalEntry {
+    /// The recorded state, as the device should be after a restore.
+    pub fn original_state(&self) -> DriverState {
+        DriverState {
+            driver: self.driver.as_ref().map(ToString::to_string),
+            driver_override: self.driver_override.as_ref().map(ToString::to_string),
+        }
+    }
+
     fn render(&self) -> String {
         let opt = |v: &Option<DriverName>| v.as_ref().map(ToString::to_string).unwrap_or_default();
         format!(
