@@ -13,7 +13,7 @@ import os
 from typing import Any, TypedDict
 
 from kata_vfio import binding, memlock, vfio
-from kata_vfio._core import Bdf, BindReport
+from kata_vfio._core import Bdf, BindReport, Host, scan
 from kata_vfio.cli import _common
 from kata_vfio.errors import InvalidInputError
 
@@ -73,8 +73,8 @@ def _add_devices(sub: argparse.ArgumentParser, *, required: bool) -> None:
     sub.add_argument(
         "bdfs",
         nargs="+" if required else "*",
-        metavar="BDF",
-        help="PCI address, e.g. 0000:01:00.0",
+        metavar="BDF|GROUP",
+        help="PCI address (0000:01:00.0), or an IOMMU group number for its whole group",
     )
 
 
@@ -129,6 +129,29 @@ def _bdfs(texts: list[str]) -> list[Bdf]:
     return [Bdf(text) for text in texts]  # a malformed address is a usage error (exit 2)
 
 
+def _targets(args: argparse.Namespace, paths: _Paths) -> tuple[list[Bdf], bool | None]:
+    """The addresses named, with each group number (``12``) replaced by its endpoints, and
+    the group mode (a group number means the whole group)."""
+    numbers = [text for text in args.bdfs if text.isdecimal()]
+    if numbers and args.group is False:
+        raise InvalidInputError(
+            f"--only cannot take a group number ({', '.join(numbers)})",
+            hint="name the devices, or drop --only",
+        )
+    bdfs = _bdfs([text for text in args.bdfs if not text.isdecimal()])
+    if numbers:
+        host = scan(paths["sysfs_root"], proc_root=paths["proc_root"])
+        for number in numbers:
+            endpoints = host.group(int(number)).endpoints  # DeviceNotFoundError if unknown
+            if not endpoints:
+                raise InvalidInputError(
+                    f"IOMMU group {number} holds only bridges",
+                    hint="bridges are never bound; `kata-vfio groups` lists the groups",
+                )
+            bdfs.extend(endpoints)
+    return bdfs, True if numbers else args.group
+
+
 def _action_text(report: BindReport, action: str) -> str:
     if report.dry_run and action != "unchanged":
         return f"would be {action}"
@@ -169,9 +192,10 @@ def _print_report(report: BindReport, args: argparse.Namespace, state_dir: str) 
 
 def _cmd_bind(args: argparse.Namespace) -> int:
     paths = _paths(args)
+    bdfs, group = _targets(args, paths)
     report = binding.bind(
-        _bdfs(args.bdfs),
-        group=args.group,
+        bdfs,
+        group=group,
         driver=args.driver,
         force=args.force,
         dry_run=args.dry_run,
@@ -185,9 +209,10 @@ def _cmd_bind(args: argparse.Namespace) -> int:
 
 def _cmd_unbind(args: argparse.Namespace) -> int:
     paths = _paths(args)
+    bdfs, group = _targets(args, paths)
     report = binding.unbind(
-        _bdfs(args.bdfs),
-        group=args.group,
+        bdfs,
+        group=group,
         dry_run=args.dry_run,
         **paths,
     )
@@ -234,6 +259,53 @@ def _print_journal(
         )
     else:
         print(f"nothing to restore (journal {state_dir} is empty)")
+
+
+def add_open_options(sub: argparse.ArgumentParser) -> None:
+    """``--open`` and ``--iommufd`` for ``kata-vfio check``."""
+    sub.add_argument(
+        "--open",
+        action="store_true",
+        help="also open container, group and device exactly as QEMU will (needs root)",
+    )
+    sub.add_argument(
+        "--iommufd", action="store_true", help="with --open: through the cdev and /dev/iommu"
+    )
+
+
+def open_checks(
+    args: argparse.Namespace, bdfs: list[Bdf], host: Host
+) -> tuple[vfio.OpenCheck, ...] | None:
+    """``check --open``: the preflight for each device (None without ``--open``)."""
+    if not args.open:
+        return None
+    if args.sample:
+        raise InvalidInputError(
+            "the sample host has no real VFIO nodes to open",
+            hint="drop --open, or run on a host with the devices bound to vfio-pci",
+        )
+    mode: vfio.Mode = "iommufd" if args.iommufd else "legacy"
+    roots = _common.host_roots(args)
+    return tuple(
+        vfio.check_open(
+            bdf, mode=mode, sysfs_root=roots.sysfs_root, dev_root=roots.dev_root, host=host
+        )
+        for bdf in bdfs
+        if host.find_device(bdf) is not None
+    )
+
+
+def print_open_checks(checks: tuple[vfio.OpenCheck, ...]) -> None:
+    """The preflight as text: one line per step, then the error and its hint."""
+    for check in checks:
+        print(f"{check.bdf}: open ({check.mode}) {'OK' if check.ok else 'FAILED'}")
+        for step in check.steps:
+            detail = f": {step.detail}" if step.detail else ""
+            print(f"  [{'ok' if step.ok else 'FAIL'}] {step.step}{detail}")
+        if check.error and not any(not s.ok for s in check.steps):
+            print(f"  error: {check.error}")
+        if check.hint:
+            print(f"  hint: {check.hint}")
 
 
 def _size_text(size: int) -> str:

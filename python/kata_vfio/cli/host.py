@@ -9,6 +9,7 @@ from typing import Any
 from kata_vfio import doctor, readiness, report
 from kata_vfio._core import Bdf, Host, IommuGroup, scan
 from kata_vfio.cli import _common
+from kata_vfio.cli import bind as bind_cli
 
 __all__ = ["register"]
 
@@ -27,6 +28,7 @@ def register(subparsers: Any) -> None:
         subparsers, "check", _cmd_check, "can these devices be passed through now?"
     )
     sub.add_argument("bdfs", nargs="+", metavar="BDF", help="PCI address, e.g. 0000:01:00.0")
+    bind_cli.add_open_options(sub)
     sub = _common.add_command(
         subparsers, "doctor", _cmd_doctor, "check that this host is ready for VFIO passthrough"
     )
@@ -143,9 +145,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
     bdfs = [Bdf(text) for text in args.bdfs]  # a bad address is a usage error (exit 2)
     host = _scan(args)
     results = readiness.check_devices(host, bdfs)
+    opened = bind_cli.open_checks(args, bdfs, host)  # None without --open
     if args.json:
         _common.print_json(
             {
+                **({} if opened is None else {"open": [c.to_dict() for c in opened]}),
                 "devices": [
                     {
                         "bdf": str(r.bdf),
@@ -158,7 +162,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
                         "hint": r.hint,
                     }
                     for r in results
-                ]
+                ],
             }
         )
     else:
@@ -171,7 +175,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
                     print(f"  blocker {blocker.bdf} ({blocker.driver or 'no driver'}): ")
                     print(f"    {blocker.reason}")
                     print(f"    fix: {blocker.fix}")
-    ok = all(r.assignable for r in results)
+        if opened is not None:
+            bind_cli.print_open_checks(opened)
+    ok = all(r.assignable for r in results) and all(c.ok for c in opened or ())
     return _common.EXIT_OK if ok else _common.EXIT_FINDING
 
 
