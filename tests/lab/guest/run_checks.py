@@ -26,8 +26,8 @@ from guestlib import Unavailable  # noqa: E402
 
 # Check modules per suite, in the order they run (each leaves the devices as it found them).
 SUITES: dict[str, tuple[str, ...]] = {
-    "debian": ("check_bind", "check_scan"),
-    "lab": ("check_bind", "check_scan"),
+    "debian": ("check_bind", "check_scan", "check_vfio"),
+    "lab": ("check_bind", "check_scan", "check_vfio"),
 }
 
 
