@@ -123,6 +123,25 @@ def test_the_sample_host_is_read_only(capsys: pytest.CaptureFixture[str]) -> Non
         assert "sample host" in err
 
 
+def test_the_sample_host_shows_plans(capsys: pytest.CaptureFixture[str]) -> None:
+    from kata_vfio import scan
+    from kata_vfio.testing import sample_host
+
+    sample = sample_host()
+    host = scan(sample.sysfs_root, sample.dev_root, sample.proc_root)
+    blocked = next(g for g in host.groups if g.endpoints and not g.viable and len(g.endpoints) > 1)
+    before = {str(d.bdf): d.driver for d in host.devices}
+    assert main(["--sample", "bind", "--dry-run", "--json", str(blocked.id)]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["dry_run"] is True
+    assert [d["bdf"] for d in plan["devices"]] == [str(b) for b in blocked.endpoints]
+    assert all(d["driver_after"] == "vfio-pci" for d in plan["devices"])
+    after = scan(sample.sysfs_root, sample.dev_root, sample.proc_root)
+    assert {str(d.bdf): d.driver for d in after.devices} == before, "nothing changed"
+    assert main(["--sample", "restore", "--list"]) == 0
+    assert "nothing to restore" in capsys.readouterr().out
+
+
 def test_info_on_a_tree_without_vfio_nodes_fails_with_a_hint(
     lab_host: FakeHost, capsys: pytest.CaptureFixture[str]
 ) -> None:

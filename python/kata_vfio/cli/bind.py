@@ -110,10 +110,11 @@ class _Paths(TypedDict):
 
 
 def _paths(args: argparse.Namespace) -> _Paths:
-    if args.sample:
+    # The sample host is shared (cached per user): plans and listings only.
+    if args.sample and not (args.dry_run or getattr(args, "list", False)):
         raise InvalidInputError(
             "the sample host is read-only: it cannot be bound or restored",
-            hint="build a fake host with kata_vfio.testing, or run on a real host",
+            hint="add --dry-run to see the writes, or build a fake host with kata_vfio.testing",
         )
     roots = _common.host_roots(args)
     beside = os.path.dirname(os.path.abspath(roots.sysfs_root))
@@ -153,7 +154,7 @@ def _targets(args: argparse.Namespace, paths: _Paths) -> tuple[list[Bdf], bool |
 
 
 def _action_text(report: BindReport, action: str) -> str:
-    if report.dry_run and action != "unchanged":
+    if report.dry_run and action in ("bound", "restored", "unbound"):
         return f"would be {action}"
     return action
 
