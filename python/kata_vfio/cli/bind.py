@@ -176,9 +176,7 @@ def _print_report(report: BindReport, args: argparse.Namespace, state_dir: str) 
                     d.group,
                     d.driver_before or "(none)",
                     d.driver_after or "(none)",
-                    f"would be {d.action}"
-                    if report.dry_run and d.action != "unchanged"
-                    else d.action,
+                    _action_text(report, d.action),
                 ]
                 for d in report.devices
             ],
