@@ -149,7 +149,7 @@ def test_container_against_a_stored_plan(
             "type": "vfio-pci-gk",
             "id": "vfio11",
             "container_path": "/dev/vfio/11",
-            "options": ["0000:01:00.0=08/00", "0000:01:00.1=08/00"],
+            "options": ["0000:01:00.0=08/00", "0000:01:00.1=08/00.1"],
             "vm_path": "",
         }
     ]

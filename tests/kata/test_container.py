@@ -71,7 +71,7 @@ def test_seed_scenario_end_to_end(zoo: Zoo, nvidia_config: KataConfig, tmp_path:
         "type": "vfio-pci-gk",
         "id": f"vfio{number}",
         "container_path": group,
-        "options": [f"{names['gpu0'][0]}=08/00", f"{names['gpu0'][1]}=08/00"],
+        "options": [f"{names['gpu0'][0]}=08/00", f"{names['gpu0'][1]}=08/00.1"],
         "vm_path": "",
     }
     assert plan.hotplug == ()

@@ -17,7 +17,7 @@ from kata_vfio._core import Bdf
 from kata_vfio.errors import InvalidInputError
 from kata_vfio.kata.devices import PassthroughGroup, VfioNode, function_id
 from kata_vfio.kata.kinds import cdi_kind
-from kata_vfio.kata.topology import Port, Topology
+from kata_vfio.kata.topology import Port, Topology, agent_pci_path
 
 __all__ = [
     "PlannedDevice",
@@ -213,7 +213,9 @@ def place_devices(
                     port=port.id,
                     guest_function=guest_function,
                     multifunction=multifunction and guest_function == 0,
-                    guest_pci_path=port.guest_pci_path,
+                    guest_pci_path=agent_pci_path(
+                        port.root_bus_nr, (*port.path, 0), guest_function
+                    ),
                     guest_root_bus=port.root_bus_nr,
                     guest_order=-1,
                     cdev=function.cdev,

@@ -30,6 +30,7 @@ __all__ = [
     "PortRequest",
     "Switch",
     "Topology",
+    "agent_pci_path",
     "plan_topology",
 ]
 
@@ -49,6 +50,19 @@ _FOUR_GIB = 4 << 30
 _Q35_LOWMEM = 2 << 30
 _Q35_LOWMEM_LIMIT = 0xB0000000
 _PXB_BUS_STRIDE = 0x20
+
+
+def agent_pci_path(root_bus_nr: int, slots: Sequence[int], function: int) -> str:
+    """A guest PCI path as the Kata agent reads it: device numbers from the root bus down,
+    in hex (``02/00``); a function other than 0 as ``SS.F`` (``02/00.1``, else the agent
+    would find function 0); a ``pxb-pcie`` root bus first, by its bus number (``20/00/00``:
+    the agent takes a first element of 0x20 or more as the root complex)."""
+    parts = [f"{slot:02x}" for slot in slots]
+    if function:
+        parts[-1] += f".{function:x}"
+    if root_bus_nr:
+        parts.insert(0, f"{root_bus_nr:02x}")
+    return "/".join(parts)
 
 
 @dataclass(frozen=True)
@@ -87,9 +101,8 @@ class Port:
 
     @property
     def guest_pci_path(self) -> str:
-        """The guest PCI path of function 0 behind this port (Kata's ``02/00`` format:
-        device numbers from the root bus down, in hex)."""
-        return "/".join(f"{slot:02x}" for slot in (*self.path, 0))
+        """The guest PCI path of function 0 behind this port (see :func:`agent_pci_path`)."""
+        return agent_pci_path(self.root_bus_nr, (*self.path, 0), 0)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from qemu.qmp import EventListener, QMPClient, QMPError
 from qemu.qmp.qmp_client import ExecuteError
 
 from kata_vfio.errors import PlanError, QmpError
+from kata_vfio.kata.topology import agent_pci_path
 from kata_vfio.qemu.argv import validate_id
 
 __all__ = [
@@ -193,15 +194,17 @@ class EventWatch:
 
 @dataclass(frozen=True)
 class GuestPciPath:
-    """Where a device is in the guest: the root bus (``pcie.0`` or a pxb's) and the device
-    numbers from the root bus down, plus its function."""
+    """Where a device is in the guest: the root bus (``pcie.0`` or a pxb's, and its bus
+    number) and the device numbers from the root bus down, plus its function."""
 
     root: str
     slots: tuple[int, ...]
     function: int
+    root_bus_nr: int = 0
 
     def __str__(self) -> str:
-        return "/".join(f"{slot:02x}" for slot in self.slots)
+        """The path as the Kata agent reads it (``02/00``, ``02/00.1``, ``20/00/00``)."""
+        return agent_pci_path(self.root_bus_nr, self.slots, self.function)
 
 
 @dataclass(frozen=True)
@@ -267,7 +270,16 @@ def guest_pci_path(session: QmpSession, qemu_id: str) -> GuestPciPath:
         ):
             # A root bus: pcie.0 (its parent is the q35 host) or a pxb-pcie's bus.
             root = bus.rsplit("/", 1)[1]
-            return GuestPciPath(root=root, slots=tuple(reversed(slots)), function=function)
+            bus_nr = 0
+            if parent_type == "pxb-host":
+                # QEMU names an expander's root bus after the pxb-pcie device's id.
+                expander = f"{_PERIPHERAL}/{root}"
+                bus_nr = session.execute("qom-get", {"path": expander, "property": "bus_nr"})
+                if not isinstance(bus_nr, int):
+                    raise QmpError(f"QOM {expander} bus_nr is {bus_nr!r}, not a bus number")
+            return GuestPciPath(
+                root=root, slots=tuple(reversed(slots)), function=function, root_bus_nr=bus_nr
+            )
         path = parent
     raise QmpError(f"device {qemu_id} sits deeper than {_MAX_BUS_DEPTH} buses")
 
