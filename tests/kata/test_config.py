@@ -269,6 +269,16 @@ def test_hypervisor_path_annotation_needs_a_valid_path_glob() -> None:
         apply_annotations(config, {HV + "path": "/opt/kata/bin/qemu-x"}).path
         == "/opt/kata/bin/qemu-x"
     )
+    # Kata matches with filepath.Glob: '*' stays inside one path element, and the path must
+    # be one of the files the glob names, so no '..' or '//' escapes the listed directory.
+    for escape in (
+        "/opt/kata/bin/x/../../../../tmp/evil",
+        "/opt/kata/bin/sub/qemu",
+        "/opt/kata/bin//qemu",
+        "/opt/kata/bin/./qemu",
+    ):
+        with pytest.raises(ConfigError, match="not valid"):
+            apply_annotations(config, {HV + "path": escape})
 
 
 def test_runtime_vfio_mode_annotation_is_checked() -> None:

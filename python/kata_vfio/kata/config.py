@@ -335,7 +335,7 @@ def _hypervisor_override(
             joined = f"{config.kernel_params} {value}".strip()
             changes[name] = " ".join(joined.split())
     elif name == "path":
-        if not any(fnmatch.fnmatchcase(value, g) for g in config.valid_hypervisor_paths):
+        if not any(_glob_matches(g, value) for g in config.valid_hypervisor_paths):
             raise ConfigError(
                 f"hypervisor {value!r} required from annotation {key} is not valid",
                 hint="list it in valid_hypervisor_paths in the Kata configuration",
@@ -344,6 +344,17 @@ def _hypervisor_override(
     elif name in ("kernel", "initrd", "image"):
         _check_host_path(f"annotation {key}", value, required=True, strict=True)
         changes[name] = value
+
+
+def _glob_matches(glob: str, path: str) -> bool:
+    """Kata's filepath.Glob check: ``path`` is a normalised absolute path and each of its
+    elements matches the glob's element at the same place (``*`` never crosses a ``/``)."""
+    if not path.startswith("/") or posixpath.normpath(path) != path:
+        return False
+    parts, patterns = path.split("/"), glob.split("/")
+    return len(parts) == len(patterns) and all(
+        fnmatch.fnmatchcase(part, pattern) for part, pattern in zip(parts, patterns, strict=True)
+    )
 
 
 def _qemu_section(document: Mapping[str, Any], where: str) -> Mapping[str, Any]:
