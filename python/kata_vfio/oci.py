@@ -92,16 +92,18 @@ def parse_oci_spec(data: bytes | str, *, source: str = "<oci spec>") -> dict[str
     return result
 
 
-def check_oci_spec(spec: object, *, source: str = "OCI spec") -> None:
+def check_oci_spec(spec: object, *, source: str = "OCI spec", require_version: bool = True) -> None:
     """Checks the types of every field that injection and stripping touch.
 
-    ``ociVersion`` must be a string; ``process``, ``linux``, ``mounts``, ``hooks`` and
-    ``annotations`` must have their OCI shapes where present. Raises :class:`OciSpecError`
-    naming the field.
+    ``ociVersion`` must be a string (and present unless ``require_version`` is false: CDI
+    injection, like the reference's, edits any spec object, ``{}`` included); ``process``,
+    ``linux``, ``mounts``, ``hooks`` and ``annotations`` must have their OCI shapes where
+    present. Raises :class:`OciSpecError` naming the field.
     """
     if not isinstance(spec, dict):
         _fail(source, "", f"must be a JSON object, not {_kind(spec)}")
-    if not isinstance(spec.get("ociVersion"), str):
+    version = spec.get("ociVersion")
+    if not isinstance(version, str) and (require_version or version is not None):
         _fail(source, "ociVersion", "is required and must be a string")
     _check_annotations(spec, source)
     _check_process(spec, source)

@@ -378,7 +378,7 @@ def test_malformed_oci_specs_are_refused_before_anything() -> None:
         ({"ociVersion": "1"} | {"linux": {"devices": [{"type": "c"}]}}, "linux.devices[0].path"),
         ({"ociVersion": "1"} | {"mounts": [{"source": "x"}]}, "mounts[0].destination"),
         ({"ociVersion": "1"} | {"hooks": {"poststop": {}}}, "hooks.poststop"),
-        ({}, "ociVersion"),
+        ({"ociVersion": 1}, "ociVersion"),
     ]:
         with pytest.raises(OciSpecError, match=field.replace("[", r"\[").replace("]", r"\]")):
             inject_edits(bad, [ContainerEdits(env=("A=1",))])

@@ -159,9 +159,38 @@ def test_duplicate_keys_are_rejected(text: str) -> None:
         parse_spec(text)
 
 
-def test_a_second_document_is_rejected() -> None:
-    with pytest.raises(CdiSpecError, match=r"exactly one document|single document"):
-        parse_spec(MINIMAL + "---\n" + MINIMAL)
+@pytest.mark.parametrize(
+    "tail",
+    [
+        "---\n",  # an empty trailing document, as concatenating tools leave
+        "...\n",
+        "---\n# nothing\n",
+        "---\n" + MINIMAL.replace("dev", "other"),
+        "---\nnot: [valid, yaml\n",  # never read: only the token ending the first is scanned
+    ],
+)
+def test_only_the_first_document_is_read_as_go_yaml_does(tail: str) -> None:
+    # go-yaml v2's Unmarshal (under sigs.k8s.io/yaml) decodes the first document only, so the
+    # reference loads such a file; refusing it would hide devices the runtime does inject.
+    for text in (MINIMAL + tail, json.dumps(_minimal_json()) + "\n" + tail):
+        spec = parse_spec(text)
+        assert [d.name for d in spec.devices] == ["dev"]
+        pure = load_yaml(text, pure_python=True)
+        assert [d["name"] for d in pure["devices"]] == ["dev"]
+
+
+def test_the_token_after_the_first_document_is_still_scanned() -> None:
+    # libyaml (and go-yaml) scan one token past the document to end it: '@' cannot start one.
+    with pytest.raises(CdiSpecError, match="line 7"):
+        parse_spec(MINIMAL + "@bad\n")
+
+
+def _minimal_json() -> dict[str, object]:
+    return {
+        "cdiVersion": "0.3.0",
+        "kind": "vendor.com/device",
+        "devices": [{"name": "dev", "containerEdits": {"env": ["A=1"]}}],
+    }
 
 
 def test_syntax_errors_give_the_line() -> None:
@@ -380,3 +409,16 @@ def test_both_loaders_read_the_real_files_alike() -> None:
     for path in sorted(requires_data(CDI_DATA).rglob("*.yaml")):
         data = path.read_bytes()
         assert load_yaml(data) == load_yaml(data, pure_python=True)
+
+
+def test_null_items_read_as_go_zero_values() -> None:
+    # Go's JSON decoder leaves a null list item at its zero value: "" for a string, 0 for a gid.
+    spec = parse_spec(
+        "cdiVersion: 0.7.0\nkind: a.com/b\ndevices:\n- name: d\n  containerEdits:\n"
+        "    additionalGids: [null, 5]\n    mounts: [{hostPath: /a, containerPath: /b,"
+        " options: [null]}]\n"
+    )
+    edits = spec.devices[0].container_edits
+    assert edits.additional_gids == (0, 5)
+    assert edits.mounts[0].options == ("",)
+    assert spec.minimum_version() == "0.7.0"

@@ -61,7 +61,7 @@ def inject_edits(
     of the host path by default). Raises :class:`OciSpecError` for a malformed spec and
     :class:`CdiInjectionError` when a node cannot be completed; ``oci_spec`` is unchanged.
     """
-    check_oci_spec(oci_spec, source=source)
+    check_oci_spec(oci_spec, source=source, require_version=False)
     merged = merge_edits(edits)
     memo = _MemoLookup(lookup or lstat_device)
     try:

@@ -1,12 +1,13 @@
 """Reading CDI spec files strictly: bytes to a :class:`Spec`, every error naming file and field.
 
 Like the reference, the content is read as YAML whatever the file's extension (JSON is YAML),
-unknown keys are errors, duplicate keys are errors, an empty document is an error, and YAML
-numbers or booleans given where a string belongs become that string (``name: 0`` is ``"0"``).
+unknown keys are errors, duplicate keys are errors, an empty document is an error, only the
+first document of a file is read (a trailing ``---`` or a second document is ignored, as go-yaml
+does), and YAML numbers or booleans given where a string belongs become that string (``name: 0``
+is ``"0"``).
 Where this loader is stricter than the reference, on purpose:
 
 * keys must match exactly (Go's decoder would also take ``CdiVersion`` for ``cdiVersion``);
-* a file holds one document (the reference silently ignores any after the first);
 * ``null`` inside a list of objects is refused (the reference crashes on it);
 * NUL characters are refused in every string (no path can contain one);
 * a document that expands far beyond its size through YAML aliases is refused.
@@ -135,7 +136,7 @@ def _decode(raw: bytes, source: str) -> Any:
         detail = " ".join(str(exc).replace('in "<byte string>", ', "").split())
         raise CdiSpecError(
             f"failed to parse CDI Spec {source}: {detail}",
-            hint="fix the syntax at the line shown; a spec file holds exactly one document",
+            hint="fix the syntax at the line shown",
         ) from None
     except RecursionError:
         raise CdiSpecError(
@@ -258,8 +259,13 @@ class _Decoder:
             hooks=self._objects(fields.get("hooks"), _at(where, "hooks"), self.hook),
             mounts=self._objects(fields.get("mounts"), _at(where, "mounts"), self.mount),
             intel_rdt=None if rdt is None else self.intel_rdt(rdt, _at(where, "intelRdt")),
+            # Go decodes a null list item into a uint32 as 0 (then skipped at injection).
             additional_gids=tuple(
-                _checked_integer(gid, f"{_at(where, 'additionalGids')}[{i}]", _UINT32, "uint32")
+                0
+                if gid is None
+                else _checked_integer(
+                    gid, f"{_at(where, 'additionalGids')}[{i}]", _UINT32, "uint32"
+                )
                 for i, gid in enumerate(self._list(gids, _at(where, "additionalGids")))
             ),
         )

@@ -251,7 +251,7 @@ class Registry:
         or saying which device node could not be completed; :class:`OciSpecError` for a
         malformed OCI spec. ``spec`` is never changed.
         """
-        check_oci_spec(spec)
+        check_oci_spec(spec, require_version=False)
         devices = self._current().devices
         unresolved = tuple(dict.fromkeys(name for name in names if name not in devices))
         if unresolved:

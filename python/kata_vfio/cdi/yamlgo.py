@@ -191,15 +191,18 @@ for _loader in (_GoYamlLoader, _PureGoYamlLoader):
 
 
 def load_yaml(data: bytes | str, *, pure_python: bool = False) -> Any:
-    """Parses exactly one YAML document (None for an empty stream).
+    """Parses the first YAML document (None for an empty stream).
 
-    Uses libyaml's parser when PyYAML has it, unless ``pure_python``. Raises
-    :class:`yaml.YAMLError` (with line and column) for bad syntax, duplicate keys or a second
-    document.
+    Like go-yaml v2's ``Unmarshal`` in the reference, anything after the first document is
+    not read: a trailing ``---`` or a second document is ignored (only the token that ends the
+    first document is scanned). Uses libyaml's parser when PyYAML has it, unless
+    ``pure_python``. Raises :class:`yaml.YAMLError` (with line and column) for bad syntax or
+    duplicate keys.
     """
     loader = (_PureGoYamlLoader if pure_python else _GoYamlLoader)(data)
     try:
-        node = loader.get_single_node()
+        # check_node() drops the stream start; get_node() composes one document only.
+        node = loader.get_node() if loader.check_node() else None
         if node is None:
             return None
         try:
