@@ -133,17 +133,48 @@ def test_indices_follow_numeric_port_order_beyond_ten_ports(
     assert ports == {"rp10"}
 
 
+def _devno(zoo: Zoo, path: str) -> tuple[int, int]:
+    node = zoo[0].host.resolve_devnode(path)
+    assert node.major is not None and node.minor is not None
+    return (node.major, node.minor)
+
+
 def test_devices_are_recognised_by_major_minor(zoo: Zoo, nvidia_config: KataConfig) -> None:
     server, names = zoo
     node = server.group_node(names["h100a"][0])
-    sandbox = plan_sandbox(
-        oci_spec([node], devnos={node: (243, 7)}), host=server.host, config=nvidia_config
-    )
+    numbers = _devno(zoo, node)
+    # the sandbox spec gives no numbers: the plan keeps the host node's
+    sandbox = plan_sandbox(oci_spec([node]), host=server.host, config=nvidia_config)
+    assert sandbox.devices[0].nodes[0].devno == numbers
     # the container sees the node under another path, with the same numbers
-    spec = _container(["/dev/vfio/renamed"], devnos={"/dev/vfio/renamed": (243, 7)})
-    spec["linux"]["devices"][0]["path"] = "/dev/vfio/77"
-    plan = plan_container(spec, sandbox)
+    plan = plan_container(_container(["/dev/vfio/77"], devnos={"/dev/vfio/77": numbers}), sandbox)
     assert [a.options for a in plan.agent_devices] == [(f"{names['h100a'][0]}=08/00",)]
+    assert [a.container_path for a in plan.agent_devices] == ["/dev/vfio/77"]
+    # the same path with another node's numbers is another device: not in the sandbox
+    other = _devno(zoo, server.group_node(names["nic1"][0]))
+    with pytest.raises(PlanError, match="not cold-plugged"):
+        plan_container(_container([node], devnos={node: other}), sandbox)
+
+
+def test_sandbox_nodes_are_the_host_nodes_their_numbers_name(
+    zoo: Zoo, nvidia_config: KataConfig
+) -> None:
+    """An OCI path is the container's (a CDI node may map host /dev/vfio/15 to another
+    path); Kata finds the host node from major:minor, and so do we."""
+    server, names = zoo
+    node = server.group_node(names["h100a"][0])
+    spec = oci_spec(["/dev/vfio/77"], devnos={"/dev/vfio/77": _devno(zoo, node)})
+    sandbox = plan_sandbox(spec, host=server.host, config=nvidia_config)
+    (device,) = sandbox.devices
+    assert [str(f.bdf) for f in device.functions] == names["h100a"]
+    assert (device.nodes[0].path, device.nodes[0].host_path) == ("/dev/vfio/77", node)
+    # the stored plan keeps both
+    view = SandboxView.from_document(json.loads(json.dumps(sandbox.to_document())))
+    assert view.devices[0].nodes[0].host_path == node
+    # numbers that name a control node are refused, naming both
+    control = oci_spec([node], devnos={node: _devno(zoo, "/dev/vfio/vfio")})
+    with pytest.raises(PlanError, match=r"is /dev/vfio/vfio on this host, not a VFIO"):
+        plan_sandbox(control, host=server.host, config=nvidia_config)
 
 
 def test_cdev_in_container_matches_a_group_in_the_sandbox(

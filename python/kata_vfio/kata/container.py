@@ -230,19 +230,24 @@ def _kind_indices(devices: Sequence[PlannedDevice]) -> dict[str, int]:
 def _match(
     node: SpecDevice, devices: Sequence[PlannedDevice]
 ) -> tuple[PlannedFunction, ...] | None:
-    """The sandbox functions behind a container node: by host path, then by major:minor."""
+    """The sandbox functions behind a container node: by ``major:minor`` when both sides
+    have them (an OCI path is the container's, the numbers are the host node's), else by
+    path; then a node of the other kind for the same functions (a group node in the
+    sandbox, a cdev here), named by the path."""
     for device in devices:
         for planned in device.nodes:
-            same_number = node.devno is not None and planned.devno == node.devno
-            if planned.path == node.path or same_number:
+            if node.devno is not None and planned.devno is not None:
+                same = planned.devno == node.devno
+            else:
+                same = node.path in (planned.path, planned.host_path)
+            if same:
                 wanted = set(planned.bdfs)
                 return tuple(f for f in device.functions if f.bdf in wanted)
-    # A node of another kind for the same functions (group node in the sandbox, cdev here).
     number = _node_number(node.path)
     for device in devices:
-        if node.kind == "group" and device.group == number:
+        if node.kind == "group" and device.backend == "iommufd" and device.group == number:
             return device.functions
-        if node.kind == "cdev":
+        if node.kind == "cdev" and device.backend == "legacy":
             match = tuple(f for f in device.functions if f.cdev == f"vfio{number}")
             if match:
                 return match

@@ -58,13 +58,19 @@ class SpecDevice:
 
 @dataclass(frozen=True)
 class VfioNode:
-    """A VFIO device node the sandbox asked for, and the group it stands for."""
+    """A VFIO device node the sandbox asked for, and the group it stands for.
+
+    ``path`` is the spec's (container) path; ``host_path`` the host node it stands for, found
+    from ``devno`` (``major:minor``) as Kata does, else the same path. ``devno`` is the spec's
+    numbers, or the host node's when the spec gave none.
+    """
 
     path: str
     kind: str  # group or cdev
     group: int
     cdev: str | None
     devno: tuple[int, int] | None
+    host_path: str = ""
 
 
 @dataclass(frozen=True)
@@ -195,7 +201,7 @@ def resolve_groups(
                 "nodes (CDI specs with cdev device nodes)",
             )
         known = nodes.setdefault(node.group, [])
-        if any(n.path == node.path for n in known):
+        if any(n.host_path == node.host_path for n in known):
             continue  # the same node twice: one device
         if known and known[0].kind != node.kind:
             raise PlanError(
@@ -209,16 +215,17 @@ def resolve_groups(
 
 
 def _resolve_node(host: Host, spec_device: SpecDevice) -> VfioNode:
-    if spec_device.kind == "noiommu-group":
+    host_path, kind = _host_node(host, spec_device)
+    if kind == "noiommu-group":
         raise PlanError(
             f"{spec_device.path} is a no-IOMMU group: it has no DMA isolation and cannot be "
             "passed to a VM",
             hint="enable the host IOMMU (intel_iommu=on or amd_iommu=on) and turn off "
             "vfio.enable_unsafe_noiommu_mode",
         )
-    resolved = host.resolve_devnode(spec_device.path)
+    resolved = host.resolve_devnode(host_path)
     group = resolved.group
-    if spec_device.kind == "cdev":
+    if kind == "cdev":
         if not resolved.bdfs:
             raise PlanError(
                 f"{spec_device.path}: no PCI function on this host has vfio cdev {resolved.cdev}",
@@ -231,13 +238,37 @@ def _resolve_node(host: Host, spec_device: SpecDevice) -> VfioNode:
             f"{spec_device.path}: IOMMU group not found on this host",
             hint="check the CDI spec's device node and that the host IOMMU is on (kata-vfio iommu)",
         )
+    devno = spec_device.devno
+    if devno is None and resolved.major is not None and resolved.minor is not None:
+        devno = (resolved.major, resolved.minor)
     return VfioNode(
         path=spec_device.path,
-        kind=spec_device.kind,
+        kind=kind,
         group=group,
         cdev=resolved.cdev,
-        devno=spec_device.devno,
+        devno=devno,
+        host_path=host_path,
     )
+
+
+def _host_node(host: Host, spec_device: SpecDevice) -> tuple[str, str]:
+    """The host node behind a spec entry and its kind. An OCI entry's path is the container's;
+    its ``major:minor`` names the host node (Kata reads ``/sys/dev/char/M:m/uevent``), so the
+    numbers win when the host knows them."""
+    if spec_device.devno is None:
+        return spec_device.path, spec_device.kind
+    numbered = host.devnode_by_number(*spec_device.devno)
+    if numbered is None:
+        return spec_device.path, spec_device.kind
+    if numbered.kind not in ("group", "cdev", "noiommu-group"):
+        major, minor = spec_device.devno
+        raise PlanError(
+            f"{spec_device.path}: device number {major}:{minor} is {numbered.path} on this "
+            "host, not a VFIO group or cdev node",
+            hint="fix the major/minor of the linux.devices entry (or the CDI spec's device "
+            "node), or leave them out to use the path",
+        )
+    return numbered.path, numbered.kind
 
 
 def _expand(host: Host, group_id: int, nodes: tuple[VfioNode, ...]) -> PassthroughGroup:

@@ -102,13 +102,15 @@ class PlannedFunction:
 
 @dataclass(frozen=True)
 class PlannedNode:
-    """A VFIO node that asked for the device: host path, ``major:minor`` when the spec
-    gave them, and the functions it stands for (a cdev: one; a group: all)."""
+    """A VFIO node that asked for the device: its spec path, ``major:minor`` (the spec's, or
+    the host node's), the functions it stands for (a cdev: one; a group: all) and the host
+    node (``host_path``; the spec path unless the numbers named another node)."""
 
     path: str
     kind: str
     devno: tuple[int, int] | None
     bdfs: tuple[Bdf, ...]
+    host_path: str = ""
 
     @property
     def number(self) -> int:
@@ -124,6 +126,7 @@ class PlannedNode:
             "major": self.devno[0] if self.devno else None,
             "minor": self.devno[1] if self.devno else None,
             "bdfs": [str(b) for b in self.bdfs],
+            "host_path": self.host_path or self.path,
         }
 
     @classmethod
@@ -134,11 +137,13 @@ class PlannedNode:
         bdfs = doc.get("bdfs")
         if not isinstance(bdfs, list) or not all(isinstance(b, str) for b in bdfs):
             raise InvalidInputError(f"{where}.bdfs must be a list of PCI addresses")
+        path = _field(doc, "path", str, where)
         return cls(
-            path=_field(doc, "path", str, where),
+            path=path,
             kind=_field(doc, "kind", str, where),
             devno=(major, minor) if major is not None and minor is not None else None,
             bdfs=tuple(Bdf(b) for b in bdfs),
+            host_path=_field(doc, "host_path", str, where, optional=True) or path,
         )
 
 
@@ -264,7 +269,13 @@ def _planned_node(node: VfioNode, group: PassthroughGroup) -> PlannedNode:
         bdfs = tuple(f.bdf for f in group.functions if f.cdev == node.cdev)
     else:
         bdfs = tuple(f.bdf for f in group.functions)
-    return PlannedNode(path=node.path, kind=node.kind, devno=node.devno, bdfs=bdfs)
+    return PlannedNode(
+        path=node.path,
+        kind=node.kind,
+        devno=node.devno,
+        bdfs=bdfs,
+        host_path=node.host_path or node.path,
+    )
 
 
 def _field(
