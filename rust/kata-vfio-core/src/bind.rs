@@ -916,3 +916,110 @@ pub fn unbind(env: &Env<'_>, devices: &[Bdf], group: GroupMode, dry_run: bool) -
 pub fn journal_entries(state_dir: &Path) -> Result<Vec<JournalEntry>> {
     list_entries(state_dir)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(driver: Option<&str>, driver_override: Option<&str>) -> JournalEntry {
+        let name = |n: &str| DriverName::parse(n).expect("valid name");
+        JournalEntry {
+            bdf: Bdf::parse("0000:05:00.0").expect("bdf"),
+            group: Some(12),
+            driver: driver.map(name),
+            driver_override: driver_override.map(name),
+            target: DriverName::vfio_pci(),
+        }
+    }
+
+    fn state(driver: Option<&str>, driver_override: Option<&str>) -> DriverState {
+        DriverState {
+            driver: driver.map(ToOwned::to_owned),
+            driver_override: driver_override.map(ToOwned::to_owned),
+        }
+    }
+
+    fn plan(entry: &JournalEntry, now: &DriverState) -> Vec<(String, String)> {
+        let bus = PciBus::new("/sys");
+        restore_steps(&bus, entry, now)
+            .expect("plan")
+            .into_iter()
+            .map(|s| (s.path.display().to_string(), s.value))
+            .collect()
+    }
+
+    #[test]
+    fn restore_undoes_a_finished_bind() {
+        let steps = plan(
+            &entry(Some("e1000e"), None),
+            &state(Some("vfio-pci"), Some("vfio-pci")),
+        );
+        assert_eq!(
+            steps,
+            [
+                (
+                    "/sys/bus/pci/devices/0000:05:00.0/driver_override".into(),
+                    "\n".into()
+                ),
+                (
+                    "/sys/bus/pci/drivers/vfio-pci/unbind".into(),
+                    "0000:05:00.0".into()
+                ),
+                ("/sys/bus/pci/drivers_probe".into(), "0000:05:00.0".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn restore_after_a_kill_between_steps_writes_only_what_is_needed() {
+        // Killed after the override write: only the override goes back.
+        let steps = plan(
+            &entry(Some("e1000e"), None),
+            &state(Some("e1000e"), Some("vfio-pci")),
+        );
+        assert_eq!(steps.len(), 1);
+        // Killed after the unbind: no unbind to do, just the probe.
+        let steps = plan(&entry(Some("e1000e"), None), &state(None, None));
+        assert_eq!(
+            steps,
+            [("/sys/bus/pci/drivers_probe".into(), "0000:05:00.0".into())]
+        );
+        // Nothing was written: nothing to do.
+        assert!(plan(&entry(Some("e1000e"), None), &state(Some("e1000e"), None)).is_empty());
+    }
+
+    #[test]
+    fn an_unbound_original_is_not_probed_and_an_override_comes_back() {
+        let steps = plan(
+            &entry(None, None),
+            &state(Some("vfio-pci"), Some("vfio-pci")),
+        );
+        assert_eq!(
+            steps.last().map(|s| s.0.as_str()),
+            Some("/sys/bus/pci/drivers/vfio-pci/unbind")
+        );
+        let steps = plan(
+            &entry(Some("e1000e"), Some("e1000e")),
+            &state(Some("vfio-pci"), Some("vfio-pci")),
+        );
+        assert_eq!(steps[0].1, "e1000e");
+    }
+
+    #[test]
+    fn actions_have_stable_names() {
+        let names: Vec<&str> = [
+            Action::Bound,
+            Action::AlreadyBound,
+            Action::Restored,
+            Action::Unbound,
+            Action::Unchanged,
+        ]
+        .iter()
+        .map(|a| a.as_str())
+        .collect();
+        assert_eq!(
+            names,
+            ["bound", "already-bound", "restored", "unbound", "unchanged"]
+        );
+    }
+}
