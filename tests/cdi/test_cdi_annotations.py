@@ -62,7 +62,7 @@ def test_update_annotations_adds_one_key_and_never_changes_the_input() -> None:
 
 def test_update_annotations_refuses_a_used_key_and_bad_input() -> None:
     current = {"cdi.k8s.io/p_1": "a.com/b=c"}
-    with pytest.raises(CdiNameError, match=r"key 'cdi\.k8s\.io/p_1' used"):
+    with pytest.raises(CdiNameError, match=r"key \"cdi\.k8s\.io/p_1\" used"):
         update_annotations(current, "p", "1", ["a.com/b=d"])
     with pytest.raises(CdiNameError, match="CDI annotation failed: invalid plugin name"):
         update_annotations(current, "", "1", ["a.com/b=d"])

@@ -187,10 +187,10 @@ def test_fifo_keeps_its_numbers() -> None:
 
 def test_symlinks_and_missing_nodes_fail_unless_minimal() -> None:
     with pytest.raises(
-        NodeCompletionError, match="failed to stat CDI host device '/dev/link': not a device node"
+        NodeCompletionError, match='failed to stat CDI host device "/dev/link": not a device node'
     ):
         complete_device_node(DeviceNode("/dev/link"), table())
-    with pytest.raises(NodeCompletionError, match="failed to stat CDI host device '/dev/gone'"):
+    with pytest.raises(NodeCompletionError, match='failed to stat CDI host device "/dev/gone"'):
         complete_device_node(DeviceNode("/dev/gone", minor=1), table())
 
 
@@ -364,7 +364,7 @@ def test_failed_host_lookup_leaves_the_spec_untouched(host_dev: HostDeviceTable)
         env=("A=1",), device_nodes=(DeviceNode("/dev/vfio/14"), DeviceNode("/dev/vfio/99"))
     )
     with pytest.raises(
-        CdiInjectionError, match="failed to stat CDI host device '/dev/vfio/99'"
+        CdiInjectionError, match='failed to stat CDI host device "/dev/vfio/99"'
     ) as info:
         inject_edits(spec, [edits], lookup=host_dev)
     assert spec == before

@@ -74,7 +74,7 @@ def test_same_directory_conflict_drops_the_device_and_reports_both_files(
     write_file(high / "c.yaml", env_spec("v.com/c", x="C=1"))
     registry = Registry(spec_dirs)
     assert registry.device_names() == ("v.com/c=a_only", "v.com/c=b_only")
-    message = f"conflicting device 'v.com/c=x' (specs '{b}', '{a}')"
+    message = f'conflicting device "v.com/c=x" (specs "{b}", "{a}")'
     assert registry.errors == {str(a): (message,), str(b): (message,)}
     assert registry.list_vendors() == ("v.com",)
     assert len(registry.list_specs("v.com")) == 3

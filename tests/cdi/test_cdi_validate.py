@@ -17,6 +17,7 @@ from kata_vfio.cdi import (
     parse_spec,
     spec_problems,
 )
+from kata_vfio.cdi.goquote import go_quote
 from kata_vfio.cdi.versions import KNOWN_VERSIONS, version_problem
 from kata_vfio.errors import CdiSpecError
 
@@ -57,7 +58,7 @@ def test_known_versions_are_accepted(version: str) -> None:
 
 @pytest.mark.parametrize("version", ["0.3", "1.2.0", "", "not-a-version", "vv1.0.0", " 1.0.0"])
 def test_unknown_versions_are_invalid(version: str) -> None:
-    assert version_problem(spec(version=version)) == f"invalid version {version!r}"
+    assert version_problem(spec(version=version)) == f"invalid version {go_quote(version)}"
 
 
 @pytest.mark.parametrize("version", ["0.1.0", "0.2.0"])
@@ -116,7 +117,7 @@ def test_device_rules() -> None:
     assert "devices[0].name: invalid (empty) device name" in spec_problems(spec(Device("", ENV)))[0]
     assert "invalid device, empty device edits" in only_problem(spec(Device("d")))
     problem = only_problem(spec(Device("d", ENV), Device("d", ENV)))
-    assert "devices[1]: invalid spec, multiple device 'd'" in problem
+    assert 'devices[1]: invalid spec, multiple device "d"' in problem
     # Spec-level edits may be empty.
     assert spec_problems(spec(edits=ContainerEdits())) == ()
 
@@ -124,9 +125,9 @@ def test_device_rules() -> None:
 @pytest.mark.parametrize("entry", ["", "=foo", "FOOBAR"])
 def test_env_entries_need_a_name_and_equals(entry: str) -> None:
     problem = only_problem(spec(edits=ContainerEdits(env=(entry,))))
-    assert problem == f"containerEdits.env[0]: invalid environment variable {entry!r}"
+    assert problem == f"containerEdits.env[0]: invalid environment variable {go_quote(entry)}"
     hook = Hook("poststop", "/bin/h", env=(entry,))
-    assert "invalid hook 'poststop'" in only_problem(spec(edits=ContainerEdits(hooks=(hook,))))
+    assert 'invalid hook "poststop"' in only_problem(spec(edits=ContainerEdits(hooks=(hook,))))
 
 
 def test_env_values_may_hold_equals() -> None:
@@ -137,10 +138,10 @@ def test_env_values_may_hold_equals() -> None:
     ("fields", "message"),
     [
         ({"path": ""}, "invalid (empty) device path"),
-        ({"type": "x"}, "invalid type 'x'"),
-        ({"type": "cb"}, "invalid type 'cb'"),
-        ({"permissions": "rwx"}, "invalid permissions 'rwx'"),
-        ({"permissions": "read"}, "invalid permissions 'read'"),
+        ({"type": "x"}, 'invalid type "x"'),
+        ({"type": "cb"}, 'invalid type "cb"'),
+        ({"permissions": "rwx"}, 'invalid permissions "rwx"'),
+        ({"permissions": "read"}, 'invalid permissions "read"'),
     ],
 )
 def test_device_node_rules(fields: dict[str, str], message: str) -> None:
@@ -163,10 +164,10 @@ def test_mount_and_hook_rules() -> None:
     assert "containerPath: invalid mount, empty container path" in only_problem(
         spec(edits=ContainerEdits(mounts=(Mount("/a", ""),)))
     )
-    assert "invalid hook name 'prestop'" in only_problem(
+    assert 'invalid hook name "prestop"' in only_problem(
         spec(edits=ContainerEdits(hooks=(Hook("prestop", "/x"),)))
     )
-    assert "invalid hook 'poststop' with empty path" in only_problem(
+    assert 'invalid hook "poststop" with empty path' in only_problem(
         spec(edits=ContainerEdits(hooks=(Hook("poststop", ""),)))
     )
     for name in (
@@ -201,10 +202,10 @@ def test_net_device_rules() -> None:
 
     assert "empty HostInterfaceName" in only_problem(spec(edits=edits(("", "n"))))
     assert "empty Name" in only_problem(spec(edits=edits(("h", ""))))
-    assert "duplicate HostInterfaceName 'h'" in only_problem(
+    assert 'duplicate HostInterfaceName "h"' in only_problem(
         spec(edits=edits(("h", "a"), ("h", "b")))
     )
-    assert "duplicate Name 'a'" in only_problem(spec(edits=edits(("h", "a"), ("g", "a"))))
+    assert 'duplicate Name "a"' in only_problem(spec(edits=edits(("h", "a"), ("g", "a"))))
     # Across devices a repeat is fine (the last one wins at injection).
     both = spec(Device("d1", edits(("h", "a"))), Device("d2", edits(("h", "a"))))
     assert spec_problems(both) == ()
@@ -221,6 +222,6 @@ def test_every_problem_is_reported_with_its_file() -> None:
     problems = info.value.problems
     assert len(problems) == 5
     assert all(p.startswith("/etc/cdi/bad.yaml: ") for p in problems)
-    assert "invalid version '9.9.9'" in problems[0]
+    assert 'invalid version "9.9.9"' in problems[0]
     assert "(and 4 more problems)" in str(info.value)
     assert str(info.value).startswith("invalid CDI Spec /etc/cdi/bad.yaml: ")

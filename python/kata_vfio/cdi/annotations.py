@@ -26,6 +26,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from kata_vfio.cdi.goquote import go_quote
 from kata_vfio.cdi.names import is_qualified_name, parse_qualified_name
 from kata_vfio.errors import CdiNameError
 
@@ -75,17 +76,21 @@ def annotation_key(plugin: str, device_id: str) -> str:
         raise CdiNameError("invalid deviceID, empty", hint="give the allocated device's id")
     name = plugin + "_" + device_id.replace("/", "_")
     if len(name) > _MAX_NAME_LEN:
-        raise CdiNameError(f"invalid plugin+deviceID {name!r}, too long", hint=_KEY_HINT)
+        raise CdiNameError(f"invalid plugin+deviceID {go_quote(name)}, too long", hint=_KEY_HINT)
     if name[0] not in _ALNUM:
         raise CdiNameError(
-            f"invalid name {name!r}, first {name[0]!r} should be alphanumeric", hint=_KEY_HINT
+            f"invalid name {go_quote(name)}, first '{name[0]}' should be alphanumeric",
+            hint=_KEY_HINT,
         )
     for char in name[1:-1]:
         if char not in _KEY_MIDDLE:
-            raise CdiNameError(f"invalid name {name!r}, invalid character {char!r}", hint=_KEY_HINT)
+            raise CdiNameError(
+                f"invalid name {go_quote(name)}, invalid character '{char}'", hint=_KEY_HINT
+            )
     if name[-1] not in _ALNUM:
         raise CdiNameError(
-            f"invalid name {name!r}, last {name[-1]!r} should be alphanumeric", hint=_KEY_HINT
+            f"invalid name {go_quote(name)}, last '{name[-1]}' should be alphanumeric",
+            hint=_KEY_HINT,
         )
     return ANNOTATION_PREFIX + name
 
@@ -114,7 +119,7 @@ def update_annotations(
     current = dict(annotations or {})
     if key in current:
         raise CdiNameError(
-            f"CDI annotation failed, key {key!r} used",
+            f"CDI annotation failed, key {go_quote(key)} used",
             hint="use another device id, or remove the existing request first",
         )
     try:
@@ -146,7 +151,7 @@ def parse_annotations(annotations: Mapping[str, str] | None) -> tuple[list[str],
         for name in value.split(","):
             if not is_qualified_name(name):
                 raise CdiNameError(
-                    f"invalid CDI device name {name!r} in annotation {key!r}",
+                    f"invalid CDI device name {go_quote(name)} in annotation {go_quote(key)}",
                     hint="the value is a comma-separated list of vendor.com/class=name, "
                     "with no spaces and no empty entries",
                 )

@@ -16,6 +16,7 @@ import stat
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from kata_vfio.cdi.goquote import go_quote
 from kata_vfio.cdi.model import DeviceNode
 
 __all__ = [
@@ -164,9 +165,9 @@ def complete_device_node(node: DeviceNode, lookup: DeviceLookup) -> DeviceNode:
     except (OSError, ValueError) as exc:
         if minimal:
             return dataclasses.replace(node, host_path=host_path)
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        reason = _lookup_failure(exc, host_path)
         raise NodeCompletionError(
-            f"failed to stat CDI host device {host_path!r}: {reason}"
+            f"failed to stat CDI host device {go_quote(host_path)}: {reason}"
         ) from exc
     file_mode = node.file_mode if node.file_mode is not None else host.file_mode
     if minimal:
@@ -174,7 +175,7 @@ def complete_device_node(node: DeviceNode, lookup: DeviceLookup) -> DeviceNode:
     node_type = node.type or host.type
     if node_type != host.type:
         raise NodeCompletionError(
-            f"CDI device ({node.path!r}, {host_path!r}), host type mismatch "
+            f"CDI device ({go_quote(node.path)}, {go_quote(host_path)}), host type mismatch "
             f"({node_type}, {host.type})"
         )
     major, minor = node.major, node.minor
@@ -183,3 +184,11 @@ def complete_device_node(node: DeviceNode, lookup: DeviceLookup) -> DeviceNode:
     return dataclasses.replace(
         node, host_path=host_path, type=node_type, major=major, minor=minor, file_mode=file_mode
     )
+
+
+def _lookup_failure(exc: OSError | ValueError, path: str) -> str:
+    """The reason as the reference words it: ``lstat PATH: no such file or directory`` (Go's
+    lower-case errno text), or ``not a device node``."""
+    if isinstance(exc, OSError) and exc.strerror and not isinstance(exc, NotADeviceNodeError):
+        return f"lstat {path}: {exc.strerror[:1].lower()}{exc.strerror[1:]}"
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kata_vfio.cdi.goquote import go_quote
 from kata_vfio.errors import CdiNameError
 
 __all__ = [
@@ -103,11 +104,13 @@ def parse_qualified_name(name: str) -> QualifiedName:
     """
     vendor, cls, device = parse_device(name)
     if not vendor:
-        raise CdiNameError(f"unqualified device {name!r}, missing vendor", hint=_NAME_HINT)
+        raise CdiNameError(f"unqualified device {go_quote(name)}, missing vendor", hint=_NAME_HINT)
     if not cls:
-        raise CdiNameError(f"unqualified device {name!r}, missing class", hint=_NAME_HINT)
+        raise CdiNameError(f"unqualified device {go_quote(name)}, missing class", hint=_NAME_HINT)
     if not device:
-        raise CdiNameError(f"unqualified device {name!r}, missing device name", hint=_NAME_HINT)
+        raise CdiNameError(
+            f"unqualified device {go_quote(name)}, missing device name", hint=_NAME_HINT
+        )
     for check, part in (
         (vendor_name_problem, vendor),
         (class_name_problem, cls),
@@ -115,7 +118,7 @@ def parse_qualified_name(name: str) -> QualifiedName:
     ):
         problem = check(part)
         if problem is not None:
-            raise CdiNameError(f"invalid device {name!r}: {problem}", hint=_NAME_HINT)
+            raise CdiNameError(f"invalid device {go_quote(name)}: {problem}", hint=_NAME_HINT)
     return QualifiedName(vendor, cls, device)
 
 
@@ -164,12 +167,12 @@ def device_name_problem(device: str) -> str | None:
     if not device:
         return "invalid (empty) device name"
     if device[0] not in _ALNUM:
-        return f"invalid device name {device!r}, should start with a letter or digit"
+        return f"invalid device name {go_quote(device)}, should start with a letter or digit"
     for char in device[1:-1]:
         if char not in _DEVICE_MIDDLE:
-            return f"invalid character {char!r} in device name {device!r}"
+            return f"invalid character '{char}' in device name {go_quote(device)}"
     if device[-1] not in _ALNUM:
-        return f"invalid device name {device!r}, should end with a letter or digit"
+        return f"invalid device name {go_quote(device)}, should end with a letter or digit"
     return None
 
 
@@ -177,12 +180,12 @@ def _vendor_or_class_problem(name: str) -> str | None:
     if not name:
         return "empty name"
     if name[0] not in _LETTERS:
-        return f"{name!r}, should start with letter"
+        return f"{go_quote(name)}, should start with letter"
     for char in name[1:-1]:
         if char not in _VENDOR_CLASS_MIDDLE:
-            return f"invalid character {char!r} in name {name!r}"
+            return f"invalid character '{char}' in name {go_quote(name)}"
     if name[-1] not in _ALNUM:
-        return f"{name!r}, should end with a letter or digit"
+        return f"{go_quote(name)}, should end with a letter or digit"
     return None
 
 

@@ -36,6 +36,7 @@ from typing import Any
 
 from kata_vfio._atomic import atomic_write, remove_file
 from kata_vfio.cdi.encode import dump_spec, format_for_path
+from kata_vfio.cdi.goquote import go_quote
 from kata_vfio.cdi.hostdev import DeviceLookup
 from kata_vfio.cdi.inject import InjectionResult, inject_edits
 from kata_vfio.cdi.loader import parse_spec, read_spec_fd
@@ -413,7 +414,7 @@ def spec_file_name_for(spec: Spec) -> str:
     vendor, cls = parse_qualifier(spec.kind)
     if not vendor:
         raise CdiSpecError(
-            f"invalid vendor/class {spec.kind!r} in Spec", hint="kind is vendor.com/class"
+            f"invalid vendor/class {go_quote(spec.kind)} in Spec", hint="kind is vendor.com/class"
         )
     return spec_file_name(vendor, cls)
 
@@ -423,7 +424,7 @@ def transient_spec_file_name_for(spec: Spec, transient_id: str) -> str:
     vendor, cls = parse_qualifier(spec.kind)
     if not vendor:
         raise CdiSpecError(
-            f"invalid vendor/class {spec.kind!r} in Spec", hint="kind is vendor.com/class"
+            f"invalid vendor/class {go_quote(spec.kind)} in Spec", hint="kind is vendor.com/class"
         )
     return transient_spec_file_name(vendor, cls, transient_id)
 
@@ -532,7 +533,10 @@ def _build_snapshot(
             other = devices.get(name)
             if other is not None and priority <= other.priority:
                 if priority == other.priority:
-                    message = f"conflicting device {name!r} (specs {path!r}, {other.path!r})"
+                    message = (
+                        f"conflicting device {go_quote(name)} "
+                        f"(specs {go_quote(path)}, {go_quote(other.path)})"
+                    )
                     errors.setdefault(path, []).append(message)
                     errors.setdefault(other.path, []).append(message)
                     conflicts.add(name)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from kata_vfio.cdi.goquote import go_quote
 from kata_vfio.cdi.model import ContainerEdits, DeviceNode, Hook, IntelRdt, Spec
 from kata_vfio.cdi.names import (
     class_name_problem,
@@ -91,14 +92,16 @@ def spec_problems(spec: Spec) -> tuple[str, ...]:
         if name_problem is not None:
             problems.append(f"{where}.name: {name_problem}")
         if device.container_edits.is_empty():
-            problems.append(f"{where} ({device.name!r}): invalid device, empty device edits")
+            problems.append(
+                f"{where} ({go_quote(device.name)}): invalid device, empty device edits"
+            )
         else:
             problems.extend(
-                f"{where} ({device.name!r}): {problem}"
+                f"{where} ({go_quote(device.name)}): {problem}"
                 for problem in edits_problems(device.container_edits, f"{where}.containerEdits")
             )
         if device.name in seen:
-            problems.append(f"{where}: invalid spec, multiple device {device.name!r}")
+            problems.append(f"{where}: invalid spec, multiple device {go_quote(device.name)}")
         seen.add(device.name)
     if not spec.devices:
         problems.append("devices: invalid spec, no devices")
@@ -109,7 +112,7 @@ def edits_problems(edits: ContainerEdits, where: str) -> Iterator[str]:
     """The problems of one set of container edits, each naming its field."""
     for index, entry in enumerate(edits.env):
         if _env_problem(entry):
-            yield f"{where}.env[{index}]: invalid environment variable {entry!r}"
+            yield f"{where}.env[{index}]: invalid environment variable {go_quote(entry)}"
     for index, node in enumerate(edits.device_nodes):
         yield from _node_problems(node, f"{where}.deviceNodes[{index}]")
     for index, hook in enumerate(edits.hooks):
@@ -133,25 +136,28 @@ def _node_problems(node: DeviceNode, where: str) -> Iterator[str]:
     if not node.path:
         yield f"{where}.path: invalid (empty) device path"
     if node.type not in _NODE_TYPES:
-        yield f"{where}.type: device {node.path!r}: invalid type {node.type!r}"
+        yield f"{where}.type: device {go_quote(node.path)}: invalid type {go_quote(node.type)}"
     permissions = node.permissions
     if permissions and permissions != NO_PERMISSIONS and not set(permissions) <= _PERMISSION_CHARS:
-        yield f"{where}.permissions: device {node.path!r}: invalid permissions {permissions!r}"
+        yield (
+            f"{where}.permissions: device {go_quote(node.path)}: "
+            f"invalid permissions {go_quote(permissions)}"
+        )
 
 
 def _hook_problems(hook: Hook, where: str) -> Iterator[str]:
     if hook.hook_name not in HOOK_NAMES:
         yield (
-            f"{where}.hookName: invalid hook name {hook.hook_name!r} "
+            f"{where}.hookName: invalid hook name {go_quote(hook.hook_name)} "
             f"(one of {', '.join(HOOK_NAMES)})"
         )
     if not hook.path:
-        yield f"{where}.path: invalid hook {hook.hook_name!r} with empty path"
+        yield f"{where}.path: invalid hook {go_quote(hook.hook_name)} with empty path"
     for index, entry in enumerate(hook.env):
         if _env_problem(entry):
             yield (
-                f"{where}.env[{index}]: invalid hook {hook.hook_name!r}: "
-                f"invalid environment variable {entry!r}"
+                f"{where}.env[{index}]: invalid hook {go_quote(hook.hook_name)}: "
+                f"invalid environment variable {go_quote(entry)}"
             )
 
 
@@ -160,7 +166,7 @@ def _rdt_problems(rdt: IntelRdt, where: str) -> Iterator[str]:
     if clos == "/":
         return
     if len(clos.encode()) >= _MAX_CLOS_ID or clos in (".", "..") or "/" in clos or "\n" in clos:
-        yield f"{where}.closID: invalid ClosID {clos!r}"
+        yield f"{where}.closID: invalid ClosID {go_quote(clos)}"
 
 
 def _net_device_problems(edits: ContainerEdits, where: str) -> Iterator[str]:
@@ -177,13 +183,14 @@ def _net_device_problems(edits: ContainerEdits, where: str) -> Iterator[str]:
         if dev.host_interface_name in hosts:
             yield (
                 f"{at}: invalid linux net device, duplicate HostInterfaceName "
-                f"{dev.host_interface_name!r} with names {dev.name!r} and "
-                f"{hosts[dev.host_interface_name]!r}"
+                f"{go_quote(dev.host_interface_name)} with names {go_quote(dev.name)} and "
+                f"{go_quote(hosts[dev.host_interface_name])}"
             )
         hosts[dev.host_interface_name] = dev.name
         if dev.name in names:
             yield (
-                f"{at}: invalid linux net device, duplicate Name {dev.name!r} with "
-                f"HostInterfaceName {dev.host_interface_name!r} and {names[dev.name]!r}"
+                f"{at}: invalid linux net device, duplicate Name {go_quote(dev.name)} with "
+                f"HostInterfaceName {go_quote(dev.host_interface_name)} and "
+                f"{go_quote(names[dev.name])}"
             )
         names[dev.name] = dev.host_interface_name

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from kata_vfio.cdi.goquote import go_quote
 from kata_vfio.cdi.model import ContainerEdits, Spec
 
 __all__ = [
@@ -75,7 +76,7 @@ def version_problem(spec: Spec) -> str | None:
     """Why ``spec.version`` is not acceptable for this document, or None."""
     declared = normalize_version(spec.version)
     if declared not in _ORDER:
-        return f"invalid version {spec.version!r}"
+        return f"invalid version {go_quote(spec.version)}"
     required = minimum_version(spec)
     if _ORDER[declared] < _ORDER[required]:
         return f"the spec version must be at least v{required}"
