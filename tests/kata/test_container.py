@@ -204,6 +204,13 @@ def test_vfio_mode_keeps_nodes_and_requires_a_guest_iommu(
         plan_container(_container([node]), view)
 
 
+def test_malformed_vfio_path_in_a_container_is_refused(zoo: Zoo, nvidia_config: KataConfig) -> None:
+    server, names = zoo
+    sandbox = _sandbox(zoo, nvidia_config, [server.group_node(names["gpu0"][0])])
+    with pytest.raises(PlanError, match="'/dev/vfio/gpu0' is under /dev/vfio/"):
+        plan_container(_container(["/dev/vfio/gpu0"]), sandbox)
+
+
 def test_pause_container_gets_nothing(zoo: Zoo, nvidia_config: KataConfig) -> None:
     server, names = zoo
     node = server.group_node(names["gpu0"][0])

@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 from sandbox_hosts import ServerBuilder, Zoo, oci_spec
 
+import kata_vfio._core as core
 from kata_vfio.errors import InvalidInputError, NotAssignableError, PlanError
 from kata_vfio.kata.devices import classify_spec_devices, function_id, resolve_groups
 from kata_vfio.kata.kinds import cdi_kind
+from kata_vfio.testing import build_host
 
 # Kata's TestIsVFIO table, plus the iommufd nodes: classification is by exact name.
 CLASSES = {
@@ -40,6 +42,24 @@ def test_linux_devices_are_classified_exactly() -> None:
     assert [d.path for d in devices if d.is_control] == ["/dev/vfio/vfio", "/dev/iommu"]
     assert devices[0].devno == (243, 16)
     assert devices[1].devno is None
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/dev/vfio/1a", "/dev/vfio/016", "/dev/vfio/16/", "/dev/vfio/devices/vfio", "/dev/vfio/x/1"],
+)
+def test_malformed_vfio_paths_are_refused_not_passed_as_other_devices(zoo: Zoo, path: str) -> None:
+    """Kata takes these for VFIO nodes (and fails on them later); we refuse them up front
+    instead of leaving them in the spec as ordinary devices."""
+    server, _names = zoo
+    with pytest.raises(PlanError, match="not a VFIO device node"):
+        resolve_groups(server.host, classify_spec_devices(oci_spec([path])))
+
+
+def test_kata_non_vfio_paths_under_dev_vfio_stay_other_devices(zoo: Zoo) -> None:
+    server, _names = zoo
+    paths = ["/dev/vfio/", "/dev/vfio/vfio/12", "/dev/vfio/vfio", "/dev/vfio"]
+    assert resolve_groups(server.host, classify_spec_devices(oci_spec(paths))) == ()
 
 
 @pytest.mark.parametrize(
@@ -185,9 +205,39 @@ def test_unknown_nodes_are_refused(zoo: Zoo) -> None:
 
 def test_noiommu_groups_are_refused(zoo: Zoo) -> None:
     server, _names = zoo
-    with pytest.raises(PlanError, match="no-IOMMU group") as info:
+    with pytest.raises(PlanError, match="no-IOMMU device node") as info:
         resolve_groups(server.host, classify_spec_devices(oci_spec(["/dev/vfio/noiommu-3"])))
     assert "intel_iommu=on" in (info.value.hint or "")
+
+
+def test_noiommu_cdevs_are_refused(tmp_path: Path) -> None:
+    """vfio's unsafe no-IOMMU mode also gives cdevs (``noiommu-vfioN``): no isolation
+    either, whichever node names the device."""
+    fake = build_host(
+        tmp_path,
+        {
+            "iommu": False,
+            "noiommu": True,
+            "cdev": True,
+            "devices": [
+                {"bdf": "0000:00:01.0", "id": "8086:347a", "class": "060400", "driver": "pcieport"},
+                {
+                    "bdf": "0000:01:00.0",
+                    "id": "10de:2330",
+                    "class": "030200",
+                    "parent": "0000:00:01.0",
+                    "driver": "vfio-pci",
+                },
+            ],
+        },
+    )
+    host = core.scan(fake.sysfs_root, fake.dev_root, fake.proc_root)
+    cdev = host.cdev_node("0000:01:00.0")
+    assert cdev == "/dev/vfio/devices/noiommu-vfio0"
+    for node in (cdev, host.group_node("0000:01:00.0")):
+        assert node is not None
+        with pytest.raises(PlanError, match="no-IOMMU device node"):
+            resolve_groups(host, classify_spec_devices(oci_spec([node])))
 
 
 def test_groups_come_back_in_pci_order(zoo: Zoo) -> None:

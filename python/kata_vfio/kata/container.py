@@ -24,7 +24,11 @@ from typing import Any
 from kata_vfio.cdi.annotations import ANNOTATION_PREFIX, strip_annotations
 from kata_vfio.errors import InvalidInputError, PlanError
 from kata_vfio.kata.agent import AgentDevice, agent_device
-from kata_vfio.kata.devices import SpecDevice, classify_spec_devices
+from kata_vfio.kata.devices import (
+    SpecDevice,
+    classify_spec_devices,
+    refuse_malformed_vfio_paths,
+)
 from kata_vfio.kata.placement import PlannedDevice, PlannedFunction
 from kata_vfio.kata.sandbox import SandboxPlan
 from kata_vfio.oci import annotations as spec_annotations
@@ -154,6 +158,7 @@ def plan_container(spec: Mapping[str, Any], sandbox: SandboxPlan | SandboxView) 
             hotplug=(),
         )
     spec_devices = classify_spec_devices(spec)
+    refuse_malformed_vfio_paths(spec_devices)
     vfio_nodes = _unique(d for d in spec_devices if d.is_vfio_device)
     if vfio_nodes and view.vfio_mode == "vfio" and not view.guest_iommu:
         raise PlanError(

@@ -24,6 +24,7 @@ __all__ = [
     "VfioNode",
     "classify_spec_devices",
     "function_id",
+    "refuse_malformed_vfio_paths",
     "resolve_groups",
 ]
 
@@ -168,6 +169,28 @@ def classify_spec_devices(spec: Mapping[str, Any]) -> tuple[SpecDevice, ...]:
     return tuple(devices)
 
 
+def refuse_malformed_vfio_paths(devices: Iterable[SpecDevice]) -> None:
+    """Kata takes any path under ``/dev/vfio/`` (but ``/dev/vfio/vfio*``) for a VFIO device
+    node; one that is not a well-formed node (``/dev/vfio/1a``, ``/dev/vfio/016``) is refused
+    here instead of being passed on as an ordinary device."""
+    for device in devices:
+        path = device.path
+        if (
+            device.kind == "other"
+            and path.startswith(_VFIO_DIR)
+            and len(path) > len(_VFIO_DIR)
+            and not path.startswith(_VFIO_DIR + "vfio")
+        ):
+            raise PlanError(
+                f"linux.devices path {path!r} is under /dev/vfio/ but is not a VFIO device node",
+                hint="use /dev/vfio/<group> or /dev/vfio/devices/vfio<N> (decimal, no leading "
+                "zeros), as the kernel names them",
+            )
+
+
+_VFIO_DIR = "/dev/vfio/"
+
+
 def _optional(entry: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
     value = entry.get(key)
     if value is None:
@@ -189,6 +212,8 @@ def resolve_groups(
     and a cdev; a noiommu group; and, with ``require_iommufd`` (confidential guests), a
     legacy group node.
     """
+    devices = tuple(devices)
+    refuse_malformed_vfio_paths(devices)
     nodes: dict[int, list[VfioNode]] = {}
     for spec_device in devices:
         if not spec_device.is_vfio_device:
@@ -216,14 +241,15 @@ def resolve_groups(
 
 def _resolve_node(host: Host, spec_device: SpecDevice) -> VfioNode:
     host_path, kind = _host_node(host, spec_device)
-    if kind == "noiommu-group":
+    resolved = host.resolve_devnode(host_path)
+    # The kernel names a no-IOMMU group's nodes noiommu-<group> and noiommu-vfio<N>.
+    if kind == "noiommu-group" or (resolved.cdev or "").startswith("noiommu-"):
         raise PlanError(
-            f"{spec_device.path} is a no-IOMMU group: it has no DMA isolation and cannot be "
-            "passed to a VM",
+            f"{spec_device.path} is a no-IOMMU device node: it has no DMA isolation and "
+            "cannot be passed to a VM",
             hint="enable the host IOMMU (intel_iommu=on or amd_iommu=on) and turn off "
             "vfio.enable_unsafe_noiommu_mode",
         )
-    resolved = host.resolve_devnode(host_path)
     group = resolved.group
     if kind == "cdev":
         if not resolved.bdfs:
