@@ -7,12 +7,12 @@ own limits and permissions, which is what QEMU will inherit when this process st
 from __future__ import annotations
 
 import os
-import resource
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from kata_vfio import memlock
 from kata_vfio._core import Host
 
 __all__ = ["Check", "Status", "diagnose"]
@@ -33,6 +33,8 @@ _GENERIC_HINT = (
     "intel_iommu=on iommu=pt to the kernel command line; then reboot"
 )
 _SAMPLE_HINT = "to see kata-vfio on a host that has one: kata-vfio --sample groups"
+# Kata's default_memory (MiB) when no VM size is given.
+DEFAULT_VM_MEMORY = 2048 << 20
 
 
 @dataclass(frozen=True)
@@ -45,9 +47,10 @@ class Check:
     hint: str | None = None
 
 
-def diagnose(host: Host, *, memlock_needed: int | None = None) -> tuple[Check, ...]:
-    """Every check, in a fixed order. ``memlock_needed`` (bytes) tightens the memlock check
-    to a VM of that size; by default any limit below 1 GiB is a warning."""
+def diagnose(host: Host, *, vm_memory: int | None = None) -> tuple[Check, ...]:
+    """Every check, in a fixed order. ``vm_memory`` (bytes) makes the memlock check judge a
+    VM of that size (a shortfall fails); by default it judges Kata's default 2 GiB VM and a
+    shortfall is only a warning."""
     checks: list[Callable[[Host], Check]] = [
         _iommu_enabled,
         _kernel_arguments,
@@ -58,7 +61,7 @@ def diagnose(host: Host, *, memlock_needed: int | None = None) -> tuple[Check, .
         _node_permissions,
         _assignable_groups,
     ]
-    return (*(check(host) for check in checks), _memlock(memlock_needed))
+    return (*(check(host) for check in checks), _memlock(vm_memory))
 
 
 def _iommu_enabled(host: Host) -> Check:
@@ -199,22 +202,10 @@ def _assignable_groups(host: Host) -> Check:
     )
 
 
-def _memlock(needed: int | None) -> Check:
-    soft, _hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
-    if soft == resource.RLIM_INFINITY:
-        return Check("memlock", "pass", "RLIMIT_MEMLOCK is unlimited")
-    threshold = needed if needed is not None else 1 << 30
-    detail = f"RLIMIT_MEMLOCK is {soft // 1024} KiB"
-    if soft >= threshold:
-        return Check("memlock", "pass", detail)
-    status: Status = "fail" if needed is not None else "warn"
-    if os.geteuid() == 0 and needed is None:
-        # Root has CAP_IPC_LOCK, which lets type1 pin past the limit.
-        return Check("memlock", "pass", f"{detail}, but root has CAP_IPC_LOCK")
-    return Check(
-        "memlock",
-        status,
-        f"{detail}: VFIO pins all guest RAM, so QEMU needs at least the VM's memory size",
-        "raise it for the QEMU process (ulimit -l unlimited, LimitMEMLOCK=infinity in a "
-        "systemd unit, or memlock in /etc/security/limits.conf)",
-    )
+def _memlock(vm_memory: int | None) -> Check:
+    # Without a size, judge a VM of Kata's default 2 GiB and only warn.
+    result = memlock.diagnose(vm_memory if vm_memory is not None else DEFAULT_VM_MEMORY)
+    if result.ok:
+        return Check("memlock", "pass", result.detail)
+    status: Status = "fail" if vm_memory is not None else "warn"
+    return Check("memlock", status, result.detail, result.hint)

@@ -183,8 +183,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
     host = _scan(args)
-    needed = None if args.vm_memory is None else args.vm_memory << 20
-    checks = doctor.diagnose(host, memlock_needed=needed)
+    vm_memory = None if args.vm_memory is None else args.vm_memory << 20
+    checks = doctor.diagnose(host, vm_memory=vm_memory)
     if args.json:
         _common.print_json(
             {
