@@ -112,6 +112,19 @@ def test_missing_keys_take_kata_defaults_and_unknown_keys_are_ignored(tmp_path: 
     assert config.vfio_mode == "guest-kernel" and config.default_memory == 2048
 
 
+def test_empty_strings_take_kata_defaults(tmp_path: Path) -> None:
+    """Kata reads an empty string for these keys as "not set" (its coldPlugVFIO(),
+    machineType(), path() ... helpers and the vfio_mode check)."""
+    config = load_config(
+        _toml(
+            tmp_path,
+            '[hypervisor.qemu]\npath = ""\nmachine_type = ""\nrootfs_type = ""\n'
+            'cold_plug_vfio = ""\nhot_plug_vfio = ""\n[runtime]\nvfio_mode = ""\n',
+        )
+    )
+    assert config == KataConfig()
+
+
 @pytest.mark.parametrize(
     ("body", "names"),
     [

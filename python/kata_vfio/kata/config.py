@@ -187,6 +187,11 @@ _KEYS: dict[str, tuple[str, type]] = {
     "pod_resource_api_sock": ("runtime", str),
 }
 
+# Keys Kata reads as "not set" when their value is an empty string.
+_EMPTY_IS_DEFAULT = frozenset(
+    {"path", "machine_type", "rootfs_type", "cold_plug_vfio", "hot_plug_vfio", "vfio_mode"}
+)
+
 
 def load_config(path: str | Path, *, host_cpus: int | None = None) -> KataConfig:
     """Loads and validates a Kata ``configuration-qemu*.toml`` file.
@@ -224,7 +229,10 @@ def config_from_toml(
     values: dict[str, Any] = {}
     for key, (section, expected) in _KEYS.items():
         if key in sections[section]:
-            values[key] = _typed(sections[section][key], expected, f"{where}{key}")
+            value = _typed(sections[section][key], expected, f"{where}{key}")
+            if value == "" and key in _EMPTY_IS_DEFAULT:
+                continue
+            values[key] = value
     if "default_vcpus" in values:
         values["default_vcpus"] = _vcpus(values["default_vcpus"], host_cpus)
     if values.get("default_memory", _DEFAULT_MEMORY_MIB) < MIN_MEMORY_MIB:
