@@ -32,13 +32,15 @@ def atomic_write(
     overwrite: bool = True,
     allow_symlink: bool = False,
     create_parents: bool = False,
+    owner: tuple[int, int] | None = None,
 ) -> None:
     """Writes ``data`` to ``path`` atomically with permission bits ``mode``.
 
     ``overwrite=False`` refuses an existing target (the check and the link are one step).
     A target that is a symlink is refused unless ``allow_symlink``: replacing it would silently
     cut the link that someone else manages. ``create_parents`` makes missing parent directories
-    with mode 0755. Raises :class:`HostIOError` naming the path and the failing step.
+    with mode 0755. ``owner`` (uid, gid) is given to the new file before it is published.
+    Raises :class:`HostIOError` naming the path and the failing step.
     """
     if "\0" in path or not path:
         raise HostIOError(f"invalid file path {path!r}", path=path, hint="give a plain file path")
@@ -52,6 +54,8 @@ def atomic_write(
     try:
         try:
             _write_all(fd, data)
+            if owner is not None:
+                os.fchown(fd, *owner)  # before fchmod: a chown clears set-id bits
             os.fchmod(fd, mode)
             os.fsync(fd)
         finally:

@@ -144,19 +144,25 @@ def dump_oci_spec(spec: Mapping[str, Any]) -> bytes:
 
 def write_oci_spec(path: str | os.PathLike[str], spec: Mapping[str, Any]) -> None:
     """Replaces the spec file atomically, keeping the existing file's permission bits
-    (0600 for a new file). The spec is checked first, so a malformed one is never written."""
+    (0600 for a new file) and, when running as root, its owner (a rootless bundle stays its
+    user's). The spec is checked first, so a malformed one is never written."""
     text_path = os.fspath(path)
     check_oci_spec(spec, source=text_path)
     mode = 0o600
+    owner = None
     try:
-        mode = stat.S_IMODE(os.stat(text_path).st_mode)
+        st = os.stat(text_path)
     except FileNotFoundError:
         pass
     except OSError as exc:
         raise HostIOError(
             f"cannot inspect {text_path}: {exc.strerror}", errno=exc.errno, path=text_path
         ) from exc
-    atomic_write(text_path, dump_oci_spec(spec), mode=mode)
+    else:
+        mode = stat.S_IMODE(st.st_mode)
+        if os.geteuid() == 0 and (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
+            owner = (st.st_uid, st.st_gid)
+    atomic_write(text_path, dump_oci_spec(spec), mode=mode, owner=owner)
 
 
 class DuplicateKeyError(ValueError):

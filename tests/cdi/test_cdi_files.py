@@ -206,3 +206,16 @@ def test_write_keeps_the_mode_and_checks_first(tmp_path: Path) -> None:
     assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
     with pytest.raises(HostIOError):
         oci.load_oci_spec(tmp_path / "missing.json")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_write_as_root_keeps_the_owner(tmp_path: Path) -> None:
+    # A rootless bundle's config.json must stay its user's after root rewrites it.
+    path = tmp_path / "config.json"
+    path.write_text('{"ociVersion": "1"}')
+    os.chown(path, 1234, 5678)
+    os.chmod(path, 0o644)
+    oci.write_oci_spec(path, {"ociVersion": "1.2.0"})
+    st = path.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (1234, 5678, 0o644)
+    assert oci.load_oci_spec(path)["ociVersion"] == "1.2.0"
