@@ -182,7 +182,7 @@ def refuse_malformed_vfio_paths(devices: Iterable[SpecDevice]) -> None:
             and not path.startswith(_VFIO_DIR + "vfio")
         ):
             raise PlanError(
-                f"linux.devices path {path!r} is under /dev/vfio/ but is not a VFIO device node",
+                f"device path {path!r} is under /dev/vfio/ but is not a VFIO device node",
                 hint="use /dev/vfio/<group> or /dev/vfio/devices/vfio<N> (decimal, no leading "
                 "zeros), as the kernel names them",
             )
