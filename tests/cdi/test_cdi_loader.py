@@ -90,7 +90,7 @@ def test_empty_documents_are_rejected(tmp_path: Path) -> None:
             MINIMAL.replace("- name: dev", "- name: dev\n  nmae: x"),
             "devices[0]: unknown field 'nmae'",
         ),
-        (MINIMAL.replace("cdiVersion", "CdiVersion"), "unknown field 'CdiVersion'"),
+        (MINIMAL.replace("cdiVersion", "cdiVersions"), "unknown field 'cdiVersions'"),
         (
             MINIMAL + "containerEdits:\n  intelRdt:\n    enableCMT: true\n",
             "unknown field 'enableCMT'",
@@ -422,3 +422,30 @@ def test_null_items_read_as_go_zero_values() -> None:
     assert edits.additional_gids == (0, 5)
     assert edits.mounts[0].options == ("",)
     assert spec.minimum_version() == "0.7.0"
+
+
+def test_keys_match_fields_case_insensitively_as_go_json_does() -> None:
+    # encoding/json takes "CdiVersion" for cdiVersion, and so does every reference consumer.
+    spec = parse_spec(
+        "CdiVersion: 0.5.0\nKIND: a.com/b\ndevices:\n- NAME: 0\n  containeredits:\n"
+        "    DeviceNodes: [{Path: /dev/x, hostpath: /dev/y}]\n"
+    )
+    assert (spec.version, spec.kind, spec.devices[0].name) == ("0.5.0", "a.com/b", "0")
+    node = spec.devices[0].container_edits.device_nodes[0]
+    assert (node.path, node.host_path) == ("/dev/x", "/dev/y")
+    # The Kelvin sign and the long s fold onto K and S as in Go; other letters do not.
+    assert parse_spec(MINIMAL.replace("kind", "\u212aind")).kind == "vendor.com/device"
+    with pytest.raises(CdiSpecError, match="unknown field"):
+        parse_spec(MINIMAL.replace("kind", "k\u00efnd"))
+
+
+def test_two_keys_for_one_field_resolve_in_sorted_key_order() -> None:
+    # The reference turns the YAML into a Go map and then JSON with sorted keys: of "Kind"
+    # and "kind" the latter ("K" < "k") is decoded last and wins, whatever the file's order.
+    for text in (
+        MINIMAL + "Kind: other.com/x\n",
+        MINIMAL.replace("kind:", "Kind: other.com/x\nkind:"),
+    ):
+        assert parse_spec(text).kind == "vendor.com/device"
+    as_json = '{"kind": "a.com/b", "KIND": "c.com/d", "cdiVersion": "0.3.0", "devices": []}'
+    assert parse_spec(as_json).kind == "a.com/b"

@@ -1,13 +1,14 @@
 """Reading CDI spec files strictly: bytes to a :class:`Spec`, every error naming file and field.
 
 Like the reference, the content is read as YAML whatever the file's extension (JSON is YAML),
-unknown keys are errors, duplicate keys are errors, an empty document is an error, only the
-first document of a file is read (a trailing ``---`` or a second document is ignored, as go-yaml
-does), and YAML numbers or booleans given where a string belongs become that string (``name: 0``
-is ``"0"``).
+unknown keys are errors (a key differing from a field only in letter case is that field, as
+Go's JSON decoder has it: ``CdiVersion`` is ``cdiVersion``), duplicate keys are errors, an
+empty document is an error, only the first document of a file is read (a trailing ``---`` or a
+second document is ignored, as go-yaml does), and YAML numbers or booleans given where a string
+belongs become that string (``name: 0`` is ``"0"``).
+
 Where this loader is stricter than the reference, on purpose:
 
-* keys must match exactly (Go's decoder would also take ``CdiVersion`` for ``cdiVersion``);
 * ``null`` inside a list of objects is refused (the reference crashes on it);
 * NUL characters are refused in every string (no path can contain one);
 * a document that expands far beyond its size through YAML aliases is refused.
@@ -210,6 +211,20 @@ _KNOWN: dict[tuple[str, ...], frozenset[str]] = {
 }
 
 
+# Go's encoding/json folds ASCII letters to upper case, and the few other letters whose
+# lower-then-upper case is ASCII (Kelvin sign, long s, dotless i, dotted capital I).
+_NON_ASCII_FOLDS = {"\u212a": "K", "\u017f": "S", "\u0131": "I", "\u0130": "I"}
+
+
+def _go_fold(name: str) -> str:
+    return "".join(c.upper() if c < "\x80" else _NON_ASCII_FOLDS.get(c, c) for c in name)
+
+
+_FOLDED: dict[tuple[str, ...], dict[str, str]] = {
+    fields: {_go_fold(field): field for field in fields} for fields in _KNOWN
+}
+
+
 def _at(where: str, name: str) -> str:
     return f"{where}.{name}" if where else name
 
@@ -343,13 +358,20 @@ class _Decoder:
         self._spend(len(doc) + 1, where)
         if doc.keys() <= _KNOWN[known]:
             return doc  # only known string keys: nothing to convert
+        # The reference decodes with Go's encoding/json, from an object whose keys are sorted
+        # (byte order): a key matches its field exactly or, failing that, case-insensitively
+        # ("Kind" is kind), and of two keys for one field the later one wins.
+        named = sorted(
+            ((_key_name(key, where), value) for key, value in doc.items()),
+            key=lambda item: item[0].encode("utf-8", "surrogatepass"),
+        )
         fields: dict[str, Any] = {}
-        for key, value in doc.items():
-            name = _key_name(key, where)
-            if name not in known:
+        for name, value in named:
+            field = name if name in _KNOWN[known] else _FOLDED[known].get(_go_fold(name))
+            if field is None:
                 hint = _DROPPED_FIELDS.get(name, f"known fields here: {', '.join(known)}")
                 raise _Problem(where, f"unknown field {name!r}", hint)
-            fields[name] = value
+            fields[field] = value
         return fields
 
     def _list(self, doc: Any, where: str) -> list[Any]:
