@@ -142,3 +142,31 @@ def test_podman_rejects_the_spec_without_a_device_name(rootfs: Path, spec_dir: R
     done = _podman(rootfs, [f"{KIND}=0"], "true")
     assert done.returncode != 0
     assert "unresolvable CDI devices" in done.stderr
+
+
+def test_podman_reads_key_case_and_documents_as_our_loader_does(
+    rootfs: Path, spec_dir: Registry
+) -> None:
+    # Go's JSON decoder matches keys case-insensitively (of "Kind" and "kind", the one later in
+    # sorted order wins), and go-yaml reads only the first document of a file.
+    texts = {
+        "folded.yaml": (
+            f"Kind: other.test/zz\nkind: {KIND}\nCdiVersion: 0.5.0\ndevices:\n"
+            "- Name: folded\n  ContainerEdits:\n    env: [KV_KEYS=folded]\n---\nnot: [yaml\n"
+        ),
+        "first.json": (
+            f'{{"cdiVersion": "0.5.0", "kind": "{KIND}", "devices": [{{"name": "first", '
+            '"containerEdits": {"env": ["KV_KEYS=first"]}}]}\n{"garbage": \n'
+        ),
+    }
+    for suffix, text in texts.items():
+        (Path(DYNAMIC_SPEC_DIR) / _name(suffix)).write_text(text)
+    ours = Registry([DYNAMIC_SPEC_DIR])
+    for device, expected in (("folded", "KV_KEYS=folded"), ("first", "KV_KEYS=first")):
+        assert ours.get_device(f"{KIND}={device}") is not None, dict(ours.errors)
+        done = _podman(rootfs, [f"{KIND}={device}"], "env")
+        assert done.returncode == 0, done.stderr
+        assert expected in done.stdout
+    assert ours.get_device("other.test/zz=folded") is None
+    done = _podman(rootfs, ["other.test/zz=folded"], "true")
+    assert "unresolvable CDI devices" in done.stderr
