@@ -227,3 +227,13 @@ def test_written_spec_loads_and_injects_with_the_hosts_numbers(
         int(fields["MINOR"]),
     )
     assert (devices[0]["major"], devices[0]["minor"]) == (10, 196)
+
+
+def test_group_naming_of_cdevs_sharing_a_group_is_refused_clearly(tmp_path: Path) -> None:
+    # GPU and audio function are two cdev devices of one group: "30" cannot name both.
+    host = gpu_server(tmp_path)
+    with pytest.raises(CdiError, match="several devices the name '30'") as info:
+        generate_vfio_spec(host, kind="example.com/dev", cdev=True, naming="group")
+    assert "cdev, bdf or index" in (info.value.hint or "")
+    spec = generate_vfio_spec(host, kind="example.com/dev", cdev=True, naming="bdf")
+    assert len(spec.devices) == 5  # four functions and "all"

@@ -266,6 +266,7 @@ def _build(
         )
         for index, candidate in enumerate(chosen)
     ]
+    _check_unique_names(devices, naming)
     if include_all:
         nodes = tuple(node for d in devices for node in d.container_edits.device_nodes)
         devices.append(Device(name=ALL_DEVICE, container_edits=ContainerEdits(device_nodes=nodes)))
@@ -279,6 +280,19 @@ def _build(
     spec = dataclasses.replace(spec, version=minimum_version(spec))
     spec.validate(source=f"generated spec for {kind}")
     return spec
+
+
+def _check_unique_names(devices: Sequence[Device], naming: Naming) -> None:
+    # In cdev mode a group's functions are separate devices: a group number names several.
+    seen: set[str] = set()
+    for device in devices:
+        if device.name in seen:
+            raise CdiError(
+                f"naming by {naming} gives several devices the name {device.name!r}",
+                hint="with --cdev, name devices by cdev, bdf or index (an IOMMU group can hold "
+                "several functions), or narrow the choice with --bdf or --pci-id",
+            )
+        seen.add(device.name)
 
 
 def _name(candidate: _Candidate, index: int, naming: Naming) -> str:
