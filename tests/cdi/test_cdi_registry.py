@@ -245,8 +245,11 @@ def test_unresolvable_names_are_all_listed_and_nothing_changes(
     names = ["nvidia.com/pgpu=14", "nvidia.com/pgpu=vfio1", "bad name", "nvidia.com/pgpu=vfio1"]
     with pytest.raises(CdiInjectionError) as info:
         registry.inject(spec, names)
-    assert str(info.value) == "unresolvable CDI devices nvidia.com/pgpu=vfio1, bad name"
-    assert info.value.unresolved == ("nvidia.com/pgpu=vfio1", "bad name")
+    # The reference's list: request order, a name requested twice listed twice.
+    assert str(info.value) == (
+        "unresolvable CDI devices nvidia.com/pgpu=vfio1, bad name, nvidia.com/pgpu=vfio1"
+    )
+    assert info.value.unresolved == ("nvidia.com/pgpu=vfio1", "bad name", "nvidia.com/pgpu=vfio1")
     assert spec == before
     assert host_dev.lookups == []
 

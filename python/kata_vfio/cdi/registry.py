@@ -254,7 +254,8 @@ class Registry:
         """
         check_oci_spec(spec, require_version=False)
         devices = self._current().devices
-        unresolved = tuple(dict.fromkeys(name for name in names if name not in devices))
+        # In request order, repeats kept, as the reference lists them.
+        unresolved = tuple(name for name in names if name not in devices)
         if unresolved:
             raise CdiInjectionError(
                 f"unresolvable CDI devices {', '.join(unresolved)}",
@@ -320,7 +321,8 @@ class Registry:
             name += _DEFAULT_EXTENSION
         return os.path.join(self._spec_dirs[-1], name)
 
-    def _unresolved_hint(self, unresolved: Sequence[str]) -> str:
+    def _unresolved_hint(self, requested: Sequence[str]) -> str:
+        unresolved = tuple(dict.fromkeys(requested))
         malformed = [name for name in unresolved if not is_qualified_name(name)]
         if malformed:
             what = "is not a qualified name" if len(malformed) == 1 else "are not qualified names"
