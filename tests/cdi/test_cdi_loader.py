@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from cdi_support import CDI_DATA, copy_data, requires_data
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -449,3 +450,31 @@ def test_two_keys_for_one_field_resolve_in_sorted_key_order() -> None:
         assert parse_spec(text).kind == "vendor.com/device"
     as_json = '{"kind": "a.com/b", "KIND": "c.com/d", "cdiVersion": "0.3.0", "devices": []}'
     assert parse_spec(as_json).kind == "a.com/b"
+
+
+MERGED = """cdiVersion: 0.5.0
+kind: a.com/merge
+devices:
+- name: base
+  containerEdits: &e
+    env: [M=base]
+- name: other
+  containerEdits:
+    <<: *e
+    {extra}
+"""
+
+
+def test_merge_keys_may_add_keys_but_not_override_them() -> None:
+    # go-yaml's strict decoder (and so podman) loads a merge that adds mounts, and refuses a
+    # spec whose explicit key repeats a merged one: "env" set twice.
+    spec = parse_spec(MERGED.format(extra="mounts: [{hostPath: /a, containerPath: /b}]"))
+    edits = spec.devices[1].container_edits
+    assert (edits.env, edits.mounts[0].container_path) == (("M=base",), "/b")
+    for pure in (False, True):
+        with pytest.raises(yaml.YAMLError, match="duplicate key 'env'"):
+            load_yaml(MERGED.format(extra="env: [M=over]"), pure_python=pure)
+    with pytest.raises(CdiSpecError, match="duplicate key 'env'"):
+        parse_spec(MERGED.format(extra="env: [M=over]"))
+    with pytest.raises(CdiSpecError, match="duplicate key"):
+        parse_spec("a: &a {x: 1}\nb: &b {x: 2}\nc: {<<: [*a, *b]}\n")

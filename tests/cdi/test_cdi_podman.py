@@ -170,3 +170,18 @@ def test_podman_reads_key_case_and_documents_as_our_loader_does(
     assert ours.get_device("other.test/zz=folded") is None
     done = _podman(rootfs, ["other.test/zz=folded"], "true")
     assert "unresolvable CDI devices" in done.stderr
+
+
+def test_podman_refuses_a_merge_that_overrides_as_our_loader_does(
+    rootfs: Path, spec_dir: Registry
+) -> None:
+    text = (
+        f"cdiVersion: 0.5.0\nkind: {KIND}\ndevices:\n- name: base\n  containerEdits: &e\n"
+        "    env: [KV_M=base]\n- name: over\n  containerEdits:\n    <<: *e\n    env: [KV_M=over]\n"
+    )
+    with pytest.raises(CdiSpecError, match="duplicate key 'env'"):
+        parse_spec(text)
+    (Path(DYNAMIC_SPEC_DIR) / f"{_name('merge')}.yaml").write_text(text)
+    done = _podman(rootfs, [f"{KIND}=base"], "true")
+    assert done.returncode != 0
+    assert "unresolvable CDI devices" in done.stderr

@@ -152,12 +152,14 @@ class _GoYamlRules:
         return _BOOLS[text]
 
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
-        explicit = [(k, v) for k, v in node.value if k.tag != _MERGE]
+        # PyYAML first flattens merge keys into node.value (merged pairs, then explicit ones).
+        # go-yaml's strict decoder refuses a key set twice, merged or not: a merge may add keys
+        # but not override them, so any repeat in the flattened pairs is an error.
         mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)  # type: ignore[misc]
-        if len(explicit) == len(node.value) and len(mapping) == len(explicit):
+        if len(mapping) == len(node.value):
             return mapping
         seen: set[Any] = set()
-        for key_node, _ in explicit:
+        for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise ConstructorError(
