@@ -478,3 +478,17 @@ def test_merge_keys_may_add_keys_but_not_override_them() -> None:
         parse_spec(MERGED.format(extra="env: [M=over]"))
     with pytest.raises(CdiSpecError, match="duplicate key"):
         parse_spec("a: &a {x: 1}\nb: &b {x: 2}\nc: {<<: [*a, *b]}\n")
+
+
+def test_binary_and_timestamp_tags_read_as_go_yaml_reads_them() -> None:
+    # go-yaml: an explicit !!timestamp stays its text; !!binary is the decoded bytes as a
+    # string, and bad base64 (Go's strict decoder: padding required) is an error.
+    for pure in (False, True):
+        assert load_yaml("a: [!!binary QT0x, !!timestamp 2001-12-14]", pure_python=pure) == {
+            "a": ["A=1", "2001-12-14"]
+        }
+        for bad in ("!!binary '%%%'", "!!binary QT0"):
+            with pytest.raises(yaml.YAMLError, match="invalid base64"):
+                load_yaml(f"a: {bad}", pure_python=pure)
+    spec = parse_spec(MINIMAL.replace("env: [A=1]", "env: [!!binary QT0x]"))
+    assert spec.devices[0].container_edits.env == ("A=1",)

@@ -10,6 +10,8 @@ when PyYAML has it (much faster than the pure-Python one).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import re
 import struct
@@ -180,13 +182,31 @@ class _PureGoYamlLoader(_GoYamlRules, yaml.SafeLoader):
     """The same rules on PyYAML's pure-Python parser (for comparison and as a fallback)."""
 
 
+def _binary_string(loader: Any, node: ScalarNode) -> str:
+    # Go's base64.StdEncoding: padding required, only CR and LF skipped.
+    text = str(loader.construct_scalar(node)).replace("\r", "").replace("\n", "")
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (ValueError, binascii.Error):
+        raise ConstructorError(
+            None, None, "!!binary value contains invalid base64 data", node.start_mark
+        ) from None
+    return data.decode("utf-8", errors="replace")
+
+
 _CONSTRUCTORS: dict[str, Any] = {
     _INT: _GoYamlRules.construct_yaml_int,
     _FLOAT: _GoYamlRules.construct_yaml_float,
     _BOOL: _GoYamlRules.construct_yaml_bool,
     # "<<" is a merge only as a key (handled before construction); as a value it is a string.
     _MERGE: lambda loader, node: "<<",
+    # go-yaml gives an explicit !!timestamp as its text and !!binary as the decoded bytes in a
+    # string (made valid UTF-8 on the way to JSON).
+    "tag:yaml.org,2002:timestamp": lambda loader, node: str(loader.construct_scalar(node)),
+    "tag:yaml.org,2002:binary": _binary_string,
 }
+
+
 for _loader in (_GoYamlLoader, _PureGoYamlLoader):
     for _tag, _constructor in _CONSTRUCTORS.items():
         _loader.add_constructor(_tag, _constructor)
