@@ -24,6 +24,7 @@ import argparse
 import os
 import platform
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -181,6 +182,38 @@ def import_cost(repeat: int = 21) -> tuple[float, float]:
     return extra, cumulative / 1e6
 
 
+def cpu_seconds(command: list[str]) -> tuple[float, float]:
+    """(user, system) CPU seconds a child process used."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+
+
+_CPU_PROBE = (
+    "import sys, kata_vfio\n"
+    "for _ in range(int(sys.argv[3])):\n"
+    "    h = kata_vfio.scan(sys.argv[1], sys.argv[2]); _ = (h.devices, h.groups)\n"
+)
+
+
+def cpu_per_scan(binary: str, host: FakeHost, scans: int) -> dict[str, tuple[float, float]]:
+    """CPU time (user, system) of one scan: the Rust core (a Python process scanning
+    ``scans`` times, less the same process scanning once) and the floor (likewise). CPU
+    time does not count waiting for a busy machine, so it compares fairly under load."""
+    out = {}
+    for name, command in (
+        ("rust", [sys.executable, "-c", _CPU_PROBE, host.sysfs_root, host.dev_root]),
+        ("floor", [binary, host.sysfs_root]),
+    ):
+        tail = [str(scans)] if name == "rust" else [str(scans), "1"]
+        one = ["1"] if name == "rust" else ["1", "1"]
+        many_u, many_s = cpu_seconds([*command, *tail])
+        one_u, one_s = cpu_seconds([*command, *one])
+        out[name] = ((many_u - one_u) / (scans - 1), (many_s - one_s) / (scans - 1))
+    return out
+
+
 def syscalls_per_device(command: list[str], count: int) -> float | None:
     """Syscalls per device of one run of ``command`` (strace -f -c), None without strace."""
     if shutil.which("strace") is None:
@@ -238,6 +271,7 @@ def main() -> int:
     lines = [header, "|" + "---|" * 11]
     memory = []
     syscalls = []
+    cpu_rows = []
     for count in sizes:
         host = bench_host(count)
         rounds = args.repeat if count < 10_000 else max(3, args.repeat // 2)
@@ -265,6 +299,13 @@ def main() -> int:
             f"{median_ratio(per_round, 'ref', 'rust'):.1f} |"
         )
         print(lines[-1], flush=True)
+        if binary:
+            cpu = cpu_per_scan(binary, host, 6 if count < 10_000 else 4)
+            (ru, rs), (fu, fs) = cpu["rust"], cpu["floor"]
+            cpu_rows.append(
+                f"| {count:,} | {fmt_ms(ru)} | {fmt_ms(rs)} | {fmt_ms(fu)} | {fmt_ms(fs)} | "
+                f"{(ru + rs) / (fu + fs):.2f} |"
+            )
         memory.append(
             f"| {count:,} | {rss_per_device('rust', host, count):.0f} | "
             f"{rss_per_device('ref', host, count):.0f} |"
@@ -292,6 +333,13 @@ def main() -> int:
         f"x{threads} = split over {threads} threads); lspci is a whole process run.",
         "",
         *lines,
+        "",
+        "CPU time of one scan (user and system, ms; the difference between processes that "
+        "scan several times and once), which waiting for a busy machine does not inflate:",
+        "",
+        "| functions | Rust user | Rust sys | floor user | floor sys | Rust / floor (CPU) |",
+        "|---|---|---|---|---|---|",
+        *cpu_rows,
         "",
         "Resident memory of a held scan result, bytes per function (RSS delta, fresh process):",
         "",
