@@ -411,14 +411,29 @@ def _read_cdev(dfd: int) -> str | None:
 
 
 def _read_virtfns(dfd: int) -> tuple[int | None, tuple[str, ...]]:
+    """``sriov_numvfs`` and the VFs; when the count cannot be read the ``virtfnN`` links are
+    followed up to the first missing one."""
     numvfs = _dec(_read(dfd, "sriov_numvfs"))
     found: set[str] = set()
-    for index in range(numvfs or 0):
+    index = 0
+    while numvfs is None or index < numvfs:
         target = _readlink(dfd, f"virtfn{index}")
+        if target is None and numvfs is None:
+            break
         bdf = canonical_bdf(posixpath.basename(target)) if target else None
         if bdf is not None:
             found.add(bdf)
+        index += 1
     return numvfs, tuple(sorted(found, key=bdf_key))
+
+
+def _is_pf(dfd: int) -> bool:
+    """Only PFs have ``sriov_totalvfs`` (readable or not)."""
+    try:
+        os.stat("sriov_totalvfs", dir_fd=dfd, follow_symlinks=False)
+    except OSError:
+        return False
+    return True
 
 
 def _read_details(dfd: int) -> tuple[tuple[RefBar, ...], tuple[str, ...] | None, RefLink | None]:
@@ -511,7 +526,8 @@ def _read_device_at(
     except OSError:
         is_pcie = False
     totalvfs = _dec(_read(dfd, "sriov_totalvfs"))
-    numvfs, virtfns = _read_virtfns(dfd) if totalvfs is not None else (None, ())
+    is_pf = totalvfs is not None or _is_pf(dfd)
+    numvfs, virtfns = _read_virtfns(dfd) if is_pf else (None, ())
     physfn_link = _readlink(dfd, "physfn")
     upstream = tuple(b for b in map(canonical_bdf, sysfs_path.split("/")) if b is not None)
     if upstream and upstream[-1] == bdf:

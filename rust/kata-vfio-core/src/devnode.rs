@@ -8,7 +8,7 @@ use std::os::fd::BorrowedFd;
 
 use crate::bdf::{last_bdf_in_path, Bdf};
 use crate::sysfs::device::cdev_number;
-use crate::sysfs::io::{list_dir_at, read_text_at, readlink_at};
+use crate::sysfs::io::{exists_at, list_dir_at, read_text_at, readlink_at};
 
 /// The kind of a device path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -129,7 +129,7 @@ pub fn read_registered_nodes(sysfs: BorrowedFd<'_>) -> Vec<DevNode> {
     for name in list_dir_at(sysfs, "class/vfio").unwrap_or_default() {
         let node = classify(&format!("/dev/vfio/{name}"));
         if matches!(node.kind, DevNodeKind::Group | DevNodeKind::NoIommuGroup) {
-            nodes.push(with_numbers(sysfs, node, &format!("class/vfio/{name}/dev")));
+            nodes.push(node);
         }
     }
     for name in list_dir_at(sysfs, "class/vfio-dev").unwrap_or_default() {
@@ -144,30 +144,40 @@ pub fn read_registered_nodes(sysfs: BorrowedFd<'_>) -> Vec<DevNode> {
         {
             node.bdfs = vec![bdf];
         }
-        nodes.push(with_numbers(
-            sysfs,
-            node,
-            &format!("class/vfio-dev/{name}/dev"),
-        ));
+        nodes.push(node);
     }
     for (misc, path) in [("vfio", "/dev/vfio/vfio"), ("iommu", "/dev/iommu")] {
-        let attr = format!("class/misc/{misc}/dev");
-        if read_text_at(sysfs, &attr).is_ok() {
-            nodes.push(with_numbers(sysfs, classify(path), &attr));
+        if exists_at(sysfs, &format!("class/misc/{misc}")) {
+            nodes.push(classify(path));
         }
     }
     nodes
 }
 
-fn with_numbers(sysfs: BorrowedFd<'_>, mut node: DevNode, dev_attr: &str) -> DevNode {
-    if let Some((major, minor)) = read_text_at(sysfs, dev_attr)
-        .ok()
-        .and_then(|t| parse_dev_attr(&t))
-    {
-        node.major = Some(major);
-        node.minor = Some(minor);
+/// The sysfs `dev` attribute (`MAJOR:MINOR`) of a registered node.
+fn dev_attribute(node: &DevNode) -> Option<String> {
+    let name = node.path.rsplit('/').next()?;
+    match node.kind {
+        DevNodeKind::Group | DevNodeKind::NoIommuGroup => Some(format!("class/vfio/{name}/dev")),
+        DevNodeKind::Cdev => Some(format!("class/vfio-dev/{name}/dev")),
+        DevNodeKind::Container => Some("class/misc/vfio/dev".to_owned()),
+        DevNodeKind::Iommufd => Some("class/misc/iommu/dev".to_owned()),
+        DevNodeKind::Other => None,
     }
-    node
+}
+
+/// Fills in each node's device numbers from sysfs. Done on demand, not in every scan: it
+/// costs an open, a read and a close per node, and most callers never ask.
+pub fn fill_numbers(sysfs: BorrowedFd<'_>, nodes: &mut [DevNode]) {
+    for node in nodes {
+        let numbers = dev_attribute(node)
+            .and_then(|attr| read_text_at(sysfs, &attr).ok())
+            .and_then(|text| parse_dev_attr(&text));
+        if let Some((major, minor)) = numbers {
+            node.major = Some(major);
+            node.minor = Some(minor);
+        }
+    }
 }
 
 /// The function behind a character device number, from the `dev/char/MAJOR:MINOR` link

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use crate::bdf::Bdf;
 use crate::devnode::{self, DevNode, DevNodeKind};
@@ -21,8 +22,10 @@ pub struct Host {
     pub devices: Vec<PciDevice>,
     pub groups: Vec<IommuGroup>,
     pub iommu: IommuStatus,
-    /// VFIO nodes the kernel registered (class/vfio, class/vfio-dev, class/misc).
-    pub nodes: Vec<DevNode>,
+    /// VFIO nodes the kernel registered (class/vfio, class/vfio-dev, class/misc), without
+    /// their device numbers; [`Host::nodes`] adds those on first use.
+    registered: Vec<DevNode>,
+    numbered: OnceLock<Vec<DevNode>>,
     pub details: bool,
     device_index: HashMap<Bdf, usize>,
     group_index: HashMap<u32, usize>,
@@ -60,11 +63,24 @@ impl Host {
             devices,
             groups,
             iommu,
-            nodes,
+            registered: nodes,
+            numbered: OnceLock::new(),
             details,
             device_index,
             group_index,
         }
+    }
+
+    /// The registered VFIO nodes with their device numbers (read from sysfs on the first
+    /// call), control nodes first, then groups and cdevs in numeric order.
+    pub fn nodes(&self) -> &[DevNode] {
+        self.numbered.get_or_init(|| {
+            let mut nodes = self.registered.clone();
+            if let Ok(root) = open_dir(&self.sysfs_root) {
+                devnode::fill_numbers(root.as_fd(), &mut nodes);
+            }
+            nodes
+        })
     }
 
     pub fn device(&self, bdf: Bdf) -> Option<&PciDevice> {
@@ -85,7 +101,7 @@ impl Host {
     pub fn group_node(&self, bdf: Bdf) -> Option<String> {
         let group = self.device(bdf)?.iommu_group?;
         let noiommu = self
-            .nodes
+            .registered
             .iter()
             .any(|n| n.kind == DevNodeKind::NoIommuGroup && n.group == Some(group));
         Some(if noiommu {
@@ -108,7 +124,7 @@ impl Host {
     /// dev root and the `dev/char/M:m` link.
     pub fn resolve_devnode(&self, path: &str) -> DevNode {
         let mut node = devnode::classify(path);
-        if let Some(known) = self.nodes.iter().find(|n| n.path == node.path) {
+        if let Some(known) = self.nodes().iter().find(|n| n.path == node.path) {
             return known.clone();
         }
         match node.kind {
@@ -145,7 +161,7 @@ impl Host {
     /// gives it (`dev/char/M:m/uevent` `DEVNAME`), classified and resolved.
     pub fn devnode_by_number(&self, major: u32, minor: u32) -> Option<DevNode> {
         if let Some(node) = self
-            .nodes
+            .nodes()
             .iter()
             .find(|n| n.major == Some(major) && n.minor == Some(minor))
         {

@@ -7,23 +7,94 @@
 //! together with the rest of its group.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use crate::bdf::Bdf;
 use crate::pci::{is_dma_safe_driver, is_vfio_driver, PciDevice};
 
-/// A member that keeps its group from being assignable, and the fix.
+/// Why a member blocks its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BlockKind {
+    /// An endpoint on a host driver that does DMA: the group is not viable.
+    HostDriver,
+    /// A bridge on a driver other than pcieport: the group is not viable.
+    BridgeDriver,
+    /// An endpoint without a driver: viable, but QEMU needs it on vfio-pci.
+    Unbound,
+    /// An endpoint on pci-stub: viable, but QEMU needs it on vfio-pci.
+    Stub,
+}
+
+/// A member that keeps its group from being assignable. The texts (reason, fix command,
+/// manual sysfs writes) are built when asked for, not for every blocker of every scan.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Blocker {
     pub bdf: Bdf,
     pub driver: Option<String>,
-    pub reason: String,
-    /// The one command that fixes it (`kata-vfio bind --group 12`).
-    pub fix: String,
-    /// The same fix as the sysfs writes a user would type, in order.
-    pub manual: Vec<String>,
+    pub kind: BlockKind,
+    pub group: u32,
+    /// The group has several endpoints, so the fix binds the whole group.
+    pub several_endpoints: bool,
+    /// The sysfs root the manual writes are spelled against.
+    pub sysfs_root: Arc<str>,
+}
+
+impl Blocker {
     /// True when this member alone makes the kernel refuse the group (not viable); false
     /// when the group is viable but the member is not ready for QEMU (not on vfio).
-    pub breaks_viability: bool,
+    pub fn breaks_viability(&self) -> bool {
+        matches!(self.kind, BlockKind::HostDriver | BlockKind::BridgeDriver)
+    }
+
+    fn driver_name(&self) -> &str {
+        self.driver.as_deref().unwrap_or("")
+    }
+
+    /// One sentence on why.
+    pub fn reason(&self) -> String {
+        match self.kind {
+            BlockKind::HostDriver => format!(
+                "endpoint bound to host driver {}, which does DMA, so the kernel refuses the whole group (not viable)",
+                self.driver_name()
+            ),
+            BlockKind::BridgeDriver => format!(
+                "bridge bound to {}, a driver that uses DMA, so the kernel will not make the group viable",
+                self.driver_name()
+            ),
+            BlockKind::Unbound => "endpoint has no driver: the group is viable, but QEMU can only open it through vfio-pci".to_owned(),
+            BlockKind::Stub => "endpoint is on pci-stub: the group is viable, but QEMU can only open it through vfio-pci".to_owned(),
+        }
+    }
+
+    /// The one command that fixes it (`kata-vfio bind --group 12`).
+    pub fn fix(&self) -> String {
+        match self.kind {
+            BlockKind::BridgeDriver => format!(
+                "unbind it from {} (bridges are never bound to vfio-pci)",
+                self.driver_name()
+            ),
+            _ if self.several_endpoints => format!("kata-vfio bind --group {}", self.group),
+            _ => format!("kata-vfio bind {}", self.bdf),
+        }
+    }
+
+    /// The same fix as the sysfs writes a user would type, in order.
+    pub fn manual(&self) -> Vec<String> {
+        let root = self.sysfs_root.trim_end_matches('/');
+        let bdf = self.bdf;
+        let unbind = |driver: &str| format!("echo {bdf} > {root}/bus/pci/drivers/{driver}/unbind");
+        if self.kind == BlockKind::BridgeDriver {
+            return vec![unbind(self.driver_name())];
+        }
+        let mut steps = vec![format!(
+            "echo vfio-pci > {root}/bus/pci/devices/{bdf}/driver_override"
+        )];
+        if let Some(driver) = &self.driver {
+            steps.push(unbind(driver));
+        }
+        steps.push(format!("echo {bdf} > {root}/bus/pci/drivers_probe"));
+        steps
+    }
 }
 
 /// An IOMMU group with its verdict.
@@ -45,6 +116,7 @@ pub fn build_groups(
     sysfs_root: &str,
 ) -> Vec<IommuGroup> {
     let by_bdf: HashMap<Bdf, &PciDevice> = devices.iter().map(|d| (d.bdf, d)).collect();
+    let root: Arc<str> = Arc::from(sysfs_root);
     members
         .into_iter()
         .map(|(id, mut bdfs)| {
@@ -52,7 +124,7 @@ pub fn build_groups(
             bdfs.dedup();
             let known: Vec<&PciDevice> =
                 bdfs.iter().filter_map(|b| by_bdf.get(b).copied()).collect();
-            judge_group(id, bdfs, &known, sysfs_root)
+            judge_group(id, bdfs, &known, &root)
         })
         .collect()
 }
@@ -68,22 +140,31 @@ pub fn members_from_devices(devices: &[PciDevice]) -> BTreeMap<u32, Vec<Bdf>> {
     members
 }
 
-fn judge_group(id: u32, devices: Vec<Bdf>, known: &[&PciDevice], sysfs_root: &str) -> IommuGroup {
+fn judge_group(
+    id: u32,
+    devices: Vec<Bdf>,
+    known: &[&PciDevice],
+    sysfs_root: &Arc<str>,
+) -> IommuGroup {
     let endpoints: Vec<Bdf> = known
         .iter()
         .filter(|d| d.is_endpoint())
         .map(|d| d.bdf)
         .collect();
-    let fixes = Fixes {
-        sysfs_root,
-        group: id,
-        several_endpoints: endpoints.len() > 1,
-    };
+    let several_endpoints = endpoints.len() > 1;
     let blockers: Vec<Blocker> = known
         .iter()
-        .filter_map(|d| blocker_for(d, &fixes))
+        .filter_map(|d| block_kind(d).map(|kind| (d, kind)))
+        .map(|(d, kind)| Blocker {
+            bdf: d.bdf,
+            driver: d.driver.clone(),
+            kind,
+            group: id,
+            several_endpoints,
+            sysfs_root: Arc::clone(sysfs_root),
+        })
         .collect();
-    let viable = !blockers.iter().any(|b| b.breaks_viability);
+    let viable = !blockers.iter().any(Blocker::breaks_viability);
     let assignable = viable && !endpoints.is_empty() && blockers.is_empty();
     IommuGroup {
         id,
@@ -95,88 +176,17 @@ fn judge_group(id: u32, devices: Vec<Bdf>, known: &[&PciDevice], sysfs_root: &st
     }
 }
 
-struct Fixes<'a> {
-    sysfs_root: &'a str,
-    group: u32,
-    several_endpoints: bool,
-}
-
-impl Fixes<'_> {
-    fn root(&self) -> &str {
-        self.sysfs_root.trim_end_matches('/')
-    }
-
-    fn bind_command(&self, bdf: Bdf) -> String {
-        if self.several_endpoints {
-            format!("kata-vfio bind --group {}", self.group)
-        } else {
-            format!("kata-vfio bind {bdf}")
-        }
-    }
-
-    /// The sysfs writes that move `bdf` to vfio-pci.
-    fn manual_bind(&self, bdf: Bdf, current: Option<&str>) -> Vec<String> {
-        let root = self.root();
-        let mut steps = vec![format!(
-            "echo vfio-pci > {root}/bus/pci/devices/{bdf}/driver_override"
-        )];
-        if let Some(driver) = current {
-            steps.push(format!(
-                "echo {bdf} > {root}/bus/pci/drivers/{driver}/unbind"
-            ));
-        }
-        steps.push(format!("echo {bdf} > {root}/bus/pci/drivers_probe"));
-        steps
-    }
-
-    fn manual_unbind(&self, bdf: Bdf, driver: &str) -> Vec<String> {
-        vec![format!(
-            "echo {bdf} > {}/bus/pci/drivers/{driver}/unbind",
-            self.root()
-        )]
-    }
-}
-
-fn blocker_for(device: &PciDevice, fixes: &Fixes<'_>) -> Option<Blocker> {
-    let bdf = device.bdf;
-    let blocker =
-        |reason: String, fix: String, manual: Vec<String>, breaks_viability: bool| Blocker {
-            bdf,
-            driver: device.driver.clone(),
-            reason,
-            fix,
-            manual,
-            breaks_viability,
-        };
+/// The kernel's rule for one member: `None` when it leaves the group usable as it is.
+fn block_kind(device: &PciDevice) -> Option<BlockKind> {
     match device.driver.as_deref() {
         Some(name) if is_vfio_driver(name) => None,
-        // Bridges stay as they are: unbound or on pcieport.
+        // Bridges stay as they are: unbound or on a driver without kernel DMA (pcieport).
         None if !device.is_endpoint() => None,
         Some(name) if !device.is_endpoint() && is_dma_safe_driver(name) => None,
-        Some(name) if !device.is_endpoint() => Some(blocker(
-            format!("bridge bound to {name}, a driver that uses DMA, so the kernel will not make the group viable"),
-            format!("unbind it from {name} (bridges are never bound to vfio-pci)"),
-            fixes.manual_unbind(bdf, name),
-            true,
-        )),
-        None => Some(blocker(
-            "endpoint has no driver: the group is viable, but QEMU can only open it through vfio-pci".to_owned(),
-            fixes.bind_command(bdf),
-            fixes.manual_bind(bdf, None),
-            false,
-        )),
-        Some("pci-stub") => Some(blocker(
-            "endpoint is on pci-stub: the group is viable, but QEMU can only open it through vfio-pci".to_owned(),
-            fixes.bind_command(bdf),
-            fixes.manual_bind(bdf, Some("pci-stub")),
-            false,
-        )),
-        Some(name) => Some(blocker(
-            format!("endpoint bound to host driver {name}, which does DMA, so the kernel refuses the whole group (not viable)"),
-            fixes.bind_command(bdf),
-            fixes.manual_bind(bdf, Some(name)),
-            true,
-        )),
+        Some(_) if !device.is_endpoint() => Some(BlockKind::BridgeDriver),
+        None => Some(BlockKind::Unbound),
+        Some("pci-stub") => Some(BlockKind::Stub),
+        Some(_) => Some(BlockKind::HostDriver),
     }
 }
 
@@ -226,9 +236,9 @@ mod tests {
         assert_eq!(group.blockers.len(), 1);
         let blocker = &group.blockers[0];
         assert_eq!(blocker.bdf.to_string(), "0000:01:00.1");
-        assert_eq!(blocker.fix, "kata-vfio bind --group 1");
+        assert_eq!(blocker.fix(), "kata-vfio bind --group 1");
         assert_eq!(
-            blocker.manual,
+            blocker.manual(),
             [
                 "echo vfio-pci > /sys/bus/pci/devices/0000:01:00.1/driver_override",
                 "echo 0000:01:00.1 > /sys/bus/pci/drivers/snd_hda_intel/unbind",
@@ -266,7 +276,7 @@ mod tests {
         assert!(group.viable);
         assert!(!group.assignable);
         assert_eq!(group.blockers.len(), 2);
-        assert!(group.blockers.iter().all(|b| !b.breaks_viability));
+        assert!(group.blockers.iter().all(|b| !b.breaks_viability()));
     }
 
     #[test]
@@ -283,7 +293,7 @@ mod tests {
         ]);
         assert!(!group.viable);
         assert_eq!(
-            group.blockers[0].manual,
+            group.blockers[0].manual(),
             ["echo 0000:06:00.0 > /sys/bus/pci/drivers/shpchp/unbind"]
         );
     }

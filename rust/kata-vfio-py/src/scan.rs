@@ -271,26 +271,26 @@ impl PyBlocker {
     }
     #[getter]
     fn reason(&self) -> String {
-        self.0.reason.clone()
+        self.0.reason()
     }
     #[getter]
     fn fix(&self) -> String {
-        self.0.fix.clone()
+        self.0.fix()
     }
     #[getter]
     fn manual<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        PyTuple::new(py, &self.0.manual)
+        PyTuple::new(py, self.0.manual())
     }
     #[getter]
     fn breaks_viability(&self) -> bool {
-        self.0.breaks_viability
+        self.0.breaks_viability()
     }
     fn __repr__(&self) -> String {
         format!(
             "Blocker(bdf='{}', driver={}, reason='{}')",
             self.0.bdf,
             opt_text(self.0.driver.as_deref()),
-            self.0.reason
+            self.0.reason()
         )
     }
 }
@@ -540,7 +540,7 @@ impl PyHost {
     }
     #[getter]
     fn devnodes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        PyTuple::new(py, self.inner.nodes.iter().cloned().map(PyDevNode))
+        PyTuple::new(py, self.inner.nodes().iter().cloned().map(PyDevNode))
     }
     #[getter]
     fn has_details(&self) -> bool {

@@ -10,10 +10,7 @@ use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd};
 
 use super::attrs::{self, Uevent};
-use super::io::{
-    link_basename, list_dir_at, read_at, read_text_at, readlink_at, resolve_relative, size_at,
-    ATTR_BUF,
-};
+use super::io::{link_basename, list_dir_at, read_text_at, resolve_relative, size_at, AttrReader};
 use crate::bdf::{bdfs_in_path, last_bdf_in_path, Bdf};
 use crate::pci::{is_vfio_driver, Details, Link, PciDevice};
 
@@ -26,56 +23,63 @@ const CONVENTIONAL_CONFIG_SIZE: u64 = 256;
 
 /// Reads the device `name` (already parsed as `bdf`) from `bus/pci/devices`. Returns `None`
 /// when the device vanished or cannot be identified (no vendor/device/class anywhere).
+/// `reader` is the walking thread's buffer.
 pub fn read_device(
     devices_dir: BorrowedFd<'_>,
     bdf: Bdf,
     name: &str,
     cdevs: Option<&CdevMap>,
     details: bool,
+    reader: &mut AttrReader,
 ) -> Option<PciDevice> {
-    let target = readlink_at(devices_dir, name).ok()?;
-    let sysfs_path = resolve_relative("bus/pci/devices", &target).unwrap_or_else(|| target.clone());
+    let sysfs_path = {
+        let target = reader.link(devices_dir, name).ok()?;
+        resolve_relative("bus/pci/devices", target).unwrap_or_else(|| target.to_owned())
+    };
     let dir = super::io::open_dir_at(devices_dir, name).ok()?;
     let dir = dir.as_fd();
 
-    let mut buf = [0u8; ATTR_BUF];
-    let (ids, uevent_read) = match read_at(dir, "uevent", &mut buf) {
-        Ok(bytes) => (attrs::parse_uevent(&String::from_utf8_lossy(bytes)), true),
+    let (ids, uevent_read) = match reader.text(dir, "uevent") {
+        Ok(text) => (attrs::parse_uevent(text), true),
         // Snapshots and odd kernels lack uevent: fall back to modalias and single files.
         Err(_) => (Uevent::default(), false),
     };
-    let ids = complete_ids(dir, ids)?;
+    let ids = complete_ids(dir, ids, reader)?;
     let driver = if uevent_read {
         ids.driver.clone()
     } else {
-        readlink_at(dir, "driver")
+        reader
+            .link(dir, "driver")
             .ok()
-            .map(|t| link_basename(&t).to_owned())
+            .map(|t| link_basename(t).to_owned())
     };
 
-    let revision = read_small(dir, "revision")
-        .and_then(|t| attrs::parse_hex_attr(&t))
+    let revision = reader
+        .text(dir, "revision")
+        .ok()
+        .and_then(attrs::parse_hex_attr)
         .and_then(|r| u8::try_from(r).ok());
-    let numa_node = read_small(dir, "numa_node").and_then(|t| attrs::parse_numa_node(&t));
-    let driver_override =
-        read_small(dir, "driver_override").and_then(|t| attrs::parse_driver_override(&t));
+    let numa_node = reader
+        .text(dir, "numa_node")
+        .ok()
+        .and_then(attrs::parse_numa_node);
+    let driver_override = reader
+        .text(dir, "driver_override")
+        .ok()
+        .and_then(attrs::parse_driver_override);
     // One readlink per device is cheaper than listing every group's devices directory
     // (open, two getdents and close per group), and gives the same PCI membership.
-    let iommu_group = readlink_at(dir, "iommu_group")
+    let iommu_group = reader
+        .link(dir, "iommu_group")
         .ok()
-        .and_then(|t| link_basename(&t).parse().ok());
+        .and_then(|t| link_basename(t).parse().ok());
     let is_pcie = size_at(dir, "config").is_ok_and(|size| size > CONVENTIONAL_CONFIG_SIZE);
     let vfio_cdev = match cdevs {
         Some(map) => map.get(&bdf).cloned(),
         None if driver.as_deref().is_some_and(is_vfio_driver) => find_cdev(dir),
         None => None,
     };
-
-    let sriov_totalvfs = read_small(dir, "sriov_totalvfs").and_then(|t| attrs::parse_count(&t));
-    let (sriov_numvfs, virtfns) = match sriov_totalvfs {
-        Some(_) => read_virtfns(dir),
-        None => (None, Vec::new()),
-    };
+    let sriov = read_sriov(dir, reader);
 
     let mut upstream = bdfs_in_path(&sysfs_path);
     if upstream.last() == Some(&bdf) {
@@ -95,9 +99,9 @@ pub fn read_device(
         iommu_group,
         numa_node,
         physfn: None,
-        virtfns,
-        sriov_totalvfs,
-        sriov_numvfs,
+        virtfns: sriov.virtfns,
+        sriov_totalvfs: sriov.totalvfs,
+        sriov_numvfs: sriov.numvfs,
         upstream,
         is_pcie,
         vfio_cdev,
@@ -108,12 +112,12 @@ pub fn read_device(
 
 /// Fills IDs and class that `uevent` did not give from `modalias`, then from the single
 /// attribute files. `None` when vendor, device or class cannot be found anywhere.
-fn complete_ids(dir: BorrowedFd<'_>, mut ids: Uevent) -> Option<Uevent> {
+fn complete_ids(dir: BorrowedFd<'_>, mut ids: Uevent, reader: &mut AttrReader) -> Option<Uevent> {
     let complete =
         |ids: &Uevent| ids.vendor.is_some() && ids.device.is_some() && ids.class_code.is_some();
     if !complete(&ids) {
-        if let Some(text) = read_small(dir, "modalias") {
-            let alias = attrs::parse_modalias(&text);
+        if let Ok(text) = reader.text(dir, "modalias") {
+            let alias = attrs::parse_modalias(text);
             ids.vendor = ids.vendor.or(alias.vendor);
             ids.device = ids.device.or(alias.device);
             ids.class_code = ids.class_code.or(alias.class_code);
@@ -170,17 +174,45 @@ pub fn cdev_number(name: &str) -> Option<u32> {
     canonical.then(|| digits.parse().ok()).flatten()
 }
 
-/// `sriov_numvfs` and the `virtfnN` links of a PF, in numeric PCI order.
-fn read_virtfns(dir: BorrowedFd<'_>) -> (Option<u32>, Vec<Bdf>) {
-    let numvfs = read_small(dir, "sriov_numvfs").and_then(|t| attrs::parse_count(&t));
-    let mut vfs: Vec<Bdf> = (0..numvfs.unwrap_or(0))
-        .filter_map(|i| readlink_at(dir, &format!("virtfn{i}")).ok())
-        .filter_map(|target| last_bdf_in_path(&target))
-        .collect();
-    vfs.sort_unstable();
-    vfs.dedup();
-    (numvfs, vfs)
+/// The SR-IOV side of a PF; all empty for other functions.
+#[derive(Debug, Default)]
+struct Sriov {
+    totalvfs: Option<u32>,
+    numvfs: Option<u32>,
+    virtfns: Vec<Bdf>,
 }
+
+/// Only PFs have `sriov_totalvfs`, so one failing open tells every other function apart. A
+/// PF whose counts cannot be read still lists its VFs: its `virtfnN` links are followed until
+/// the first missing one.
+fn read_sriov(dir: BorrowedFd<'_>, reader: &mut AttrReader) -> Sriov {
+    let totalvfs = match reader.text(dir, "sriov_totalvfs") {
+        Ok(text) => attrs::parse_count(text),
+        Err(e) if e.raw_os_error() == Some(ENOENT) => return Sriov::default(),
+        Err(_) => None,
+    };
+    let numvfs = reader
+        .text(dir, "sriov_numvfs")
+        .ok()
+        .and_then(attrs::parse_count);
+    let mut virtfns = Vec::new();
+    for index in 0..numvfs.unwrap_or(u32::MAX) {
+        match reader.link(dir, &format!("virtfn{index}")) {
+            Ok(target) => virtfns.extend(last_bdf_in_path(target)),
+            Err(_) if numvfs.is_none() => break,
+            Err(_) => {}
+        }
+    }
+    virtfns.sort_unstable();
+    virtfns.dedup();
+    Sriov {
+        totalvfs,
+        numvfs,
+        virtfns,
+    }
+}
+
+const ENOENT: i32 = 2;
 
 /// BARs, reset methods and link attributes.
 fn read_details(dir: BorrowedFd<'_>) -> Details {

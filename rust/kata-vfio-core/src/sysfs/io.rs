@@ -5,6 +5,7 @@
 //! Names passed here are compile-time constants or parsed values, never raw outside strings.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
@@ -33,6 +34,50 @@ pub fn open_dir_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<OwnedFd> {
         Mode::empty(),
     )
     .map_err(io::Error::from)
+}
+
+/// A reusable buffer for attribute and link reads on the hot path: one per walking thread,
+/// never zeroed (the kernel fills what it returns), no allocation per read.
+#[derive(Debug)]
+pub struct AttrReader {
+    buf: Box<[MaybeUninit<u8>; ATTR_BUF]>,
+}
+
+impl Default for AttrReader {
+    fn default() -> Self {
+        Self {
+            buf: Box::new([MaybeUninit::uninit(); ATTR_BUF]),
+        }
+    }
+}
+
+impl AttrReader {
+    /// An attribute as trimmed text (open, one read, close). Invalid UTF-8 is an error.
+    pub fn text(&mut self, dir: BorrowedFd<'_>, name: &str) -> io::Result<&str> {
+        let fd = rfs::openat(
+            dir,
+            name,
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY,
+            Mode::empty(),
+        )?;
+        let (bytes, _) = rustix::io::read(fd.as_fd(), &mut self.buf[..])?;
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        Ok(text.trim())
+    }
+
+    /// A symlink's target. Targets longer than the buffer are an error (sysfs links are far
+    /// shorter than a page).
+    pub fn link(&mut self, dir: BorrowedFd<'_>, name: &str) -> io::Result<&str> {
+        let (bytes, rest) = rfs::readlinkat_raw(dir, name, &mut self.buf[..])?;
+        if rest.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "link target longer than a page",
+            ));
+        }
+        std::str::from_utf8(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
 }
 
 /// Reads a small attribute into `buf` with one open, one read and one close; returns the

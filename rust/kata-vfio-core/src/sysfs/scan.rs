@@ -6,7 +6,9 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 use super::device::{read_device, CdevMap};
-use super::io::{exists_at, list_dir, list_dir_at, open_dir, open_dir_at, read_text_at};
+use super::io::{
+    exists_at, list_dir, list_dir_at, open_dir, open_dir_at, read_text_at, AttrReader,
+};
 use crate::bdf::Bdf;
 use crate::devnode::{read_registered_nodes, DevNode, DevNodeKind};
 use crate::error::{Error, Result};
@@ -127,7 +129,15 @@ pub fn read_one_device(sysfs_root: &Path, bdf: Bdf) -> Result<PciDevice> {
     let devices_dir = open_dir_at(root.as_fd(), "bus/pci/devices")
         .map_err(|e| Error::io("open", &devices_path, e))?;
     let name = bdf.to_string();
-    read_device(devices_dir.as_fd(), bdf, &name, None, true).ok_or_else(|| Error::NotFound {
+    read_device(
+        devices_dir.as_fd(),
+        bdf,
+        &name,
+        None,
+        true,
+        &mut AttrReader::default(),
+    )
+    .ok_or_else(|| Error::NotFound {
         what: "PCI device",
         name,
         hint: Some(format!("it is not under {}", devices_path.display())),
@@ -152,7 +162,10 @@ fn walk(
     let read_chunk = |chunk: &[(Bdf, String)]| -> Vec<PciDevice> {
         chunk
             .iter()
-            .filter_map(|(bdf, name)| read_device(devices_dir, *bdf, name, cdevs, details))
+            .filter_map({
+                let mut reader = AttrReader::default();
+                move |(bdf, name)| read_device(devices_dir, *bdf, name, cdevs, details, &mut reader)
+            })
             .collect()
     };
     if threads <= 1 || entries.len() < 2 {
