@@ -1,7 +1,9 @@
-//! The floor for the scan benchmark: the fewest syscalls a PCI listing needs, with no parsing
-//! and no result building. Per device: `openat` the device directory through the
-//! `bus/pci/devices` link, one read each of `uevent`, `revision`, `numa_node` and
-//! `driver_override`, `readlinkat` of `iommu_group`, `fstatat` of `config`.
+//! The floor for the scan benchmark: the syscalls the scan's fields need, with no parsing and
+//! no result building. Per device: `readlinkat` of the `bus/pci/devices` link (its target is
+//! the chain of upstream bridges), `openat` of the device directory through it, one read each
+//! of `uevent`, `revision`, `numa_node` and `driver_override`, `readlinkat` of `iommu_group`,
+//! `fstatat` of `config` (PCIe or not) and an `openat` of `sriov_totalvfs` (which only PFs
+//! have: the SR-IOV role).
 //!
 //! Usage: `scan_floor SYSFS_ROOT [ITERATIONS] [THREADS]`. Prints one line,
 //! `floor devices=N threads=T best_ns=...`, the best wall time of ITERATIONS full walks.
@@ -38,7 +40,14 @@ fn walk(devices: BorrowedFd<'_>, names: &[String]) -> usize {
     let mut link = [0u8; 256];
     let mut total = 0usize;
     for name in names {
-        let Ok(dir) = open_dir(devices, name) else {
+        total += rfs::readlinkat_raw(devices, name.as_str(), &mut link[..]).unwrap_or(0);
+        // O_PATH, as the scan does: the directory is only an anchor for the *at calls.
+        let Ok(dir) = rfs::openat(
+            devices,
+            name.as_str(),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) else {
             continue;
         };
         let dir = dir.as_fd();
@@ -48,6 +57,7 @@ fn walk(devices: BorrowedFd<'_>, names: &[String]) -> usize {
         total += rfs::readlinkat_raw(dir, "iommu_group", &mut link[..]).unwrap_or(0);
         total += rfs::statat(dir, "config", AtFlags::SYMLINK_NOFOLLOW)
             .map_or(0, |st| usize::try_from(st.st_size).unwrap_or(0));
+        total += read_attr(dir, "sriov_totalvfs", &mut buf);
     }
     total
 }

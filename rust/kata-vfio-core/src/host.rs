@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use crate::bdf::Bdf;
 use crate::devnode::{self, DevNode, DevNodeKind};
@@ -19,8 +19,9 @@ pub struct Host {
     pub sysfs_root: PathBuf,
     pub dev_root: PathBuf,
     pub proc_root: Option<PathBuf>,
-    pub devices: Vec<PciDevice>,
-    pub groups: Vec<IommuGroup>,
+    /// Shared, so bindings can hand out records without copying them.
+    pub devices: Vec<Arc<PciDevice>>,
+    pub groups: Vec<Arc<IommuGroup>>,
     pub iommu: IommuStatus,
     /// VFIO nodes the kernel registered (class/vfio, class/vfio-dev, class/misc), without
     /// their device numbers; [`Host::nodes`] adds those on first use.
@@ -43,6 +44,8 @@ impl Host {
         mut nodes: Vec<DevNode>,
         details: bool,
     ) -> Self {
+        let devices: Vec<Arc<PciDevice>> = devices.into_iter().map(Arc::new).collect();
+        let groups: Vec<Arc<IommuGroup>> = groups.into_iter().map(Arc::new).collect();
         let device_index = devices
             .iter()
             .enumerate()
@@ -84,11 +87,11 @@ impl Host {
     }
 
     pub fn device(&self, bdf: Bdf) -> Option<&PciDevice> {
-        self.device_index.get(&bdf).map(|i| &self.devices[*i])
+        self.device_index.get(&bdf).map(|i| &*self.devices[*i])
     }
 
     pub fn group(&self, id: u32) -> Option<&IommuGroup> {
-        self.group_index.get(&id).map(|i| &self.groups[*i])
+        self.group_index.get(&id).map(|i| &*self.groups[*i])
     }
 
     pub fn group_of(&self, bdf: Bdf) -> Option<&IommuGroup> {

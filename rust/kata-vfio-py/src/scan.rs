@@ -33,9 +33,9 @@ macro_rules! record {
 
 record!("Bar", PyBar, Bar);
 record!("PciLink", PyPciLink, Link);
-record!("PciDevice", PyPciDevice, PciDevice);
+record!("PciDevice", PyPciDevice, Arc<PciDevice>);
 record!("Blocker", PyBlocker, Blocker);
-record!("IommuGroup", PyIommuGroup, IommuGroup);
+record!("IommuGroup", PyIommuGroup, Arc<IommuGroup>);
 record!("IommuStatus", PyIommuStatus, IommuStatus);
 record!("DevNode", PyDevNode, DevNode);
 
@@ -637,5 +637,6 @@ pub fn read_details(
 ) -> PyResult<PyPciDevice> {
     let bdf = extract_bdf(bdf)?;
     let root = PathBuf::from(sysfs_root);
-    check(py.detach(move || kata_vfio_core::sysfs::read_one_device(&root, bdf))).map(PyPciDevice)
+    check(py.detach(move || kata_vfio_core::sysfs::read_one_device(&root, bdf)))
+        .map(|device| PyPciDevice(Arc::new(device)))
 }

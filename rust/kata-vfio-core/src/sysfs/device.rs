@@ -36,7 +36,7 @@ pub fn read_device(
         let target = reader.link(devices_dir, name).ok()?;
         resolve_relative("bus/pci/devices", target).unwrap_or_else(|| target.to_owned())
     };
-    let dir = super::io::open_dir_at(devices_dir, name).ok()?;
+    let dir = super::io::open_anchor_at(devices_dir, name).ok()?;
     let dir = dir.as_fd();
 
     let (ids, uevent_read) = match reader.text(dir, "uevent") {
