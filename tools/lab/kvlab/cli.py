@@ -51,6 +51,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         out_dir=out.resolve(),
         memory_mib=args.memory,
         timeout_s=args.timeout,
+        cpu=args.cpu,
     )
     result = vm.boot(config, args.argv or ["true"], cwd=Path.cwd())
     print(result.console, end="")
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="results directory (default: a new one)")
     run.add_argument("--memory", type=int, default=2048, help="guest memory in MiB")
     run.add_argument("--timeout", type=float, default=900.0, help="seconds before giving up")
+    run.add_argument("--cpu", default="max", help="QEMU CPU model of the guest (default max)")
     run.add_argument("argv", nargs=argparse.REMAINDER, help="the command (after --)")
     run.set_defaults(handler=_cmd_run)
     return parser

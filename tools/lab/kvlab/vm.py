@@ -45,6 +45,7 @@ class VmConfig:
     cpus: int = 2
     timeout_s: float = 900.0
     qemu: str = "qemu-system-x86_64"
+    cpu: str = "max"
 
 
 def kernel_cmdline(config: VmConfig) -> str:
@@ -78,7 +79,7 @@ def qemu_argv(config: VmConfig) -> list[str]:
         "-accel",
         "tcg,thread=multi",
         "-cpu",
-        "max",
+        config.cpu,
         "-smp",
         str(config.cpus),
         "-m",
