@@ -32,6 +32,10 @@ def _cmd_kernel(args: argparse.Namespace) -> int:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
+    unknown = [name for name in args.kernels if name not in KERNEL_NAMES]
+    if unknown:
+        print(f"lab prepare: unknown kernels {unknown}; choose from {list(KERNEL_NAMES)}")
+        return 2
     for name in args.kernels or KERNEL_NAMES:
         started = time.monotonic()
         kernel = get_kernel(name)
@@ -76,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     kernel.add_argument("kernel", choices=KERNEL_NAMES)
     kernel.set_defaults(handler=_cmd_kernel)
     prepare = sub.add_parser("prepare", help="make every kernel and image the tests use")
-    prepare.add_argument("kernels", nargs="*", choices=KERNEL_NAMES)
+    # No `choices=` here: argparse checks the empty default list against the choices and
+    # refuses a bare `prepare` (Python 3.11); the names are checked in the handler instead.
+    prepare.add_argument("kernels", nargs="*", metavar="{" + ",".join(KERNEL_NAMES) + "}")
     prepare.set_defaults(handler=_cmd_prepare)
     run = sub.add_parser("run", help="boot the lab guest and run a command in it")
     run.add_argument("--kernel", choices=KERNEL_NAMES, default="debian")
