@@ -10,7 +10,6 @@ passed-through BARs).
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import tempfile
 import time
@@ -18,19 +17,24 @@ from pathlib import Path
 from typing import Any
 
 import kernel_facts as kf
+from guestlib import bound
 from kvlab import topology
 
+from kata_vfio import vfio
 from kata_vfio.errors import QmpError
 from kata_vfio.kata.topology import PortRequest, plan_topology
 from kata_vfio.qemu.argv import QemuCommand, QemuOpts
 from kata_vfio.qemu.launcher import QemuProcess
 from kata_vfio.qemu.qmp import query_pci
-from kata_vfio.qemu.vm import COLD_PLUG_IOMMUFD, VfioPlacement, VmSpec, build_vm_command
+from kata_vfio.qemu.vm import VfioPlacement, VmSpec, build_vm_command
+from kata_vfio.vfio import QemuFds
 
 NIC = topology.NIC_SINGLE
 QEMU_ID = "hostnic"
-# TCG inside TCG: the inner kernel needs 40-50 s to userspace on an idle 2-core host.
-INNER_TIMEOUT_S = 420.0
+IOMMUFD_ID = "iommufd0"
+# TCG inside TCG: the small lab kernel needs about 3 minutes to userspace on a 2-core host
+# that is busy with other work (Debian's several times longer).
+INNER_TIMEOUT_S = 900.0
 
 
 def _flatten(buses: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -63,12 +67,12 @@ def _inner_command(context: dict[str, Any], console: Path, mode: str) -> QemuCom
         port=planned.assignments[0],
         guest_function=0,
         multifunction=False,
-        iommufd=COLD_PLUG_IOMMUFD if mode == "cdev" else None,
+        iommufd=IOMMUFD_ID if mode == "cdev" else None,
     )
     spec = VmSpec(
         binary=shutil.which("qemu-system-x86_64") or "qemu-system-x86_64",
         name="inner",
-        memory_mib=256,
+        memory_mib=128,
         vcpus=1,
         topology=planned,
         functions=(placement,),
@@ -81,22 +85,19 @@ def _inner_command(context: dict[str, Any], console: Path, mode: str) -> QemuCom
     return build_vm_command(spec).without(["-serial"]).add("-serial", f"file:{console}")
 
 
-def _pass_fds(command: QemuCommand) -> tuple[QemuCommand, list[int]]:
-    """Open /dev/iommu and the NIC's cdev here and hand QEMU the fds instead of paths."""
-    cdev = f"/dev/vfio/devices/{kf.vfio_cdev_of(NIC)}"
-    iommu_fd = os.open("/dev/iommu", os.O_RDWR)
-    device_fd = os.open(cdev, os.O_RDWR)
+def _with_passed_fds(command: QemuCommand, fds: QemuFds) -> QemuCommand:
+    """The planned command, but QEMU gets /dev/iommu and the cdev as fds, not paths."""
+    (passed,) = fds.devices
 
     def with_fd(opts: QemuOpts) -> QemuOpts:
-        if opts.head == "iommufd" and opts.id == COLD_PLUG_IOMMUFD:
-            return opts.with_props(("fd", iommu_fd))
+        if opts.head == "iommufd" and opts.id == fds.object_id:
+            return opts.with_props(("fd", fds.iommufd_fd))
         if opts.id == QEMU_ID:
-            # With fd= QEMU must not look the device up by address (it could not, unprivileged).
-            return opts.with_props(("host", None), ("fd", device_fd))
+            # With fd= QEMU must not look the device up by address (unprivileged, it cannot).
+            return opts.with_props(("host", None), ("fd", passed.fd))
         return opts
 
-    command = command.map_opts("-object", with_fd).map_opts("-device", with_fd)
-    return command, [iommu_fd, device_fd]
+    return command.map_opts("-object", with_fd).map_opts("-device", with_fd)
 
 
 def _read_console(console: Path) -> list[str]:
@@ -109,16 +110,19 @@ def _run_inner(context: dict[str, Any], mode: str) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="kvlab-nested-"))
     console = work / "console.log"
     command = _inner_command(context, console, mode)
-    fds: list[int] = []
+    fds: QemuFds | None = None
     if mode == "cdev":
-        command, fds = _pass_fds(command)
+        fds = vfio.open_for_qemu(NIC, object_id=IOMMUFD_ID)
+        command = _with_passed_fds(command, fds)
     facts: dict[str, Any] = {"mode": mode, "argv": command.argv()}
     started = time.monotonic()
     try:
-        with QemuProcess(command, runtime_parent=str(work), pass_fds=fds, start_timeout=60) as vm:
-            for fd in fds:
-                os.close(fd)  # QEMU holds its own copies now
-            fds = []
+        passed = fds.pass_fds if fds is not None else ()
+        with QemuProcess(
+            command, runtime_parent=str(work), pass_fds=passed, start_timeout=60
+        ) as vm:
+            if fds is not None:
+                fds.close()  # QEMU holds its own copies now
             facts["qmp_status"] = vm.qmp.execute("query-status")
             deadline = time.monotonic() + INNER_TIMEOUT_S
             while vm.returncode is None and time.monotonic() < deadline:
@@ -135,8 +139,8 @@ def _run_inner(context: dict[str, Any], mode: str) -> dict[str, Any]:
         facts["qemu_stopped_by"] = vm.stopped_by
         facts["qemu_stderr"] = vm.stderr()[-2000:]
     finally:
-        for fd in fds:
-            os.close(fd)
+        if fds is not None:
+            fds.close()
     lines = _read_console(console)
     facts["inner_console"] = [line for line in lines if line.startswith("INNER")]
     facts["inner_console_tail"] = lines[-30:]
@@ -145,22 +149,21 @@ def _run_inner(context: dict[str, Any], mode: str) -> dict[str, Any]:
 
 
 def nested(context: dict[str, Any], modes: tuple[str, ...]) -> dict[str, Any]:
-    """Run the nested VM once per mode with NIC on vfio-pci; put NIC back afterwards."""
-    kf.ensure_vfio_pci()
-    original = kf.driver_of(NIC)
-    results: dict[str, Any] = {"nic": NIC, "original_driver": original}
-    kf.raw_bind(NIC, "vfio-pci")
-    try:
+    """Run the nested VM once per mode with NIC bound by the project; restore it afterwards."""
+    results: dict[str, Any] = {
+        "nic": NIC,
+        "original_driver": kf.driver_of(NIC),
+        "outer_mac": kf.mac_of(NIC),  # read by e1000e here, before the NIC leaves it
+    }
+    with bound([NIC]):
         results["driver_during"] = kf.driver_of(NIC)
         for mode in modes:
             results[mode] = _run_inner(context, mode)
-    finally:
-        kf.raw_restore(NIC)
     results["driver_after"] = kf.driver_of(NIC)
     return results
 
 
 def run(context: dict[str, Any]) -> dict[str, Any]:
-    """Legacy (host=) on every kernel; fd-passed cdev + iommufd where the kernel has them."""
-    modes = ("legacy", "cdev") if Path("/dev/iommu").exists() else ("legacy",)
-    return nested(context, modes)
+    """The pass-through modes the host asked for: ``legacy`` (host=) and/or ``cdev``
+    (fd-passed cdev + iommufd)."""
+    return nested(context, tuple(context["nested_modes"]))

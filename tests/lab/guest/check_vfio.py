@@ -8,19 +8,17 @@ device opens, a half-bound group is refused with a hint naming the blocker.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import kernel_facts as kf
+from guestlib import bound
 from kvlab import topology
 
-from kata_vfio import binding, vfio
+from kata_vfio import vfio
 from kata_vfio._core import DmaBuffer, IommuFd, RegionInfo, VfioContainer, VfioDevice, VfioGroup
 
 NIC = topology.NIC_SINGLE
@@ -28,17 +26,6 @@ DMA_SIZE = 2 << 20
 DMA_IOVA = 0x100000
 VFIO_TYPE1V2_IOMMU = 3
 CONFIG_REGION = 7
-
-
-@contextlib.contextmanager
-def _bound(bdfs: list[str], *, group: bool) -> Iterator[None]:
-    """``bdfs`` on vfio-pci for the ``with`` body (through the project), then restored."""
-    with tempfile.TemporaryDirectory(prefix="kvlab-journal-") as state_dir:
-        binding.bind(bdfs, group=group, state_dir=state_dir)
-        try:
-            yield
-        finally:
-            binding.restore(state_dir=state_dir)
 
 
 def _region(info: RegionInfo) -> dict[str, Any]:
@@ -123,11 +110,11 @@ def _cli_check_open(bdf: str) -> dict[str, Any]:
 
 def _check_open(modes: list[vfio.Mode]) -> dict[str, Any]:
     facts: dict[str, Any] = {}
-    with _bound([NIC], group=True):
+    with bound([NIC], group=True):
         facts["bound"] = {m: vfio.check_open(NIC, mode=m).to_dict() for m in modes}
         facts["bound_cli"] = _cli_check_open(NIC)
     half = topology.NIC_MULTI
-    with _bound([half[0]], group=False):
+    with bound([half[0]], group=False):
         facts["half_drivers"] = {bdf: kf.driver_of(bdf) for bdf in half}
         facts["half"] = {m: vfio.check_open(half[0], mode=m).to_dict() for m in modes}
         facts["half_cli"] = _cli_check_open(half[0])
@@ -139,7 +126,7 @@ def run(context: dict[str, Any]) -> dict[str, Any]:
     del context
     has_iommufd = Path("/dev/iommu").exists()
     facts: dict[str, Any] = {"has_iommufd": has_iommufd}
-    with _bound([NIC], group=True):
+    with bound([NIC], group=True):
         facts["legacy"] = _legacy()
         if has_iommufd:
             facts["iommufd"] = _iommufd()

@@ -2,6 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
+from collections.abc import Iterator
 
-class Unavailable(Exception):
-    """The API a check needs has not landed yet; the host side reports the check as skipped."""
+from kata_vfio import binding
+
+
+@contextlib.contextmanager
+def bound(bdfs: list[str], *, group: bool = True) -> Iterator[None]:
+    """``bdfs`` on vfio-pci for the ``with`` body (through the project), then restored."""
+    with tempfile.TemporaryDirectory(prefix="kvlab-journal-") as state_dir:
+        binding.bind(bdfs, group=group, state_dir=state_dir)
+        try:
+            yield
+        finally:
+            binding.restore(state_dir=state_dir)

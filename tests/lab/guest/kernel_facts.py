@@ -71,6 +71,12 @@ def group_viable(group: int) -> bool | None:
         os.close(fd)
 
 
+def mac_of(bdf: str) -> str | None:
+    """The MAC address of the device's network interface, None without one."""
+    nets = sorted((SYS_PCI / "devices" / bdf).glob("net/*/address"))
+    return nets[0].read_text().strip() if nets else None
+
+
 def vfio_cdev_of(bdf: str) -> str:
     """``vfioN``, the device's VFIO cdev name (it has one only while on vfio-pci)."""
     names = sorted(p.name for p in (SYS_PCI / "devices" / bdf / "vfio-dev").iterdir())

@@ -40,10 +40,16 @@ def _root_port(number: int, slot: int) -> Device:
     )
 
 
+# The single NIC's own MAC (not QEMU's default, which a nested guest's emulated NIC would also
+# get), so a nested guest reading it proves it reads the passed-through device.
+NIC_SINGLE_MAC = "52:54:00:6b:76:01"
+
 # romfile= keeps SeaBIOS from loading an iPXE ROM per NIC (slow, noisy, useless here).
 DEVICES: tuple[Device, ...] = (
     _root_port(1, 0x10),
-    Device("e1000e", "nic_single", "rp1", (("addr", "0.0"), ("romfile", ""))),
+    Device(
+        "e1000e", "nic_single", "rp1", (("addr", "0.0"), ("romfile", ""), ("mac", NIC_SINGLE_MAC))
+    ),
     _root_port(2, 0x11),
     Device("x3130-upstream", "sw_up", "rp2"),
     Device("xio3130-downstream", "sw_down", "sw_up", (("chassis", "7"), ("slot", "0"))),
