@@ -74,7 +74,7 @@ def _boot(suite: str, out: Path) -> LabRun:
         kernel = kernels.debian_kernel() if suite == "debian" else kernels.lab_kernel()
         inner_kernel = _inner_kernel()
     except LabUnavailableError as exc:
-        _UNAVAILABLE[suite] = f"the {suite} lab cannot run here: {exc}"
+        _UNAVAILABLE[suite] = f"lab ({suite} kernel) cannot run here: {exc}"
         pytest.skip(_UNAVAILABLE[suite])
     context = {
         "suite": suite,
