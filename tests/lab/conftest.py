@@ -20,7 +20,7 @@ GUEST = Path(__file__).resolve().parent / "guest"
 sys.path.insert(0, str(REPO / "tools" / "lab"))
 
 from kvlab import initramfs, kernels, proc, vm  # noqa: E402 (needs the path above)
-from kvlab.errors import LabUnavailableError  # noqa: E402
+from kvlab.errors import LabError, LabUnavailableError  # noqa: E402
 
 # The two lab kernels: Debian's own (legacy VFIO only) and the built one (iommufd + cdev).
 SUITES = ("debian", "lab")
@@ -64,7 +64,7 @@ def _inner_kernel() -> kernels.Kernel:
     boots it several times faster than Debian's, and its e1000e is built in), else Debian's."""
     try:
         return kernels.lab_kernel()
-    except LabUnavailableError:
+    except LabError:  # unavailable here, or its build broke (the lab suite reports that)
         return kernels.debian_kernel()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import shutil
 import stat
@@ -218,3 +219,76 @@ def test_the_lab_fragment_asks_for_iommufd_and_the_vfio_cdev() -> None:
     wanted = kconfig.parse(kconfig.fragment_path().read_text(), source="fragment")
     for option in ("IOMMUFD", "VFIO_DEVICE_CDEV", "VFIO_CONTAINER", "VFIO_PCI", "INTEL_IOMMU"):
         assert wanted[f"CONFIG_{option}"] == "y"
+
+
+_option = st.from_regex(r"CONFIG_[A-Z0-9_]{1,20}", fullmatch=True)
+_value = st.one_of(
+    st.sampled_from(["y", "m", "n"]),
+    st.integers(0, 1 << 20).map(str),
+    st.text(alphabet="abc-_.0123", max_size=8).map(lambda t: f'"{t}"'),
+)
+
+
+@given(st.dictionaries(_option, _value, max_size=20))
+def test_kconfig_parses_what_kconfig_writes(options: dict[str, str]) -> None:
+    lines = [
+        f"# {name} is not set" if value == "n" else f"{name}={value}"
+        for name, value in options.items()
+    ]
+    text = "#\n# Automatically generated\n#\n" + "\n".join(lines) + "\n"
+    assert kconfig.parse(text, source=".config") == options
+    assert kconfig.missing(options, kconfig.parse(text, source=".config")) == []
+
+
+@given(st.text(max_size=300))
+def test_kconfig_parse_raises_only_lab_errors(text: str) -> None:
+    try:
+        kconfig.parse(text, source="x")
+    except LabError as exc:
+        assert "x:" in exc.message
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.data())
+def test_module_order_is_a_complete_topological_order(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    count = data.draw(st.integers(1, 12))
+    names = [f"m{i}" for i in range(count)]
+    # Module i may depend only on modules with a smaller index: a DAG, as depmod writes.
+    direct = {
+        name: data.draw(st.sets(st.sampled_from(names[:i])) if i else st.just(set()))
+        for i, name in enumerate(names)
+    }
+
+    def closure(name: str) -> set[str]:
+        found: set[str] = set()
+        for dep in direct[name]:
+            found |= {dep} | closure(dep)
+        return found
+
+    dep_text = "".join(
+        f"kernel/{n}.ko.xz:{''.join(f' kernel/{d}.ko.xz' for d in sorted(closure(n)))}\n"
+        for n in names
+    )
+    index = _module_tree(tmp_path_factory.mktemp("mods"), dep_text)
+    wanted = data.draw(st.lists(st.sampled_from(names), min_size=1, max_size=4))
+    order = index.load_order(wanted)
+    assert len(order) == len(set(order))
+    assert set(order) == set(wanted).union(*(closure(w) for w in wanted))
+    for position, name in enumerate(order):
+        assert closure(name) <= set(order[:position])
+
+
+@given(st.text(max_size=300))
+def test_modules_dep_parser_raises_only_lab_errors(text: str) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            index = _module_tree(Path(tmp), text)
+        except LabError:
+            return
+        for name in list(index.files)[:3]:
+            with contextlib.suppress(LabError):
+                index.load_order([name])
