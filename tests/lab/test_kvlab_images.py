@@ -7,6 +7,7 @@ import gzip
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -292,3 +293,17 @@ def test_modules_dep_parser_raises_only_lab_errors(text: str) -> None:
         for name in list(index.files)[:3]:
             with contextlib.suppress(LabError):
                 index.load_order([name])
+
+
+def test_static_busybox_and_dynamic_binaries_are_told_apart() -> None:
+    from kvlab.initramfs import is_dynamic_elf
+
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        pytest.skip("busybox is not installed (Debian package busybox-static)")
+    assert is_dynamic_elf(Path(busybox).read_bytes()) is False
+    assert is_dynamic_elf(Path(sys.executable).resolve().read_bytes()) is True
+    with pytest.raises(LabError, match="not a 64-bit"):
+        is_dynamic_elf(b"#!/bin/sh\n")
+    with pytest.raises(LabError, match="truncated"):
+        is_dynamic_elf(b"\x7fELF\x02\x01\x01" + bytes(20))

@@ -6,6 +6,7 @@ is a hash of those inputs.
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 from kvlab import cache, cpio, proc
@@ -18,11 +19,23 @@ GUEST_DIR = Path(__file__).resolve().parent.parent / "guest"
 ROOT_MODULES = ["virtio_pci", "9pnet_virtio", "9p", "overlay"]
 
 
+def is_dynamic_elf(data: bytes) -> bool:
+    """Whether an ELF64 little-endian executable asks for a program interpreter (PT_INTERP),
+    i.e. needs the host's libc, which the initramfs does not have."""
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        raise LabError("not a 64-bit little-endian ELF file")
+    (phoff,) = struct.unpack_from("<Q", data, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    pt_interp = 3
+    return any(
+        struct.unpack_from("<I", data, phoff + i * phentsize)[0] == pt_interp for i in range(phnum)
+    )
+
+
 def _busybox() -> bytes:
     path = Path(proc.require_tool("busybox"))
     data = path.read_bytes()
-    # A dynamically linked busybox would need the host's libc inside the initramfs.
-    if b"ld-linux" in data[:8192] or b"/lib64/ld-" in data[:65536]:
+    if is_dynamic_elf(data):
         raise LabError(f"{path} is dynamically linked", hint="install busybox-static")
     return data
 
