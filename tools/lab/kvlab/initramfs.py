@@ -22,14 +22,18 @@ ROOT_MODULES = ["virtio_pci", "9pnet_virtio", "9p", "overlay"]
 def is_dynamic_elf(data: bytes) -> bool:
     """Whether an ELF64 little-endian executable asks for a program interpreter (PT_INTERP),
     i.e. needs the host's libc, which the initramfs does not have."""
-    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+    if data[:6] != b"\x7fELF\x02\x01":
         raise LabError("not a 64-bit little-endian ELF file")
-    (phoff,) = struct.unpack_from("<Q", data, 0x20)
-    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
     pt_interp = 3
-    return any(
-        struct.unpack_from("<I", data, phoff + i * phentsize)[0] == pt_interp for i in range(phnum)
-    )
+    try:
+        (phoff,) = struct.unpack_from("<Q", data, 0x20)
+        phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+        return any(
+            struct.unpack_from("<I", data, phoff + i * phentsize)[0] == pt_interp
+            for i in range(phnum)
+        )
+    except struct.error:
+        raise LabError("truncated ELF file: its program headers are missing") from None
 
 
 def _busybox() -> bytes:
