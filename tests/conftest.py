@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from shared_paths import SHARED_DATA
+
 SNAPSHOTS = SHARED_DATA / "sysfs-snapshots"
 
 

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from kata_vfio.cdi import HostDevice
+from shared_paths import SHARED_DATA
 
-CDI_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "cdi-specs"
-OCI_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "oci-bundles"
+CDI_DATA = SHARED_DATA / "cdi-specs"
+OCI_DATA = SHARED_DATA / "oci-bundles"
 
 # What lstat reports on a typical VFIO host: the container node, two groups, one cdev.
 HOST_NODES = {

@@ -16,6 +16,7 @@ import pytest
 import kata_vfio
 from kata_vfio.testing import build_host, sample_spec
 from kata_vfio.testing.generate import generate_spec
+from shared_paths import SHARED_DATA
 
 pytestmark = [
     pytest.mark.lspci,
@@ -24,7 +25,7 @@ pytestmark = [
     ),
 ]
 
-SNAPSHOT_DIR = Path(__file__).resolve().parents[3] / "shared/data/sysfs-snapshots"
+SNAPSHOT_DIR = SHARED_DATA / "sysfs-snapshots"
 SNAPSHOTS = (
     sorted(p.name for p in SNAPSHOT_DIR.iterdir() if (p / "sys").is_dir())
     if SNAPSHOT_DIR.is_dir()

@@ -10,8 +10,9 @@ import pytest
 
 import kata_vfio
 from kata_vfio.testing import refscan
+from shared_paths import SHARED_DATA
 
-SNAPSHOT_DIR = Path(__file__).resolve().parents[3] / "shared/data/sysfs-snapshots"
+SNAPSHOT_DIR = SHARED_DATA / "sysfs-snapshots"
 SNAPSHOTS = (
     sorted(p.name for p in SNAPSHOT_DIR.iterdir() if (p / "sys").is_dir())
     if SNAPSHOT_DIR.is_dir()

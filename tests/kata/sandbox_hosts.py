@@ -19,8 +19,9 @@ import kata_vfio._core as core
 from kata_vfio.cdi import DevfsLookup, Registry, generate_vfio_spec, write_vfio_spec
 from kata_vfio.kata.config import KataConfig, load_config
 from kata_vfio.testing import build_host
+from shared_paths import SHARED_DATA
 
-KATA_CONFIGS = Path(__file__).resolve().parents[3] / "shared" / "data" / "kata-configs"
+KATA_CONFIGS = SHARED_DATA / "kata-configs"
 NVIDIA_GO = KATA_CONFIGS / "runtime-go" / "configuration-qemu-nvidia-gpu.toml"
 
 MIB = 1 << 20
