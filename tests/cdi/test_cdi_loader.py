@@ -480,6 +480,37 @@ def test_merge_keys_may_add_keys_but_not_override_them() -> None:
         parse_spec("a: &a {x: 1}\nb: &b {x: 2}\nc: {<<: [*a, *b]}\n")
 
 
+def test_merge_keys_follow_go_yaml_whatever_the_pyyaml_version() -> None:
+    # go-yaml v2 sets merged pairs into the same map (a sequence from its last element to its
+    # first) and its strict decoder refuses any key set twice. PyYAML's own merge handling
+    # changed in 6.0.4 (it drops a merged key whose string object was already merged), so the
+    # loader expands merges itself: the same results on every PyYAML and on both parsers.
+    duplicates = (
+        "a: &a {x: 1}\nc: {<<: [*a, *a]}\n",
+        "a: &a {xyz: 1}\nb: &b {xyz: 2}\nc: {<<: [*a, *b]}\n",
+        "a: &a {x: 1}\nb: &b {<<: *a, w: 2}\nc: {<<: [*b, *a]}\n",
+        "a: &a {x: 1}\nc: {x: 2, <<: *a}\n",
+    )
+    for pure in (False, True):
+        for text in duplicates:
+            with pytest.raises(yaml.YAMLError, match="duplicate key 'x"):
+                load_yaml(text, pure_python=pure)
+        with pytest.raises(yaml.YAMLError, match="merges itself"):
+            load_yaml("a: &a {x: 1, <<: *a}\n", pure_python=pure)
+        with pytest.raises(yaml.YAMLError, match="expected a mapping for merging"):
+            load_yaml("a: &a {x: 1}\nc: {<<: [*a, 3]}\n", pure_python=pure)
+        merged = load_yaml(
+            "a: &a {p: 1}\nb: &b {<<: *a, q: 2}\nc: {<<: [*b, {r: 3}], s: 4, '<<': 5}\n",
+            pure_python=pure,
+        )
+        assert merged["c"] == {"p": 1, "q": 2, "r": 3, "s": 4, "<<": 5}
+        # Merges of merges are expanded once each, not once per path (2**40 here).
+        chain = ["m0: &m0 {}"] + [
+            f"m{i}: &m{i} {{<<: [*m{i - 1}, *m{i - 1}]}}" for i in range(1, 41)
+        ]
+        assert load_yaml("\n".join(chain), pure_python=pure)["m40"] == {}
+
+
 def test_binary_and_timestamp_tags_read_as_go_yaml_reads_them() -> None:
     # go-yaml: an explicit !!timestamp stays its text; !!binary is the decoded bytes as a
     # string, and bad base64 (Go's strict decoder: padding required) is an error.

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 from yaml.constructor import ConstructorError
-from yaml.nodes import MappingNode, Node, ScalarNode
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 __all__ = ["HAS_LIBYAML", "format_go_float32", "go_scalar_string", "load_yaml"]
 
@@ -32,6 +32,7 @@ _BOOL = "tag:yaml.org,2002:bool"
 _NULL = "tag:yaml.org,2002:null"
 _MERGE = "tag:yaml.org,2002:merge"
 _MAP = "tag:yaml.org,2002:map"
+_VALUE = "tag:yaml.org,2002:value"
 _SEQ = "tag:yaml.org,2002:seq"
 
 _BOOLS = {
@@ -119,6 +120,12 @@ class _GoYamlRules:
     construct_scalar: Any
     construct_object: Any
 
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)  # type: ignore[call-arg]
+        # Mappings with merge keys, expanded (by node id), and those being expanded.
+        self._go_merged: dict[int, tuple[MappingNode, list[tuple[Any, Node, Node]]]] = {}
+        self._go_merging: set[int] = set()
+
     def resolve(self, kind: type[Node], value: str, implicit: tuple[bool, bool]) -> str:
         if kind is ScalarNode and implicit[0]:
             return _resolve_plain(value)
@@ -154,24 +161,112 @@ class _GoYamlRules:
         return _BOOLS[text]
 
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
-        # PyYAML first flattens merge keys into node.value (merged pairs, then explicit ones).
-        # go-yaml's strict decoder refuses a key set twice, merged or not: a merge may add keys
-        # but not override them, so any repeat in the flattened pairs is an error.
-        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)  # type: ignore[misc]
-        if len(mapping) == len(node.value):
-            return mapping
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise ConstructorError(
-                    "while constructing a mapping",
-                    node.start_mark,
-                    f"found duplicate key {key!r}",
-                    key_node.start_mark,
-                )
-            seen.add(key)
+        # Merge keys are expanded here, not by PyYAML's flatten_mapping: its rules are not ours
+        # and changed between releases (6.0.4 silently drops a merged pair whose key string is
+        # the same object as one already merged, so "<<: [*a, *b]" with a shared key "x"
+        # loaded instead of failing). go-yaml's strict decoder refuses a key set twice, merged
+        # or not: a merge may add keys but neither override nor repeat them.
+        if not isinstance(node, MappingNode):
+            raise ConstructorError(
+                None, None, f"expected a mapping node, but found {node.id}", node.start_mark
+            )
+        mapping: dict[Any, Any] = {}
+        for key, _, value_node in self._go_pairs(node):
+            mapping[key] = self.construct_object(value_node, deep=deep)
         return mapping
+
+    def _go_pairs(self, node: MappingNode) -> list[tuple[Any, Node, Node]]:
+        """The mapping's (key, key node, value node) in the order go-yaml v2 sets them, merges
+        expanded; ConstructorError for a key set twice, a merge of a non-mapping, or a mapping
+        that merges itself.
+
+        go-yaml decodes ``<<: *m`` as m's pairs set into the same map where the merge key
+        stands, and ``<<: [*a, *b]`` from the last element to the first. A mapping with merges
+        is expanded once per load (its pairs are distinct keys, so at most the document's key
+        count): a chain of merges of merges is linear, not exponential.
+        """
+        cached = self._go_merged.get(id(node))
+        if cached is not None:
+            return cached[1]
+        if id(node) in self._go_merging:
+            raise ConstructorError(
+                "while constructing a mapping",
+                node.start_mark,
+                "found a mapping that merges itself",
+                node.start_mark,
+            )
+        self._go_merging.add(id(node))
+        try:
+            pairs: list[tuple[Any, Node, Node]] = []
+            seen: set[Any] = set()
+            has_merge = False
+            for key_node, value_node in node.value:
+                if key_node.tag == _MERGE:
+                    has_merge = True
+                    for source in self._merge_sources(node, value_node):
+                        for pair in self._go_pairs(source):
+                            self._add_pair(node, pairs, seen, pair)
+                    continue
+                if key_node.tag == _VALUE:
+                    # A "!!value" key is its text (go-yaml reads a scalar of an unknown tag so).
+                    key_node.tag = _STR
+                key = self.construct_object(key_node)
+                self._add_pair(node, pairs, seen, (key, key_node, value_node))
+        finally:
+            self._go_merging.discard(id(node))
+        if has_merge:
+            # The node itself is kept so that its id is not reused while cached.
+            self._go_merged[id(node)] = (node, pairs)
+        return pairs
+
+    @staticmethod
+    def _merge_sources(node: MappingNode, value_node: Node) -> list[MappingNode]:
+        if isinstance(value_node, MappingNode):
+            return [value_node]
+        if isinstance(value_node, SequenceNode):
+            for item in value_node.value:
+                if not isinstance(item, MappingNode):
+                    raise ConstructorError(
+                        "while constructing a mapping",
+                        node.start_mark,
+                        f"expected a mapping for merging, but found {item.id}",
+                        item.start_mark,
+                    )
+            return list(reversed(value_node.value))
+        raise ConstructorError(
+            "while constructing a mapping",
+            node.start_mark,
+            "expected a mapping or list of mappings for merging, but found "
+            + str(getattr(value_node, "id", "a node")),
+            value_node.start_mark,
+        )
+
+    @staticmethod
+    def _add_pair(
+        node: MappingNode,
+        pairs: list[tuple[Any, Node, Node]],
+        seen: set[Any],
+        pair: tuple[Any, Node, Node],
+    ) -> None:
+        key, key_node, _ = pair
+        try:
+            duplicate = key in seen
+        except TypeError:
+            raise ConstructorError(
+                "while constructing a mapping",
+                node.start_mark,
+                "found unhashable key",
+                key_node.start_mark,
+            ) from None
+        if duplicate:
+            raise ConstructorError(
+                "while constructing a mapping",
+                node.start_mark,
+                f"found duplicate key {key!r}",
+                key_node.start_mark,
+            )
+        seen.add(key)
+        pairs.append(pair)
 
 
 class _GoYamlLoader(_GoYamlRules, getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
@@ -198,7 +293,7 @@ _CONSTRUCTORS: dict[str, Any] = {
     _INT: _GoYamlRules.construct_yaml_int,
     _FLOAT: _GoYamlRules.construct_yaml_float,
     _BOOL: _GoYamlRules.construct_yaml_bool,
-    # "<<" is a merge only as a key (handled before construction); as a value it is a string.
+    # "<<" is a merge only as a key (expanded by construct_mapping); as a value it is a string.
     _MERGE: lambda loader, node: "<<",
     # go-yaml gives an explicit !!timestamp as its text and !!binary as the decoded bytes in a
     # string (made valid UTF-8 on the way to JSON).
@@ -236,7 +331,7 @@ def load_yaml(data: bytes | str, *, pure_python: bool = False) -> Any:
 
 
 class _NeedsFullConstructor(Exception):
-    """The document uses merge keys or explicit tags: PyYAML's constructor handles those."""
+    """The document uses merge keys or explicit tags: the full constructor handles those."""
 
 
 class _NodeBuilder:
