@@ -12,6 +12,7 @@ import pytest
 
 from kata_vfio.cli import main
 from kata_vfio.testing import FakeHost, build_host
+from shared_paths import snapshot_names
 
 
 def host_spec() -> dict[str, Any]:
@@ -188,3 +189,28 @@ def test_this_machine_never_tracebacks() -> None:
         )  # fmt: skip
         assert proc.returncode in (0, 1), proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("name", snapshot_names())
+def test_every_command_on_real_snapshots(
+    name: str, snapshot_root: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The commands on copies of real machines' sysfs (no devfs beside them: the machine's
+    own /dev must not be mixed in)."""
+    root = snapshot_root(name)
+    listed = sorted(p.name for p in (root / "bus/pci/devices").iterdir())
+    code, out, _ = call(capsys, ["--sysfs-root", str(root), "scan", "--json"])
+    assert code == 0
+    assert [d["bdf"] for d in json.loads(out)["devices"]] == listed
+    code, out, _ = call(capsys, ["--sysfs-root", str(root), "groups", "--json"])
+    document = json.loads(out)
+    assert code == (0 if document["iommu"]["enabled"] else 1)
+    assert document["iommu"]["vfio_container_node"] is False  # not this machine's /dev
+    grouped = sorted(b for g in document["groups"] for b in g["devices"])
+    assert set(grouped) <= set(listed)
+    code, out, _ = call(capsys, ["--sysfs-root", str(root), "doctor", "--json"])
+    statuses = {c["name"]: c["status"] for c in json.loads(out)["checks"]}
+    assert statuses["iommu"] == ("pass" if document["iommu"]["enabled"] else "fail")
+    code, out, _ = call(capsys, ["--sysfs-root", str(root), "check", "--json", listed[0]])
+    assert code in (0, 1)
+    assert json.loads(out)["devices"][0]["bdf"] == listed[0]

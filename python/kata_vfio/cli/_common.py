@@ -108,7 +108,17 @@ def host_roots(args: argparse.Namespace) -> HostRoots:
                 f"{option} {value!r} is not a directory",
                 hint="give the directory that holds the tree (e.g. a copied /sys)",
             )
-    return HostRoots(args.sysfs_root or "/sys", args.dev_root or "/dev", args.proc_root)
+    dev_root = args.dev_root
+    if dev_root is None:
+        # A copied or fake sysfs tree is read with the devfs beside it (or none), never with
+        # this machine's /dev, which would mix two hosts.
+        dev_root = "/dev" if args.sysfs_root is None else _beside(args.sysfs_root, "dev")
+    return HostRoots(args.sysfs_root or "/sys", dev_root, args.proc_root)
+
+
+def _beside(sysfs_root: str, name: str) -> str:
+    """``<parent of sysfs_root>/name`` (it may not exist: a tree without devfs)."""
+    return os.path.join(os.path.dirname(os.path.abspath(sysfs_root)), name)
 
 
 def print_json(document: Any, stream: TextIO | None = None) -> None:
