@@ -15,6 +15,7 @@ import binascii
 import math
 import re
 import struct
+from collections.abc import Container
 from typing import Any
 
 import yaml
@@ -249,22 +250,7 @@ class _GoYamlRules:
         pair: tuple[Any, Node, Node],
     ) -> None:
         key, key_node, _ = pair
-        try:
-            duplicate = key in seen
-        except TypeError:
-            raise ConstructorError(
-                "while constructing a mapping",
-                node.start_mark,
-                "found unhashable key",
-                key_node.start_mark,
-            ) from None
-        if duplicate:
-            raise ConstructorError(
-                "while constructing a mapping",
-                node.start_mark,
-                f"found duplicate key {key!r}",
-                key_node.start_mark,
-            )
+        _refuse_repeated_key(node, key_node, key, seen)
         seen.add(key)
         pairs.append(pair)
 
@@ -275,6 +261,22 @@ class _GoYamlLoader(_GoYamlRules, getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 class _PureGoYamlLoader(_GoYamlRules, yaml.SafeLoader):
     """The same rules on PyYAML's pure-Python parser (for comparison and as a fallback)."""
+
+
+def _refuse_repeated_key(node: MappingNode, key_node: Node, key: Any, seen: Container[Any]) -> None:
+    """go-yaml's strict decoder: a key may appear once in a mapping, and must be hashable."""
+    try:
+        duplicate = key in seen
+    except TypeError:
+        raise ConstructorError(
+            "while constructing a mapping", node.start_mark, "found unhashable key",
+            key_node.start_mark,
+        ) from None  # fmt: skip
+    if duplicate:
+        raise ConstructorError(
+            "while constructing a mapping", node.start_mark, f"found duplicate key {key!r}",
+            key_node.start_mark,
+        )  # fmt: skip
 
 
 def _binary_string(loader: Any, node: ScalarNode) -> str:
@@ -392,22 +394,7 @@ class _NodeBuilder:
             if key_node.tag == _MERGE:
                 raise _NeedsFullConstructor
             key = build(key_node)
-            try:
-                duplicate = key in result
-            except TypeError:
-                raise ConstructorError(
-                    "while constructing a mapping",
-                    node.start_mark,
-                    "found unhashable key",
-                    key_node.start_mark,
-                ) from None
-            if duplicate:
-                raise ConstructorError(
-                    "while constructing a mapping",
-                    node.start_mark,
-                    f"found duplicate key {key!r}",
-                    key_node.start_mark,
-                )
+            _refuse_repeated_key(node, key_node, key, result)
             result[key] = build(value_node)
         return result
 

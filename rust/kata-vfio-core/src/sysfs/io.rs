@@ -92,26 +92,10 @@ impl AttrReader {
     }
 }
 
-/// Reads a small attribute into `buf` with one open, one read and one close; returns the
-/// bytes read.
-pub fn read_at<'b>(dir: BorrowedFd<'_>, name: &str, buf: &'b mut [u8]) -> io::Result<&'b [u8]> {
-    let fd = rfs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY,
-        Mode::empty(),
-    )?;
-    let n = rustix::io::read(fd.as_fd(), &mut *buf)?;
-    Ok(&buf[..n])
-}
-
-/// Reads an attribute as trimmed text. Invalid UTF-8 is an `InvalidData` error.
+/// Reads an attribute as trimmed, owned text (off the hot path: the device walk uses one
+/// [`AttrReader`] per thread instead). Invalid UTF-8 is an `InvalidData` error.
 pub fn read_text_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<String> {
-    let mut buf = [0u8; ATTR_BUF];
-    let bytes = read_at(dir, name, &mut buf)?;
-    let text =
-        std::str::from_utf8(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    Ok(text.trim().to_owned())
+    AttrReader::default().text(dir, name).map(str::to_owned)
 }
 
 /// Reads a symlink's target relative to `dir`.
