@@ -72,12 +72,15 @@ def untrusted_path(path: str) -> tuple[str, str] | None:
     return None
 
 
-def make_directories(path: str, *, mode: int, parents_mode: int = 0o755) -> None:
+def make_directories(
+    path: str, *, mode: int, parents_mode: int = 0o755, exist_ok: bool = True
+) -> None:
     """Makes directory ``path`` with ``mode`` and its missing parents with ``parents_mode``.
 
     Existing directories on the way must be trusted (see the module docstring); a final
-    directory that already exists keeps its mode. Raises :class:`HostIOError` naming the
-    directory that could not be made or is not trusted.
+    directory that already exists keeps its mode, or is refused (errno ``EEXIST``) without
+    ``exist_ok``. Raises :class:`HostIOError` naming the directory that could not be made or
+    is not trusted.
     """
     absolute = os.path.abspath(path)
     names = [name for name in absolute.split("/") if name]
@@ -86,20 +89,24 @@ def make_directories(path: str, *, mode: int, parents_mode: int = 0o755) -> None
     try:
         for index, name in enumerate(names):
             current = os.path.join(current, name)
-            wanted = mode if index == len(names) - 1 else parents_mode
-            child = _make_one(fd, name, current, wanted)
+            last = index == len(names) - 1
+            child = _make_one(
+                fd, name, current, mode if last else parents_mode, exist_ok=exist_ok or not last
+            )
             os.close(fd)
             fd = child
     finally:
         os.close(fd)
 
 
-def _make_one(parent_fd: int, name: str, path: str, mode: int) -> int:
+def _make_one(parent_fd: int, name: str, path: str, mode: int, *, exist_ok: bool) -> int:
     try:
         # 0700 until fchmod sets the real mode: nobody else can use it in between.
         os.mkdir(name, 0o700, dir_fd=parent_fd)
         created = True
-    except FileExistsError:
+    except FileExistsError as exc:
+        if not exist_ok:
+            raise _error(exc, path, "create directory") from exc
         created = False
     except OSError as exc:
         raise _error(exc, path, "create directory") from exc
@@ -146,6 +153,8 @@ def _error(exc: OSError, path: str, step: str) -> HostIOError:
     hint = None
     if exc.errno in (errno_codes.EACCES, errno_codes.EPERM, errno_codes.EROFS):
         hint = "run as a user that may create it, or choose another location"
+    elif exc.errno == errno_codes.EEXIST:
+        hint = "it already exists; remove it or choose another location"
     elif exc.errno in (errno_codes.ENOTDIR, errno_codes.ELOOP):
         hint = "a file or link is in the way; remove it or choose another location"
     return HostIOError(

@@ -19,6 +19,7 @@ Open file descriptors listed in ``pass_fds`` stay open in QEMU under the same nu
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shlex
 import shutil
@@ -27,10 +28,10 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from types import TracebackType
 
-from kata_vfio.errors import QemuError, QemuStartError, QmpError
+from kata_vfio._trust import make_directories
+from kata_vfio.errors import HostIOError, QemuError, QemuStartError, QmpError
 from kata_vfio.qemu.argv import QemuCommand, QemuOpts
 from kata_vfio.qemu.qmp import QmpSession
 
@@ -47,7 +48,8 @@ class QemuProcess:
     """One QEMU process (see the module docstring).
 
     ``command`` is a :class:`QemuCommand` or an argv list (first element the binary).
-    ``runtime_dir`` is created (it must not exist; missing parents are made 0755); by default a
+    ``runtime_dir`` is created (it must not exist; it and missing parents are made 0700, and
+    existing parents must not be writable by others); by default a
     fresh directory under ``runtime_parent`` (default: the system temporary directory).
     ``start_timeout`` bounds
     the wait for QMP; ``qmp_timeout`` each QMP call; ``powerdown_timeout`` how long
@@ -229,20 +231,19 @@ class QemuProcess:
             return tempfile.mkdtemp(prefix="kata-vfio-qemu-", dir=self._runtime_parent)
         path = os.path.abspath(self._requested_dir)
         try:
-            # The parent (e.g. /run/kata-vfio) is shared by all VMs; only the leaf is private.
-            os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
-            os.mkdir(path, 0o700)
-        except FileExistsError as exc:
+            # The parent (/run/kata-vfio) is shared by all VMs and the bind journal: root's
+            # alone, like the VM's own directory; every mode is exact whatever the umask.
+            make_directories(path, mode=0o700, parents_mode=0o700, exist_ok=False)
+        except HostIOError as exc:
+            if exc.errno == errno.EEXIST and exc.path == path:
+                raise QemuError(
+                    f"runtime directory {path} already exists",
+                    hint="remove it (a previous VM may still run) or choose another directory",
+                ) from exc
             raise QemuError(
-                f"runtime directory {path} already exists",
-                hint="remove it (a previous VM may still run) or choose another directory",
+                f"cannot create runtime directory {path}: {exc.message}",
+                hint=exc.hint or "choose a runtime directory this user may create",
             ) from exc
-        except OSError as exc:
-            raise QemuError(
-                f"cannot create runtime directory {path}: {exc.strerror}",
-                hint="choose a runtime directory this user may create",
-            ) from exc
-        os.chmod(path, 0o700)  # whatever the umask said
         return path
 
     def _full_argv(self) -> list[str]:
@@ -360,8 +361,16 @@ class QemuProcess:
 
 
 def _read_tail(path: str) -> str:
+    """The last bytes of a log, read from the end (a chatty guest can make it large)."""
     try:
-        data = Path(path).read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW)
     except OSError:
         return ""
-    return data[-_STDERR_TAIL:].decode("utf-8", "replace")
+    try:
+        size = os.fstat(fd).st_size
+        data = os.pread(fd, _STDERR_TAIL, max(0, size - _STDERR_TAIL))
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
+    return data.decode("utf-8", "replace")
