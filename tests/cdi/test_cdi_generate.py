@@ -229,6 +229,21 @@ def test_written_spec_loads_and_injects_with_the_hosts_numbers(
     assert (devices[0]["major"], devices[0]["minor"]) == (10, 196)
 
 
+def test_output_directories_get_exact_modes_whatever_the_umask(
+    sample: tuple[FakeHost, Host], tmp_path: Path
+) -> None:
+    _, host = sample
+    out = tmp_path / "var" / "run" / "cdi"
+    old = os.umask(0)
+    try:
+        path = write_vfio_spec(generate_vfio_spec(host, kind="nvidia.com/pgpu"), str(out))
+    finally:
+        os.umask(old)
+    modes = [stat.S_IMODE(os.stat(p).st_mode) for p in (out.parent.parent, out.parent, out, path)]
+    assert modes == [0o755, 0o755, 0o755, 0o644]
+    assert Registry([out]).errors == {}, "what it writes, the registry trusts"
+
+
 def test_group_naming_of_cdevs_sharing_a_group_is_refused_clearly(tmp_path: Path) -> None:
     # GPU and audio function are two cdev devices of one group: "30" cannot name both.
     host = gpu_server(tmp_path)
