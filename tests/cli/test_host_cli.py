@@ -214,3 +214,29 @@ def test_every_command_on_real_snapshots(
     code, out, _ = call(capsys, ["--sysfs-root", str(root), "check", "--json", listed[0]])
     assert code in (0, 1)
     assert json.loads(out)["devices"][0]["bdf"] == listed[0]
+
+
+def test_doctor_passes_an_iommufd_only_host(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A kernel without the legacy container (no /dev/vfio/vfio), with /dev/iommu and cdevs."""
+    spec = host_spec() | {"vfio_container": False}
+    fake = build_host(tmp_path / "iommufd", spec)
+    assert not (Path(fake.dev_root) / "vfio" / "vfio").exists()
+    assert list((Path(fake.dev_root) / "vfio" / "devices").iterdir())
+    code, out, _ = call(capsys, run(fake, "doctor", "--json"))
+    checks = {c["name"]: c for c in json.loads(out)["checks"]}
+    assert checks["vfio-container-node"]["status"] == "pass"
+    assert "iommufd and their cdevs" in checks["vfio-container-node"]["detail"]
+    assert checks["iommufd"]["status"] == "pass"
+    assert not [c for c in checks.values() if c["status"] == "fail"], checks
+    assert code == 0
+    # Without cdevs for the devices bound to vfio-pci, neither path works: a failure.
+    spec = host_spec() | {"vfio_container": False, "cdev": False}
+    fake = build_host(tmp_path / "neither", spec)
+    (Path(fake.dev_root) / "iommu").touch()  # /dev/iommu without the cdev option
+    code, out, _ = call(capsys, run(fake, "doctor", "--json"))
+    checks = {c["name"]: c for c in json.loads(out)["checks"]}
+    assert checks["vfio-container-node"]["status"] == "fail"
+    assert "CONFIG_VFIO_DEVICE_CDEV" in checks["vfio-container-node"]["hint"]
+    assert code == 1
