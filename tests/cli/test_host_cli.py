@@ -240,3 +240,22 @@ def test_doctor_passes_an_iommufd_only_host(
     assert checks["vfio-container-node"]["status"] == "fail"
     assert "CONFIG_VFIO_DEVICE_CDEV" in checks["vfio-container-node"]["hint"]
     assert code == 1
+
+
+def test_doctor_vm_memory_takes_the_one_size_convention(
+    fake: FakeHost, capsys: pytest.CaptureFixture[str]
+) -> None:
+    details = set()
+    for size in ("16G", "16384M", "17179869184", "16GiB"):
+        code, out, _ = call(capsys, run(fake, "doctor", "--json", "--vm-memory", size))
+        assert code in (0, 1)
+        checks = {c["name"]: c for c in json.loads(out)["checks"]}
+        details.add(checks["memlock"]["detail"])
+    assert len(details) == 1, details
+    assert "needs 17 GiB" in details.pop()  # 16 GiB and 1 GiB of headroom
+    for bad, why in (("16384", "less than 1 MiB"), ("lots", "malformed"), ("9" * 5000, "large")):
+        code, _, err = call(capsys, run(fake, "doctor", "--vm-memory", bad))
+        assert code == 2
+        assert "--vm-memory" in err and why in err
+        assert "16384M" in err, "the hint names the accepted forms"
+        assert "Traceback" not in err

@@ -63,7 +63,7 @@ def register(subparsers: Any) -> None:
     sub = _common.add_command(
         subparsers, "memlock", _cmd_memlock, "is RLIMIT_MEMLOCK enough for a VM of this size?"
     )
-    sub.add_argument("vm_memory", metavar="SIZE", help="VM memory, e.g. 16G")
+    sub.add_argument("vm_memory", metavar="SIZE", help="VM memory: 16G, 16384M or bytes")
     sub.add_argument("--devices", type=int, default=1, metavar="N", help="VFIO devices (default 1)")
     sub.add_argument("--viommu", action="store_true", help="the guest has a virtual IOMMU")
     sub.add_argument("--iommufd", action="store_true", help="devices use iommufd")
@@ -363,7 +363,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _cmd_memlock(args: argparse.Namespace) -> int:
     diagnosis = memlock.diagnose(
-        memlock.parse_size(args.vm_memory),
+        memlock.parse_size(args.vm_memory, what="VM memory size", minimum=memlock.MIN_VM_MEMORY),
         devices=args.devices,
         viommu=args.viommu,
         iommufd=args.iommufd,
