@@ -183,3 +183,26 @@ def test_bad_inputs_give_clear_errors(
         == 2
     )
     assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_a_plan_file_with_numbers_json_does_not_have_is_refused(
+    demo: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert _run(demo, *_plan_args(demo), "--json") == 0
+    plan = capsys.readouterr().out
+    assert '"devices": [' in plan
+    plan_file = Path(demo["dir"], "nan-plan.json")
+    plan_file.write_text(plan.replace('"devices": [', '"nan": NaN, "devices": [', 1))
+    code = _run(
+        demo,
+        "sandbox",
+        "container",
+        "--bundle",
+        f"{demo['dir']}/container",
+        "--sandbox-plan",
+        str(plan_file),
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "'NaN' is not a JSON number" in err and "Traceback" not in err

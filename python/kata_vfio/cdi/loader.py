@@ -29,6 +29,7 @@ import yaml
 
 from kata_vfio._atomic import read_regular_fd, read_regular_file
 from kata_vfio._echo import echo
+from kata_vfio._json import DuplicateKeyError, no_duplicate_keys
 from kata_vfio.cdi.model import (
     ContainerEdits,
     Device,
@@ -42,7 +43,6 @@ from kata_vfio.cdi.model import (
 )
 from kata_vfio.cdi.yamlgo import go_parse_int, go_scalar_string, load_yaml
 from kata_vfio.errors import CdiSpecError
-from kata_vfio.oci import DuplicateKeyError, no_duplicate_keys
 
 __all__ = ["MAX_SPEC_BYTES", "load_spec", "parse_spec", "read_spec_bytes"]
 
