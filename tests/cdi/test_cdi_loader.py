@@ -589,3 +589,14 @@ def test_long_numbers_anywhere_give_spec_errors_or_strings(
     assert where in ("name", "annotation", "key")
     values = [spec.devices[0].name, *spec.annotations.values(), *spec.annotations.keys()]
     assert run in values
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e999", ".nan", "-.inf"])
+def test_non_finite_numbers_are_refused_where_integers_belong(value: str) -> None:
+    # The reference reads JSON as YAML: NaN is the string "NaN" there, never a number.
+    text = (
+        '{"cdiVersion": "0.6.0", "kind": "v.com/c", "devices": [{"name": "d", "containerEdits":'
+        f' {{"deviceNodes": [{{"path": "/dev/x", "major": {value}}}]}}}}]}}'
+    )
+    with pytest.raises(CdiSpecError, match=r"deviceNodes\[0\]\.major: expected an integer"):
+        parse_spec(text)
