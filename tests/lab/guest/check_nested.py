@@ -22,12 +22,12 @@ from kvlab import topology
 
 from kata_vfio import vfio
 from kata_vfio.errors import QmpError
-from kata_vfio.kata.topology import PortRequest, plan_topology
 from kata_vfio.qemu.argv import QemuCommand, QemuOpts
 from kata_vfio.qemu.launcher import QemuProcess
 from kata_vfio.qemu.qmp import query_pci
 from kata_vfio.qemu.vm import VfioPlacement, VmSpec, build_vm_command
 from kata_vfio.vfio import QemuFds
+from kata_vfio.vm.topology import PortRequest, plan_topology
 
 NIC = topology.NIC_SINGLE
 QEMU_ID = "hostnic"
