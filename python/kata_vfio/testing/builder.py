@@ -129,7 +129,9 @@ def build_host(root: str | os.PathLike[str], spec: HostSpec | Mapping[str, Any])
     return fake
 
 
-_CACHE_MARKER = ".kata-vfio-fake-host"
+# The name the sample host's cache has always used: every kata-vfio version on a machine shares
+# the cache directory, and they must agree on what an intact tree is.
+_CACHE_MARKER = ".kata-vfio-sample"
 
 
 def build_host_cached(cache_dir: str | os.PathLike[str], key: str, spec: HostSpec) -> FakeHost:
