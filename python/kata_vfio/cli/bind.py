@@ -12,12 +12,13 @@ import argparse
 import os
 from typing import Any, TypedDict
 
-from kata_vfio import binding, memlock, vfio
+from kata_vfio import binding, vfio
 from kata_vfio._core import Bdf, BindReport, Host, scan
 from kata_vfio._echo import echo
 from kata_vfio._numbers import decimal_digits
 from kata_vfio.cli import _common
 from kata_vfio.errors import InvalidInputError
+from kata_vfio.host import memlock
 
 _MAX_GROUP = (1 << 32) - 1  # the kernel numbers IOMMU groups with an int
 
