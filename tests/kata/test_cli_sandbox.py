@@ -206,3 +206,27 @@ def test_a_plan_file_with_numbers_json_does_not_have_is_refused(
     err = capsys.readouterr().err
     assert code == 2
     assert "'NaN' is not a JSON number" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("vendor", ["0x1_0de", " 0x10de", "0x" + "f" * 5000, "0x-1", ""])
+def test_a_plan_file_with_a_malformed_hex_number_is_refused(
+    demo: dict[str, str], capsys: pytest.CaptureFixture[str], vendor: str
+) -> None:
+    capsys.readouterr()
+    assert _run(demo, *_plan_args(demo), "--json") == 0
+    plan = capsys.readouterr().out
+    assert '"vendor": "0x10de"' in plan
+    plan_file = Path(demo["dir"], "hex-plan.json")
+    plan_file.write_text(plan.replace('"vendor": "0x10de"', f'"vendor": "{vendor}"', 1))
+    code = _run(
+        demo,
+        "sandbox",
+        "container",
+        "--bundle",
+        f"{demo['dir']}/container",
+        "--sandbox-plan",
+        str(plan_file),
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "is not a hex number of at most 8 digits" in err and len(err) < 600

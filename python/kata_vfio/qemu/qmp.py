@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any, TypeVar
 from qemu.qmp import EventListener, QMPClient, QMPError
 from qemu.qmp.qmp_client import ExecuteError
 
+from kata_vfio._numbers import natural_key
 from kata_vfio.errors import PlanError, QmpError
 from kata_vfio.qemu.argv import validate_id
 from kata_vfio.vm.topology import agent_pci_path
@@ -476,15 +476,6 @@ def _objects(session: QmpSession) -> set[str]:
         for e in entries
         if isinstance(e, dict) and str(e.get("type", "")).startswith("child<")
     }
-
-
-_DIGITS = re.compile(r"(\d+)")
-
-
-def natural_key(name: str) -> tuple[tuple[int, str | int], ...]:
-    """Sort key that orders embedded numbers numerically (``rp2`` < ``rp10``)."""
-    parts = _DIGITS.split(name)
-    return tuple((1, int(p)) if p.isdigit() else (0, p) for p in parts if p)
 
 
 def _describe(exc: BaseException) -> str:
