@@ -185,15 +185,16 @@ def test_bad_inputs_give_clear_errors(
     assert "not valid JSON" in capsys.readouterr().err
 
 
-def test_a_plan_file_with_numbers_json_does_not_have_is_refused(
-    demo: dict[str, str], capsys: pytest.CaptureFixture[str]
-) -> None:
+def _container_with_edited_plan(
+    demo: dict[str, str], capsys: pytest.CaptureFixture[str], old: str, new: str
+) -> tuple[int, str]:
+    """``sandbox container`` against the sandbox plan with ``old`` replaced by ``new``."""
     capsys.readouterr()
     assert _run(demo, *_plan_args(demo), "--json") == 0
     plan = capsys.readouterr().out
-    assert '"devices": [' in plan
-    plan_file = Path(demo["dir"], "nan-plan.json")
-    plan_file.write_text(plan.replace('"devices": [', '"nan": NaN, "devices": [', 1))
+    assert old in plan
+    plan_file = Path(demo["dir"], "edited-plan.json")
+    plan_file.write_text(plan.replace(old, new, 1))
     code = _run(
         demo,
         "sandbox",
@@ -203,7 +204,15 @@ def test_a_plan_file_with_numbers_json_does_not_have_is_refused(
         "--sandbox-plan",
         str(plan_file),
     )
-    err = capsys.readouterr().err
+    return code, capsys.readouterr().err
+
+
+def test_a_plan_file_with_numbers_json_does_not_have_is_refused(
+    demo: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = _container_with_edited_plan(
+        demo, capsys, '"devices": [', '"nan": NaN, "devices": ['
+    )
     assert code == 2
     assert "'NaN' is not a JSON number" in err and "Traceback" not in err
 
@@ -212,21 +221,8 @@ def test_a_plan_file_with_numbers_json_does_not_have_is_refused(
 def test_a_plan_file_with_a_malformed_hex_number_is_refused(
     demo: dict[str, str], capsys: pytest.CaptureFixture[str], vendor: str
 ) -> None:
-    capsys.readouterr()
-    assert _run(demo, *_plan_args(demo), "--json") == 0
-    plan = capsys.readouterr().out
-    assert '"vendor": "0x10de"' in plan
-    plan_file = Path(demo["dir"], "hex-plan.json")
-    plan_file.write_text(plan.replace('"vendor": "0x10de"', f'"vendor": "{vendor}"', 1))
-    code = _run(
-        demo,
-        "sandbox",
-        "container",
-        "--bundle",
-        f"{demo['dir']}/container",
-        "--sandbox-plan",
-        str(plan_file),
+    code, err = _container_with_edited_plan(
+        demo, capsys, '"vendor": "0x10de"', f'"vendor": "{vendor}"'
     )
-    err = capsys.readouterr().err
     assert code == 2
     assert "is not a hex number of at most 8 digits" in err and len(err) < 600
