@@ -55,16 +55,17 @@ from kata_vfio.cdi import (
 from kata_vfio.cdi import registry as registry_module
 from kata_vfio.cdi.yamlgo import HAS_LIBYAML, load_yaml
 
+# The shared data is found as the tests find it (beside the checkout or a folder above).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from shared_paths import SHARED_DATA
+
 FILES = 100
 DEVICES_PER_FILE = 100
 INJECTED = 8
 MANY_NODES = 20_000
 SCALE = 10
 # A typical OCI spec: the runtime-spec project's own example (process, mounts, hooks, linux).
-OCI_EXAMPLE = (
-    Path(__file__).resolve().parents[2]
-    / "shared/data/oci-bundles/runtime-spec/schema/test/config/good/spec-example.json"
-)
+OCI_EXAMPLE = SHARED_DATA / "oci-bundles/runtime-spec/schema/test/config/good/spec-example.json"
 
 
 def corpus_spec(file_index: int, devices: int = DEVICES_PER_FILE) -> Spec:
