@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kata_vfio.errors import InvalidInputError, QemuError
-from kata_vfio.qemu.argv import QemuCommand
+from kata_vfio.errors import InvalidInputError, QemuError, QmpError
+from kata_vfio.qemu.argv import QemuCommand, QemuOpts
 from kata_vfio.qemu.launcher import QemuProcess
 from kata_vfio.qemu.privileges import (
     MINIMAL_ENV,
@@ -26,6 +26,7 @@ from kata_vfio.qemu.privileges import (
     qemu_version,
     resolve_user,
 )
+from kata_vfio.qemu.qmp import HotplugFunction, HotplugRequest, hotplug, port_occupancy
 
 KATA_RECOMMENDED = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
 NOBODY = QemuUser(uid=65534, gid=65534, groups=(65534,))
@@ -261,3 +262,56 @@ def test_memlock_is_raised_for_qemu_only(qemu_binary: str, tmp_path: Path) -> No
     assert resource.getrlimit(resource.RLIMIT_MEMLOCK) == before
     with pytest.raises(InvalidInputError, match="negative"):
         QemuProcess(_bare(qemu_binary), memlock=-1)
+
+
+@pytest.mark.qemu
+def test_fds_are_handed_to_qemu_by_name_and_released(qemu_binary: str) -> None:
+    with QemuProcess(_bare(qemu_binary)) as vm:
+        read_end, write_end = os.pipe()
+        try:
+            vm.qmp.pass_fd(read_end, "handed0")
+            vm.qmp.execute("closefd", {"fdname": "handed0"})  # QEMU held its own copy
+            with pytest.raises(QmpError, match="closefd"):
+                vm.qmp.execute("closefd", {"fdname": "handed0"})
+            with pytest.raises(InvalidInputError, match="fd name"):
+                vm.qmp.pass_fd(read_end, "bad name")
+        finally:
+            os.close(read_end)
+            os.close(write_end)
+
+
+@pytest.mark.qemu
+def test_a_cdev_hotplug_passes_its_fds_and_rolls_back_when_qemu_refuses(qemu_binary: str) -> None:
+    """The iommufd object is created from a passed fd and the device names its passed fd
+    instead of a host address; a pipe is no VFIO cdev, so QEMU refuses the device: nothing is
+    left behind (no device, no object, no named fd)."""
+    port = QemuOpts.of(
+        "pcie-root-port", ("id", "rp0"), ("bus", "pcie.0"), ("addr", "08.0"), ("chassis", 1)
+    )
+    with QemuProcess(_bare(qemu_binary).add("-device", port)) as vm:
+        read_end, write_end = os.pipe()
+        try:
+            request = HotplugRequest(
+                slots=(
+                    (
+                        HotplugFunction(
+                            "hostdev-x", 0, props=(("iommufd", "iommufd-x"), ("fd", "dev-x"))
+                        ),
+                    ),
+                ),
+                iommufd="iommufd-x",
+                fds=(("iommu-x", read_end), ("dev-x", write_end)),
+                iommufd_fd="iommu-x",
+            )
+            with pytest.raises(QmpError, match="device_add") as info:
+                hotplug(vm.qmp, request)
+            assert "bind device fd" in str(info.value) or "ioctl" in str(info.value)
+            objects = {e["name"] for e in vm.qmp.execute("qom-list", {"path": "/objects"})}
+            assert "iommufd-x" not in objects
+            assert port_occupancy(vm.qmp) == {}
+            for name in ("iommu-x", "dev-x"):
+                with pytest.raises(QmpError, match="closefd"):
+                    vm.qmp.execute("closefd", {"fdname": name})
+        finally:
+            os.close(read_end)
+            os.close(write_end)
