@@ -48,6 +48,18 @@ def add_global_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_spec_dir_option(parser: argparse.ArgumentParser) -> None:
+    """``--spec-dir DIR`` (repeatable): the CDI spec directories, lowest priority first."""
+    parser.add_argument(
+        "--spec-dir",
+        action="append",
+        dest="spec_dirs",
+        metavar="DIR",
+        help="a CDI spec directory; repeat in priority order, last wins "
+        "(default: /etc/cdi then /var/run/cdi)",
+    )
+
+
 def add_command(
     subparsers: Any, name: str, handler: Handler, help_text: str
 ) -> argparse.ArgumentParser:

@@ -12,8 +12,8 @@ import argparse
 import os
 from typing import Any, TypedDict
 
-from kata_vfio import binding, vfio
-from kata_vfio._core import Bdf, BindReport, Host, scan
+from kata_vfio import Bdf, binding, scan, vfio
+from kata_vfio.binding import BindReport
 from kata_vfio.cli import _common
 from kata_vfio.errors import InvalidInputError
 from kata_vfio.host import memlock
@@ -259,53 +259,6 @@ def _print_journal(
         )
     else:
         print(f"nothing to restore (journal {state_dir} is empty)")
-
-
-def add_open_options(sub: argparse.ArgumentParser) -> None:
-    """``--open`` and ``--iommufd`` for ``kata-vfio check``."""
-    sub.add_argument(
-        "--open",
-        action="store_true",
-        help="also open container, group and device exactly as QEMU will (needs root)",
-    )
-    sub.add_argument(
-        "--iommufd", action="store_true", help="with --open: through the cdev and /dev/iommu"
-    )
-
-
-def open_checks(
-    args: argparse.Namespace, bdfs: list[Bdf], host: Host
-) -> tuple[vfio.OpenCheck, ...] | None:
-    """``check --open``: the preflight for each device (None without ``--open``)."""
-    if not args.open:
-        return None
-    if args.sample:
-        raise InvalidInputError(
-            "the sample host has no real VFIO nodes to open",
-            hint="drop --open, or run on a host with the devices bound to vfio-pci",
-        )
-    mode: vfio.Mode = "iommufd" if args.iommufd else "legacy"
-    roots = _common.host_roots(args)
-    return tuple(
-        vfio.check_open(
-            bdf, mode=mode, sysfs_root=roots.sysfs_root, dev_root=roots.dev_root, host=host
-        )
-        for bdf in bdfs
-        if host.find_device(bdf) is not None
-    )
-
-
-def print_open_checks(checks: tuple[vfio.OpenCheck, ...]) -> None:
-    """The preflight as text: one line per step, then the error and its hint."""
-    for check in checks:
-        print(f"{check.bdf}: open ({check.mode}) {'OK' if check.ok else 'FAILED'}")
-        for step in check.steps:
-            detail = f": {step.detail}" if step.detail else ""
-            print(f"  [{'ok' if step.ok else 'FAIL'}] {step.step}{detail}")
-        if check.error and not any(not s.ok for s in check.steps):
-            print(f"  error: {check.error}")
-        if check.hint:
-            print(f"  hint: {check.hint}")
 
 
 def _size_text(size: int) -> str:

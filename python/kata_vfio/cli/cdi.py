@@ -11,8 +11,7 @@ import argparse
 import sys
 from typing import Any
 
-from kata_vfio import oci
-from kata_vfio._core import scan
+from kata_vfio import oci, scan
 from kata_vfio.cdi import (
     NAMINGS,
     DevfsLookup,
@@ -38,14 +37,7 @@ def register(subparsers: Any) -> None:
     cdi = _common.add_command(
         subparsers, "cdi", _cmd_missing, "CDI: list, validate, generate and inject devices"
     )
-    cdi.add_argument(
-        "--spec-dir",
-        action="append",
-        dest="spec_dirs",
-        metavar="DIR",
-        help="a CDI spec directory; repeat in priority order, last wins "
-        "(default: /etc/cdi then /var/run/cdi)",
-    )
+    _common.add_spec_dir_option(cdi)
     commands = cdi.add_subparsers(dest="cdi_command", metavar="SUBCOMMAND")
     commands.required = True
 
