@@ -45,11 +45,9 @@ def plan_from_args(args: argparse.Namespace) -> tuple[str, SandboxPlan]:
     the plan."""
     path, spec = oci.load_bundle(args.bundle)
     config = load_config(args.config) if args.config is not None else load_default_config()
-    roots = _common.host_roots(args)
-    host = scan(roots.sysfs_root, roots.dev_root, roots.proc_root, details=True)
-    lookup = (
-        DevfsLookup(roots.dev_root, roots.sysfs_root) if (args.sample or args.dev_root) else None
-    )
+    paths = _common.host_paths(args)
+    host = scan(paths, details=True)
+    lookup = DevfsLookup(paths.devfs, paths.sysfs) if (args.sample or args.dev_root) else None
     registry = Registry(args.spec_dirs or None, device_lookup=lookup)
     runtime_dir = args.runtime_dir or default_runtime_dir(oci.annotations(spec))
     plan = plan_sandbox(

@@ -187,8 +187,7 @@ def _validate_one(path: str) -> dict[str, Any]:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    roots = _common.host_roots(args)
-    host = scan(roots.sysfs_root, roots.dev_root, roots.proc_root)
+    host = scan(_common.host_paths(args))
     options: dict[str, Any] = {
         "naming": args.naming,
         "cdev": args.cdev,
@@ -221,8 +220,8 @@ def _device_lookup(args: argparse.Namespace) -> DeviceLookup | None:
     """Host nodes come from /dev unless the global options point at another devfs."""
     if not (args.sample or args.dev_root):
         return None
-    roots = _common.host_roots(args)
-    return DevfsLookup(roots.dev_root, roots.sysfs_root)
+    paths = _common.host_paths(args)
+    return DevfsLookup(paths.devfs, paths.sysfs)
 
 
 def _cmd_inject(args: argparse.Namespace) -> int:

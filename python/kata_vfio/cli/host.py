@@ -42,8 +42,7 @@ def register(subparsers: Any) -> None:
 
 
 def _scan(args: argparse.Namespace, *, details: bool = False) -> Host:
-    roots = _common.host_roots(args)
-    return scan(roots.sysfs_root, roots.dev_root, roots.proc_root, details=details)
+    return scan(_common.host_paths(args), details=details)
 
 
 def _yes_no(value: bool) -> str:
@@ -227,11 +226,9 @@ def _open_checks(
             hint="drop --open, or run on a host with the devices bound to vfio-pci",
         )
     mode: vfio.Mode = "iommufd" if args.iommufd else "legacy"
-    roots = _common.host_roots(args)
+    paths = _common.host_paths(args)
     return tuple(
-        vfio.check_open(
-            bdf, mode=mode, sysfs_root=roots.sysfs_root, dev_root=roots.dev_root, host=host
-        )
+        vfio.check_open(bdf, mode=mode, paths=paths, host=host)
         for bdf in bdfs
         if host.find_device(bdf) is not None
     )

@@ -168,8 +168,7 @@ def _session(args: argparse.Namespace) -> QmpSession:
 
 
 def _group(args: argparse.Namespace) -> HotplugGroup:
-    roots = _common.host_roots(args)
-    host = scan(roots.sysfs_root, roots.dev_root, roots.proc_root)
+    host = scan(_common.host_paths(args))
     return node_hotplug(host, args.device)
 
 
