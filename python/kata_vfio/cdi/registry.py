@@ -220,10 +220,6 @@ class Registry:
         """Vendors with at least one valid spec file, sorted."""
         return tuple(sorted({s.vendor for s in self._current().specs}))
 
-    def list_classes(self) -> tuple[str, ...]:
-        """Classes with at least one valid spec file, sorted."""
-        return tuple(sorted({s.cls for s in self._current().specs}))
-
     @property
     def errors(self) -> Mapping[str, tuple[str, ...]]:
         """Problems by spec file path (and by directory for unreadable directories)."""

@@ -14,7 +14,6 @@ import tempfile
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from kata_vfio._core import HostPaths
@@ -393,9 +392,3 @@ def _misc_device(kernel: FakeKernel, name: str, minor: int, node: str, mode: int
 def _write_proc(proc_root: str, host: HostSpec) -> None:
     _fs.makedirs(proc_root)
     _fs.write(os.path.join(proc_root, "cmdline"), host.effective_cmdline() + "\n")
-
-
-def tree_paths(root: str | os.PathLike[str]) -> list[str]:
-    """Every path under ``root`` relative to it, sorted (for comparing two trees)."""
-    base = Path(root)
-    return sorted(str(p.relative_to(base)) for p in base.rglob("*"))
