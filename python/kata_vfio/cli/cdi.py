@@ -22,6 +22,7 @@ from kata_vfio.cdi import (
     generate_vfio_spec,
     generate_vfio_specs,
     load_spec,
+    minimum_version,
     parse_annotations,
     strip_annotations,
     write_vfio_spec,
@@ -178,7 +179,7 @@ def _validate_one(path: str) -> dict[str, Any]:
         valid=True,
         kind=spec.kind,
         cdiVersion=spec.version,
-        minimumVersion=spec.minimum_version(),
+        minimumVersion=minimum_version(spec),
         devices=list(spec.qualified_names()),
     )
     if not path.endswith((".yaml", ".json")):
