@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from kata_vfio.kata.config import KataConfig, apply_annotations, load_config
 from kata_vfio.kata.container import ContainerPlan, SandboxView, plan_container
+from kata_vfio.kata.hotplug import node_hotplug
+from kata_vfio.kata.run import run_sandbox
 from kata_vfio.kata.sandbox import SandboxPlan, plan_sandbox
 
 __all__ = [
@@ -28,6 +30,8 @@ __all__ = [
     "SandboxView",
     "apply_annotations",
     "load_config",
+    "node_hotplug",
     "plan_container",
     "plan_sandbox",
+    "run_sandbox",
 ]
