@@ -697,6 +697,9 @@ class BindReport:
     def modules(self) -> tuple[str, ...]: ...
     @property
     def messages(self) -> tuple[str, ...]: ...
+    @property
+    def problems(self) -> tuple[str, ...]:
+        """Journal files that were damaged and skipped, each saying why."""
     def __eq__(self, value: object, /) -> bool: ...
     def __ne__(self, value: object, /) -> bool: ...
     def __hash__(self) -> int: ...
@@ -723,6 +726,7 @@ def bind_devices(
     devices: Iterable[Bdf | str],
     *,
     sysfs_root: str = "/sys",
+    dev_root: str = "/dev",
     proc_root: str = "/proc",
     state_dir: str = "/run/kata-vfio",
     group: bool | None = None,
@@ -731,7 +735,7 @@ def bind_devices(
     dry_run: bool = False,
     modules_root: str = "/",
     kernel_release: str | None = None,
-    modprobe: str = "/sbin/modprobe",
+    modprobe: str | None = None,
     module_loader: Callable[[str], object] | None = None,
     sysfs_writer: Callable[[str, bytes], object] | None = None,
 ) -> BindReport:
@@ -741,8 +745,10 @@ def restore_devices(
     devices: Iterable[Bdf | str] | None = None,
     *,
     sysfs_root: str = "/sys",
+    dev_root: str = "/dev",
     proc_root: str = "/proc",
     state_dir: str = "/run/kata-vfio",
+    force: bool = False,
     dry_run: bool = False,
     sysfs_writer: Callable[[str, bytes], object] | None = None,
 ) -> BindReport:
@@ -752,13 +758,18 @@ def unbind_devices(
     devices: Iterable[Bdf | str],
     *,
     sysfs_root: str = "/sys",
+    dev_root: str = "/dev",
     proc_root: str = "/proc",
     state_dir: str = "/run/kata-vfio",
     group: bool | None = None,
+    force: bool = False,
     dry_run: bool = False,
     sysfs_writer: Callable[[str, bytes], object] | None = None,
 ) -> BindReport:
     """Use :func:`kata_vfio.binding.unbind`."""
 
-def binding_journal(state_dir: str = "/run/kata-vfio") -> tuple[JournalEntry, ...]:
-    """The journal entries in ``state_dir``, in numeric PCI order."""
+def binding_journal(
+    state_dir: str = "/run/kata-vfio",
+) -> tuple[tuple[JournalEntry, ...], tuple[str, ...]]:
+    """The journal in ``state_dir``: its usable entries in numeric PCI order, and one message
+    per damaged file (skipped). Use :func:`kata_vfio.binding.read_journal`."""

@@ -165,7 +165,7 @@ def write_oci_spec(path: str | os.PathLike[str], spec: Mapping[str, Any]) -> Non
     atomic_write(text_path, dump_oci_spec(spec), mode=mode, owner=owner)
 
 
-class DuplicateKeyError(ValueError):
+class DuplicateKeyError(OciSpecError):
     """A JSON object repeats a key (raised by :func:`no_duplicate_keys`)."""
 
     def __init__(self, key: str) -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from kata_vfio.cdi.goquote import go_quote
 from kata_vfio.cdi.model import DeviceNode
+from kata_vfio.errors import CdiError, HostIOError
 
 __all__ = [
     "DevfsLookup",
@@ -40,11 +41,11 @@ class HostDevice:
     file_mode: int
 
 
-class NotADeviceNodeError(OSError):
+class NotADeviceNodeError(HostIOError):
     """The path exists but is not a block, character or FIFO node (a symlink, a file)."""
 
     def __init__(self, path: str) -> None:
-        super().__init__(errno.ENODEV, "not a device node", path)
+        super().__init__("not a device node", errno=errno.ENODEV, path=path)
 
 
 DeviceLookup = Callable[[str], HostDevice]
@@ -145,7 +146,7 @@ def _uevent_devname(path: str, kind: str) -> tuple[str, tuple[str, int, int]] | 
         return None
 
 
-class NodeCompletionError(Exception):
+class NodeCompletionError(CdiError):
     """A device node could not be completed; the message is the reference's wording."""
 
 

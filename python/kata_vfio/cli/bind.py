@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Any, TypedDict
 
 from kata_vfio import binding, memlock, vfio
@@ -45,6 +46,7 @@ def register(subparsers: Any) -> None:
     )
     _add_devices(sub, required=True)
     _add_group_choice(sub)
+    _add_force_back(sub)
     _add_common(sub)
 
     sub = _common.add_command(
@@ -52,6 +54,7 @@ def register(subparsers: Any) -> None:
     )
     _add_devices(sub, required=False)
     sub.add_argument("--list", action="store_true", help="only list the journal")
+    _add_force_back(sub)
     _add_common(sub)
 
     sub = _common.add_command(
@@ -96,6 +99,15 @@ def _add_group_choice(sub: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_force_back(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--force",
+        action="store_true",
+        help="act even on a device whose state does not match its journal entry, that the "
+        "host is using, or whose group a process holds open (the output says what it overrode)",
+    )
+
+
 def _add_common(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--dry-run", action="store_true", help="print the sysfs writes only")
     sub.add_argument("--state-dir", metavar="DIR", help="journal directory")
@@ -105,6 +117,7 @@ class _Paths(TypedDict):
     """The roots binding works under (keyword arguments of the binding functions)."""
 
     sysfs_root: str
+    dev_root: str
     proc_root: str
     state_dir: str
 
@@ -123,7 +136,15 @@ def _paths(args: argparse.Namespace) -> _Paths:
     state_dir = args.state_dir or (
         binding.DEFAULT_STATE_DIR if real else os.path.join(beside, "run/kata-vfio")
     )
-    return _Paths(sysfs_root=roots.sysfs_root, proc_root=proc_root, state_dir=state_dir)
+    return _Paths(
+        sysfs_root=roots.sysfs_root,
+        dev_root=roots.dev_root,
+        proc_root=proc_root,
+        state_dir=state_dir,
+    )
+
+
+_MAX_GROUP = 2**32 - 1
 
 
 def _bdfs(texts: list[str]) -> list[Bdf]:
@@ -134,6 +155,12 @@ def _targets(args: argparse.Namespace, paths: _Paths) -> tuple[list[Bdf], bool |
     """The addresses named, with each group number (``12``) replaced by its endpoints, and
     the group mode (a group number means the whole group)."""
     numbers = [text for text in args.bdfs if text.isdecimal()]
+    for number in numbers:
+        if len(number) > 10 or int(number) > _MAX_GROUP:
+            raise InvalidInputError(
+                f"IOMMU group {number[:20]}{'...' if len(number) > 20 else ''} is out of range",
+                hint=f"group numbers are 0 to {_MAX_GROUP}; `kata-vfio groups` lists them",
+            )
     if numbers and args.group is False:
         raise InvalidInputError(
             f"--only cannot take a group number ({', '.join(numbers)})",
@@ -187,6 +214,17 @@ def _print_report(report: BindReport, args: argparse.Namespace, state_dir: str) 
             print(f"  {binding.describe_write(write)}")
     else:
         print(f"{len(report.writes)} sysfs writes; journal: {state_dir}")
+    _print_problems(report.problems)
+
+
+def _print_problems(problems: tuple[str, ...]) -> None:
+    for problem in problems:
+        print(f"kata-vfio: warning: {problem}", file=sys.stderr)
+
+
+def _exit_code(problems: tuple[str, ...]) -> int:
+    """Damaged journal files are a finding: the rest was done, these need a look."""
+    return _common.EXIT_FINDING if problems else _common.EXIT_OK
 
 
 def _cmd_bind(args: argparse.Namespace) -> int:
@@ -212,33 +250,35 @@ def _cmd_unbind(args: argparse.Namespace) -> int:
     report = binding.unbind(
         bdfs,
         group=group,
+        force=args.force,
         dry_run=args.dry_run,
         **paths,
     )
     _print_report(report, args, paths["state_dir"])
-    return _common.EXIT_OK
+    return _exit_code(report.problems)
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
     paths = _paths(args)
     if args.list:
-        _print_journal(binding.journal(paths["state_dir"]), args, paths["state_dir"])
-        return _common.EXIT_OK
+        journal = binding.read_journal(paths["state_dir"])
+        _print_journal(journal, args, paths["state_dir"])
+        return _exit_code(journal.problems)
     devices = _bdfs(args.bdfs) if args.bdfs else None
     report = binding.restore(
         devices,
+        force=args.force,
         dry_run=args.dry_run,
         **paths,
     )
     if not report.devices and not args.json:
-        print(f"nothing to restore (journal {paths['state_dir']} is empty)")
+        print(f"nothing to restore (journal {paths['state_dir']} has no usable entry)")
     _print_report(report, args, paths["state_dir"])
-    return _common.EXIT_OK
+    return _exit_code(report.problems)
 
 
-def _print_journal(
-    entries: tuple[binding.JournalEntry, ...], args: argparse.Namespace, state_dir: str
-) -> None:
+def _print_journal(journal: binding.Journal, args: argparse.Namespace, state_dir: str) -> None:
+    entries = journal.entries
     if args.json:
         rows = [
             {
@@ -250,14 +290,18 @@ def _print_journal(
             }
             for e in entries
         ]
-        _common.print_json({"state_dir": state_dir, "entries": rows})
-    elif entries:
+        _common.print_json(
+            {"state_dir": state_dir, "entries": rows, "problems": list(journal.problems)}
+        )
+        return
+    if entries:
         _common.print_table(
             ["BDF", "GROUP", "ORIGINAL DRIVER", "ORIGINAL OVERRIDE", "BOUND TO"],
             [[str(e.bdf), e.group, e.driver, e.driver_override, e.target] for e in entries],
         )
     else:
-        print(f"nothing to restore (journal {state_dir} is empty)")
+        print(f"nothing to restore (journal {state_dir} has no usable entry)")
+    _print_problems(journal.problems)
 
 
 def add_open_options(sub: argparse.ArgumentParser) -> None:

@@ -229,8 +229,8 @@ class QemuProcess:
             return tempfile.mkdtemp(prefix="kata-vfio-qemu-", dir=self._runtime_parent)
         path = os.path.abspath(self._requested_dir)
         try:
-            # The parent (e.g. /run/kata-vfio) is shared by all VMs; only the leaf is private.
-            os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
+            # The parent (e.g. /run/kata-vfio, also the binding journal's) is root's alone.
+            os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
             os.mkdir(path, 0o700)
         except FileExistsError as exc:
             raise QemuError(
