@@ -110,13 +110,15 @@ impl EnvSpec {
         let program = match self.modprobe.take() {
             Some(program) => program,
             None if self.sysfs_root == Path::new(REAL_SYSFS) => DEFAULT_MODPROBE.into(),
-            None => return Box::new(NoModules {
-                reason: format!(
+            None => {
+                return Box::new(NoModules {
+                    reason: format!(
                     "{} is not this host's /sys, and the real modprobe would load into this host; \
                          register the driver in the tree, or pass a module loader",
                     self.sysfs_root.display()
                 ),
-            }),
+                })
+            }
         };
         Box::new(Modprobe { program })
     }

@@ -23,6 +23,9 @@ use rustix::io::Errno;
 pub const SYSFS_MAGIC: i64 = 0x6265_6572;
 /// The most symlinks one lookup follows (the kernel's `MAXSYMLINKS`).
 const MAX_LINKS: usize = 40;
+/// How often `openat2` is tried before the walk takes over (it answers `EAGAIN` when a
+/// rename elsewhere raced a `..` in the lookup).
+const OPENAT2_TRIES: usize = 3;
 /// Text attributes of sysfs are at most one page.
 pub const ATTR_MAX: usize = 4096;
 
@@ -268,17 +271,23 @@ pub fn open_beneath(
     } else {
         rel
     };
-    match rfs::openat2(
-        root,
-        rel,
-        flags,
-        Mode::empty(),
-        ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
-    ) {
-        // No openat2 (Linux < 5.6, or a seccomp filter that does not know it).
-        Err(Errno::NOSYS | Errno::PERM) => walk_beneath(root, rel, flags, follow_final),
-        other => other.map_err(Into::into),
+    for _ in 0..OPENAT2_TRIES {
+        match rfs::openat2(
+            root,
+            rel,
+            flags,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+        ) {
+            // A rename anywhere on the system while a `..` was resolved: the kernel cannot
+            // vouch for the result and asks for a retry.
+            Err(Errno::AGAIN) => {}
+            // No openat2 (Linux < 5.6, or a seccomp filter that does not know it).
+            Err(Errno::NOSYS | Errno::PERM) => break,
+            other => return other.map_err(Into::into),
+        }
     }
+    walk_beneath(root, rel, flags, follow_final)
 }
 
 /// `openat2(RESOLVE_BENEATH)` done by hand: one component at a time from the root, reading
