@@ -50,23 +50,26 @@ pub fn busy_reason(
         nodes.push(dev_root.join("vfio/devices").join(cdev));
     }
     let holders = holders_of(proc_root, &nodes);
-    if holders.is_empty() && kernel_busy.is_none() {
-        return None;
+    let mut why: Vec<String> = holders
+        .iter()
+        .map(|h| format!("pid {} ({}) holds {}", h.pid, h.comm, h.node.display()))
+        .collect();
+    match kernel_busy {
+        Some(node) => why.push(format!(
+            "the kernel answers EBUSY to opening {}",
+            node.display()
+        )),
+        None if why.is_empty() => return None,
+        None => {}
     }
     let what = group.map_or_else(
         || "its vfio device".to_owned(),
         |g| format!("IOMMU group {g}"),
     );
-    let who = if holders.is_empty() {
-        "the kernel answered EBUSY; no process in this procfs shows it".to_owned()
-    } else {
-        holders
-            .iter()
-            .map(|h| format!("pid {} ({}) holds {}", h.pid, h.comm, h.node.display()))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    Some(format!("{bdf}: {what} is open in another process ({who})"))
+    Some(format!(
+        "{bdf}: {what} is open in another process ({})",
+        why.join("; ")
+    ))
 }
 
 /// Opens a group node to see whether the kernel says it is open elsewhere (`EBUSY`). Only a
