@@ -192,6 +192,7 @@ def test_persistent_ebusy_is_reported_and_rolled_back(
     with pytest.raises(BindError, match=r"rolled back 0000:01:00\.0") as info:
         binding.bind("0000:01:00.0", **bind_opts)
     assert "Device or resource busy" in str(info.value)
+    assert info.value.errno == errno.EBUSY and isinstance(info.value, OSError)
     assert info.value.hint is not None and "EBUSY" in info.value.hint
     assert sim.state() == before
     assert binding.journal(bind_opts["state_dir"]) == ()
