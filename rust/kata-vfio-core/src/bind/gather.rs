@@ -120,7 +120,7 @@ fn kernel_release(env: &Env<'_>) -> Option<String> {
 }
 
 /// Chooses each device's target driver and the module that provides it.
-pub fn targets(
+fn targets(
     env: &Env<'_>,
     devices: &BTreeMap<Bdf, DeviceFacts>,
     forced: Option<&DriverName>,
