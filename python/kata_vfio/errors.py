@@ -12,6 +12,7 @@ same classes: its bindings import each one by name and convert every core error 
      |    +-- BdfError                        a PCI address that does not parse
      |    +-- ConfigError                     a Kata configuration file or override
      |    +-- OciSpecError                    an OCI runtime spec (config.json)
+     |    +-- JsonValueError                  JSON that is not plain, finite JSON
      |    |    +-- DuplicateKeyError          a JSON object repeating a key
      |    +-- CdiNameError (CdiError)         a CDI device name, vendor or class
      |    +-- CdiSpecError (CdiError)         a CDI spec file
@@ -31,7 +32,8 @@ same classes: its bindings import each one by name and convert every core error 
           +-- CdiInjectionError               injection into an OCI spec
           +-- NodeCompletionError             a CDI device node the host cannot complete
 
-``DuplicateKeyError`` (:mod:`kata_vfio.oci`), ``UsageError`` (:mod:`kata_vfio.cli`),
+``JsonValueError`` and ``DuplicateKeyError`` (``kata_vfio._json``, re-exported by
+:mod:`kata_vfio.oci`), ``UsageError`` (:mod:`kata_vfio.cli`),
 ``NotADeviceNodeError`` and ``NodeCompletionError`` (:mod:`kata_vfio.cdi.hostdev`) live
 beside the code that raises them; everything else is defined here.
 """
