@@ -300,9 +300,9 @@ def test_modprobe_gets_path_alone(scratch: Path, monkeypatch: pytest.MonkeyPatch
     fake.chmod(0o755)
     monkeypatch.setenv("MODPROBE_OPTIONS", "-C /tmp/evil.conf")
     monkeypatch.setenv("LD_PRELOAD", "/tmp/evil.so")
+    options = binding_options(host, sim, scratch / "state")
+    options["paths"] = host.paths.replace(modprobe=str(fake))
     with pytest.raises(BindError, match="loading module vfio_pci failed"):
-        options = binding_options(host, sim, scratch / "state")
-        options["paths"] = host.paths.replace(modprobe=str(fake))
         binding.bind("0000:01:00.0", **options)
     names = {line.split("=", 1)[0] for line in record.read_text().splitlines()}
     assert "MODPROBE_OPTIONS" not in names and "LD_PRELOAD" not in names
