@@ -19,6 +19,7 @@ __all__ = [
     "HostIOError",
     "InvalidInputError",
     "KataVfioError",
+    "KubernetesError",
     "NotAssignableError",
     "OciSpecError",
     "PlanError",
@@ -78,6 +79,11 @@ class HostIOError(KataVfioError, OSError):
 
     def __str__(self) -> str:
         return self.message
+
+
+class KubernetesError(KataVfioError):
+    """A kubelet API (device plugin registration, Pod Resources) failed or refused, or the
+    Kubernetes extra is not installed; the message names the socket or the call."""
 
 
 class NotAssignableError(KataVfioError):

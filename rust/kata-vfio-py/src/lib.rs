@@ -8,6 +8,7 @@ mod bdf;
 mod bind;
 mod errors;
 mod scan;
+mod uevent;
 mod vfio;
 
 use pyo3::prelude::*;
@@ -34,6 +35,9 @@ mod _core {
         bind_devices, binding_journal, restore_devices, unbind_devices, PyBindOutcome,
         PyBindReport, PyJournalEntry, PySysfsWrite,
     };
+    // Kernel uevents for the node agent (issue 10).
+    #[pymodule_export]
+    use crate::uevent::{parse_uevent, PyUevent, PyUeventBatch, PyUeventMonitor};
 
     use pyo3::prelude::*;
 

@@ -1,0 +1,2 @@
+"""Kubernetes: the node agent (inventory, CDI specs, device plugin) and the Pod Resources
+client."""

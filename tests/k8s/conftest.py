@@ -1,0 +1,20 @@
+"""Fixtures of the Kubernetes tests."""
+
+from __future__ import annotations
+
+import pytest
+
+import kata_vfio
+from kata_vfio.testing import FakeHost, sample_host
+
+
+@pytest.fixture(scope="session")
+def sample() -> FakeHost:
+    """The shared, read-only sample host (8 H100s on two sockets, four NVSwitches)."""
+    return sample_host()
+
+
+@pytest.fixture(scope="session")
+def sample_scan(sample: FakeHost) -> kata_vfio.Host:
+    """Its scan, with details."""
+    return kata_vfio.scan(sample.sysfs_root, sample.dev_root, sample.proc_root, details=True)

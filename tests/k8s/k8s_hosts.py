@@ -1,0 +1,70 @@
+"""Fake hosts for the Kubernetes tests, in ``kata_vfio.testing``'s compact form.
+
+Each device sits behind its own root port on bus ``n`` (``0000:00:<n>.0``); real IDs: H100
+10de:2330, its HD-audio sibling on an L40S 10de:22ba, GH100 NVSwitch 10de:22a3, ConnectX-7 VF
+15b3:101e, Grace Hopper's variant driver ``nvgrace_gpu_vfio_pci``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import kata_vfio
+from kata_vfio.testing import FakeHost, build_host, sample_host
+
+
+class HostBuilder:
+    """Adds functions one by one (each behind a new root port unless ``bus`` repeats)."""
+
+    def __init__(self, **host: Any) -> None:
+        self.host: dict[str, Any] = {"iommu": "intel", **host}
+        self.devices: list[dict[str, Any]] = []
+        self._group = 10
+        self._ports: set[int] = set()
+
+    def add(
+        self,
+        bus: int,
+        ident: str = "10de:2330",
+        klass: str = "030200",
+        *,
+        function: int = 0,
+        driver: str | None = "vfio-pci",
+        group: int | None = None,
+        numa: int | None = 0,
+        bars: list[str | None] | None = None,
+    ) -> str:
+        """One function at ``0000:<bus>:00.<function>``; a new group unless ``group``."""
+        port = f"0000:00:{bus:02x}.0"
+        if bus not in self._ports:
+            self._ports.add(bus)
+            self.devices.append(
+                {"bdf": port, "id": "8086:347a", "class": "060400", "driver": "pcieport",
+                 "group": self._next(), "numa": numa}
+            )  # fmt: skip
+        bdf = f"0000:{bus:02x}:00.{function}"
+        self.devices.append(
+            {"bdf": bdf, "id": ident, "class": klass, "driver": driver, "parent": port,
+             "group": self._next() if group is None else group, "numa": numa,
+             "bars": bars if bars is not None else ["16M mem64", None, "64G mem64 pref"]}
+        )  # fmt: skip
+        return bdf
+
+    def _next(self) -> int:
+        self._group += 1
+        return self._group
+
+    def build(self, root: Path) -> FakeHost:
+        """Writes the tree under ``root``."""
+        return build_host(root, {**self.host, "devices": self.devices})
+
+
+def scan(host: FakeHost, details: bool = True) -> kata_vfio.Host:
+    """The scan the agent makes of a fake host."""
+    return kata_vfio.scan(host.sysfs_root, host.dev_root, host.proc_root, details=details)
+
+
+def private_sample(root: Path) -> FakeHost:
+    """A copy of the sample host that a test may change."""
+    return sample_host(root / "sample")
