@@ -7,6 +7,7 @@ Each device sits behind its own root port on bus ``n`` (``0000:00:<n>.0``); real
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +69,60 @@ def scan(host: FakeHost, details: bool = True) -> kata_vfio.Host:
 def private_sample(root: Path) -> FakeHost:
     """A copy of the sample host that a test may change."""
     return sample_host(root / "sample")
+
+
+class RunningAgent:
+    """``run_device_plugin`` in a thread, fed by injected events; :meth:`stop` ends it and
+    re-raises what it raised."""
+
+    def __init__(
+        self,
+        host: FakeHost,
+        plugin_dir: Path,
+        cdi_dir: Path,
+        *,
+        resources: tuple[str, ...] = (),
+        rescan: float = 30.0,
+        iommu_mode: str = "auto",
+        device_specs: bool = False,
+    ) -> None:
+        from kata_vfio.k8s.agent import AgentConfig
+        from kata_vfio.k8s.resources import parse_resources
+        from kata_vfio.k8s.watch import ManualEvents, WatchConfig
+
+        self.events = ManualEvents()
+        self.config = AgentConfig(
+            watch=WatchConfig(
+                host.sysfs_root,
+                host.dev_root,
+                host.proc_root,
+                parse_resources(resources),
+                iommu_mode=iommu_mode,
+                rescan_interval=rescan,
+            ),
+            plugin_dir=str(plugin_dir),
+            cdi_dir=str(cdi_dir),
+            device_specs=device_specs,
+        )
+        self.stop_event = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        from kata_vfio.k8s.agent import run_device_plugin
+
+        try:
+            run_device_plugin(self.config, self.stop_event, events=self.events)
+        except BaseException as exc:
+            self.error = exc
+
+    def start(self) -> RunningAgent:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(20)
+        assert not self.thread.is_alive(), "the agent did not stop"
+        if self.error is not None:
+            raise self.error

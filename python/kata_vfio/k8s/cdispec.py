@@ -125,6 +125,7 @@ class CdiSpecWriter:
         name = units.resource.name
         path = self.path_for(name)
         if name not in self._written:
+            _remove_temporaries(path)
             self._written[name] = self._read_existing(path)
         old_spec, old_bytes = self._written[name]
         spec = resource_spec(units, mode, old_spec)
@@ -159,6 +160,20 @@ class CdiSpecWriter:
             log.warning("replacing the CDI spec %s: %s", path, exc)
             return None, b""
         return spec, dump_spec(spec)
+
+
+def _remove_temporaries(path: str) -> None:
+    """Removes what a writer killed mid-write left (``.<name>.XXXX.tmp``, which CDI never
+    reads): this agent is the only writer of this file name."""
+    directory, base = os.path.split(path)
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for entry in names:
+        if entry.startswith(f".{base}.") and entry.endswith(".tmp"):
+            remove_file(os.path.join(directory, entry))
+            log.info("removed %s, left by an interrupted write", os.path.join(directory, entry))
 
 
 def _names(spec: Spec | None) -> tuple[str, ...]:
