@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 import kata_vfio
-from kata_vfio.testing import FakeHost, sample_host
+from kata_vfio.samples import sample_host
+from kata_vfio.testing import FakeHost
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import kata_vfio
-from kata_vfio.testing import FakeHost, build_host, sample_host
+from kata_vfio.samples import sample_host
+from kata_vfio.testing import FakeHost, build_host
 
 
 class HostBuilder:
