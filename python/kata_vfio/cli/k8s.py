@@ -29,7 +29,7 @@ from kata_vfio.k8s.inventory import (
     list_devfs_nodes,
     resolve_iommu_mode,
 )
-from kata_vfio.k8s.resources import DEFAULT_RESOURCE, parse_resources
+from kata_vfio.k8s.resources import DEFAULT_RESOURCE, parse_resource, parse_resources
 from kata_vfio.k8s.watch import WatchConfig
 
 __all__ = ["register"]
@@ -86,6 +86,29 @@ def register(subparsers: Any) -> None:
         commands, "inventory", _cmd_inventory, "list the units the device plugin would offer"
     )
     _add_inventory_options(sub)
+
+    sub = _common.add_subcommand(
+        commands,
+        "manifests",
+        _cmd_manifests,
+        "print the DaemonSet, RuntimeClass, containerd and Kata configuration snippets",
+    )
+    _add_inventory_options(sub)
+    sub.add_argument("--image", default=None, metavar="IMG", help="the agent's container image")
+    sub.add_argument(
+        "--namespace", default="kube-system", metavar="NS", help="the DaemonSet's namespace"
+    )
+    sub.add_argument(
+        "--runtime-handler",
+        default=None,
+        metavar="NAME",
+        help="containerd's name for the Kata runtime (default kata-qemu-nvidia-gpu)",
+    )
+    sub.add_argument(
+        "--only",
+        choices=("daemonset", "runtimeclass", "containerd", "kata"),
+        help="print one piece, as is",
+    )
 
 
 def _add_inventory_options(parser: argparse.ArgumentParser) -> None:
@@ -214,6 +237,46 @@ def _print_inventory(inventory: Inventory) -> None:
         for unit in entry.units:
             for reason in unit.reasons:
                 print(f"  {unit.id}: {reason}")
+
+
+def _cmd_manifests(args: argparse.Namespace) -> int:
+    from kata_vfio.k8s import manifests  # noqa: PLC0415 (the serving modules need grpc)
+
+    resources = [parse_resource(text) for text in args.resources]
+    parse_resources(args.resources)  # refuses a name given twice
+    handler = args.runtime_handler or manifests.DEFAULT_RUNTIME_HANDLER
+    pieces: dict[str, Any] = {
+        "daemonset": manifests.daemonset(
+            resources,
+            image=args.image or manifests.DEFAULT_IMAGE,
+            namespace=args.namespace,
+            iommu_mode=args.iommu_mode,
+        ),
+        "runtimeclass": manifests.runtime_class(handler=handler),
+        "containerd": manifests.containerd_snippet(handler),
+        "kata": manifests.kata_snippet(),
+    }
+    if getattr(args, "json", False):
+        _common.print_json(pieces if args.only is None else {args.only: pieces[args.only]})
+        return _common.EXIT_OK
+    if args.only is not None:
+        piece = pieces[args.only]
+        sys.stdout.write(piece if isinstance(piece, str) else _yaml([piece]))
+        return _common.EXIT_OK
+    sys.stdout.write(_yaml([pieces["daemonset"], pieces["runtimeclass"]]))
+    for title, key in (
+        ("containerd (/etc/containerd/config.toml)", "containerd"),
+        ("Kata (configuration-qemu-nvidia-gpu.toml)", "kata"),
+    ):
+        sys.stdout.write(f"\n# --- {title} ---\n")
+        sys.stdout.write("".join(f"# {line}".rstrip() + "\n" for line in pieces[key].splitlines()))
+    return _common.EXIT_OK
+
+
+def _yaml(documents: list[Any]) -> str:
+    import yaml  # noqa: PLC0415
+
+    return yaml.safe_dump_all(documents, sort_keys=False, explicit_start=True)
 
 
 def _cmd_device_plugin(args: argparse.Namespace) -> int:
