@@ -1,6 +1,6 @@
 """Fake hosts for the Kubernetes tests, in ``kata_vfio.testing``'s compact form.
 
-Each device sits behind its own root port on bus ``n`` (``0000:00:<n>.0``); real IDs: H100
+Each device sits behind its own root port on bus ``n``; real IDs: H100
 10de:2330, its HD-audio sibling on an L40S 10de:22ba, GH100 NVSwitch 10de:22a3, ConnectX-7 VF
 15b3:101e, Grace Hopper's variant driver ``nvgrace_gpu_vfio_pci``.
 """
@@ -37,8 +37,9 @@ class HostBuilder:
         numa: int | None = 0,
         bars: list[str | None] | None = None,
     ) -> str:
-        """One function at ``0000:<bus>:00.<function>``; a new group unless ``group``."""
-        port = f"0000:00:{bus:02x}.0"
+        """One function at ``0000:<bus>:00.<function>``; a new group unless ``group``. Its
+        root port is ``0000:00:<bus mod 32>.<bus div 32>`` (up to 255 ports)."""
+        port = f"0000:00:{bus % 32:02x}.{bus // 32}"
         if bus not in self._ports:
             self._ports.add(bus)
             self.devices.append(
@@ -86,12 +87,13 @@ class RunningAgent:
         rescan: float = 30.0,
         iommu_mode: str = "auto",
         device_specs: bool = False,
+        events: Any = None,
     ) -> None:
         from kata_vfio.k8s.agent import AgentConfig
         from kata_vfio.k8s.resources import parse_resources
         from kata_vfio.k8s.watch import ManualEvents, WatchConfig
 
-        self.events = ManualEvents()
+        self.events = events if events is not None else ManualEvents()
         self.config = AgentConfig(
             watch=WatchConfig(
                 host.sysfs_root,

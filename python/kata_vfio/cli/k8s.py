@@ -305,24 +305,35 @@ def _cmd_device_plugin(args: argparse.Namespace) -> int:
     return _common.EXIT_OK
 
 
+class _RecordQueue(logging.handlers.QueueHandler):
+    """Queues the record as it is: the listener's thread formats it, not the caller (a
+    kubelet call), and nothing is pickled (the queue stays in this process)."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
+
+
 @contextmanager
 def _queued_logging() -> Iterator[None]:
-    """INFO and up to stderr, written by a separate thread."""
+    """INFO and up to stderr, formatted and written by a separate thread."""
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     listener = logging.handlers.QueueListener(records, handler)
     logger = logging.getLogger("kata_vfio")
-    queued = logging.handlers.QueueHandler(records)
+    queued = _RecordQueue(records)
     logger.addHandler(queued)
-    previous = logger.level
+    previous = logger.level, logging.logProcesses, logging.logMultiprocessing
     logger.setLevel(logging.INFO)
+    # The logging HOWTO's "Optimization": skip what the format does not print.
+    logging.logProcesses = logging.logMultiprocessing = False
     listener.start()
     try:
         yield
     finally:
         logger.removeHandler(queued)
-        logger.setLevel(previous)
+        logger.setLevel(previous[0])
+        logging.logProcesses, logging.logMultiprocessing = previous[1:]
         listener.stop()
 
 
