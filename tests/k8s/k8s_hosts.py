@@ -23,6 +23,7 @@ class HostBuilder:
         self.host: dict[str, Any] = {"iommu": "intel", **host}
         self.devices: list[dict[str, Any]] = []
         self._group = 10
+        self.last_group = 0
         self._ports: set[int] = set()
 
     def add(
@@ -47,9 +48,10 @@ class HostBuilder:
                  "group": self._next(), "numa": numa}
             )  # fmt: skip
         bdf = f"0000:{bus:02x}:00.{function}"
+        self.last_group = self._next() if group is None else group
         self.devices.append(
             {"bdf": bdf, "id": ident, "class": klass, "driver": driver, "parent": port,
-             "group": self._next() if group is None else group, "numa": numa,
+             "group": self.last_group, "numa": numa,
              "bars": bars if bars is not None else ["16M mem64", None, "64G mem64 pref"]}
         )  # fmt: skip
         return bdf
@@ -129,3 +131,42 @@ class RunningAgent:
         assert not self.thread.is_alive(), "the agent did not stop"
         if self.error is not None:
             raise self.error
+
+
+class FakeNode:
+    """A fake host, a fake kubelet (device plugins and Pod Resources) and the agent, wired
+    together; :meth:`admit` does what the kubelet does for a pod asking for units."""
+
+    def __init__(self, tmp_path: Path, host: FakeHost, **agent: Any) -> None:
+        from fake_kubelet import FakeKubelet
+        from fake_podresources import FakePodResources
+
+        self.host = host
+        self.tmp = tmp_path
+        self.plugin_dir = tmp_path / "device-plugins"
+        self.cdi_dir = tmp_path / "cdi"
+        self.kubelet = FakeKubelet(str(self.plugin_dir)).start()
+        self.agent = RunningAgent(host, self.plugin_dir, self.cdi_dir, **agent).start()
+        self.registration = self.kubelet.wait_registration()
+        self.plugin = self.kubelet.plugin(self.registration.endpoint)
+        self.pods = FakePodResources(str(tmp_path / "pod-resources.sock")).start()
+
+    def admit(self, namespace: str, name: str, count: int) -> list[str]:
+        """Preferred allocation among the Healthy units, Allocate, and the allocation recorded
+        for Pod Resources; returns the CDI names Allocate gave."""
+        from fake_podresources import Container
+
+        watch = self.plugin.watch()
+        available = sorted(i for i, (health, _) in watch.next().items() if health == "Healthy")
+        watch.cancel()
+        ids = self.plugin.preferred(available, [], count)
+        (container,) = self.plugin.allocate(ids).container_responses
+        resource = self.registration.resource_name
+        self.pods.pods[(namespace, name)] = [Container("main", {resource: ids})]
+        return [d.name for d in container.cdi_devices]
+
+    def close(self) -> None:
+        self.plugin.close()
+        self.pods.stop()
+        self.agent.stop()
+        self.kubelet.stop()

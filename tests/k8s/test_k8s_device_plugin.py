@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 from fake_kubelet import FakeKubelet, PluginClient
-from k8s_hosts import RunningAgent, private_sample
+from k8s_hosts import FakeNode, RunningAgent, private_sample
 
 from kata_vfio.cdi import load_spec
 
@@ -21,32 +21,19 @@ ENDPOINT = "kata-vfio-nvidia.com-pgpu.sock"
 GPU = "0000:18:00.0"
 
 
-class Node:
-    """A fake host, a fake kubelet and the agent, wired together."""
-
-    def __init__(self, tmp_path: Path, **agent: object) -> None:
-        self.host = private_sample(tmp_path)
-        self.plugin_dir = tmp_path / "device-plugins"
-        self.cdi_dir = tmp_path / "cdi"
-        self.kubelet = FakeKubelet(str(self.plugin_dir)).start()
-        self.agent = RunningAgent(self.host, self.plugin_dir, self.cdi_dir, **agent).start()  # type: ignore[arg-type]
-        self.registration = self.kubelet.wait_registration()
-        self.plugin = self.kubelet.plugin(self.registration.endpoint)
-
-    def close(self) -> None:
-        self.plugin.close()
-        self.agent.stop()
-        self.kubelet.stop()
+def sample_node(tmp_path: Path, **agent: object) -> FakeNode:
+    """The sample host on a fake node."""
+    return FakeNode(tmp_path, private_sample(tmp_path), **agent)
 
 
 @pytest.fixture
-def node(tmp_path: Path) -> Iterator[Node]:
-    running = Node(tmp_path)
+def node(tmp_path: Path) -> Iterator[FakeNode]:
+    running = sample_node(tmp_path)
     yield running
     running.close()
 
 
-def test_registration_options_and_first_list(node: Node) -> None:
+def test_registration_options_and_first_list(node: FakeNode) -> None:
     request = node.registration
     assert request.version == "v1beta1"
     assert request.endpoint == ENDPOINT
@@ -69,7 +56,7 @@ def test_registration_options_and_first_list(node: Node) -> None:
     watch.cancel()
 
 
-def test_health_follows_the_drivers(node: Node) -> None:
+def test_health_follows_the_drivers(node: FakeNode) -> None:
     watch = node.plugin.watch()
     assert watch.next()[GPU][0] == "Healthy"
     node.host.unbind(GPU)
@@ -92,7 +79,7 @@ def test_health_follows_the_drivers(node: Node) -> None:
 
 
 def test_the_periodic_rescan_sees_changes_without_events(tmp_path: Path) -> None:
-    node = Node(tmp_path, rescan=0.1)
+    node = sample_node(tmp_path, rescan=0.1)
     try:
         watch = node.plugin.watch()
         assert watch.next()[GPU][0] == "Healthy"
@@ -103,7 +90,7 @@ def test_the_periodic_rescan_sees_changes_without_events(tmp_path: Path) -> None
         node.close()
 
 
-def test_allocate_for_several_pods(node: Node) -> None:
+def test_allocate_for_several_pods(node: FakeNode) -> None:
     first = node.plugin.allocate([GPU, "0000:1b:00.0"])
     (container,) = first.container_responses
     assert [c.name for c in container.cdi_devices] == [
@@ -120,7 +107,7 @@ def test_allocate_for_several_pods(node: Node) -> None:
     ]
 
 
-def test_allocate_refuses_unknown_and_unhealthy_ids(node: Node) -> None:
+def test_allocate_refuses_unknown_and_unhealthy_ids(node: FakeNode) -> None:
     with pytest.raises(grpc.RpcError) as info:
         node.plugin.allocate([GPU, "0000:99:99.9"])
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -131,7 +118,7 @@ def test_allocate_refuses_unknown_and_unhealthy_ids(node: Node) -> None:
     assert "nvidia" in info.value.details()
 
 
-def test_preferred_allocation_on_the_sample_host(node: Node) -> None:
+def test_preferred_allocation_on_the_sample_host(node: FakeNode) -> None:
     healthy = [GPU, "0000:1b:00.0", "0000:2d:00.0", "0000:30:00.0", "0000:83:00.0", "0000:86:00.0"]
     assert node.plugin.preferred(healthy, [], 2) == [GPU, "0000:1b:00.0"]
     assert node.plugin.preferred(healthy, ["0000:86:00.0"], 2) == ["0000:83:00.0", "0000:86:00.0"]
@@ -139,7 +126,7 @@ def test_preferred_allocation_on_the_sample_host(node: Node) -> None:
 
 
 def test_device_specs_when_asked(tmp_path: Path) -> None:
-    node = Node(tmp_path, device_specs=True, iommu_mode="legacy")
+    node = sample_node(tmp_path, device_specs=True, iommu_mode="legacy")
     try:
         (container,) = node.plugin.allocate([GPU]).container_responses
         assert [(d.container_path, d.host_path, d.permissions) for d in container.devices] == [
@@ -150,7 +137,7 @@ def test_device_specs_when_asked(tmp_path: Path) -> None:
         node.close()
 
 
-def test_reregisters_after_a_kubelet_restart(node: Node) -> None:
+def test_reregisters_after_a_kubelet_restart(node: FakeNode) -> None:
     watch = node.plugin.watch()
     watch.next()
     node.kubelet.restart()  # removes the plugin's socket, recreates kubelet.sock
@@ -178,7 +165,7 @@ def test_waits_for_a_kubelet_that_is_not_there_yet(tmp_path: Path) -> None:
 
 
 def test_clean_stop_removes_sockets_and_keeps_specs(tmp_path: Path) -> None:
-    node = Node(tmp_path)
+    node = sample_node(tmp_path)
     node.close()
     assert not (node.plugin_dir / ENDPOINT).exists()
     assert (node.cdi_dir / "nvidia.com-pgpu.yaml").exists()

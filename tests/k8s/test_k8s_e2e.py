@@ -12,9 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fake_kubelet import FakeKubelet
-from fake_podresources import Container, FakePodResources
-from k8s_hosts import RunningAgent, private_sample, scan
+from k8s_hosts import FakeNode, private_sample, scan
 
 from kata_vfio.cdi import DevfsLookup, Registry
 from kata_vfio.k8s.cdispec import CdiSpecWriter
@@ -26,47 +24,15 @@ RUNC = "/usr/sbin/runc"
 PODMAN_DIR = "/var/run/cdi"  # podman 4 reads only /etc/cdi and /var/run/cdi
 
 
-class Cluster:
-    """A node: fake host, fake kubelet (device plugins and Pod Resources), the agent."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.host = private_sample(tmp_path)
-        self.plugin_dir = tmp_path / "device-plugins"
-        self.cdi_dir = tmp_path / "cdi"
-        self.kubelet = FakeKubelet(str(self.plugin_dir)).start()
-        self.agent = RunningAgent(self.host, self.plugin_dir, self.cdi_dir).start()
-        registration = self.kubelet.wait_registration()
-        self.resource = registration.resource_name
-        self.plugin = self.kubelet.plugin(registration.endpoint)
-        self.pod_resources = FakePodResources(str(tmp_path / "pod-resources.sock")).start()
-
-    def schedule(self, namespace: str, name: str, count: int) -> list[str]:
-        """What the kubelet does for a pod asking for ``count`` units: preferred allocation,
-        Allocate, then the allocation is what Pod Resources reports."""
-        watch = self.plugin.watch()
-        available = [i for i, (h, _) in watch.next().items() if h == "Healthy"]
-        watch.cancel()
-        ids = self.plugin.preferred(available, [], count)
-        (container,) = self.plugin.allocate(ids).container_responses
-        self.pod_resources.pods[(namespace, name)] = [Container("main", {self.resource: ids})]
-        return [d.name for d in container.cdi_devices]
-
-    def close(self) -> None:
-        self.plugin.close()
-        self.pod_resources.stop()
-        self.agent.stop()
-        self.kubelet.stop()
-
-
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    running = Cluster(tmp_path)
+def cluster(tmp_path: Path) -> Iterator[FakeNode]:
+    running = FakeNode(tmp_path, private_sample(tmp_path))
     yield running
     running.close()
 
 
-def test_allocated_names_resolve_and_come_back_from_pod_resources(cluster: Cluster) -> None:
-    names = cluster.schedule("team-a", "trainer", 2)
+def test_allocated_names_resolve_and_come_back_from_pod_resources(cluster: FakeNode) -> None:
+    names = cluster.admit("team-a", "trainer", 2)
     assert names == ["nvidia.com/pgpu=0000:18:00.0", "nvidia.com/pgpu=0000:1b:00.0"]
     registry = Registry(
         [str(cluster.cdi_dir)],
@@ -78,7 +44,7 @@ def test_allocated_names_resolve_and_come_back_from_pod_resources(cluster: Clust
     host = scan(cluster.host)
     groups = {f"/dev/vfio/devices/{host.device(n.split('=')[1]).vfio_cdev}" for n in names}
     assert groups <= set(paths) and "/dev/iommu" in paths
-    with PodResourcesClient(cluster.pod_resources.socket) as client:
+    with PodResourcesClient(cluster.pods.socket) as client:
         assert list(client.get("team-a", "trainer").cdi_names()) == names
 
 

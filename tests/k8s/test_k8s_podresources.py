@@ -10,7 +10,8 @@ from fake_podresources import Claim, Container, FakePodResources
 
 from kata_vfio import Bdf
 from kata_vfio.errors import KubernetesError, PlanError
-from kata_vfio.k8s.podresources import PodResourcesClient, check_single_source
+from kata_vfio.k8s.allocation import check_single_source
+from kata_vfio.k8s.podresources import PodResourcesClient
 
 GPU_CLAIM = Claim(
     "team-a",

@@ -10,6 +10,7 @@ annotations for the guest and the agent's device list.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shlex
@@ -21,6 +22,7 @@ from kata_vfio._core import scan
 from kata_vfio.cdi import DevfsLookup, Registry
 from kata_vfio.cli import _common
 from kata_vfio.errors import ConfigError, HostIOError, InvalidInputError
+from kata_vfio.k8s.allocation import SandboxLookup, functions_via, sandbox_devices
 from kata_vfio.kata.config import KataConfig, load_config
 from kata_vfio.kata.container import SandboxView, plan_container
 from kata_vfio.kata.sandbox import SandboxPlan, plan_sandbox, vm_name
@@ -93,6 +95,26 @@ def add_plan_options(parser: argparse.ArgumentParser) -> None:
         "Pod Resources API names it (repeatable)",
     )
     parser.add_argument(
+        "--pod-resources",
+        metavar="SOCKET",
+        help="the kubelet's Pod Resources socket: cold-plug what the kubelet allocated to the "
+        "pod (named by the io.kubernetes.cri.sandbox-name/-namespace annotations); "
+        "cdi.k8s.io/ annotations must then name none but those (default: the configuration's "
+        "pod_resource_api_sock when cold_plug_vfio is on)",
+    )
+    parser.add_argument(
+        "--no-pod-resources",
+        action="store_true",
+        help="ignore pod_resource_api_sock: take the cdi.k8s.io/ annotations, trusted",
+    )
+    parser.add_argument(
+        "--device-sources",
+        choices=("both", "device-plugin", "dra"),
+        default="both",
+        help="which of the kubelet's allocations count: device plugins, DRA claims or both "
+        "(default both)",
+    )
+    parser.add_argument(
         "--runtime-dir",
         metavar="DIR",
         help=f"the VM's private runtime directory (default: {RUNTIME_BASE}/<sandbox>)",
@@ -114,16 +136,37 @@ def plan_from_args(args: argparse.Namespace) -> tuple[str, SandboxPlan]:
     )
     registry = Registry(args.spec_dirs or None, device_lookup=lookup)
     runtime_dir = args.runtime_dir or os.path.join(RUNTIME_BASE, vm_name(oci.annotations(spec)))
+    lookup_result = SandboxLookup(None)
+    if args.devices is None:
+        lookup_result = sandbox_devices(
+            oci.annotations(spec),
+            _pod_resources_socket(args, config),
+            policy=args.device_sources,
+            functions_of=functions_via(registry, host),
+        )
     plan = plan_sandbox(
         spec,
         host=host,
         config=config,
         registry=registry,
         cdi_names=args.devices,
+        kubelet_devices=lookup_result.devices,
         accel=args.accel,
         runtime_dir=os.path.abspath(runtime_dir),
     )
+    if lookup_result.note:
+        plan = dataclasses.replace(plan, warnings=(lookup_result.note, *plan.warnings))
     return path, plan
+
+
+def _pod_resources_socket(args: argparse.Namespace, config: KataConfig) -> str:
+    """``--pod-resources``, else Kata's ``pod_resource_api_sock`` (used only with cold-plug on,
+    as Kata does), else none."""
+    if args.no_pod_resources:
+        return ""
+    if args.pod_resources is not None:
+        return str(args.pod_resources)
+    return config.pod_resource_api_sock if config.cold_plug else ""
 
 
 def _load_config(path: str | None) -> KataConfig:
@@ -165,6 +208,7 @@ def _print_plan(plan: SandboxPlan) -> None:
         f"cold_plug_vfio={plan.config.cold_plug_vfio} hot_plug_vfio={plan.config.hot_plug_vfio} "
         f"vfio_mode={plan.config.vfio_mode} enable_iommu={str(plan.config.enable_iommu).lower()}"
     )
+    print(f"CDI devices from: {plan.device_source}")
     print(f"CDI devices injected: {', '.join(plan.cdi_devices) or 'none'}")
     print(f"annotations removed: {', '.join(plan.annotations_removed) or 'none'}")
     print()

@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from kata_vfio._core import __version__
+from kata_vfio.k8s.allocation import DEFAULT_POD_RESOURCES_SOCKET
 from kata_vfio.k8s.cdispec import DEFAULT_CDI_DIR
 from kata_vfio.k8s.deviceplugin import DEFAULT_PLUGIN_DIR
-from kata_vfio.k8s.podresources import DEFAULT_POD_RESOURCES_SOCKET
 from kata_vfio.k8s.resources import ResourceSpec
 
 __all__ = [
