@@ -19,7 +19,8 @@ Everything talks to the real gRPC servers over unix sockets, with the fake kubel
   written to a PCI device's ``uevent``), read over netlink by the Rust core;
 * idle: the agent as its own process on a 2,000-function host at the default 30 s rescan,
   with the kubelet's ListAndWatch open: CPU time over ``--duration`` seconds (default 600,
-  ``--quick`` 20) as a share of one core, and the RSS growth.
+  ``--quick`` 20) as a share of one core, and the RSS growth; then, to tell a leak from the
+  allocator's warm-up, the RSS across 1,000 rescans 0.2 s apart (``--quick``: 100).
 
 Absolute times depend on the machine (a shared 2-core VM here); the ratios compare figures
 taken in the same run.
@@ -313,14 +314,17 @@ def _proc_cpu_rss(pid: int) -> tuple[float, int]:
     return cpu, rss
 
 
-def measure_idle(root: Path, duration: float, settle: float) -> dict[str, Any]:
+def _idle_agent(root: Path, interval: str, measure: Callable[[int], dict[str, Any]]) -> Any:
+    """The agent as its own process on the 2,000-function host, registered, with the
+    kubelet's ListAndWatch open; ``measure(pid)`` runs meanwhile."""
     host = bench_host(2000)
-    plugin_dir = root / "idle" / "device-plugins"
+    plugin_dir = root / "device-plugins"
     kubelet = FakeKubelet(str(plugin_dir)).start()
     agent = subprocess.Popen(
         [sys.executable, "-m", "kata_vfio", "--sysfs-root", host.sysfs_root,
          "--dev-root", host.dev_root, "--proc-root", host.proc_root, "k8s", "device-plugin",
-         "--plugin-dir", str(plugin_dir), "--cdi-dir", str(root / "idle" / "cdi")],
+         "--plugin-dir", str(plugin_dir), "--cdi-dir", str(root / "cdi"),
+         "--rescan-interval", interval],
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -328,26 +332,50 @@ def measure_idle(root: Path, duration: float, settle: float) -> dict[str, Any]:
         client = PluginClient(str(plugin_dir / registration.endpoint))
         watch = client.watch()
         units = len(watch.next(60))
-        time.sleep(settle)
-        cpu0, rss0 = _proc_cpu_rss(agent.pid)
-        wall0 = time.monotonic()
-        time.sleep(duration)
-        cpu1, rss1 = _proc_cpu_rss(agent.pid)
-        wall = time.monotonic() - wall0
+        facts = measure(agent.pid)
         watch.cancel()
         client.close()
     finally:
         agent.terminate()
         agent.wait(60)
         kubelet.stop()
-    return {
-        "functions": 2000,
-        "units": units,
-        "duration": wall,
-        "cpu_share": (cpu1 - cpu0) / wall,
-        "rss_start": rss0,
-        "rss_growth": rss1 - rss0,
-    }
+    return {"functions": 2000, "units": units, **facts}
+
+
+def measure_idle(root: Path, duration: float, settle: float) -> dict[str, Any]:
+    """CPU and RSS over ``duration`` at the default 30 s rescan."""
+
+    def measure(pid: int) -> dict[str, Any]:
+        time.sleep(settle)
+        cpu0, rss0 = _proc_cpu_rss(pid)
+        wall0 = time.monotonic()
+        time.sleep(duration)
+        cpu1, rss1 = _proc_cpu_rss(pid)
+        wall = time.monotonic() - wall0
+        return {
+            "duration": wall,
+            "cpu_share": (cpu1 - cpu0) / wall,
+            "rss_start": rss0,
+            "rss_growth": rss1 - rss0,
+        }
+
+    return _idle_agent(root / "idle", "30", measure)
+
+
+def measure_plateau(root: Path, rescans: int) -> dict[str, Any]:
+    """RSS across many rescans (every 0.2 s): after the first 20 it must stay flat (a leak
+    would grow with every rescan)."""
+
+    def measure(pid: int) -> dict[str, Any]:
+        _, rss_first = _proc_cpu_rss(pid)
+        time.sleep(20 * 0.2)
+        _, rss_warm = _proc_cpu_rss(pid)
+        time.sleep((rescans - 20) * 0.2)
+        _, rss_end = _proc_cpu_rss(pid)
+        return {"rescans": rescans, "rss_first": rss_first, "rss_warm": rss_warm,
+                "rss_end": rss_end}  # fmt: skip
+
+    return _idle_agent(root / "plateau", "0.2", measure)
 
 
 def _ms(value: float) -> str:
@@ -412,6 +440,14 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
         f"| {i['cpu_share'] * 100:.3f}% | {i['rss_start'] / 2**20:.1f} MiB | "
         f"{i['rss_growth'] / 2**20:+.2f} MiB |",
         "",
+    ]
+    q = results["plateau"]
+    lines += [
+        f"RSS across {q['rescans']} rescans 0.2 s apart (the same host): "
+        f"{q['rss_first'] / 2**20:.1f} MiB at registration, {q['rss_warm'] / 2**20:.1f} MiB "
+        f"after 20 rescans, {q['rss_end'] / 2**20:.1f} MiB after {q['rescans']} "
+        f"({(q['rss_end'] - q['rss_warm']) / 2**20:+.2f} MiB after the first 20).",
+        "",
         "Targets (issue 10): Allocate p99 <= 5 ms with 64 units and 100 concurrent calls; "
         "idle CPU < 0.5% of a core, RSS growth < 5 MB.",
     ]
@@ -434,6 +470,7 @@ def main() -> int:
             "preferred": measure_preferred(root / "p", args.quick),
             "health": measure_health(root / "h", args.quick, args.real_uevents),
             "idle": measure_idle(root / "i", args.duration, 5.0 if args.quick else 30.0),
+            "plateau": measure_plateau(root / "q", 100 if args.quick else 1000),
         }
     text = report(results, args)
     print(text)

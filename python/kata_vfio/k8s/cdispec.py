@@ -129,6 +129,8 @@ class CdiSpecWriter:
             self._written[name] = self._read_existing(path)
         old_spec, old_bytes = self._written[name]
         spec = resource_spec(units, mode, old_spec)
+        if spec is not None and spec == old_spec:
+            return None  # the usual rescan: nothing to encode, nothing to write
         data = None if spec is None else dump_spec(spec)
         if data == old_bytes:
             return None

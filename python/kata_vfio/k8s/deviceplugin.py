@@ -53,8 +53,9 @@ HEALTHY = "Healthy"
 UNHEALTHY = "Unhealthy"
 # The kernel's limit for a unix socket path (sun_path, without the NUL).
 _SUN_PATH_MAX = 107
-# A ListAndWatch stream looks at its stop flag and the kubelet's connection this often.
-_STREAM_TICK = 1.0
+# A ListAndWatch stream wakes on a change, when the kubelet hangs up (an RPC callback) and at
+# shutdown; this is only the longest it sleeps otherwise.
+_STREAM_TICK = 30.0
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ class DevicePluginService:
         version = -1
         sent: list[_Device] | None = None
         log.info("%s: kubelet opened ListAndWatch", self.resource.name)
+        context.add_callback(self.feed.wake)
         while not self.stop.is_set() and context.is_active():
             version, inventory = self.feed.wait_newer(version, _STREAM_TICK)
             devices = self._devices(inventory)

@@ -57,8 +57,8 @@ UEVENT_SUBSYSTEMS = ("pci", "vfio", "vfio-dev")
 # After the first event, how long to keep collecting: binding a group sends several events in
 # a burst, and one rescan covers them all.
 _SETTLE = 0.02
-# The longest the watcher sleeps before it looks at its stop flag.
-_TICK = 0.5
+# The longest the watcher sleeps before it looks at its stop flag (events end a sleep at once).
+_TICK = 2.0
 
 
 class EventSource(Protocol):
@@ -208,12 +208,16 @@ class HostWatcher:
         self.feed: InventoryFeed | None = None
         self.scans = 0
 
-    def refresh(self, reason: str) -> Inventory:
+    def refresh(self, reason: str, *, urgent: bool = True) -> Inventory:
         """One rescan: scan, inventory, CDI specs, publish. A failed scan keeps the last
-        inventory (and is logged); the first one raises."""
+        inventory (and is logged); the first one raises. A rescan that is not ``urgent`` (the
+        timer's) scans on one thread: less CPU, and nobody waits for it."""
         config = self.config
+        threads = None if urgent else 1
         try:
-            host = scan(config.sysfs_root, config.dev_root, config.proc_root, config.details)
+            host = scan(
+                config.sysfs_root, config.dev_root, config.proc_root, config.details, threads
+            )
             mode = resolve_iommu_mode(host, config.iommu_mode)
             inventory = build_inventory(
                 host, config.resources, mode, devfs_nodes=list_devfs_nodes(host)
@@ -255,7 +259,10 @@ class HostWatcher:
                 break
             if reason is None and time.monotonic() < due:
                 continue
-            self.refresh(reason or f"periodic rescan every {interval:g} s")
+            if reason is None:
+                self.refresh(f"periodic rescan every {interval:g} s", urgent=False)
+            else:
+                self.refresh(reason)
             due = time.monotonic() + interval
 
     def _write_specs(self, inventory: Inventory) -> Inventory:
