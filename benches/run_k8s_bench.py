@@ -17,6 +17,8 @@ Everything talks to the real gRPC servers over unix sockets, with the fake kubel
   state never arrives); against one rescan (scan, inventory, CDI sync) of the same host. With
   ``--real-uevents`` (root, a writable /sys) the event is a real kernel uevent (a ``change``
   written to a PCI device's ``uevent``), read over netlink by the Rust core;
+* re-registration: the fake kubelet restarts (socket recreated, the plugin's removed), timed
+  until the plugin has registered again;
 * idle: the agent as its own process on a 2,000-function host at the default 30 s rescan,
   with the kubelet's ListAndWatch open: CPU time over ``--duration`` seconds (default 600,
   ``--quick`` 20) as a share of one core, and the RSS growth; then, to tell a leak from the
@@ -301,6 +303,22 @@ def measure_health(root: Path, quick: bool, real_uevents: bool) -> dict[str, Any
     }
 
 
+def measure_reregistration(root: Path, quick: bool) -> dict[str, Any]:
+    """Kubelet restarts (its socket recreated, the plugin's removed): time from the new
+    ``kubelet.sock`` to the plugin's new registration."""
+    node = Node(root / "r", sample_host(root / "r-sample"))
+    delays = []
+    try:
+        for _ in range(5 if quick else 30):
+            node.kubelet.restart()
+            started = time.perf_counter()
+            node.kubelet.wait_registration(30)
+            delays.append(time.perf_counter() - started)
+    finally:
+        node.close()
+    return stats(delays)
+
+
 def _proc_cpu_rss(pid: int) -> tuple[float, int]:
     with open(f"/proc/{pid}/stat") as handle:
         fields = handle.read().rsplit(")", 1)[1].split()
@@ -429,6 +447,14 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
             f"{_ms(lat['max'])} | {_ms(h['rescan']['p50'])} | "
             f"{lat['p50'] / h['rescan']['p50']:.2f} |",
         ]
+    r = results["reregistration"]
+    lines += [
+        "",
+        f"## Re-registration after a kubelet restart (n={r['n']})",
+        "",
+        f"New `kubelet.sock` to the plugin's new registration: p50 {_ms(r['p50'])}, "
+        f"max {_ms(r['max'])} (the agent checks the directory every second).",
+    ]
     i = results["idle"]
     lines += [
         "",
@@ -469,6 +495,7 @@ def main() -> int:
             "allocate": measure_allocate(root / "a", args.quick),
             "preferred": measure_preferred(root / "p", args.quick),
             "health": measure_health(root / "h", args.quick, args.real_uevents),
+            "reregistration": measure_reregistration(root / "r", args.quick),
             "idle": measure_idle(root / "i", args.duration, 5.0 if args.quick else 30.0),
             "plateau": measure_plateau(root / "q", 100 if args.quick else 1000),
         }
