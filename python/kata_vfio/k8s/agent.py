@@ -9,7 +9,7 @@ Order of things, so the kubelet never sees a unit that does not resolve:
 4. keep the inventory current (uevents, the rescan timer) in a second thread, and watch the
    plugin directory: when the kubelet restarts it recreates ``kubelet.sock`` and removes every
    other socket, so a missing socket or a new ``kubelet.sock`` means new servers and a new
-   registration (checked every second: inside 2 s);
+   registration (checked twice a second: well inside 2 s);
 5. when ``stop`` is set (SIGTERM, SIGINT): stop the servers, remove the sockets, keep the CDI
    specs (running pods still need them).
 
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 # How often the plugin directory is checked for a kubelet restart (two stats; the kubelet
 # expects plugins back within seconds).
-_POLL = 1.0
+_POLL = 0.5
 # Registration failures are retried this often (and logged once per change of message).
 _RETRY = 1.0
 
