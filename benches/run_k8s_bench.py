@@ -289,8 +289,7 @@ def measure_health(root: Path, quick: bool, real_uevents: bool) -> dict[str, Any
     finally:
         node.close()
     # The baseline: one rescan of the same host, as the watcher does it.
-    config = WatchConfig(host.sysfs_root, host.dev_root, host.proc_root,
-                         node.agent.config.watch.resources)  # fmt: skip
+    config = WatchConfig(host.paths, node.agent.config.watch.resources)
     watcher = HostWatcher(config, CdiSpecWriter(str(root / "h" / "cdi-baseline")), NoEvents())
     watcher.refresh("baseline")
     rescans = [timed(lambda: watcher.refresh("bench")) for _ in range(100 if quick else 300)]

@@ -98,9 +98,7 @@ class RunningAgent:
         self.events = events if events is not None else ManualEvents()
         self.config = AgentConfig(
             watch=WatchConfig(
-                host.sysfs_root,
-                host.dev_root,
-                host.proc_root,
+                host.paths,
                 parse_resources(resources),
                 iommu_mode=iommu_mode,
                 rescan_interval=rescan,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from kata_vfio.kata.config import (
 )
 from kata_vfio.kata.config import (
     KataConfig,
+    QemuSection,
     apply_annotations,
     config_from_toml,
     load_config,
@@ -79,7 +81,8 @@ def test_real_kata_configurations_load_with_kata_values(name: str) -> None:
     assert config.pcie_root_port == ports
     assert config.vfio_mode == mode
     assert config.default_memory == memory
-    assert config.machine_type == "q35"
+    assert config.hypervisor == "qemu" and config.qemu is not None
+    assert config.qemu.machine_type == "q35"
     assert config.path.startswith("/")
     assert config.source == str(path)
 
@@ -170,7 +173,12 @@ def test_vfio_mode_is_checked(tmp_path: Path) -> None:
     ("text", "message"),
     [
         ("[hypervisor.qemu\n", "not valid TOML"),
-        ("[hypervisor.clh]\npath = '/x'\n", "no [hypervisor.qemu]"),
+        ("runtime = 1\n", "no [hypervisor.<name>] section"),
+        ("[hypervisor.clh]\n[hypervisor.qemu]\npath = '/q'\n", "more than one hypervisor"),
+        ("[hypervisor.vbox]\npath = '/x'\n", "not a hypervisor Kata knows"),
+        ("[hypervisor.clh]\nkernel = '/k'\n", "path is not set"),
+        ("hypervisor = 3\n", "no [hypervisor.<name>] section"),
+        ("[hypervisor]\nqemu = 3\n", "[hypervisor.qemu] is not a table"),
         ("runtime = 3\n[hypervisor.qemu]\npath = '/q'\n", "[runtime] is not a table"),
         (b"\xff\xfe".decode("latin-1"), "not valid TOML"),
     ],
@@ -301,13 +309,59 @@ def test_runtime_vfio_mode_annotation_is_checked() -> None:
         )
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("default_memory", "9" * 5000, "out of range"),
+        ("default_memory", "4294967296", r"out of range \(0\.\.4294967295\)"),
+        ("pcie_root_port", "0" * 5000 + "1", None),
+        ("pcie_switch_port", "1" * 30, "out of range"),
+        ("default_vcpus", "9" * 400, "not a positive number"),
+        ("default_vcpus", "NaN", "not a positive number"),
+    ],
+)
+def test_long_and_huge_numbers_in_annotations(key: str, value: str, message: str | None) -> None:
+    config = KataConfig(path="/q", cold_plug_vfio="root-port", enable_annotations=(".*",))
+    if message is None:  # leading zeros are fine, as for strconv.ParseUint
+        assert apply_annotations(config, {HV + key: value}).pcie_root_port == 1
+        return
+    with pytest.raises(ConfigError, match=message) as info:
+        apply_annotations(config, {HV + key: value}, host_cpus=8)
+    assert HV + key in str(info.value)
+    assert len(str(info.value)) < 300, "the value is echoed cut short"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("default_memory = 4294967296", "default_memory = 4294967296 MiB is out of range"),
+        ("default_memory = " + "9" * 5000, "not valid TOML"),
+        ("default_vcpus = nan", "default_vcpus = nan is not a number of CPUs"),
+        ("default_vcpus = inf", "default_vcpus = inf is not a number of CPUs"),
+        ("pcie_root_port = " + "9" * 4000, "pcie_root_port = 999"),
+    ],
+)
+def test_out_of_range_numbers_in_the_file_name_the_key(
+    tmp_path: Path, body: str, message: str
+) -> None:
+    path = _toml(tmp_path, f'[hypervisor.qemu]\npath = "/usr/bin/qemu"\n{body}\n')
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+    assert len(str(info.value)) < 400
+
+
 def test_no_overrides_returns_the_same_config() -> None:
     config = KataConfig(path="/q")
     assert apply_annotations(config, {"cdi.k8s.io/vfio": "nvidia.com/pgpu=0"}) is config
 
 
 _VALUES = st.one_of(
-    st.text(max_size=12), st.sampled_from(["true", "0", "8", "17", "root-port", "vfio", ""])
+    st.text(max_size=12),
+    st.sampled_from(["true", "0", "8", "17", "root-port", "vfio", "", "nan", "inf", "1e999"]),
+    # int() refuses more than 4,300 digits; float() makes inf of 309 or more.
+    st.integers(300, 6000).map(lambda n: "9" * n),
+    st.integers(0, 2**40).map(str),
 )
 _KEYS = st.sampled_from(
     [
@@ -349,8 +403,9 @@ def test_any_annotations_give_a_valid_config_or_a_config_error(annotations: dict
 _SCALARS = st.one_of(
     st.booleans(),
     st.integers(-5, 40),
+    st.integers(-(10**400), 10**400),
     st.text(max_size=10),
-    st.floats(allow_nan=False),
+    st.floats(),
     st.lists(st.text(max_size=3), max_size=2),
 )
 
@@ -386,3 +441,36 @@ def test_any_toml_values_give_a_config_or_a_config_error(values: dict[str, objec
         pytest.fail(f"unexpected error type {type(exc).__name__}: {exc}")
     else:
         assert config.default_vcpus >= 1 and config.pcie_root_port <= 16
+
+
+def test_another_hypervisor_loads_with_its_common_keys_and_no_qemu_part(tmp_path: Path) -> None:
+    config = load_config(
+        _toml(
+            tmp_path,
+            '[hypervisor.clh]\npath = "/usr/bin/cloud-hypervisor"\nkernel = "/k"\n'
+            'cold_plug_vfio = "root-port"\nmachine_type = "pc"\ncpu_features = "pmu=off"\n',
+        )
+    )
+    assert (config.hypervisor, config.qemu) == ("clh", None)
+    assert (config.path, config.kernel, config.plug_port) == (
+        "/usr/bin/cloud-hypervisor",
+        "/k",
+        "root-port",
+    )
+    # machine_type is QEMU's: another hypervisor ignores it, in the file and in annotations.
+    enabled = dataclasses.replace(config, enable_annotations=("machine_type",))
+    assert apply_annotations(enabled, {HV + "machine_type": "pc"}) == enabled
+
+
+def test_qemu_settings_must_match_the_hypervisor() -> None:
+    with pytest.raises(ConfigError, match="QEMU settings do not match hypervisor 'clh'"):
+        KataConfig(hypervisor="clh").validate()
+    with pytest.raises(ConfigError, match="hypervisor 'vbox' is not one Kata knows"):
+        KataConfig(hypervisor="vbox", qemu=None).validate()
+
+
+def test_machine_type_annotation_changes_the_qemu_part() -> None:
+    config = KataConfig(path="/q", enable_annotations=("machine_type",))
+    updated = apply_annotations(config, {HV + "machine_type": "pc"})
+    assert updated.qemu == QemuSection(machine_type="pc")
+    assert config.qemu == QemuSection()

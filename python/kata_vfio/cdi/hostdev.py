@@ -16,6 +16,8 @@ import stat
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from kata_vfio._atomic import read_regular_file
+from kata_vfio._numbers import decimal_digits
 from kata_vfio.cdi.goquote import go_quote
 from kata_vfio.cdi.model import DeviceNode
 
@@ -136,13 +138,23 @@ class DevfsLookup:
 
 
 def _uevent_devname(path: str, kind: str) -> tuple[str, tuple[str, int, int]] | None:
+    # A copied tree is outside input: a regular file, small, read without blocking, and
+    # numbers checked by their length before they are converted.
     try:
-        with open(path, encoding="utf-8") as handle:
-            fields = dict(line.partition("=")[::2] for line in handle.read().splitlines())
-        devname = fields["DEVNAME"]
-        return devname, (kind, int(fields["MAJOR"]), int(fields["MINOR"]))
-    except (OSError, KeyError, ValueError, UnicodeDecodeError):
+        text = read_regular_file(path, limit=_MAX_UEVENT, what="uevent").decode("utf-8")
+    except (OSError, UnicodeDecodeError):
         return None
+    fields = dict(line.partition("=")[::2] for line in text.splitlines())
+    devname = fields.get("DEVNAME")
+    major = decimal_digits(fields.get("MAJOR", ""), max_value=_MAX_DEVNO)
+    minor = decimal_digits(fields.get("MINOR", ""), max_value=_MAX_DEVNO)
+    if not devname or major is None or minor is None:
+        return None
+    return devname, (kind, major, minor)
+
+
+_MAX_UEVENT = 4096
+_MAX_DEVNO = (1 << 32) - 1
 
 
 class NodeCompletionError(Exception):

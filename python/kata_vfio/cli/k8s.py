@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from kata_vfio._core import scan
+from kata_vfio import scan
 from kata_vfio.cli import _common
 from kata_vfio.errors import InvalidInputError
 from kata_vfio.k8s.cdispec import DEFAULT_CDI_DIR
@@ -147,11 +147,8 @@ def _cmd_missing(args: argparse.Namespace) -> int:
 
 
 def _watch_config(args: argparse.Namespace, details: bool = False) -> WatchConfig:
-    roots = _common.host_roots(args)
     return WatchConfig(
-        sysfs_root=roots.sysfs_root,
-        dev_root=roots.dev_root,
-        proc_root=roots.proc_root,
+        paths=_common.host_paths(args),
         resources=parse_resources(args.resources),
         iommu_mode=args.iommu_mode,
         rescan_interval=getattr(args, "rescan_interval", 30.0),
@@ -161,7 +158,7 @@ def _watch_config(args: argparse.Namespace, details: bool = False) -> WatchConfi
 
 def _cmd_inventory(args: argparse.Namespace) -> int:
     config = _watch_config(args, details=True)
-    host = scan(config.sysfs_root, config.dev_root, config.proc_root, details=True)
+    host = scan(config.paths, details=True)
     mode = resolve_iommu_mode(host, config.iommu_mode)
     inventory = build_inventory(host, config.resources, mode, devfs_nodes=list_devfs_nodes(host))
     if getattr(args, "json", False):

@@ -107,7 +107,7 @@ def run_device_plugin(
             "/var/lib/kubelet/device-plugins) or pass --plugin-dir",
         )
     writer = CdiSpecWriter(config.cdi_dir)
-    source = events or default_events(config.watch.sysfs_root, config.uevents)
+    source = events or default_events(config.watch.paths, config.uevents)
     watcher = HostWatcher(config.watch, writer, source)
     servers: list[PluginServer] = []
     thread = None

@@ -33,6 +33,7 @@ from kata_vfio.cdi.encode import dump_spec
 from kata_vfio.cdi.loader import load_spec
 from kata_vfio.cdi.model import ContainerEdits, Device, DeviceNode, Spec
 from kata_vfio.cdi.registry import Registry, spec_file_name
+from kata_vfio.cdi.validate import validate_spec
 from kata_vfio.cdi.versions import minimum_version
 from kata_vfio.errors import KataVfioError
 from kata_vfio.k8s.inventory import (
@@ -86,7 +87,7 @@ def resource_spec(
         container_edits=ContainerEdits(device_nodes=(DeviceNode(path=control),)),
     )
     spec = dataclasses.replace(spec, version=minimum_version(spec))
-    spec.validate(source=f"CDI spec for {units.resource.name}")
+    validate_spec(spec, source=f"CDI spec for {units.resource.name}")
     return spec
 
 

@@ -18,8 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from kata_vfio._core import PciDevice
-from kata_vfio.cdi.names import class_name_problem, vendor_name_problem
-from kata_vfio.errors import InvalidInputError
+from kata_vfio.cdi.names import validate_class_name, validate_vendor_name
+from kata_vfio.errors import CdiNameError, InvalidInputError
 
 __all__ = [
     "DEFAULT_RESOURCE",
@@ -159,9 +159,11 @@ def resource_name_problem(name: str) -> str | None:
             f"the name {short!r} must be 1-63 letters, digits, '-', '_' or '.', "
             "starting and ending with a letter or digit"
         )
-    cdi_problem = vendor_name_problem(domain) or class_name_problem(short)
-    if cdi_problem is not None:
-        return f"it is also the CDI kind, and {cdi_problem}"
+    try:
+        validate_vendor_name(domain)
+        validate_class_name(short)
+    except CdiNameError as exc:
+        return f"it is also the CDI kind, and {exc}"
     return None
 
 

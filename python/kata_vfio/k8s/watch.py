@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import queue
 import threading
 import time
@@ -25,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from kata_vfio._core import UeventMonitor, scan
+from kata_vfio._core import HostPaths, UeventMonitor, scan
 from kata_vfio.errors import KataVfioError
 from kata_vfio.k8s.cdispec import CdiSpecWriter, SpecChange
 from kata_vfio.k8s.inventory import (
@@ -187,9 +186,7 @@ class InventoryFeed:
 class WatchConfig:
     """What the watcher scans and how."""
 
-    sysfs_root: str
-    dev_root: str
-    proc_root: str | None
+    paths: HostPaths
     resources: tuple[ResourceSpec, ...]
     iommu_mode: str = "auto"
     rescan_interval: float = 30.0
@@ -215,9 +212,7 @@ class HostWatcher:
         config = self.config
         threads = None if urgent else 1
         try:
-            host = scan(
-                config.sysfs_root, config.dev_root, config.proc_root, config.details, threads
-            )
+            host = scan(config.paths, details=config.details, threads=threads)
             mode = resolve_iommu_mode(host, config.iommu_mode)
             inventory = build_inventory(
                 host, config.resources, mode, devfs_nodes=list_devfs_nodes(host)
@@ -346,10 +341,10 @@ def _log_spec_change(change: SpecChange) -> None:
     )
 
 
-def default_events(sysfs_root: str, enabled: bool = True) -> EventSource:
-    """Kernel uevents for the real ``/sys``; the timer alone for a copied or fake tree (the
-    kernel's events are about this machine, not about that tree) or when netlink is out."""
-    if not enabled or os.path.realpath(sysfs_root) != "/sys":
+def default_events(paths: HostPaths, enabled: bool = True) -> EventSource:
+    """Kernel uevents for this machine's ``/sys``; the timer alone for a copied or fake tree
+    (the kernel's events are about this machine, not about that tree) or without netlink."""
+    if not enabled or not paths.is_live:
         return NoEvents()
     try:
         return KernelEvents()

@@ -1,9 +1,14 @@
 """The Kata configuration keys that matter for VFIO, loaded and validated like Kata does.
 
-Reads ``configuration-qemu*.toml`` (Go runtime or runtime-rs layout: ``[hypervisor.qemu]`` and
-``[runtime]``), ignores unknown keys as Kata does, applies Kata's rules (the two plug modes are
-exclusive, at most 16 ports, allowed values) and the per-pod ``io.katacontainers.config.*``
-annotation overrides that ``enable_annotations`` allows. Every error names the key.
+Reads ``configuration-*.toml`` (Go runtime or runtime-rs layout: one ``[hypervisor.<name>]``
+section and ``[runtime]``), ignores unknown keys as Kata does, applies Kata's rules (the two
+plug modes are exclusive, at most 16 ports, allowed values) and the per-pod
+``io.katacontainers.config.*`` annotation overrides that ``enable_annotations`` allows. Every
+error names the key.
+
+As in Kata, every hypervisor section has the same common keys (:class:`KataConfig`: boot
+assets, size, VFIO plug modes, ports, IOMMU); keys only one VMM reads live in that VMM's own
+part (:class:`QemuSection` for ``[hypervisor.qemu]``). Another VMM is one more section type.
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from kata_vfio._echo import echo
+from kata_vfio._numbers import decimal_digits
 from kata_vfio.errors import ConfigError
+from kata_vfio.qemu.vm import DEFAULT_BINARY
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -27,15 +35,19 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 __all__ = [
+    "DEFAULT_CONFIG_PATHS",
+    "HYPERVISORS",
     "HYPERVISOR_ANNOTATION_PREFIX",
     "MAX_PCIE_PORTS",
     "PORT_KINDS",
     "RUNTIME_ANNOTATION_PREFIX",
     "VFIO_MODES",
     "KataConfig",
+    "QemuSection",
     "apply_annotations",
     "config_from_toml",
     "load_config",
+    "load_default_config",
 ]
 
 HYPERVISOR_ANNOTATION_PREFIX = "io.katacontainers.config.hypervisor."
@@ -46,28 +58,42 @@ RUNTIME_ANNOTATION_PREFIX = "io.katacontainers.config.runtime."
 MAX_PCIE_PORTS = 16
 PORT_KINDS = ("no-port", "bridge-port", "root-port", "switch-port")
 VFIO_MODES = ("guest-kernel", "vfio")
+# The [hypervisor.<name>] sections Kata knows (Go runtime and runtime-rs).
+HYPERVISORS = ("qemu", "clh", "firecracker", "dragonball", "stratovirt", "remote")
 # Kata's MinHypervisorMemory, in MiB.
 MIN_MEMORY_MIB = 256
+# Kata reads default_memory and the port counts as uint32 (TOML and annotations alike).
+_MAX_UINT32 = (1 << 32) - 1
 _DEFAULT_MEMORY_MIB = 2048
+
+
+@dataclass(frozen=True)
+class QemuSection:
+    """The keys of ``[hypervisor.qemu]`` that only QEMU reads."""
+
+    machine_type: str = "q35"
+    cpu_features: str = ""
 
 
 @dataclass(frozen=True)
 class KataConfig:
     """The VFIO-relevant part of a Kata runtime configuration (Kata's defaults when absent).
 
-    ``default_memory`` is in MiB. ``enable_annotations`` are the regular expressions that
-    decide which ``io.katacontainers.config.hypervisor.<key>`` annotations a pod may set.
+    ``hypervisor`` is the name of the configuration's ``[hypervisor.<name>]`` section; the
+    other fields are the keys every hypervisor section has, and ``[runtime]``'s. ``qemu``
+    holds the QEMU-only keys (None for another hypervisor). ``default_memory`` is in MiB.
+    ``enable_annotations`` are the regular expressions that decide which
+    ``io.katacontainers.config.hypervisor.<key>`` annotations a pod may set.
     """
 
-    path: str = "/usr/bin/qemu-system-x86_64"
-    machine_type: str = "q35"
+    hypervisor: str = "qemu"
+    path: str = DEFAULT_BINARY
     kernel: str = ""
     initrd: str = ""
     image: str = ""
     kernel_params: str = ""
     firmware: str = ""
     rootfs_type: str = "ext4"
-    cpu_features: str = ""
     default_memory: int = _DEFAULT_MEMORY_MIB
     default_vcpus: int = 1
     cold_plug_vfio: str = "no-port"
@@ -82,6 +108,7 @@ class KataConfig:
     pod_resource_api_sock: str = ""
     enable_annotations: tuple[str, ...] = ()
     valid_hypervisor_paths: tuple[str, ...] = ()
+    qemu: QemuSection | None = field(default_factory=QemuSection)
     source: str | None = field(default=None, compare=False)
 
     @property
@@ -97,11 +124,21 @@ class KataConfig:
     def validate(self) -> KataConfig:
         """Applies Kata's rules; returns ``self`` or raises :class:`ConfigError`."""
         where = self._where()
+        if self.hypervisor not in HYPERVISORS:
+            raise ConfigError(
+                f"{where}hypervisor {self.hypervisor!r} is not one Kata knows",
+                hint=f"use a [hypervisor.<name>] section with one of: {', '.join(HYPERVISORS)}",
+            )
+        if (self.hypervisor == "qemu") != (self.qemu is not None):
+            raise ConfigError(
+                f"{where}the QEMU settings do not match hypervisor {self.hypervisor!r}",
+                hint="give QEMU settings exactly when the hypervisor is qemu",
+            )
         for key in ("cold_plug_vfio", "hot_plug_vfio"):
             value = getattr(self, key)
             if value not in PORT_KINDS:
                 raise ConfigError(
-                    f"{where}{key} = {value!r} is not a valid port kind",
+                    f"{where}{key} = {echo(value)} is not a valid port kind",
                     hint=f"use one of: {', '.join(PORT_KINDS)}",
                 )
             if value == "bridge-port":
@@ -122,7 +159,7 @@ class KataConfig:
             value = getattr(self, key)
             if value < 0 or value > MAX_PCIE_PORTS:
                 raise ConfigError(
-                    f"{where}{key} = {value} is out of range (0..{MAX_PCIE_PORTS})",
+                    f"{where}{key} = {echo(value)} is out of range (0..{MAX_PCIE_PORTS})",
                     hint=f"at most {MAX_PCIE_PORTS} PCIe ports can be created",
                 )
         if self.vfio_mode not in VFIO_MODES:
@@ -130,9 +167,13 @@ class KataConfig:
                 f"{where}vfio_mode = {self.vfio_mode!r} is not a valid VFIO mode",
                 hint=f"use one of: {', '.join(VFIO_MODES)}",
             )
-        if self.plug_port != "no-port" and self.machine_type != "q35":
+        if (
+            self.qemu is not None
+            and self.plug_port != "no-port"
+            and self.qemu.machine_type != "q35"
+        ):
             raise ConfigError(
-                f"{where}machine_type = {self.machine_type!r} has no PCIe ports for "
+                f"{where}machine_type = {self.qemu.machine_type!r} has no PCIe ports for "
                 f"{self.plug_port}",
                 hint="use machine_type = 'q35' for VFIO devices on PCIe ports",
             )
@@ -141,15 +182,16 @@ class KataConfig:
                 f"{where}image and initrd are both set",
                 hint="set either image (a root disk) or initrd, not both",
             )
-        if self.default_memory < MIN_MEMORY_MIB:
+        if not MIN_MEMORY_MIB <= self.default_memory <= _MAX_UINT32:
             raise ConfigError(
-                f"{where}default_memory = {self.default_memory} MiB is below the minimum "
-                f"of {MIN_MEMORY_MIB} MiB",
-                hint=f"set default_memory to at least {MIN_MEMORY_MIB}",
+                f"{where}default_memory = {echo(self.default_memory)} MiB is out of range "
+                f"({MIN_MEMORY_MIB}..{_MAX_UINT32} MiB)",
+                hint=f"set default_memory (MiB) to at least {MIN_MEMORY_MIB}",
             )
-        if self.default_vcpus < 1:
+        if not 1 <= self.default_vcpus <= _MAX_UINT32:
             raise ConfigError(
-                f"{where}default_vcpus = {self.default_vcpus} is below 1",
+                f"{where}default_vcpus = {echo(self.default_vcpus)} is out of range "
+                f"(1..{_MAX_UINT32})",
                 hint="set default_vcpus to 1 or more",
             )
         for key in ("path", "kernel", "initrd", "image", "firmware"):
@@ -160,17 +202,25 @@ class KataConfig:
         return f"{self.source}: " if self.source else ""
 
 
-# Keys read from the file, per section: name -> (TOML section, expected type).
+# Where Kata looks for its configuration, in order (the first that exists is used).
+DEFAULT_CONFIG_PATHS = (
+    "/etc/kata-containers/configuration.toml",
+    "/opt/kata/share/defaults/kata-containers/configuration.toml",
+    "/usr/share/defaults/kata-containers/configuration.toml",
+)
+
+# Keys read from the file, per section: name -> (TOML section, expected type). "hypervisor" is
+# the configuration's [hypervisor.<name>] section, "qemu" keys exist only in [hypervisor.qemu].
 _KEYS: dict[str, tuple[str, type]] = {
     "path": ("hypervisor", str),
-    "machine_type": ("hypervisor", str),
+    "machine_type": ("qemu", str),
     "kernel": ("hypervisor", str),
     "initrd": ("hypervisor", str),
     "image": ("hypervisor", str),
     "kernel_params": ("hypervisor", str),
     "firmware": ("hypervisor", str),
     "rootfs_type": ("hypervisor", str),
-    "cpu_features": ("hypervisor", str),
+    "cpu_features": ("qemu", str),
     "default_memory": ("hypervisor", int),
     "default_vcpus": ("hypervisor", float),
     "cold_plug_vfio": ("hypervisor", str),
@@ -194,7 +244,7 @@ _EMPTY_IS_DEFAULT = frozenset(
 
 
 def load_config(path: str | Path, *, host_cpus: int | None = None) -> KataConfig:
-    """Loads and validates a Kata ``configuration-qemu*.toml`` file.
+    """Loads and validates a Kata ``configuration-*.toml`` file.
 
     ``host_cpus`` bounds ``default_vcpus`` as Kata does (a value above it, or negative, means
     all host CPUs); it defaults to this machine's CPU count.
@@ -205,15 +255,28 @@ def load_config(path: str | Path, *, host_cpus: int | None = None) -> KataConfig
     except OSError as exc:
         raise ConfigError(
             f"cannot read Kata configuration {source}: {exc.strerror or exc}",
-            hint="pass an existing configuration-qemu*.toml with --config",
+            hint="pass an existing Kata configuration-*.toml with --config",
         ) from exc
     try:
         document = tomllib.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+    except (UnicodeDecodeError, ValueError) as exc:
+        # TOMLDecodeError is a ValueError; so is int()'s refusal of a 4,301-digit number.
         raise ConfigError(
-            f"{source}: not valid TOML: {exc}", hint="fix the file's TOML syntax"
+            f"{source}: not valid TOML: {echo(str(exc), limit=200)}",
+            hint="fix the file's TOML syntax (numbers must be of a sane size)",
         ) from exc
     return config_from_toml(document, source=source, host_cpus=host_cpus)
+
+
+def load_default_config(*, host_cpus: int | None = None) -> KataConfig:
+    """Loads the first of :data:`DEFAULT_CONFIG_PATHS` that exists, as Kata does."""
+    for candidate in DEFAULT_CONFIG_PATHS:
+        if os.path.isfile(candidate):
+            return load_config(candidate, host_cpus=host_cpus)
+    raise ConfigError(
+        "no Kata configuration found in " + ", ".join(DEFAULT_CONFIG_PATHS),
+        hint="pass one with --config",
+    )
 
 
 def config_from_toml(
@@ -221,11 +284,15 @@ def config_from_toml(
 ) -> KataConfig:
     """Builds a validated :class:`KataConfig` from a parsed TOML document."""
     where = f"{source}: " if source else ""
-    hypervisor = _qemu_section(document, where)
+    name, hypervisor = _hypervisor_section(document, where)
     runtime = document.get("runtime", {})
     if not isinstance(runtime, Mapping):
         raise ConfigError(f"{where}[runtime] is not a table", hint="fix the [runtime] section")
-    sections = {"hypervisor": hypervisor, "runtime": runtime}
+    sections: dict[str, Mapping[str, Any]] = {
+        "hypervisor": hypervisor,
+        "qemu": hypervisor if name == "qemu" else {},
+        "runtime": runtime,
+    }
     values: dict[str, Any] = {}
     for key, (section, expected) in _KEYS.items():
         if key in sections[section]:
@@ -234,6 +301,12 @@ def config_from_toml(
                 continue
             values[key] = value
     if "default_vcpus" in values:
+        vcpus = values["default_vcpus"]
+        if isinstance(vcpus, float) and not math.isfinite(vcpus):
+            raise ConfigError(
+                f"{where}default_vcpus = {vcpus} is not a number of CPUs",
+                hint="set default_vcpus to a number such as 1 or 2",
+            )
         values["default_vcpus"] = _vcpus(values["default_vcpus"], host_cpus)
     if values.get("default_memory", _DEFAULT_MEMORY_MIB) < MIN_MEMORY_MIB:
         values["default_memory"] = _DEFAULT_MEMORY_MIB  # Kata: too small means the default
@@ -242,7 +315,15 @@ def config_from_toml(
             values[key] = _string_list(values[key], f"{where}{key}")
     for pattern in values.get("enable_annotations", ()):
         _compile(pattern, f"{where}enable_annotations")
-    return KataConfig(**values, source=source).validate()
+    qemu = None
+    if name == "qemu":
+        qemu_keys = [key for key, (section, _) in _KEYS.items() if section == "qemu"]
+        qemu = QemuSection(**{key: values.pop(key) for key in qemu_keys if key in values})
+    elif not values.get("path"):
+        raise ConfigError(
+            f"{where}[hypervisor.{name}] path is not set", hint="set path to the VMM binary"
+        )
+    return KataConfig(hypervisor=name, **values, qemu=qemu, source=source).validate()
 
 
 def apply_annotations(
@@ -276,7 +357,7 @@ def apply_annotations(
         elif key == RUNTIME_ANNOTATION_PREFIX + "vfio_mode":
             if value not in VFIO_MODES:
                 raise ConfigError(
-                    f"unknown VFIO mode {value!r} in annotation {key}",
+                    f"unknown VFIO mode {echo(value)} in annotation {key}",
                     hint=f"use one of: {', '.join(VFIO_MODES)}",
                 )
             changes["vfio_mode"] = value
@@ -307,7 +388,7 @@ def _hypervisor_override(
         port = value or "no-port"
         if port not in PORT_KINDS:
             raise ConfigError(
-                f"invalid PCIe port {value!r} in annotation {key}",
+                f"invalid PCIe port {echo(value)} in annotation {key}",
                 hint=f"use one of: {', '.join(PORT_KINDS)}",
             )
         changes[name] = port
@@ -331,13 +412,14 @@ def _hypervisor_override(
         cpus = _host_cpus(host_cpus)
         if vcpus > cpus:
             raise ConfigError(
-                f"{value} vCPUs in annotation {key} exceed the {cpus} CPUs of this host",
+                f"{echo(value)} vCPUs in annotation {key} exceed the {cpus} CPUs of this host",
                 hint=f"ask for at most {cpus}",
             )
         changes[name] = max(1, math.ceil(vcpus))
     elif name == "machine_type":
-        if value:
-            changes[name] = value
+        # Only QEMU has a machine type; other hypervisors ignore it, as in Kata.
+        if value and config.qemu is not None:
+            changes["qemu"] = replace(config.qemu, machine_type=value)
     elif name == "kernel_params":
         if value.strip():
             joined = f"{config.kernel_params} {value}".strip()
@@ -345,7 +427,7 @@ def _hypervisor_override(
     elif name == "path":
         if not any(_glob_matches(g, value) for g in config.valid_hypervisor_paths):
             raise ConfigError(
-                f"hypervisor {value!r} required from annotation {key} is not valid",
+                f"hypervisor {echo(value)} required from annotation {key} is not valid",
                 hint="list it in valid_hypervisor_paths in the Kata configuration",
             )
         changes[name] = value
@@ -365,15 +447,31 @@ def _glob_matches(glob: str, path: str) -> bool:
     )
 
 
-def _qemu_section(document: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+def _hypervisor_section(document: Mapping[str, Any], where: str) -> tuple[str, Mapping[str, Any]]:
+    """The configuration's one ``[hypervisor.<name>]`` section and its name."""
     hypervisors = document.get("hypervisor")
-    if not isinstance(hypervisors, Mapping) or not isinstance(hypervisors.get("qemu"), Mapping):
+    if not isinstance(hypervisors, Mapping) or not hypervisors:
         raise ConfigError(
-            f"{where}no [hypervisor.qemu] section",
-            hint="use a QEMU configuration (configuration-qemu*.toml)",
+            f"{where}no [hypervisor.<name>] section",
+            hint="use a Kata configuration (configuration-qemu*.toml and friends)",
         )
-    section: Mapping[str, Any] = hypervisors["qemu"]
-    return section
+    if len(hypervisors) > 1:
+        raise ConfigError(
+            f"{where}more than one hypervisor section: "
+            + ", ".join(f"[hypervisor.{name}]" for name in sorted(hypervisors)),
+            hint="keep the section of the hypervisor this runtime class uses",
+        )
+    ((name, section),) = hypervisors.items()
+    if name not in HYPERVISORS:
+        raise ConfigError(
+            f"{where}[hypervisor.{name}] is not a hypervisor Kata knows",
+            hint=f"use one of: {', '.join(HYPERVISORS)}",
+        )
+    if not isinstance(section, Mapping):
+        raise ConfigError(
+            f"{where}[hypervisor.{name}] is not a table", hint="fix the hypervisor section"
+        )
+    return name, section
 
 
 def _typed(value: Any, expected: type, where: str) -> Any:
@@ -426,21 +524,25 @@ _FALSE = frozenset({"0", "f", "F", "false", "FALSE", "False"})
 
 
 def _annotation_uint(key: str, value: str) -> int:
-    if not _UINT.match(value) or int(value) >= 1 << 64:
+    """Kata's ``strconv.ParseUint(value, 10, 32)``; the digit count is checked first."""
+    number = decimal_digits(value, max_value=_MAX_UINT32)
+    if number is None:
+        problem = "is out of range" if _UINT.match(value) else "is not a positive number"
         raise ConfigError(
-            f"annotation {key} = {value!r} is not a positive number",
+            f"annotation {key} = {echo(value)} {problem} (0..{_MAX_UINT32})",
             hint="write a decimal number such as 4",
         )
-    return int(value)
+    return number
 
 
 def _annotation_float(key: str, value: str) -> float:
-    if not _FLOAT.match(value):
+    number = float(value) if _FLOAT.match(value) else math.nan
+    if not math.isfinite(number):
         raise ConfigError(
-            f"annotation {key} = {value!r} is not a positive number",
+            f"annotation {key} = {echo(value)} is not a positive number",
             hint="write a number such as 2 or 1.5",
         )
-    return float(value)
+    return number
 
 
 def _annotation_bool(key: str, value: str) -> bool:
@@ -449,7 +551,7 @@ def _annotation_bool(key: str, value: str) -> bool:
     if value in _FALSE:
         return False
     raise ConfigError(
-        f"annotation {key} = {value!r} is not a boolean", hint="write 'true' or 'false'"
+        f"annotation {key} = {echo(value)} is not a boolean", hint="write 'true' or 'false'"
     )
 
 
@@ -466,7 +568,7 @@ def _check_host_path(where: str, value: str, *, required: bool, strict: bool = F
         or (strict and posixpath.normpath(value) != value)
     ):
         raise ConfigError(
-            f"{where} = {value!r} is not a {'normalised ' if strict else ''}absolute path",
+            f"{where} = {echo(value)} is not a {'normalised ' if strict else ''}absolute path",
             hint="write an absolute path without control characters"
             + (", '..' or '//'" if strict else ""),
         )
