@@ -819,3 +819,61 @@ def binding_journal(
 ) -> tuple[tuple[JournalEntry, ...], tuple[str, ...]]:
     """The journal in ``state_dir``: its usable entries in numeric PCI order, and one message
     per damaged file (skipped). Use :func:`kata_vfio.binding.read_journal`."""
+
+# --------------------------------------------------------------------------------------------
+# Kernel uevents (NETLINK_KOBJECT_UEVENT), for the node agent (issue 10).
+# --------------------------------------------------------------------------------------------
+
+@final
+class Uevent:
+    """One kernel uevent (``bind@/devices/pci0000:00/...`` with its ``KEY=VALUE`` fields)."""
+
+    @property
+    def action(self) -> str: ...
+    @property
+    def devpath(self) -> str:
+        """Relative to the sysfs root, starting with ``/devices/``."""
+    @property
+    def subsystem(self) -> str | None: ...
+    @property
+    def seqnum(self) -> int | None: ...
+    @property
+    def env(self) -> dict[str, str]:
+        """Every field the kernel sent (ACTION, DEVPATH, SUBSYSTEM, DRIVER, ...)."""
+    def get(self, key: str) -> str | None: ...
+    def __eq__(self, value: object, /) -> bool: ...
+    def __ne__(self, value: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
+class UeventBatch:
+    """What one :meth:`UeventMonitor.receive` read."""
+
+    @property
+    def events(self) -> list[Uevent]: ...
+    @property
+    def overflowed(self) -> bool:
+        """The socket buffer overflowed and the kernel dropped events: rescan."""
+    def __len__(self) -> int: ...
+
+@final
+class UeventMonitor:
+    """A netlink socket on the kernel's uevent multicast group; only datagrams from the
+    kernel itself are accepted. A context manager; ``close()`` is idempotent."""
+
+    @staticmethod
+    def open(subsystems: list[str] | None = None) -> UeventMonitor:
+        """Subscribes, keeping only events of ``subsystems`` (all when None); raises
+        :class:`kata_vfio.errors.HostIOError` where netlink is unavailable."""
+    def receive(self, timeout: float | None = None) -> UeventBatch:
+        """Waits up to ``timeout`` seconds (None: forever) with the GIL released, then
+        drains what is pending; empty after the timeout or a signal."""
+    @property
+    def closed(self) -> bool: ...
+    def fileno(self) -> int: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> UeventMonitor: ...
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> bool: ...
+
+def parse_uevent(data: bytes) -> Uevent | None:
+    """Parses one datagram as the kernel sends it; None for anything else."""

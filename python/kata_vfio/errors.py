@@ -53,6 +53,7 @@ __all__ = [
     "HostIOError",
     "InvalidInputError",
     "KataVfioError",
+    "KubernetesError",
     "NotAssignableError",
     "OciSpecError",
     "PlanError",
@@ -112,6 +113,11 @@ class HostIOError(KataVfioError, OSError):
 
     def __str__(self) -> str:
         return self.message
+
+
+class KubernetesError(KataVfioError):
+    """A kubelet API (device plugin registration, Pod Resources) failed or refused, or the
+    Kubernetes extra is not installed; the message names the socket or the call."""
 
 
 class NotAssignableError(KataVfioError):

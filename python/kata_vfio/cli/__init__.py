@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from kata_vfio.cli import _common
 
 # Modules that add subcommands, in the order their commands appear in --help.
-_COMMAND_MODULES: tuple[str, ...] = ("host", "bind", "cdi", "sandbox", "qemu")
+_COMMAND_MODULES: tuple[str, ...] = ("host", "bind", "cdi", "sandbox", "qemu", "k8s")
 
 
 def build_parser() -> argparse.ArgumentParser:

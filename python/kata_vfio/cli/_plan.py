@@ -4,12 +4,19 @@ the plan they ask for."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 
 from kata_vfio import oci, scan
 from kata_vfio.cdi import DevfsLookup, Registry
 from kata_vfio.cli import _common
-from kata_vfio.kata.config import DEFAULT_CONFIG_PATHS, load_config, load_default_config
+from kata_vfio.k8s.allocation import SandboxLookup, functions_via, sandbox_devices
+from kata_vfio.kata.config import (
+    DEFAULT_CONFIG_PATHS,
+    KataConfig,
+    load_config,
+    load_default_config,
+)
 from kata_vfio.kata.sandbox import RUNTIME_BASE, SandboxPlan, default_runtime_dir, plan_sandbox
 
 
@@ -31,6 +38,26 @@ def add_plan_options(parser: argparse.ArgumentParser) -> None:
         "Pod Resources API names it (repeatable)",
     )
     parser.add_argument(
+        "--pod-resources",
+        metavar="SOCKET",
+        help="the kubelet's Pod Resources socket: cold-plug what the kubelet allocated to the "
+        "pod (named by the io.kubernetes.cri.sandbox-name/-namespace annotations); "
+        "cdi.k8s.io/ annotations must then name none but those (default: the configuration's "
+        "pod_resource_api_sock when cold_plug_vfio is on)",
+    )
+    parser.add_argument(
+        "--no-pod-resources",
+        action="store_true",
+        help="ignore pod_resource_api_sock: take the cdi.k8s.io/ annotations, trusted",
+    )
+    parser.add_argument(
+        "--device-sources",
+        choices=("both", "device-plugin", "dra"),
+        default="both",
+        help="which of the kubelet's allocations count: device plugins, DRA claims or both "
+        "(default both)",
+    )
+    parser.add_argument(
         "--runtime-dir",
         metavar="DIR",
         help=f"the VM's private runtime directory (default: {RUNTIME_BASE}/<sandbox>)",
@@ -50,13 +77,34 @@ def plan_from_args(args: argparse.Namespace) -> tuple[str, SandboxPlan]:
     lookup = DevfsLookup(paths.devfs, paths.sysfs) if (args.sample or args.dev_root) else None
     registry = Registry(args.spec_dirs or None, device_lookup=lookup)
     runtime_dir = args.runtime_dir or default_runtime_dir(oci.annotations(spec))
+    kubelet = SandboxLookup(None)
+    if args.devices is None:
+        kubelet = sandbox_devices(
+            oci.annotations(spec),
+            _pod_resources_socket(args, config),
+            policy=args.device_sources,
+            functions_of=functions_via(registry, host),
+        )
     plan = plan_sandbox(
         spec,
         host=host,
         config=config,
         registry=registry,
         cdi_names=args.devices,
+        kubelet_devices=kubelet.devices,
         accel=args.accel,
         runtime_dir=os.path.abspath(runtime_dir),
     )
+    if kubelet.note:
+        plan = dataclasses.replace(plan, warnings=(kubelet.note, *plan.warnings))
     return path, plan
+
+
+def _pod_resources_socket(args: argparse.Namespace, config: KataConfig) -> str:
+    """``--pod-resources``, else Kata's ``pod_resource_api_sock`` (used only with cold-plug on,
+    as Kata does), else none."""
+    if args.no_pod_resources:
+        return ""
+    if args.pod_resources is not None:
+        return str(args.pod_resources)
+    return config.pod_resource_api_sock if config.cold_plug else ""

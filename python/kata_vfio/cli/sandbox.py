@@ -81,6 +81,7 @@ def _print_plan(plan: SandboxPlan) -> None:
         f"cold_plug_vfio={plan.config.cold_plug_vfio} hot_plug_vfio={plan.config.hot_plug_vfio} "
         f"vfio_mode={plan.config.vfio_mode} enable_iommu={str(plan.config.enable_iommu).lower()}"
     )
+    print(f"CDI devices from: {plan.device_source}")
     print(f"CDI devices injected: {', '.join(plan.cdi_devices) or 'none'}")
     print(f"annotations removed: {', '.join(plan.annotations_removed) or 'none'}")
     print()

@@ -4,8 +4,12 @@ function.
 From the sandbox's OCI spec, a CDI registry, the Kata configuration and a host scan:
 
 1. the pod's ``io.katacontainers.config.*`` overrides are applied to the configuration;
-2. the CDI devices (from ``cdi.k8s.io/*`` annotations, or an explicit list of names as the
-   kubelet's Pod Resources API gives them) are injected into the spec when cold-plug is on;
+2. the CDI devices are injected into the spec when cold-plug is on. They come from, in order:
+   an explicit list of names; what the kubelet allocated to the pod (its Pod Resources API,
+   ``pod_resource_api_sock``), in which case every device a ``cdi.k8s.io/`` annotation names
+   must be among them, or the plan is refused naming the others (a pod author writes
+   annotations; the kubelet decides allocations); else the ``cdi.k8s.io/*`` annotations, which
+   are then trusted, and the plan says so;
 3. every ``cdi.k8s.io/`` annotation is stripped, so container creation cannot inject again;
 4. ``linux.devices`` are classified exactly and each VFIO group expanded to all its endpoint
    functions; a group that is not assignable is refused before anything is launched;
@@ -44,6 +48,7 @@ __all__ = [
     "SANDBOX_ID_ANNOTATIONS",
     "CdiInjection",
     "CdiInjector",
+    "KubeletDevices",
     "SandboxPlan",
     "backend_settings",
     "default_runtime_dir",
@@ -75,6 +80,24 @@ class CdiInjector(Protocol):
     def inject(self, spec: Mapping[str, Any], names: Sequence[str]) -> CdiInjection: ...
 
 
+class KubeletDevices(Protocol):
+    """What the kubelet allocated to the sandbox's pod (``kata_vfio.k8s.allocation``'s
+    ``SandboxDevices``): the CDI names and where they were read."""
+
+    @property
+    def source(self) -> str:
+        """The Pod Resources socket and the pod, for messages."""
+
+    @property
+    def names(self) -> tuple[str, ...]: ...
+
+
+ANNOTATIONS_TRUSTED = (
+    "CDI devices taken from cdi.k8s.io/ annotations, trusted as given (no Pod Resources "
+    "source): never let containerd pass cdi.k8s.io/* pod annotations through"
+)
+
+
 @dataclass(frozen=True)
 class SandboxPlan:
     """The sandbox-create plan. ``spec`` is the edited OCI spec (a new dict; treat it as
@@ -92,6 +115,9 @@ class SandboxPlan:
     command: QemuCommand
     runtime_dir: str | None
     warnings: tuple[str, ...] = ()
+    device_source: str = "none"
+    """Where the CDI device names came from: ``explicit``, the kubelet (its socket and the
+    pod), ``annotations`` (trusted) or ``none``."""
 
     @property
     def topology(self) -> Topology:
@@ -126,6 +152,7 @@ class SandboxPlan:
                 "default_vcpus": self.config.default_vcpus,
             },
             "cdi_devices": list(self.cdi_devices),
+            "device_source": self.device_source,
             "annotations_removed": list(self.annotations_removed),
             "devices": [d.to_document() for d in self.devices],
             "control_nodes": list(self.control_nodes),
@@ -181,6 +208,7 @@ def plan_sandbox(
     config: KataConfig,
     registry: CdiInjector | None = None,
     cdi_names: Sequence[str] | None = None,
+    kubelet_devices: KubeletDevices | None = None,
     accel: str = "kvm",
     runtime_dir: str | None = None,
     name: str | None = None,
@@ -189,11 +217,13 @@ def plan_sandbox(
 ) -> SandboxPlan:
     """Plans the creation of a sandbox VM (see the module docstring).
 
-    ``cdi_names`` replaces the annotations as the source of CDI devices (the kubelet Pod
-    Resources path); ``registry`` resolves and injects them. ``runtime_dir`` is where the VM's
-    console socket will live (the launcher's runtime directory); ``hotplug_mmio64`` bytes of
-    64-bit window are reserved on each free port for devices hot-plugged later. ``host``
-    should come from ``scan(..., details=True)`` so BARs can be sized.
+    ``cdi_names`` replaces every other source of CDI devices; ``kubelet_devices`` (what the
+    Pod Resources API said) replaces the annotations, which must then name none but those
+    (:class:`PlanError` otherwise); ``registry`` resolves and injects them. ``runtime_dir``
+    is where the VM's console socket will live (the launcher's runtime directory);
+    ``hotplug_mmio64`` bytes of 64-bit window are reserved on each free port for devices
+    hot-plugged later. ``host`` should come from ``scan(..., details=True)`` so BARs can be
+    sized.
     """
     check_oci_spec(spec, source="sandbox OCI spec")
     if runtime_dir is not None:
@@ -202,7 +232,9 @@ def plan_sandbox(
     effective = apply_annotations(config, annotations, host_cpus=host_cpus)
     warnings: list[str] = []
 
-    names = _requested_names(annotations, cdi_names)
+    names, device_source = _requested_names(annotations, cdi_names, kubelet_devices)
+    if device_source == "annotations" and names:
+        warnings.append(ANNOTATIONS_TRUSTED)
     injected: Mapping[str, Any] = spec
     injected_names: tuple[str, ...] = ()
     if names and effective.cold_plug:
@@ -282,6 +314,7 @@ def plan_sandbox(
         command=command,
         runtime_dir=runtime_dir,
         warnings=tuple(warnings),
+        device_source=device_source,
     )
 
 
@@ -302,20 +335,39 @@ def backend_settings(config: KataConfig, *, accel: str = "kvm") -> QemuSettings:
 
 
 def _requested_names(
-    annotations: Mapping[str, str], cdi_names: Sequence[str] | None
-) -> tuple[str, ...]:
+    annotations: Mapping[str, str],
+    cdi_names: Sequence[str] | None,
+    kubelet: KubeletDevices | None,
+) -> tuple[tuple[str, ...], str]:
+    """The CDI names to cold-plug (each once) and where they came from."""
     if cdi_names is not None:
-        names = list(cdi_names)
-        for name in names:
-            if not isinstance(name, str) or not is_qualified_name(name):
-                raise CdiNameError(
-                    f"invalid CDI device name {name!r}",
-                    hint="write it as vendor.com/class=name, e.g. nvidia.com/pgpu=0",
-                )
-    else:
-        _, names = parse_annotations(annotations)
-    # A name asked for twice is one device.
-    return tuple(dict.fromkeys(names))
+        _check_names(cdi_names)
+        return tuple(dict.fromkeys(cdi_names)), "explicit"
+    _, annotated = parse_annotations(annotations)
+    if kubelet is None:
+        names = tuple(dict.fromkeys(annotated))
+        return names, "annotations" if names else "none"
+    allocated = tuple(dict.fromkeys(kubelet.names))
+    _check_names(allocated)
+    extra = [n for n in dict.fromkeys(annotated) if n not in set(allocated)]
+    if extra:
+        raise PlanError(
+            f"cdi.k8s.io/ annotations name {', '.join(extra)}, which the kubelet did not "
+            f"allocate to this pod ({kubelet.source}: "
+            f"{', '.join(allocated) or 'no devices'}); refusing the sandbox",
+            hint="request the devices in the pod spec (resources.limits or a resource claim); "
+            "and never let containerd pass cdi.k8s.io/* pod annotations through",
+        )
+    return allocated, kubelet.source
+
+
+def _check_names(names: Sequence[str]) -> None:
+    for name in names:
+        if not isinstance(name, str) or not is_qualified_name(name):
+            raise CdiNameError(
+                f"invalid CDI device name {name!r}",
+                hint="write it as vendor.com/class=name, e.g. nvidia.com/pgpu=0",
+            )
 
 
 def vm_name(annotations: Mapping[str, str]) -> str:

@@ -12,6 +12,7 @@ pub mod iommu;
 pub mod pci;
 pub mod status;
 pub mod sysfs;
+pub mod uevent;
 pub mod vfio;
 
 pub use bdf::Bdf;

@@ -9,6 +9,7 @@ mod bind;
 mod errors;
 mod paths;
 mod scan;
+mod uevent;
 mod vfio;
 
 use pyo3::prelude::*;
@@ -37,6 +38,9 @@ mod _core {
         bind_devices, binding_journal, restore_devices, unbind_devices, PyBindOutcome,
         PyBindReport, PyJournalEntry, PySysfsWrite,
     };
+    // Kernel uevents for the node agent (issue 10).
+    #[pymodule_export]
+    use crate::uevent::{parse_uevent, PyUevent, PyUeventBatch, PyUeventMonitor};
 
     use pyo3::prelude::*;
 

@@ -31,6 +31,7 @@ CHECKS = (
     "check_vfio",
     "check_dma",
     "check_refusals",
+    "check_k8s",
     "check_nested",
 )
 

@@ -1,0 +1,165 @@
+"""Deployment: the node agent's DaemonSet, a RuntimeClass for Kata, and the containerd and Kata
+configuration snippets that make the whole path work. Pure: documents and text, no I/O.
+
+The DaemonSet runs ``kata-vfio k8s device-plugin`` on every node with exactly what it needs:
+
+* privileged (it reads every PCI function's sysfs attributes and the VFIO nodes);
+* ``hostNetwork``: the kernel sends device uevents to the host's network namespace only, and
+  they are how a health change reaches the kubelet within a second;
+* hostPath mounts: the kubelet's device-plugin directory (its socket and ours), the CDI spec
+  directory (the specs the runtime resolves), and ``/dev/vfio`` (group and cdev nodes appear
+  there after the container started; a privileged container's own ``/dev`` is a copy taken at
+  start). ``/sys`` and ``/proc/cmdline`` need no mount: sysfs shows the host's PCI tree in any
+  container, and the kernel command line is not namespaced.
+
+The containerd snippet turns CDI on (containerd 1.7 needs it; 2.x has it on by default) and
+declares the Kata runtime with ``pod_annotations`` limited to ``io.katacontainers.*``: never
+let containerd pass ``cdi.k8s.io/*`` pod annotations through, or any pod author can name any
+device of the node. The Kata snippet makes Kata cold-plug what the kubelet allocated, read from
+the Pod Resources socket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from kata_vfio._core import __version__
+from kata_vfio.k8s.allocation import DEFAULT_POD_RESOURCES_SOCKET
+from kata_vfio.k8s.cdispec import DEFAULT_CDI_DIR
+from kata_vfio.k8s.deviceplugin import DEFAULT_PLUGIN_DIR
+from kata_vfio.k8s.resources import ResourceSpec
+
+__all__ = [
+    "DEFAULT_IMAGE",
+    "DEFAULT_RUNTIME_HANDLER",
+    "containerd_snippet",
+    "daemonset",
+    "kata_snippet",
+    "runtime_class",
+]
+
+DEFAULT_IMAGE = f"kata-vfio:{__version__}"
+DEFAULT_RUNTIME_HANDLER = "kata-qemu-nvidia-gpu"
+APP = "kata-vfio-device-plugin"
+
+
+def _hostpath(name: str, path: str, kind: str) -> dict[str, Any]:
+    return {"name": name, "hostPath": {"path": path, "type": kind}}
+
+
+def daemonset(
+    resources: Sequence[ResourceSpec],
+    *,
+    image: str = DEFAULT_IMAGE,
+    namespace: str = "kube-system",
+    iommu_mode: str = "auto",
+) -> dict[str, Any]:
+    """The DaemonSet (``apps/v1``) of the device plugin serving ``resources`` (as parsed from
+    ``--resource``; none: the agent's default, every NVIDIA GPU as ``nvidia.com/pgpu``)."""
+    args = ["k8s", "device-plugin", f"--iommu-mode={iommu_mode}"]
+    args += [f"--resource={r}" for r in resources]
+    labels = {"app.kubernetes.io/name": APP, "app.kubernetes.io/part-of": "kata-vfio"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": APP, "namespace": namespace, "labels": dict(labels)},
+        "spec": {
+            "selector": {"matchLabels": {"app.kubernetes.io/name": APP}},
+            "updateStrategy": {"type": "RollingUpdate"},
+            "template": {
+                "metadata": {"labels": dict(labels)},
+                "spec": {
+                    "priorityClassName": "system-node-critical",
+                    "hostNetwork": True,
+                    "dnsPolicy": "ClusterFirstWithHostNet",
+                    "automountServiceAccountToken": False,
+                    "terminationGracePeriodSeconds": 10,
+                    "tolerations": [{"operator": "Exists"}],
+                    "containers": [
+                        {
+                            "name": "device-plugin",
+                            "image": image,
+                            "command": ["kata-vfio"],
+                            "args": args,
+                            "securityContext": {"privileged": True},
+                            "resources": {
+                                "requests": {"cpu": "10m", "memory": "64Mi"},
+                                "limits": {"memory": "256Mi"},
+                            },
+                            "volumeMounts": [
+                                {"name": "device-plugins", "mountPath": DEFAULT_PLUGIN_DIR},
+                                {"name": "cdi", "mountPath": DEFAULT_CDI_DIR},
+                                {"name": "dev-vfio", "mountPath": "/dev/vfio", "readOnly": True},
+                            ],
+                        }
+                    ],
+                    "volumes": [
+                        _hostpath("device-plugins", DEFAULT_PLUGIN_DIR, "Directory"),
+                        _hostpath("cdi", DEFAULT_CDI_DIR, "DirectoryOrCreate"),
+                        _hostpath("dev-vfio", "/dev/vfio", "DirectoryOrCreate"),
+                    ],
+                },
+            },
+        },
+    }
+
+
+def runtime_class(
+    name: str = "kata-vfio", handler: str = DEFAULT_RUNTIME_HANDLER
+) -> dict[str, Any]:
+    """A RuntimeClass (``node.k8s.io/v1``) for Kata pods that take VFIO devices; the overhead
+    is Kata's own (the VM's memory and the shim)."""
+    return {
+        "apiVersion": "node.k8s.io/v1",
+        "kind": "RuntimeClass",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "kata-vfio"}},
+        "handler": handler,
+        "overhead": {"podFixed": {"memory": "160Mi", "cpu": "250m"}},
+    }
+
+
+def containerd_snippet(handler: str = DEFAULT_RUNTIME_HANDLER) -> str:
+    """The containerd configuration that enables CDI and declares the Kata runtime, for
+    containerd 1.7 (config version 2) and 2.x (version 3)."""
+    runtime_type = f"io.containerd.{handler}.v2"
+    return f"""\
+# containerd 1.7 (/etc/containerd/config.toml, version = 2): CDI is off by default.
+[plugins."io.containerd.grpc.v1.cri"]
+  enable_cdi = true
+  cdi_spec_dirs = ["/etc/cdi", "{DEFAULT_CDI_DIR}"]
+
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{handler}]
+  runtime_type = "{runtime_type}"
+  # Only Kata's own pod annotations reach the runtime. Never add "cdi.k8s.io/*": the devices
+  # come from the kubelet (CDIDevices, Pod Resources), not from what a pod author writes.
+  pod_annotations = ["io.katacontainers.*"]
+  privileged_without_host_devices = true
+
+# containerd 2.x (version = 3) has CDI on by default; the same settings there:
+# [plugins."io.containerd.cri.v1.runtime"]
+#   enable_cdi = true
+#   cdi_spec_dirs = ["/etc/cdi", "{DEFAULT_CDI_DIR}"]
+# [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.{handler}]
+#   runtime_type = "{runtime_type}"
+#   pod_annotations = ["io.katacontainers.*"]
+#   privileged_without_host_devices = true
+"""
+
+
+def kata_snippet(root_ports: int = 8) -> str:
+    """The Kata configuration (``configuration-qemu-nvidia-gpu.toml``) lines that make Kata
+    cold-plug the devices the kubelet allocated: whole groups on root ports, named by the
+    Pod Resources API."""
+    return f"""\
+[hypervisor.qemu]
+# Cold-plug the pod's VFIO devices, each on its own PCIe root port, before the VM boots.
+cold_plug_vfio = "root-port"
+hot_plug_vfio = "no-port"
+pcie_root_port = {root_ports}
+
+[runtime]
+# Ask the kubelet which devices the pod got (kubelet >= 1.34, or the KubeletPodResourcesGet
+# feature gate); with this set, cdi.k8s.io/ annotations are not trusted.
+pod_resource_api_sock = "{DEFAULT_POD_RESOURCES_SOCKET}"
+"""
