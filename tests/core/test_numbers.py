@@ -51,3 +51,8 @@ def test_echo_cuts_long_input() -> None:
     long = "x" * 10_000
     assert echo(long) == f"{'x' * 72!r}... (10000 characters)"
     assert echo(["y" * 100]).endswith("... (104 characters)")
+
+
+@given(st.text(max_size=72))
+def test_echo_shows_short_text_whole_however_it_is_escaped(text: str) -> None:
+    assert echo(text) == repr(text)
