@@ -455,3 +455,12 @@ def test_qemu_run_refuses_a_user_that_is_no_drop(
     err = capsys.readouterr().err
     assert problem in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_qemu_without_seccomp_gets_a_hint_naming_the_setting() -> None:
+    from kata_vfio.qemu import launcher
+
+    stderr = "qemu-system-x86_64: -sandbox on: There is no option group 'sandbox'"
+    assert "CONFIG_SECCOMP_FILTER" in launcher._failure_hint(stderr)
+    assert "seccompsandbox" in launcher._failure_hint(stderr)
+    assert "QEMU's own message" in launcher._failure_hint("anything else")

@@ -2,8 +2,10 @@
 
 ``run`` plans the sandbox (as ``sandbox plan``), starts QEMU in the foreground with QMP in
 the runtime directory, hot-plugs the devices the plan leaves for hot-plug, and stops QEMU
-softly on Ctrl-C or SIGTERM; ``--dry-run`` only prints the command. ``hotplug`` and
-``unplug`` act on a running QEMU through its QMP socket.
+softly on Ctrl-C or SIGTERM; ``--dry-run`` only prints the command; ``--user`` runs QEMU as
+that unprivileged user (:func:`kata_vfio.kata.run.run_sandbox` passes the VFIO cdevs as fds).
+``hotplug`` and ``unplug`` act on a running QEMU through its QMP socket (``hotplug`` hands a
+cdev group's fds to QEMU over QMP).
 """
 
 from __future__ import annotations

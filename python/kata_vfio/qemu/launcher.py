@@ -399,7 +399,7 @@ class QemuProcess:
             exit_code=process.poll() if process is not None else None,
             argv=argv,
             stderr=stderr,
-            hint="QEMU's own message above says what it rejected",
+            hint=_failure_hint(stderr),
         )
 
     def _ask(self, process: subprocess.Popen[bytes], command: str, timeout: float) -> bool:
@@ -461,6 +461,16 @@ def _environment(extra: Mapping[str, str] | None) -> dict[str, str]:
             )
         env[name] = value
     return env
+
+
+def _failure_hint(stderr: str) -> str:
+    if "no option group 'sandbox'" in stderr:
+        # QEMU registers -sandbox only when the kernel can install seccomp filters.
+        return (
+            "this kernel (or QEMU) has no seccomp filter support: use a kernel with "
+            'CONFIG_SECCOMP_FILTER, or set seccompsandbox = "" in the Kata configuration'
+        )
+    return "QEMU's own message above says what it rejected"
 
 
 class _Listeners:
