@@ -580,10 +580,14 @@ class VfioContainer:
     def iommu_info(self) -> IommuInfo: ...
     def map_dma(
         self, buffer: DmaBuffer, iova: int, readable: bool = True, writable: bool = True
-    ) -> None: ...
+    ) -> None:
+        """``VFIO_IOMMU_MAP_DMA`` of the whole buffer; the container keeps the buffer alive
+        until the range is unmapped."""
     def unmap_dma(self, iova: int, size: int) -> int:
         """Returns the number of bytes unmapped."""
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Unmaps every range this container mapped, then closes the fd (idempotent): the
+        kernel's container outlives the fd while a group is attached."""
     def __enter__(self) -> VfioContainer: ...
     def __exit__(self, exc_type: object, exc: object, tb: object) -> bool: ...
 
@@ -675,7 +679,9 @@ class IommuFd:
     def unmap(self, ioas_id: int, iova: int, length: int) -> int: ...
     def get_option(self, option_id: int, object_id: int = 0) -> int: ...
     def set_option(self, option_id: int, value: int, object_id: int = 0) -> None: ...
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Unmaps every range this handle mapped, then closes the fd (idempotent): a bound
+        cdev keeps the kernel's IOAS alive after the fd."""
     def __enter__(self) -> IommuFd: ...
     def __exit__(self, exc_type: object, exc: object, tb: object) -> bool: ...
 
@@ -737,6 +743,9 @@ class BindReport:
     def modules(self) -> tuple[str, ...]: ...
     @property
     def messages(self) -> tuple[str, ...]: ...
+    @property
+    def problems(self) -> tuple[str, ...]:
+        """Journal files that were damaged and skipped, each saying why."""
     def __eq__(self, value: object, /) -> bool: ...
     def __ne__(self, value: object, /) -> bool: ...
     def __hash__(self) -> int: ...
@@ -763,6 +772,7 @@ def bind_devices(
     devices: Iterable[Bdf | str],
     *,
     sysfs_root: str = "/sys",
+    dev_root: str = "/dev",
     proc_root: str = "/proc",
     state_dir: str = "/run/kata-vfio",
     group: bool | None = None,
@@ -771,7 +781,7 @@ def bind_devices(
     dry_run: bool = False,
     modules_root: str = "/",
     kernel_release: str | None = None,
-    modprobe: str = "/sbin/modprobe",
+    modprobe: str | None = None,
     module_loader: Callable[[str], object] | None = None,
     sysfs_writer: Callable[[str, bytes], object] | None = None,
 ) -> BindReport:
@@ -781,8 +791,10 @@ def restore_devices(
     devices: Iterable[Bdf | str] | None = None,
     *,
     sysfs_root: str = "/sys",
+    dev_root: str = "/dev",
     proc_root: str = "/proc",
     state_dir: str = "/run/kata-vfio",
+    force: bool = False,
     dry_run: bool = False,
     sysfs_writer: Callable[[str, bytes], object] | None = None,
 ) -> BindReport:
@@ -792,13 +804,18 @@ def unbind_devices(
     devices: Iterable[Bdf | str],
     *,
     sysfs_root: str = "/sys",
+    dev_root: str = "/dev",
     proc_root: str = "/proc",
     state_dir: str = "/run/kata-vfio",
     group: bool | None = None,
+    force: bool = False,
     dry_run: bool = False,
     sysfs_writer: Callable[[str, bytes], object] | None = None,
 ) -> BindReport:
     """Use :func:`kata_vfio.binding.unbind`."""
 
-def binding_journal(state_dir: str = "/run/kata-vfio") -> tuple[JournalEntry, ...]:
-    """The journal entries in ``state_dir``, in numeric PCI order."""
+def binding_journal(
+    state_dir: str = "/run/kata-vfio",
+) -> tuple[tuple[JournalEntry, ...], tuple[str, ...]]:
+    """The journal in ``state_dir``: its usable entries in numeric PCI order, and one message
+    per damaged file (skipped). Use :func:`kata_vfio.binding.read_journal`."""

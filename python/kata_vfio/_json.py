@@ -15,14 +15,16 @@ import math
 from typing import Any
 
 from kata_vfio._echo import echo
+from kata_vfio.errors import InvalidInputError
 
 __all__ = ["DuplicateKeyError", "JsonValueError", "no_duplicate_keys", "strict_loads"]
 
 _MAX_INT_DIGITS = 20  # 2**64 has 20 digits
 
 
-class JsonValueError(ValueError):
-    """A JSON document holds something that is not a plain, finite JSON value."""
+class JsonValueError(InvalidInputError):
+    """A JSON document holds something that is not a plain, finite JSON value (a
+    ``ValueError``, under ``KataVfioError`` like every error of the package)."""
 
 
 class DuplicateKeyError(JsonValueError):

@@ -10,19 +10,33 @@ Rules, in short:
   bound (``group=None``, the default, says so in ``report.messages``); ``group=True`` always
   takes the whole group, ``group=False`` only the named devices (the group then stays not
   viable). Bridges and ports are never touched.
-- **Journal.** Before the first write, each device's original driver and override are
+- **Journal.** Before a device's first write, its original driver and override are
   recorded in ``state_dir`` (default :func:`default_state_dir`: ``/run/kata-vfio`` for this
   machine, ``run/kata-vfio`` beside a copied or fake tree), atomically and fsynced.
-  :func:`restore` replays it, also after the binding process was killed at any point.
+  :func:`restore` replays it, also after the binding process was killed at any point. The
+  directory must belong to the caller with no group/other write (it is made 0700); its
+  files are opened without following symlinks, must be regular files of at most 4 KiB, and
+  an entry's ``bdf=`` must be its file name. A damaged file is reported (``problems``) and
+  skipped; the other entries still count.
 - **All or nothing.** A failure part-way through a group rolls back every device touched
-  in that call; the :class:`~kata_vfio.errors.BindError` says what was rolled back.
+  in that call; the :class:`~kata_vfio.errors.BindError` says what was rolled back, and a
+  device the call never reached has no journal entry.
 - **Idempotent.** Binding a bound device writes nothing and keeps the first journal entry.
 - **Refusals.** A device backing a mounted filesystem or swap, with a network interface that
   is up with an address or route, or the boot VGA/console device, is refused unless
-  ``force=True``.
+  ``force=True`` (the report's messages then say what was overridden). :func:`restore` and
+  :func:`unbind` act on a journal entry only when the device's driver and override are ones
+  a bind passes through (the target, none, or the recorded original), ask the same in-use
+  questions before unbinding anything but a vfio driver, and refuse a device whose IOMMU
+  group or cdev is open (a running VM) instead of blocking in the kernel.
+- **The tree given is the tree touched.** Every sysfs read and write resolves beneath
+  ``sysfs_root`` (an absolute symlink or ``..`` out of it is refused); writes never create,
+  truncate or follow a symlink; on the real ``/sys`` they must land on sysfs.
 - **Variant drivers** come from ``<modules_root>/lib/modules/<release>/modules.alias``
-  (``vfio_pci:`` aliases); a missing driver's module is loaded with ``paths.modprobe``
-  (argument list, no shell) or the injected ``module_loader``.
+  (``vfio_pci:`` aliases); a missing driver's module is loaded by the injected
+  ``module_loader``, else by ``paths.modprobe`` for this machine's ``/sys`` (for any other
+  sysfs tree nothing is loaded unless ``paths`` names a modprobe other than the default),
+  run as an argument list with an environment of ``PATH`` alone.
 - **Dry run.** ``dry_run=True`` returns the exact writes (:func:`describe_write` renders
   them) and changes nothing.
 - **Paths.** ``paths`` (a :class:`~kata_vfio.HostPaths`, default this machine's) says where
@@ -46,6 +60,7 @@ from __future__ import annotations
 import os
 import shlex
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from kata_vfio import _core
@@ -55,6 +70,7 @@ __all__ = [
     "DEFAULT_STATE_DIR",
     "BindOutcome",
     "BindReport",
+    "Journal",
     "JournalEntry",
     "ModuleLoader",
     "SysfsWrite",
@@ -63,6 +79,7 @@ __all__ = [
     "default_state_dir",
     "describe_write",
     "journal",
+    "read_journal",
     "report_dict",
     "restore",
     "unbind",
@@ -94,6 +111,14 @@ def _as_list(devices: Devices) -> list[Bdf | str]:
     return list(devices)
 
 
+def _modprobe(paths: HostPaths) -> str | None:
+    """The modprobe a bind may run: ``paths.modprobe`` on this machine's ``/sys``; on a copied
+    or fake tree only one named on purpose (never the real ``/sbin/modprobe``)."""
+    if paths.is_live or paths.modprobe != HostPaths().modprobe:
+        return paths.modprobe
+    return None
+
+
 def bind(
     devices: Devices,
     *,
@@ -123,6 +148,7 @@ def bind(
     return _core.bind_devices(
         _as_list(devices),
         sysfs_root=paths.sysfs,
+        dev_root=paths.devfs,
         proc_root=paths.procfs,
         state_dir=state_dir,
         group=group,
@@ -131,7 +157,7 @@ def bind(
         dry_run=dry_run,
         modules_root=modules_root,
         kernel_release=kernel_release,
-        modprobe=paths.modprobe,
+        modprobe=_modprobe(paths),
         module_loader=module_loader,
         sysfs_writer=sysfs_writer,
     )
@@ -141,6 +167,7 @@ def unbind(
     devices: Devices,
     *,
     group: bool | None = None,
+    force: bool = False,
     dry_run: bool = False,
     paths: HostPaths | None = None,
     state_dir: str = DEFAULT_STATE_DIR,
@@ -149,14 +176,23 @@ def unbind(
     """Takes ``devices`` (and their groups, as for :func:`bind`) off vfio: a journaled device
     goes back to its recorded driver and override; any other device on a vfio driver has its
     vfio override cleared and is re-probed, so the kernel picks its host driver. Devices not
-    on vfio are left alone (action ``unchanged``)."""
+    on vfio are left alone (action ``unchanged``).
+
+    Every device is checked before the first write (the journal checks of :func:`restore`,
+    and that no process holds its group or cdev open); ``force=True`` acts anyway and says
+    what it overrode in the report's messages.
+
+    :raises kata_vfio.errors.BindError: refused (nothing was written), or a write failed.
+    """
     paths = paths or HostPaths()
     return _core.unbind_devices(
         _as_list(devices),
         sysfs_root=paths.sysfs,
+        dev_root=paths.devfs,
         proc_root=paths.procfs,
         state_dir=state_dir,
         group=group,
+        force=force,
         dry_run=dry_run,
         sysfs_writer=sysfs_writer,
     )
@@ -165,6 +201,7 @@ def unbind(
 def restore(
     devices: Devices | None = None,
     *,
+    force: bool = False,
     dry_run: bool = False,
     paths: HostPaths | None = None,
     state_dir: str = DEFAULT_STATE_DIR,
@@ -174,23 +211,49 @@ def restore(
     when there was none): all of them, or those in the IOMMU groups of ``devices``. Each
     entry is removed once its device is verified back; safe to run again at any time.
 
-    :raises kata_vfio.errors.BindError: some devices could not be restored (their entries
-        are kept for the next try).
+    An entry is acted on only when the device's driver and override are each the target,
+    none, or the recorded original; anything but a vfio driver is unbound only when the host
+    does not use the device (as :func:`bind` asks), and a vfio driver only when no process
+    holds the group or cdev open. ``force=True`` acts anyway and says what it overrode.
+    Damaged journal files are skipped and listed in ``report.problems``.
+
+    :raises kata_vfio.errors.BindError: some devices were refused or could not be restored
+        (their entries are kept for the next try; the others were restored).
     """
     paths = paths or HostPaths()
     return _core.restore_devices(
         None if devices is None else _as_list(devices),
         sysfs_root=paths.sysfs,
+        dev_root=paths.devfs,
         proc_root=paths.procfs,
         state_dir=state_dir,
+        force=force,
         dry_run=dry_run,
         sysfs_writer=sysfs_writer,
     )
 
 
+@dataclass(frozen=True)
+class Journal:
+    """What the journal holds: usable entries in numeric PCI order, and one message per
+    damaged file (skipped by :func:`restore`, to be checked and deleted by hand)."""
+
+    entries: tuple[JournalEntry, ...]
+    problems: tuple[str, ...]
+
+
+def read_journal(state_dir: str = DEFAULT_STATE_DIR) -> Journal:
+    """The journal in ``state_dir``, read without the lock and without changing anything (a
+    missing directory is an empty journal; an unsafe one raises
+    :class:`~kata_vfio.errors.BindError`)."""
+    entries, problems = _core.binding_journal(state_dir)
+    return Journal(entries, problems)
+
+
 def journal(state_dir: str = DEFAULT_STATE_DIR) -> tuple[JournalEntry, ...]:
-    """The devices kata-vfio has bound and not yet restored, in numeric PCI order."""
-    return _core.binding_journal(state_dir)
+    """The devices kata-vfio has bound and not yet restored, in numeric PCI order (damaged
+    journal files are left out: :func:`read_journal` lists them)."""
+    return read_journal(state_dir).entries
 
 
 def describe_write(write: SysfsWrite) -> str:
@@ -221,4 +284,5 @@ def report_dict(report: BindReport) -> dict[str, Any]:
         "writes": [{"path": w.path, "value": w.value} for w in report.writes],
         "modules": list(report.modules),
         "messages": list(report.messages),
+        "problems": list(report.problems),
     }

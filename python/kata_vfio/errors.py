@@ -1,8 +1,41 @@
 """The exception hierarchy of kata_vfio, defined once.
 
 Every error the package raises derives from :class:`KataVfioError` and carries an optional
-one-line ``hint`` on what to do. OS failures (:class:`HostIOError`) keep ``errno`` and the path
-(``filename``). The Rust core raises these same classes.
+one-line ``hint`` on what to do. OS failures (:class:`HostIOError` and below) are
+:class:`OSError` s that keep ``errno`` and the path (``filename``). The Rust core raises these
+same classes: its bindings import each one by name and convert every core error in one place.
+
+.. code-block:: text
+
+    KataVfioError
+     +-- InvalidInputError (ValueError)       bad input: exit 2 in the CLI
+     |    +-- BdfError                        a PCI address that does not parse
+     |    +-- ConfigError                     a Kata configuration file or override
+     |    +-- OciSpecError                    an OCI runtime spec (config.json)
+     |    +-- JsonValueError                  JSON that is not plain, finite JSON
+     |    |    +-- DuplicateKeyError          a JSON object repeating a key
+     |    +-- CdiNameError (CdiError)         a CDI device name, vendor or class
+     |    +-- CdiSpecError (CdiError)         a CDI spec file
+     |    +-- UsageError                      command-line usage (kata_vfio.cli)
+     +-- DeviceNotFoundError (LookupError)    a device, group or node not on this host
+     +-- HostIOError (OSError)                a system call failed: errno, filename
+     |    +-- VfioError                       a VFIO or iommufd ioctl or node open
+     |    +-- BindError                       binding, unbinding or restoring a driver
+     |    +-- NotADeviceNodeError             a CDI host path that is not a device node
+     +-- HandleError (ValueError)             a VFIO handle used after close()
+     +-- NotAssignableError                   a device or group that cannot be passed through
+     +-- PlanError                            a sandbox or container plan
+     +-- QemuError                            QEMU failed
+     |    +-- QemuStartError                  ... to start (exit code, argv, stderr)
+     |    +-- QmpError                        ... a QMP command
+     +-- CdiError                             the Container Device Interface
+          +-- CdiInjectionError               injection into an OCI spec
+          +-- NodeCompletionError             a CDI device node the host cannot complete
+
+``JsonValueError`` and ``DuplicateKeyError`` (``kata_vfio._json``, re-exported by
+:mod:`kata_vfio.oci`), ``UsageError`` (:mod:`kata_vfio.cli`),
+``NotADeviceNodeError`` and ``NodeCompletionError`` (:mod:`kata_vfio.cdi.hostdev`) live
+beside the code that raises them; everything else is defined here.
 """
 
 from __future__ import annotations
@@ -16,6 +49,7 @@ __all__ = [
     "CdiSpecError",
     "ConfigError",
     "DeviceNotFoundError",
+    "HandleError",
     "HostIOError",
     "InvalidInputError",
     "KataVfioError",
@@ -84,12 +118,22 @@ class NotAssignableError(KataVfioError):
     """A device or IOMMU group cannot be passed through as it stands."""
 
 
-class BindError(KataVfioError):
-    """Moving a device between drivers failed (the previous state was restored)."""
+class BindError(HostIOError):
+    """Binding, unbinding or restoring a driver failed or was refused.
+
+    ``errno`` is the kernel's answer when a sysfs write failed (``EBUSY``, ``ENODEV``...),
+    ``None`` for a refusal (a device in use, a group held open, a journal that does not
+    match the device). A failed bind has rolled back what it touched (the message says what).
+    """
 
 
 class VfioError(HostIOError):
     """A VFIO or iommufd ioctl failed."""
+
+
+class HandleError(KataVfioError, ValueError):
+    """A VFIO handle was used after ``close()``, or detached while another thread used it
+    (Python's own files raise :class:`ValueError` for a closed file)."""
 
 
 class ConfigError(InvalidInputError):

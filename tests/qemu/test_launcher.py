@@ -98,6 +98,8 @@ def test_runtime_dir_must_be_new_and_short(qemu_binary: str, tmp_path: Path) -> 
     with QemuProcess(_bare(qemu_binary, ("-S", None)), runtime_dir=str(nested)) as vm:
         assert vm.runtime_dir == str(nested)
     assert not nested.exists() and nested.parent.is_dir()  # only the VM's own directory goes
+    # The shared parent (/run/kata-vfio, the binding journal's too) is root's alone.
+    assert stat.S_IMODE(nested.parent.stat().st_mode) == 0o700
     deep = tmp_path / ("d" * 120)
     with pytest.raises(QemuError, match="longer than 107 bytes"):
         QemuProcess(_bare(qemu_binary), runtime_dir=str(deep)).start()

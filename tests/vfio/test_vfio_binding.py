@@ -192,6 +192,7 @@ def test_persistent_ebusy_is_reported_and_rolled_back(
     with pytest.raises(BindError, match=r"rolled back 0000:01:00\.0") as info:
         binding.bind("0000:01:00.0", **bind_opts)
     assert "Device or resource busy" in str(info.value)
+    assert info.value.errno == errno.EBUSY and isinstance(info.value, OSError)
     assert info.value.hint is not None and "EBUSY" in info.value.hint
     assert sim.state() == before
     assert binding.journal(bind_opts["state_dir"]) == ()
@@ -345,15 +346,28 @@ def test_journal_files_are_private(
     assert not [p for p in os.listdir(state) if p.endswith(".tmp")]
 
 
-def test_a_damaged_journal_is_named(
-    lab_host: FakeHost, sim: KernelSim, opts: dict[str, Any]
+def test_a_damaged_journal_file_is_named_and_skipped_and_the_others_restored(
+    lab_host: FakeHost, sim: KernelSim, bind_opts: dict[str, Any], opts: dict[str, Any]
 ) -> None:
+    before = sim.state()
+    binding.bind(["0000:05:00.0", "0000:81:00.0"], **bind_opts)
     state = Path(opts["state_dir"])
-    state.mkdir()
     (state / "0000:01:00.0.journal").write_text("garbage\n")
-    with pytest.raises(BindError, match=r"0000:01:00\.0\.journal is damaged") as info:
-        binding.restore(**opts)
-    assert info.value.hint is not None
+    listed = binding.read_journal(opts["state_dir"])
+    assert [str(e.bdf) for e in listed.entries] == [
+        "0000:05:00.0",
+        "0000:05:00.1",
+        "0000:81:00.0",
+        "0000:81:00.1",
+    ]
+    (problem,) = listed.problems
+    assert "0000:01:00.0.journal is damaged" in problem
+    assert "journal header" in problem
+    report = binding.restore(**opts)
+    assert len(report.devices) == 4
+    assert report.problems == listed.problems
+    assert sim.state() == before
+    assert (state / "0000:01:00.0.journal").exists(), "a damaged file is left for a human"
 
 
 def test_a_vanished_device_drops_its_entry(

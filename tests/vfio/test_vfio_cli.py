@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from host_usage import hold_open
 
 from kata_vfio import binding
 from kata_vfio.cli import main
@@ -99,6 +100,8 @@ def test_unbind_returns_the_group(
         (["bind", "01:00.0/.."], 2, "invalid PCI address"),
         (["bind", "--driver", "../x", "0000:01:00.0"], 2, "invalid driver name"),
         (["bind", "--group", "--only", "0000:01:00.0"], 2, "not allowed with argument"),
+        (["bind", "--dry-run", "99999999999999999999"], 2, "is out of range"),
+        (["unbind", "4294967296"], 2, "out of range"),
     ],
 )
 def test_errors_exit_with_a_message_and_a_hint(
@@ -179,3 +182,36 @@ def test_state_dir_option_wins(
     assert code == 0
     assert (chosen / "0000:01:00.0.journal").is_file()
     assert not os.path.exists(state_dir(lab_host))
+
+
+def test_unbind_and_restore_refuse_a_held_group_until_forced(
+    lab_host: FakeHost, kernel: KernelSim, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = kernel.state()
+    assert run(lab_host, capsys, "bind", "0000:01:00.0")[0] == 0
+    hold_open(lab_host, 4242, "qemu-system-x86", os.path.join(lab_host.dev_root, "vfio/9"))
+    for command in (["unbind", "0000:01:00.0"], ["restore"]):
+        code, _, err = run(lab_host, capsys, *command)
+        assert code == 1, err
+        assert "IOMMU group 9 is open in another process (pid 4242 (qemu-system-x86)" in err
+        assert "--force" in err
+    code, out, _ = run(lab_host, capsys, "restore", "--force")
+    assert code == 0
+    assert "--force: 0000:01:00.0: IOMMU group 9 is open" in out
+    assert kernel.state() == before
+
+
+def test_damaged_journal_files_are_warnings_and_exit_1(
+    lab_host: FakeHost, kernel: KernelSim, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(lab_host, capsys, "bind", "0000:01:00.0")[0] == 0
+    Path(state_dir(lab_host), "0000:04:00.0.journal").write_text("garbage\n")
+    code, out, err = run(lab_host, capsys, "restore", "--list", "--json")
+    assert code == 1
+    listed = json.loads(out)
+    assert [e["bdf"] for e in listed["entries"]] == ["0000:01:00.0"]
+    assert "0000:04:00.0.journal is damaged" in listed["problems"][0]
+    code, out, err = run(lab_host, capsys, "restore")
+    assert code == 1
+    assert "restored" in out
+    assert "kata-vfio: warning: journal entry" in err and "0000:04:00.0.journal" in err

@@ -121,8 +121,9 @@ def test_kill_at_any_step_then_restore_gives_back_the_original(
         status = in_child(bind)
         assert os.WIFSIGNALED(status) or os.WEXITSTATUS(status) == 0, status
         if drop_entries and bind_crash == 0:
-            # Killed while writing the journal: only some entries made it (and no sysfs
-            # write happened yet, as entries all precede the first write).
+            # Killed while writing the journal: the first device's entry may not have made it
+            # (no sysfs write happened yet: each entry precedes its device's first write),
+            # and a half-written temporary file is left behind.
             entries = sorted(Path(opts["state_dir"]).glob("*.journal"))
             for entry in entries[: len(entries) // 2]:
                 entry.unlink()

@@ -20,6 +20,7 @@ from kata_vfio._atomic import read_regular_file
 from kata_vfio._numbers import decimal_digits
 from kata_vfio.cdi.goquote import go_quote
 from kata_vfio.cdi.model import DeviceNode
+from kata_vfio.errors import CdiError, HostIOError
 
 __all__ = [
     "DevfsLookup",
@@ -42,11 +43,11 @@ class HostDevice:
     file_mode: int
 
 
-class NotADeviceNodeError(OSError):
+class NotADeviceNodeError(HostIOError):
     """The path exists but is not a block, character or FIFO node (a symlink, a file)."""
 
     def __init__(self, path: str) -> None:
-        super().__init__(errno.ENODEV, "not a device node", path)
+        super().__init__("not a device node", errno=errno.ENODEV, path=path)
 
 
 DeviceLookup = Callable[[str], HostDevice]
@@ -157,7 +158,7 @@ _MAX_UEVENT = 4096
 _MAX_DEVNO = (1 << 32) - 1
 
 
-class NodeCompletionError(Exception):
+class NodeCompletionError(CdiError):
     """A device node could not be completed; the message is the reference's wording."""
 
 

@@ -20,7 +20,7 @@ EXIT_USAGE = 2
 Handler = Callable[[argparse.Namespace], int]
 
 
-class UsageError(Exception):
+class UsageError(InvalidInputError):
     """Raised by the parser instead of exiting, so main() owns the exit code."""
 
 

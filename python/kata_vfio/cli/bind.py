@@ -9,6 +9,7 @@ touches the real journal).
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any, NamedTuple
 
 from kata_vfio import Bdf, HostPaths, binding, scan, vfio
@@ -48,6 +49,7 @@ def register(subparsers: Any) -> None:
     )
     _add_devices(sub, required=True)
     _add_group_choice(sub)
+    _add_force_back(sub)
     _add_common(sub)
 
     sub = _common.add_command(
@@ -55,6 +57,7 @@ def register(subparsers: Any) -> None:
     )
     _add_devices(sub, required=False)
     sub.add_argument("--list", action="store_true", help="only list the journal")
+    _add_force_back(sub)
     _add_common(sub)
 
     sub = _common.add_command(
@@ -98,6 +101,15 @@ def _add_group_choice(sub: argparse.ArgumentParser) -> None:
         const=False,
         dest="group",
         help="only the named devices (leaves a shared group not viable)",
+    )
+
+
+def _add_force_back(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--force",
+        action="store_true",
+        help="act even on a device whose state does not match its journal entry, that the "
+        "host is using, or whose group a process holds open (the output says what it overrode)",
     )
 
 
@@ -186,6 +198,17 @@ def _print_report(report: BindReport, args: argparse.Namespace, state_dir: str) 
             print(f"  {binding.describe_write(write)}")
     else:
         print(f"{len(report.writes)} sysfs writes; journal: {state_dir}")
+    _print_problems(report.problems)
+
+
+def _print_problems(problems: tuple[str, ...]) -> None:
+    for problem in problems:
+        print(f"kata-vfio: warning: {problem}", file=sys.stderr)
+
+
+def _exit_code(problems: tuple[str, ...]) -> int:
+    """Damaged journal files are a finding: the rest was done, these need a look."""
+    return _common.EXIT_FINDING if problems else _common.EXIT_OK
 
 
 def _cmd_bind(args: argparse.Namespace) -> int:
@@ -212,35 +235,37 @@ def _cmd_unbind(args: argparse.Namespace) -> int:
     report = binding.unbind(
         bdfs,
         group=group,
+        force=args.force,
         dry_run=args.dry_run,
         paths=where.paths,
         state_dir=where.state_dir,
     )
     _print_report(report, args, where.state_dir)
-    return _common.EXIT_OK
+    return _exit_code(report.problems)
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
     where = _where(args)
     if args.list:
-        _print_journal(binding.journal(where.state_dir), args, where.state_dir)
-        return _common.EXIT_OK
+        journal = binding.read_journal(where.state_dir)
+        _print_journal(journal, args, where.state_dir)
+        return _exit_code(journal.problems)
     devices = _bdfs(args.bdfs) if args.bdfs else None
     report = binding.restore(
         devices,
+        force=args.force,
         dry_run=args.dry_run,
         paths=where.paths,
         state_dir=where.state_dir,
     )
     if not report.devices and not args.json:
-        print(f"nothing to restore (journal {where.state_dir} is empty)")
+        print(f"nothing to restore (journal {where.state_dir} has no usable entry)")
     _print_report(report, args, where.state_dir)
-    return _common.EXIT_OK
+    return _exit_code(report.problems)
 
 
-def _print_journal(
-    entries: tuple[binding.JournalEntry, ...], args: argparse.Namespace, state_dir: str
-) -> None:
+def _print_journal(journal: binding.Journal, args: argparse.Namespace, state_dir: str) -> None:
+    entries = journal.entries
     if args.json:
         rows = [
             {
@@ -252,14 +277,18 @@ def _print_journal(
             }
             for e in entries
         ]
-        _common.print_json({"state_dir": state_dir, "entries": rows})
-    elif entries:
+        _common.print_json(
+            {"state_dir": state_dir, "entries": rows, "problems": list(journal.problems)}
+        )
+        return
+    if entries:
         _common.print_table(
             ["BDF", "GROUP", "ORIGINAL DRIVER", "ORIGINAL OVERRIDE", "BOUND TO"],
             [[str(e.bdf), e.group, e.driver, e.driver_override, e.target] for e in entries],
         )
     else:
-        print(f"nothing to restore (journal {state_dir} is empty)")
+        print(f"nothing to restore (journal {state_dir} has no usable entry)")
+    _print_problems(journal.problems)
 
 
 def _size_text(size: int) -> str:

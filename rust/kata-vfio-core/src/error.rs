@@ -141,6 +141,11 @@ fn default_hint(err: &io::Error) -> Option<String> {
         }
         libc_errno::EBUSY => "the device or group is in use by another process or driver",
         libc_errno::ENOMEM => "raise RLIMIT_MEMLOCK (ulimit -l) for the process that maps DMA",
+        libc_errno::EXDEV => {
+            "the path leads outside the given root (an absolute symlink or `..`): the tree is \
+             not a faithful copy; nothing outside the root is read or written"
+        }
+        libc_errno::ELOOP => "a symlink where a file was expected: refusing to follow it",
         _ => return None,
     };
     Some(text.to_owned())
@@ -153,4 +158,6 @@ mod libc_errno {
     pub const ENOMEM: i32 = 12;
     pub const EACCES: i32 = 13;
     pub const EBUSY: i32 = 16;
+    pub const EXDEV: i32 = 18;
+    pub const ELOOP: i32 = 40;
 }

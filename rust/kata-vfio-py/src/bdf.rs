@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use pyo3::pyclass::CompareOp;
 use pyo3::types::PyBool;
 
-use crate::errors::check;
+use crate::errors::BindingResult;
 
 /// A PCI function address ``DDDD:BB:DD.F``.
 #[pyclass(frozen, module = "kata_vfio._core", name = "Bdf", from_py_object)]
@@ -18,13 +18,13 @@ pub struct PyBdf(pub bdf::Bdf);
 #[pymethods]
 impl PyBdf {
     #[new]
-    fn new(text: &str) -> PyResult<Self> {
-        check(bdf::Bdf::parse(text)).map(Self)
+    fn new(text: &str) -> BindingResult<Self> {
+        Ok(bdf::Bdf::parse(text).map(Self)?)
     }
 
     #[staticmethod]
-    fn from_parts(domain: u32, bus: u8, device: u8, function: u8) -> PyResult<Self> {
-        check(bdf::Bdf::new(domain, bus, device, function)).map(Self)
+    fn from_parts(domain: u32, bus: u8, device: u8, function: u8) -> BindingResult<Self> {
+        Ok(bdf::Bdf::new(domain, bus, device, function).map(Self)?)
     }
 
     #[getter]
@@ -72,10 +72,10 @@ impl PyBdf {
 }
 
 /// Accepts a `Bdf` or a string wherever an address is expected.
-pub fn extract_bdf(value: &Bound<'_, PyAny>) -> PyResult<bdf::Bdf> {
+pub fn extract_bdf(value: &Bound<'_, PyAny>) -> BindingResult<bdf::Bdf> {
     if let Ok(b) = value.extract::<PyBdf>() {
         return Ok(b.0);
     }
     let text: String = value.extract()?;
-    check(bdf::Bdf::parse(&text))
+    Ok(bdf::Bdf::parse(&text)?)
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use kata_vfio_core::bind::{
     self, BindRequest, DeviceOutcome, DriverName, Env, FsWriter, GroupMode, JournalEntry, Modprobe,
-    ModuleLoader, ModuleName, PciBus, Report, RetryPolicy, SysfsWrite, SysfsWriter,
+    ModuleLoader, ModuleName, NoModules, PciBus, Report, RetryPolicy, SysfsWrite, SysfsWriter,
 };
 use kata_vfio_core::Bdf;
 use pyo3::exceptions::PyOSError;
@@ -15,7 +15,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 
 use crate::bdf::{extract_bdf, PyBdf};
-use crate::errors::check;
+use crate::errors::BindingResult;
 
 /// A Python callable `writer(path: str, data: bytes) -> None` used as the sysfs writer; an
 /// `OSError` it raises keeps its errno.
@@ -60,63 +60,93 @@ impl ModuleLoader for PyLoader {
     }
 }
 
+/// The host's own sysfs: the only tree the real modprobe may be run for.
+const REAL_SYSFS: &str = "/sys";
+/// The modprobe run for the real `/sys` when none is named.
+const DEFAULT_MODPROBE: &str = "/sbin/modprobe";
+
 /// The environment options shared by bind, unbind and restore.
 struct EnvSpec {
     sysfs_root: PathBuf,
+    dev_root: PathBuf,
     proc_root: PathBuf,
     state_dir: PathBuf,
     modules_root: PathBuf,
     kernel_release: Option<String>,
-    modprobe: PathBuf,
+    modprobe: Option<PathBuf>,
     module_loader: Option<Py<PyAny>>,
     sysfs_writer: Option<Py<PyAny>>,
 }
 
 impl EnvSpec {
-    /// The roots and writer; module loading at its defaults (only bind loads modules).
+    /// The roots and writer; no module loading (only bind loads modules).
     fn new(
         sysfs_root: &str,
+        dev_root: &str,
         proc_root: &str,
         state_dir: &str,
         sysfs_writer: Option<Py<PyAny>>,
     ) -> Self {
         Self {
             sysfs_root: sysfs_root.into(),
+            dev_root: dev_root.into(),
             proc_root: proc_root.into(),
             state_dir: state_dir.into(),
             modules_root: "/".into(),
             kernel_release: None,
-            modprobe: "/sbin/modprobe".into(),
+            modprobe: None,
             module_loader: None,
             sysfs_writer,
         }
     }
 
+    /// The module loader: the injected one, else modprobe (the named program, or
+    /// `/sbin/modprobe` for the real `/sys` only: for any other tree the real modprobe
+    /// would change this host instead of the tree).
+    fn loader(&mut self) -> Box<dyn ModuleLoader> {
+        if let Some(callable) = self.module_loader.take() {
+            return Box::new(PyLoader(callable));
+        }
+        let program = match self.modprobe.take() {
+            Some(program) => program,
+            None if self.sysfs_root == Path::new(REAL_SYSFS) => DEFAULT_MODPROBE.into(),
+            None => {
+                return Box::new(NoModules {
+                    reason: format!(
+                    "{} is not this host's /sys, and the real modprobe would load into this host; \
+                         register the driver in the tree, or pass a module loader",
+                    self.sysfs_root.display()
+                ),
+                })
+            }
+        };
+        Box::new(Modprobe { program })
+    }
+
     /// Runs `f` with the GIL released and an [`Env`] built from these options.
-    fn run<T: Send>(self, py: Python<'_>, f: impl FnOnce(&Env<'_>) -> T + Send) -> T {
+    fn run<T: Send>(
+        mut self,
+        py: Python<'_>,
+        f: impl FnOnce(&Env<'_>) -> kata_vfio_core::Result<T> + Send,
+    ) -> kata_vfio_core::Result<T> {
+        let loader = self.loader();
         py.detach(move || {
-            let fs_writer = FsWriter;
+            let bus = PciBus::open(self.sysfs_root)?;
+            let fs_writer = FsWriter::new(&bus);
             let py_writer = self.sysfs_writer.map(PyWriter);
             let writer: &dyn SysfsWriter = match &py_writer {
                 Some(w) => w,
                 None => &fs_writer,
             };
-            let modprobe = Modprobe {
-                program: self.modprobe,
-            };
-            let py_loader = self.module_loader.map(PyLoader);
-            let loader: &dyn ModuleLoader = match &py_loader {
-                Some(l) => l,
-                None => &modprobe,
-            };
             let env = Env {
-                bus: PciBus::new(self.sysfs_root),
+                bus,
+                dev_root: self.dev_root,
                 proc_root: self.proc_root,
                 state_dir: self.state_dir,
                 modules_root: self.modules_root,
                 kernel_release: self.kernel_release,
                 writer,
-                loader,
+                loader: loader.as_ref(),
                 retry: RetryPolicy::default(),
             };
             f(&env)
@@ -132,7 +162,7 @@ fn group_mode(group: Option<bool>) -> GroupMode {
     }
 }
 
-fn extract_bdfs(devices: &Bound<'_, PyAny>) -> PyResult<Vec<Bdf>> {
+fn extract_bdfs(devices: &Bound<'_, PyAny>) -> BindingResult<Vec<Bdf>> {
     devices
         .try_iter()?
         .map(|item| extract_bdf(&item?))
@@ -268,6 +298,11 @@ impl PyBindReport {
     fn messages<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         PyTuple::new(py, &self.0.messages)
     }
+    /// Journal files that were damaged and skipped, each saying why.
+    #[getter]
+    fn problems<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, &self.0.problems)
+    }
     fn __repr__(&self) -> String {
         format!(
             "BindReport(dry_run={}, devices={}, writes={})",
@@ -326,15 +361,17 @@ impl PyJournalEntry {
 /// vfio-pci or their vfio variant driver.
 #[pyfunction]
 #[pyo3(signature = (
-    devices, *, sysfs_root = "/sys", proc_root = "/proc", state_dir = "/run/kata-vfio",
-    group = None, driver = None, force = false, dry_run = false, modules_root = "/",
-    kernel_release = None, modprobe = "/sbin/modprobe", module_loader = None, sysfs_writer = None
+    devices, *, sysfs_root = "/sys", dev_root = "/dev", proc_root = "/proc",
+    state_dir = "/run/kata-vfio", group = None, driver = None, force = false, dry_run = false,
+    modules_root = "/", kernel_release = None, modprobe = None, module_loader = None,
+    sysfs_writer = None
 ))]
 #[allow(clippy::too_many_arguments, clippy::fn_params_excessive_bools)] // mirrors the Python keywords
 pub fn bind_devices(
     py: Python<'_>,
     devices: &Bound<'_, PyAny>,
     sysfs_root: &str,
+    dev_root: &str,
     proc_root: &str,
     state_dir: &str,
     group: Option<bool>,
@@ -343,80 +380,96 @@ pub fn bind_devices(
     dry_run: bool,
     modules_root: &str,
     kernel_release: Option<String>,
-    modprobe: &str,
+    modprobe: Option<&str>,
     module_loader: Option<Py<PyAny>>,
     sysfs_writer: Option<Py<PyAny>>,
-) -> PyResult<PyBindReport> {
+) -> BindingResult<PyBindReport> {
     let request = BindRequest {
         devices: extract_bdfs(devices)?,
         group: group_mode(group),
-        driver: driver
-            .map(DriverName::parse)
-            .transpose()
-            .map_err(|e| crate::errors::to_py(&e))?,
+        driver: driver.map(DriverName::parse).transpose()?,
         force,
         dry_run,
     };
     let spec = EnvSpec {
         modules_root: modules_root.into(),
         kernel_release,
-        modprobe: modprobe.into(),
+        modprobe: modprobe.map(PathBuf::from),
         module_loader,
-        ..EnvSpec::new(sysfs_root, proc_root, state_dir, sysfs_writer)
+        ..EnvSpec::new(sysfs_root, dev_root, proc_root, state_dir, sysfs_writer)
     };
-    check(spec.run(py, |env| bind::bind(env, &request))).map(PyBindReport)
+    let report = spec.run(py, |env| bind::bind(env, &request))?;
+    Ok(PyBindReport(report))
 }
 
 /// Puts journaled devices back to their original driver and override: all of them, or
 /// those in the groups of `devices`.
 #[pyfunction]
 #[pyo3(signature = (
-    devices = None, *, sysfs_root = "/sys", proc_root = "/proc",
-    state_dir = "/run/kata-vfio", dry_run = false, sysfs_writer = None
+    devices = None, *, sysfs_root = "/sys", dev_root = "/dev", proc_root = "/proc",
+    state_dir = "/run/kata-vfio", force = false, dry_run = false, sysfs_writer = None
 ))]
+#[allow(clippy::too_many_arguments)] // mirrors the Python keywords
 pub fn restore_devices(
     py: Python<'_>,
     devices: Option<&Bound<'_, PyAny>>,
     sysfs_root: &str,
+    dev_root: &str,
     proc_root: &str,
     state_dir: &str,
+    force: bool,
     dry_run: bool,
     sysfs_writer: Option<Py<PyAny>>,
-) -> PyResult<PyBindReport> {
+) -> BindingResult<PyBindReport> {
     let devices = devices.map(extract_bdfs).transpose()?;
-    let spec = EnvSpec::new(sysfs_root, proc_root, state_dir, sysfs_writer);
-    check(spec.run(py, |env| bind::restore(env, devices.as_deref(), dry_run))).map(PyBindReport)
+    let spec = EnvSpec::new(sysfs_root, dev_root, proc_root, state_dir, sysfs_writer);
+    let report = spec.run(py, |env| {
+        bind::restore(env, devices.as_deref(), force, dry_run)
+    })?;
+    Ok(PyBindReport(report))
 }
 
 /// Takes devices off vfio (journaled ones back to their recorded state, others re-probed
 /// to their host driver).
 #[pyfunction]
 #[pyo3(signature = (
-    devices, *, sysfs_root = "/sys", proc_root = "/proc", state_dir = "/run/kata-vfio",
-    group = None, dry_run = false, sysfs_writer = None
+    devices, *, sysfs_root = "/sys", dev_root = "/dev", proc_root = "/proc",
+    state_dir = "/run/kata-vfio", group = None, force = false, dry_run = false,
+    sysfs_writer = None
 ))]
 #[allow(clippy::too_many_arguments)] // mirrors the Python keywords
 pub fn unbind_devices(
     py: Python<'_>,
     devices: &Bound<'_, PyAny>,
     sysfs_root: &str,
+    dev_root: &str,
     proc_root: &str,
     state_dir: &str,
     group: Option<bool>,
+    force: bool,
     dry_run: bool,
     sysfs_writer: Option<Py<PyAny>>,
-) -> PyResult<PyBindReport> {
+) -> BindingResult<PyBindReport> {
     let devices = extract_bdfs(devices)?;
     let mode = group_mode(group);
-    let spec = EnvSpec::new(sysfs_root, proc_root, state_dir, sysfs_writer);
-    check(spec.run(py, |env| bind::unbind(env, &devices, mode, dry_run))).map(PyBindReport)
+    let spec = EnvSpec::new(sysfs_root, dev_root, proc_root, state_dir, sysfs_writer);
+    let report = spec.run(py, |env| bind::unbind(env, &devices, mode, force, dry_run))?;
+    Ok(PyBindReport(report))
 }
 
-/// The journal entries in `state_dir`, in numeric PCI order.
+/// The journal in `state_dir` (read without the lock, nothing changed): the usable entries
+/// in numeric PCI order, and one message per damaged file (skipped).
 #[pyfunction]
 #[pyo3(signature = (state_dir = "/run/kata-vfio"))]
-pub fn binding_journal<'py>(py: Python<'py>, state_dir: &str) -> PyResult<Bound<'py, PyTuple>> {
+pub fn binding_journal<'py>(
+    py: Python<'py>,
+    state_dir: &str,
+) -> BindingResult<(Bound<'py, PyTuple>, Bound<'py, PyTuple>)> {
     let dir = PathBuf::from(state_dir);
-    let entries = check(py.detach(move || bind::journal_entries(&dir)))?;
-    PyTuple::new(py, entries.into_iter().map(PyJournalEntry))
+    let listing = py.detach(move || bind::journal_entries(&dir))?;
+    let problems: Vec<String> = listing.problems.iter().map(ToString::to_string).collect();
+    Ok((
+        PyTuple::new(py, listing.entries.into_iter().map(PyJournalEntry))?,
+        PyTuple::new(py, problems)?,
+    ))
 }

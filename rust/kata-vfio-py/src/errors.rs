@@ -1,33 +1,67 @@
-//! Maps core errors onto the Python hierarchy defined in `kata_vfio/errors.py`.
+//! Errors across the boundary. Each Python exception the bindings raise is declared once,
+//! here, by importing its class from `kata_vfio/errors.py` (where the hierarchy lives, under
+//! `KataVfioError`); one `From` impl turns a core error into the matching exception, with its
+//! errno, path and hint kept. Binding functions return [`BindingResult`], so `?` converts
+//! core errors and Python errors alike.
 
 use kata_vfio_core::Error;
-use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-/// Builds the Python exception for a core error: the class from `kata_vfio.errors`, with
-/// errno, path and hint kept.
-pub fn to_py(err: &Error) -> PyErr {
-    Python::attach(|py| match build(py, err) {
-        Ok(exc) => exc,
-        Err(e) => e,
-    })
+pyo3::import_exception!(kata_vfio.errors, BdfError);
+pyo3::import_exception!(kata_vfio.errors, BindError);
+pyo3::import_exception!(kata_vfio.errors, DeviceNotFoundError);
+pyo3::import_exception!(kata_vfio.errors, HandleError);
+pyo3::import_exception!(kata_vfio.errors, HostIOError);
+pyo3::import_exception!(kata_vfio.errors, InvalidInputError);
+pyo3::import_exception!(kata_vfio.errors, VfioError);
+
+/// What a binding can fail with: an error of the core, or one Python already raised.
+#[derive(Debug)]
+pub enum BindingError {
+    Core(Error),
+    Py(PyErr),
 }
 
-fn build(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
-    let module = py.import("kata_vfio.errors")?;
-    let class_name = match err {
-        Error::InvalidBdf { .. } => "BdfError",
-        Error::InvalidInput { .. } => "InvalidInputError",
-        Error::NotFound { .. } => "DeviceNotFoundError",
-        Error::Io { .. } => "HostIOError",
-        Error::Vfio { .. } => "VfioError",
-        Error::Bind { .. } => "BindError",
+/// The result of a binding function.
+pub type BindingResult<T> = Result<T, BindingError>;
+
+impl From<Error> for BindingError {
+    fn from(err: Error) -> Self {
+        Self::Core(err)
+    }
+}
+
+impl From<PyErr> for BindingError {
+    fn from(err: PyErr) -> Self {
+        Self::Py(err)
+    }
+}
+
+impl From<BindingError> for PyErr {
+    fn from(err: BindingError) -> Self {
+        match err {
+            BindingError::Py(err) => err,
+            BindingError::Core(err) => Python::attach(|py| match raise(py, &err) {
+                Ok(exc) | Err(exc) => exc,
+            }),
+        }
+    }
+}
+
+/// The exception for a core error: its class, message, and the attributes it keeps.
+fn raise(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
+    let class = match err {
+        Error::InvalidBdf { .. } => py.get_type::<BdfError>(),
+        Error::InvalidInput { .. } => py.get_type::<InvalidInputError>(),
+        Error::NotFound { .. } => py.get_type::<DeviceNotFoundError>(),
+        Error::Io { .. } => py.get_type::<HostIOError>(),
+        Error::Vfio { .. } => py.get_type::<VfioError>(),
+        Error::Bind { .. } => py.get_type::<BindError>(),
     };
-    let class = module.getattr(class_name)?;
     let kwargs = PyDict::new(py);
     kwargs.set_item("hint", err.hint())?;
-    if let Error::Io { .. } | Error::Vfio { .. } = err {
+    if let Error::Io { .. } | Error::Vfio { .. } | Error::Bind { .. } = err {
         kwargs.set_item("errno", err.errno())?;
         kwargs.set_item("path", err.path().map(|p| p.to_string_lossy().into_owned()))?;
     }
@@ -35,13 +69,8 @@ fn build(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
     Ok(PyErr::from_value(instance))
 }
 
-/// Converts a core result, mapping its error.
-pub fn check<T>(result: kata_vfio_core::Result<T>) -> PyResult<T> {
-    result.map_err(|e| to_py(&e))
-}
-
-/// For failures that should never happen (a bug, not bad input).
-#[allow(dead_code)]
-pub fn internal(message: impl Into<String>) -> PyErr {
-    PyRuntimeError::new_err(message.into())
+/// A handle used after `close()` (or detached while in use), as Python's files raise
+/// `ValueError` for a closed file.
+pub fn handle_error(message: String) -> PyErr {
+    HandleError::new_err((message,))
 }

@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
 use crate::bdf::{extract_bdf, PyBdf};
-use crate::errors::check;
+use crate::errors::BindingResult;
 use crate::paths::{scan_paths, PyHostPaths};
 
 fn bdf_tuple<'py>(py: Python<'py>, bdfs: &[Bdf]) -> PyResult<Bound<'py, PyTuple>> {
@@ -490,11 +490,12 @@ impl PyHost {
     }
 
     fn not_found(what: &'static str, name: String) -> PyErr {
-        crate::errors::to_py(&kata_vfio_core::Error::NotFound {
+        crate::errors::BindingError::from(kata_vfio_core::Error::NotFound {
             what,
             name,
             hint: Some("run `kata-vfio scan` to list what this host has".to_owned()),
         })
+        .into()
     }
 
     fn device_object<'py>(&self, py: Python<'py>, bdf: Bdf) -> Option<Bound<'py, PyAny>> {
@@ -624,7 +625,7 @@ pub fn scan(
     proc_root: Option<&str>,
     details: bool,
     threads: Option<usize>,
-) -> PyResult<PyHost> {
+) -> BindingResult<PyHost> {
     let (paths, proc_root) = scan_paths(sysfs_root, dev_root, proc_root)?;
     let options = ScanOptions {
         sysfs_root: PathBuf::from(&paths.sysfs),
@@ -633,8 +634,8 @@ pub fn scan(
         details,
         threads,
     };
-    let host = check(py.detach(move || kata_vfio_core::scan(&options)))?;
-    PyHost::from_core(py, host, paths)
+    let host = py.detach(move || kata_vfio_core::scan(&options))?;
+    Ok(PyHost::from_core(py, host, paths)?)
 }
 
 /// Reads one device with its detail attributes.
@@ -643,9 +644,9 @@ pub fn read_details(
     py: Python<'_>,
     sysfs_root: &str,
     bdf: &Bound<'_, PyAny>,
-) -> PyResult<PyPciDevice> {
+) -> BindingResult<PyPciDevice> {
     let bdf = extract_bdf(bdf)?;
     let root = PathBuf::from(sysfs_root);
-    check(py.detach(move || kata_vfio_core::sysfs::read_one_device(&root, bdf)))
-        .map(|device| PyPciDevice(Arc::new(device)))
+    let device = py.detach(move || kata_vfio_core::sysfs::read_one_device(&root, bdf))?;
+    Ok(PyPciDevice(Arc::new(device)))
 }

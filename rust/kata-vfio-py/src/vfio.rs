@@ -10,12 +10,12 @@ use kata_vfio_core::vfio::{
     Container, Device, DeviceInfo, DmaBuffer, Group, GroupStatus, HotResetDevice, HotResetInfo,
     IommuFd, IommuInfo, IovaRanges, IrqInfo, RegionCap, RegionInfo,
 };
-use pyo3::exceptions::PyValueError;
+use kata_vfio_core::Error;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 
 use crate::bdf::{extract_bdf, PyBdf};
-use crate::errors::check;
+use crate::errors::{handle_error, BindingResult};
 
 /// Declares a frozen record class wrapping a core value, with value equality and hashing.
 macro_rules! record {
@@ -292,20 +292,20 @@ fn py_bool(value: bool) -> &'static str {
 }
 
 fn closed_error(what: &str) -> PyErr {
-    PyValueError::new_err(format!("I/O operation on a closed {what}"))
+    handle_error(format!("I/O operation on a closed {what}"))
 }
 
 /// Duplicates a caller's fd so the handle owns its own copy (the caller keeps theirs).
-fn dup_fd(fd: i32) -> PyResult<OwnedFd> {
+fn dup_fd(fd: i32) -> BindingResult<OwnedFd> {
     if fd < 0 {
-        return Err(PyValueError::new_err(format!(
-            "invalid file descriptor {fd}"
-        )));
+        return Err(Error::invalid("file descriptor", fd.to_string(), "it is negative").into());
     }
     // SAFETY: the number is only borrowed for the duplicating fcntl, which fails cleanly
     // (EBADF) when it is not an open descriptor; nothing is closed through it.
     let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-    borrowed.try_clone_to_owned().map_err(PyErr::from)
+    Ok(borrowed
+        .try_clone_to_owned()
+        .map_err(|e| Error::io("dup", format!("fd {fd}"), e))?)
 }
 
 /// A handle slot: the shared core object until `close()`.
@@ -345,7 +345,7 @@ fn detach_owned<T>(
         Ok(inner) => Ok(into_fd(inner).into_raw_fd()),
         Err(arc) => {
             *slot.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(arc);
-            Err(PyValueError::new_err(format!(
+            Err(handle_error(format!(
                 "the {what} is in use by another thread"
             )))
         }
@@ -416,8 +416,8 @@ pub struct PyDmaBuffer(Arc<DmaBuffer>);
 #[pymethods]
 impl PyDmaBuffer {
     #[new]
-    fn new(size: usize) -> PyResult<Self> {
-        check(DmaBuffer::new(size)).map(|b| Self(Arc::new(b)))
+    fn new(size: usize) -> BindingResult<Self> {
+        Ok(DmaBuffer::new(size).map(|b| Self(Arc::new(b)))?)
     }
     #[getter]
     fn size(&self) -> usize {
@@ -432,12 +432,12 @@ impl PyDmaBuffer {
         py: Python<'py>,
         offset: usize,
         length: usize,
-    ) -> PyResult<Bound<'py, PyBytes>> {
-        let data = check(self.0.read(offset, length))?;
+    ) -> BindingResult<Bound<'py, PyBytes>> {
+        let data = self.0.read(offset, length)?;
         Ok(PyBytes::new(py, &data))
     }
-    fn write(&self, offset: usize, data: &[u8]) -> PyResult<()> {
-        check(self.0.write(offset, data))
+    fn write(&self, offset: usize, data: &[u8]) -> BindingResult<()> {
+        Ok(self.0.write(offset, data)?)
     }
     fn __len__(&self) -> usize {
         self.0.len()
@@ -453,38 +453,38 @@ fd_handle! {
     /// Opens `<dev_root>/vfio/vfio` and checks the API version.
     #[staticmethod]
     #[pyo3(signature = (dev_root = "/dev"))]
-    fn open(py: Python<'_>, dev_root: &str) -> PyResult<Self> {
+    fn open(py: Python<'_>, dev_root: &str) -> BindingResult<Self> {
         let root = PathBuf::from(dev_root);
-        check(py.detach(move || Container::open(&root))).map(|c| Self(Slot::new(c)))
+        Ok(py.detach(move || Container::open(&root)).map(|c| Self(Slot::new(c)))?)
     }
     /// Wraps a duplicate of an open container fd.
     #[staticmethod]
     #[pyo3(signature = (fd, path = "/dev/vfio/vfio"))]
-    fn from_fd(fd: i32, path: &str) -> PyResult<Self> {
+    fn from_fd(fd: i32, path: &str) -> BindingResult<Self> {
         let owned = dup_fd(fd)?;
-        check(Container::from_fd(owned, path)).map(|c| Self(Slot::new(c)))
+        Ok(Container::from_fd(owned, path).map(|c| Self(Slot::new(c)))?)
     }
-    fn api_version(&self, py: Python<'_>) -> PyResult<i32> {
+    fn api_version(&self, py: Python<'_>) -> BindingResult<i32> {
         let c = self.0.get(CONTAINER)?;
-        check(py.detach(move || c.api_version()))
+        Ok(py.detach(move || c.api_version())?)
     }
-    fn check_extension(&self, py: Python<'_>, extension: u32) -> PyResult<bool> {
+    fn check_extension(&self, py: Python<'_>, extension: u32) -> BindingResult<bool> {
         let c = self.0.get(CONTAINER)?;
-        check(py.detach(move || c.check_extension(extension)))
+        Ok(py.detach(move || c.check_extension(extension))?)
     }
     /// `(number, name, supported)` for every known IOMMU type/extension.
-    fn extensions(&self, py: Python<'_>) -> PyResult<Vec<(u32, &'static str, bool)>> {
+    fn extensions(&self, py: Python<'_>) -> BindingResult<Vec<(u32, &'static str, bool)>> {
         let c = self.0.get(CONTAINER)?;
-        check(py.detach(move || c.extensions()))
+        Ok(py.detach(move || c.extensions())?)
     }
     #[pyo3(signature = (iommu_type = 3, allow_noiommu = false))]
-    fn set_iommu(&self, py: Python<'_>, iommu_type: u32, allow_noiommu: bool) -> PyResult<()> {
+    fn set_iommu(&self, py: Python<'_>, iommu_type: u32, allow_noiommu: bool) -> BindingResult<()> {
         let c = self.0.get(CONTAINER)?;
-        check(py.detach(move || c.set_iommu(iommu_type, allow_noiommu)))
+        Ok(py.detach(move || c.set_iommu(iommu_type, allow_noiommu))?)
     }
-    fn iommu_info(&self, py: Python<'_>) -> PyResult<PyIommuInfo> {
+    fn iommu_info(&self, py: Python<'_>) -> BindingResult<PyIommuInfo> {
         let c = self.0.get(CONTAINER)?;
-        check(py.detach(move || c.iommu_info())).map(PyIommuInfo)
+        Ok(py.detach(move || c.iommu_info()).map(PyIommuInfo)?)
     }
     #[pyo3(signature = (buffer, iova, readable = true, writable = true))]
     fn map_dma(
@@ -494,14 +494,14 @@ fd_handle! {
         iova: u64,
         readable: bool,
         writable: bool,
-    ) -> PyResult<()> {
+    ) -> BindingResult<()> {
         let c = self.0.get(CONTAINER)?;
         let buf = Arc::clone(&buffer.0);
-        check(py.detach(move || c.map_dma(&buf, iova, readable, writable)))
+        Ok(py.detach(move || c.map_dma(&buf, iova, readable, writable))?)
     }
-    fn unmap_dma(&self, py: Python<'_>, iova: u64, size: u64) -> PyResult<u64> {
+    fn unmap_dma(&self, py: Python<'_>, iova: u64, size: u64) -> BindingResult<u64> {
         let c = self.0.get(CONTAINER)?;
-        check(py.detach(move || c.unmap_dma(iova, size)))
+        Ok(py.detach(move || c.unmap_dma(iova, size))?)
     }
 }
 
@@ -511,9 +511,9 @@ fd_handle! {
     /// Opens `<dev_root>/vfio/<group_id>` (or `noiommu-<group_id>`).
     #[staticmethod]
     #[pyo3(signature = (group_id, dev_root = "/dev", noiommu = false))]
-    fn open(py: Python<'_>, group_id: u32, dev_root: &str, noiommu: bool) -> PyResult<Self> {
+    fn open(py: Python<'_>, group_id: u32, dev_root: &str, noiommu: bool) -> BindingResult<Self> {
         let root = PathBuf::from(dev_root);
-        check(py.detach(move || Group::open(&root, group_id, noiommu))).map(|g| Self(Slot::new(g)))
+        Ok(py.detach(move || Group::open(&root, group_id, noiommu)).map(|g| Self(Slot::new(g)))?)
     }
     /// Wraps a duplicate of an open group fd.
     #[staticmethod]
@@ -525,18 +525,18 @@ fd_handle! {
     fn id(&self) -> PyResult<u32> {
         Ok(self.0.get(GROUP)?.id())
     }
-    fn status(&self, py: Python<'_>) -> PyResult<PyGroupStatus> {
+    fn status(&self, py: Python<'_>) -> BindingResult<PyGroupStatus> {
         let g = self.0.get(GROUP)?;
-        check(py.detach(move || g.status())).map(PyGroupStatus)
+        Ok(py.detach(move || g.status()).map(PyGroupStatus)?)
     }
-    fn set_container(&self, py: Python<'_>, container: &PyVfioContainer) -> PyResult<()> {
+    fn set_container(&self, py: Python<'_>, container: &PyVfioContainer) -> BindingResult<()> {
         let g = self.0.get(GROUP)?;
         let c = container.0.get(CONTAINER)?;
-        check(py.detach(move || g.set_container(&c)))
+        Ok(py.detach(move || g.set_container(&c))?)
     }
-    fn unset_container(&self, py: Python<'_>) -> PyResult<()> {
+    fn unset_container(&self, py: Python<'_>) -> BindingResult<()> {
         let g = self.0.get(GROUP)?;
-        check(py.detach(move || g.unset_container()))
+        Ok(py.detach(move || g.unset_container())?)
     }
     /// `VFIO_GROUP_GET_DEVICE_FD` for a device of this group.
     #[pyo3(signature = (bdf, vf_token = None))]
@@ -545,10 +545,10 @@ fd_handle! {
         py: Python<'_>,
         bdf: &Bound<'_, PyAny>,
         vf_token: Option<String>,
-    ) -> PyResult<PyVfioDevice> {
+    ) -> BindingResult<PyVfioDevice> {
         let bdf = extract_bdf(bdf)?;
         let g = self.0.get(GROUP)?;
-        check(py.detach(move || g.device(bdf, vf_token.as_deref())))
+        Ok(py.detach(move || g.device(bdf, vf_token.as_deref()))?)
             .map(|d| PyVfioDevice(Slot::new(d)))
     }
 }
@@ -559,9 +559,9 @@ fd_handle! {
     /// Opens the cdev `<dev_root>/vfio/devices/<cdev>` (`cdev` is `vfioN`).
     #[staticmethod]
     #[pyo3(signature = (cdev, dev_root = "/dev"))]
-    fn open_cdev(py: Python<'_>, cdev: String, dev_root: &str) -> PyResult<Self> {
+    fn open_cdev(py: Python<'_>, cdev: String, dev_root: &str) -> BindingResult<Self> {
         let root = PathBuf::from(dev_root);
-        check(py.detach(move || Device::open_cdev(&root, &cdev))).map(|d| Self(Slot::new(d)))
+        Ok(py.detach(move || Device::open_cdev(&root, &cdev)).map(|d| Self(Slot::new(d)))?)
     }
     /// Wraps a duplicate of an open device fd.
     #[staticmethod]
@@ -577,35 +577,35 @@ fd_handle! {
     fn detach_fd(&self) -> PyResult<i32> {
         detach_owned(&self.0, DEVICE, Device::into_fd)
     }
-    fn info(&self, py: Python<'_>) -> PyResult<PyDeviceInfo> {
+    fn info(&self, py: Python<'_>) -> BindingResult<PyDeviceInfo> {
         let d = self.0.get(DEVICE)?;
-        check(py.detach(move || d.info())).map(PyDeviceInfo)
+        Ok(py.detach(move || d.info()).map(PyDeviceInfo)?)
     }
-    fn region_info(&self, py: Python<'_>, index: u32) -> PyResult<PyRegionInfo> {
+    fn region_info(&self, py: Python<'_>, index: u32) -> BindingResult<PyRegionInfo> {
         let d = self.0.get(DEVICE)?;
-        check(py.detach(move || d.region_info(index))).map(PyRegionInfo)
+        Ok(py.detach(move || d.region_info(index)).map(PyRegionInfo)?)
     }
-    fn regions<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+    fn regions<'py>(&self, py: Python<'py>) -> BindingResult<Bound<'py, PyTuple>> {
         let d = self.0.get(DEVICE)?;
-        let regions = check(py.detach(move || d.regions()))?;
-        PyTuple::new(py, regions.into_iter().map(PyRegionInfo))
+        let regions = py.detach(move || d.regions())?;
+        Ok(PyTuple::new(py, regions.into_iter().map(PyRegionInfo))?)
     }
-    fn irq_info(&self, py: Python<'_>, index: u32) -> PyResult<PyIrqInfo> {
+    fn irq_info(&self, py: Python<'_>, index: u32) -> BindingResult<PyIrqInfo> {
         let d = self.0.get(DEVICE)?;
-        check(py.detach(move || d.irq_info(index))).map(PyIrqInfo)
+        Ok(py.detach(move || d.irq_info(index)).map(PyIrqInfo)?)
     }
-    fn irqs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+    fn irqs<'py>(&self, py: Python<'py>) -> BindingResult<Bound<'py, PyTuple>> {
         let d = self.0.get(DEVICE)?;
-        let irqs = check(py.detach(move || d.irqs()))?;
-        PyTuple::new(py, irqs.into_iter().map(PyIrqInfo))
+        let irqs = py.detach(move || d.irqs())?;
+        Ok(PyTuple::new(py, irqs.into_iter().map(PyIrqInfo))?)
     }
-    fn reset(&self, py: Python<'_>) -> PyResult<()> {
+    fn reset(&self, py: Python<'_>) -> BindingResult<()> {
         let d = self.0.get(DEVICE)?;
-        check(py.detach(move || d.reset()))
+        Ok(py.detach(move || d.reset())?)
     }
-    fn hot_reset_info(&self, py: Python<'_>) -> PyResult<PyHotResetInfo> {
+    fn hot_reset_info(&self, py: Python<'_>) -> BindingResult<PyHotResetInfo> {
         let d = self.0.get(DEVICE)?;
-        check(py.detach(move || d.hot_reset_info())).map(PyHotResetInfo)
+        Ok(py.detach(move || d.hot_reset_info()).map(PyHotResetInfo)?)
     }
     /// Reads `length` bytes at `offset` inside a region (pread on the device fd).
     fn read_region<'py>(
@@ -614,24 +614,24 @@ fd_handle! {
         region: &PyRegionInfo,
         offset: u64,
         length: usize,
-    ) -> PyResult<Bound<'py, PyBytes>> {
+    ) -> BindingResult<Bound<'py, PyBytes>> {
         let d = self.0.get(DEVICE)?;
         let region = region.0.clone();
-        let data = check(py.detach(move || d.read_region(&region, offset, length)))?;
+        let data = py.detach(move || d.read_region(&region, offset, length))?;
         Ok(PyBytes::new(py, &data))
     }
-    fn bind_iommufd(&self, py: Python<'_>, iommufd: &PyIommuFd) -> PyResult<u32> {
+    fn bind_iommufd(&self, py: Python<'_>, iommufd: &PyIommuFd) -> BindingResult<u32> {
         let d = self.0.get(DEVICE)?;
         let fd = iommufd.0.get(IOMMUFD)?;
-        check(py.detach(move || d.bind_iommufd(&fd)))
+        Ok(py.detach(move || d.bind_iommufd(&fd))?)
     }
-    fn attach_ioas(&self, py: Python<'_>, pt_id: u32) -> PyResult<u32> {
+    fn attach_ioas(&self, py: Python<'_>, pt_id: u32) -> BindingResult<u32> {
         let d = self.0.get(DEVICE)?;
-        check(py.detach(move || d.attach_ioas(pt_id)))
+        Ok(py.detach(move || d.attach_ioas(pt_id))?)
     }
-    fn detach_ioas(&self, py: Python<'_>) -> PyResult<()> {
+    fn detach_ioas(&self, py: Python<'_>) -> BindingResult<()> {
         let d = self.0.get(DEVICE)?;
-        check(py.detach(move || d.detach_ioas()))
+        Ok(py.detach(move || d.detach_ioas())?)
     }
 }
 
@@ -641,9 +641,9 @@ fd_handle! {
     /// Opens `<dev_root>/iommu`.
     #[staticmethod]
     #[pyo3(signature = (dev_root = "/dev"))]
-    fn open(py: Python<'_>, dev_root: &str) -> PyResult<Self> {
+    fn open(py: Python<'_>, dev_root: &str) -> BindingResult<Self> {
         let root = PathBuf::from(dev_root);
-        check(py.detach(move || IommuFd::open(&root))).map(|f| Self(Slot::new(f)))
+        Ok(py.detach(move || IommuFd::open(&root)).map(|f| Self(Slot::new(f)))?)
     }
     /// Wraps a duplicate of an open iommufd.
     #[staticmethod]
@@ -652,17 +652,17 @@ fd_handle! {
         let owned = dup_fd(fd)?;
         Ok(Self(Slot::new(IommuFd::from_fd(owned, path))))
     }
-    fn ioas_alloc(&self, py: Python<'_>) -> PyResult<u32> {
+    fn ioas_alloc(&self, py: Python<'_>) -> BindingResult<u32> {
         let f = self.0.get(IOMMUFD)?;
-        check(py.detach(move || f.ioas_alloc()))
+        Ok(py.detach(move || f.ioas_alloc())?)
     }
-    fn destroy(&self, py: Python<'_>, object_id: u32) -> PyResult<()> {
+    fn destroy(&self, py: Python<'_>, object_id: u32) -> BindingResult<()> {
         let f = self.0.get(IOMMUFD)?;
-        check(py.detach(move || f.destroy(object_id)))
+        Ok(py.detach(move || f.destroy(object_id))?)
     }
-    fn iova_ranges(&self, py: Python<'_>, ioas_id: u32) -> PyResult<PyIovaRanges> {
+    fn iova_ranges(&self, py: Python<'_>, ioas_id: u32) -> BindingResult<PyIovaRanges> {
         let f = self.0.get(IOMMUFD)?;
-        check(py.detach(move || f.iova_ranges(ioas_id))).map(PyIovaRanges)
+        Ok(py.detach(move || f.iova_ranges(ioas_id)).map(PyIovaRanges)?)
     }
     #[pyo3(signature = (ioas_id, buffer, iova = None, readable = true, writable = true))]
     fn map(
@@ -673,19 +673,19 @@ fd_handle! {
         iova: Option<u64>,
         readable: bool,
         writable: bool,
-    ) -> PyResult<u64> {
+    ) -> BindingResult<u64> {
         let f = self.0.get(IOMMUFD)?;
         let buf = Arc::clone(&buffer.0);
-        check(py.detach(move || f.map(ioas_id, &buf, iova, readable, writable)))
+        Ok(py.detach(move || f.map(ioas_id, &buf, iova, readable, writable))?)
     }
-    fn unmap(&self, py: Python<'_>, ioas_id: u32, iova: u64, length: u64) -> PyResult<u64> {
+    fn unmap(&self, py: Python<'_>, ioas_id: u32, iova: u64, length: u64) -> BindingResult<u64> {
         let f = self.0.get(IOMMUFD)?;
-        check(py.detach(move || f.unmap(ioas_id, iova, length)))
+        Ok(py.detach(move || f.unmap(ioas_id, iova, length))?)
     }
     #[pyo3(signature = (option_id, object_id = 0))]
-    fn get_option(&self, py: Python<'_>, option_id: u32, object_id: u32) -> PyResult<u64> {
+    fn get_option(&self, py: Python<'_>, option_id: u32, object_id: u32) -> BindingResult<u64> {
         let f = self.0.get(IOMMUFD)?;
-        check(py.detach(move || f.get_option(option_id, object_id)))
+        Ok(py.detach(move || f.get_option(option_id, object_id))?)
     }
     #[pyo3(signature = (option_id, value, object_id = 0))]
     fn set_option(
@@ -694,9 +694,9 @@ fd_handle! {
         option_id: u32,
         value: u64,
         object_id: u32,
-    ) -> PyResult<()> {
+    ) -> BindingResult<()> {
         let f = self.0.get(IOMMUFD)?;
-        check(py.detach(move || f.set_option(option_id, object_id, value)))
+        Ok(py.detach(move || f.set_option(option_id, object_id, value))?)
     }
 }
 

@@ -25,7 +25,14 @@ import kernel_facts  # noqa: E402 (needs the path above)
 
 # The check modules, in the order they run (each leaves the devices as it found them). Every
 # kernel runs them all; what a kernel lacks (iommufd on Debian's) the checks read from /dev.
-CHECKS = ("check_bind", "check_scan", "check_vfio", "check_nested")
+CHECKS = (
+    "check_bind",
+    "check_scan",
+    "check_vfio",
+    "check_dma",
+    "check_refusals",
+    "check_nested",
+)
 
 
 def _write_results(out: Path, results: dict[str, Any]) -> None:

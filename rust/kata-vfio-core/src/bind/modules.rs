@@ -1,13 +1,18 @@
 //! Kernel modules: which vfio variant driver `modules.alias` names for a device, and loading
 //! a module when its driver is not registered yet.
 
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
+use super::beneath::read_file_capped;
 use super::names::ModuleName;
 use crate::error::{Error, Result};
+
+/// The `PATH` modprobe runs with (it may run `install` commands of its configuration).
+pub const MODPROBE_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+/// The most of `modules.alias` read (a full distribution kernel's is about 1.5 MB).
+const ALIAS_MAX: usize = 64 << 20;
 
 /// Loads a kernel module. The default, [`Modprobe`], runs `/sbin/modprobe`.
 pub trait ModuleLoader: Send + Sync {
@@ -15,10 +20,26 @@ pub trait ModuleLoader: Send + Sync {
     fn load(&self, module: &ModuleName) -> std::result::Result<(), String>;
 }
 
-/// Runs modprobe directly (an argument list, never a shell).
+/// Runs modprobe directly: an argument list (never a shell), stdin closed, and an
+/// environment of `PATH` alone, so nothing of the caller's (`MODPROBE_OPTIONS` naming
+/// another configuration, say) reaches it.
 #[derive(Debug, Clone)]
 pub struct Modprobe {
     pub program: PathBuf,
+}
+
+/// Loads nothing: for trees that are not this host's (`--sysfs-root`), where running the
+/// real modprobe would change the host instead of the tree.
+#[derive(Debug, Clone)]
+pub struct NoModules {
+    /// Why, as the error says it.
+    pub reason: String,
+}
+
+impl ModuleLoader for NoModules {
+    fn load(&self, module: &ModuleName) -> std::result::Result<(), String> {
+        Err(format!("not loading {module}: {}", self.reason))
+    }
 }
 
 impl Default for Modprobe {
@@ -33,6 +54,9 @@ impl ModuleLoader for Modprobe {
     fn load(&self, module: &ModuleName) -> std::result::Result<(), String> {
         let output = Command::new(&self.program)
             .arg(module.as_str())
+            .env_clear()
+            .env("PATH", MODPROBE_PATH)
+            .stdin(Stdio::null())
             .output()
             .map_err(|e| format!("cannot run {}: {e}", self.program.display()))?;
         if output.status.success() {
@@ -72,12 +96,12 @@ impl VfioAlias {
 /// Reads the `vfio_pci:` aliases of `modules.alias` (other lines are ignored; a missing file
 /// has none).
 pub fn read_vfio_aliases(path: &Path) -> Result<Vec<VfioAlias>> {
-    let text = match fs::read_to_string(path) {
-        Ok(text) => text,
+    let bytes = match read_file_capped(path, ALIAS_MAX) {
+        Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io("read", path, e)),
     };
-    Ok(parse_vfio_aliases(&text))
+    Ok(parse_vfio_aliases(&String::from_utf8_lossy(&bytes)))
 }
 
 /// Parses `alias vfio_pci:v000010DEd00002342sv*sd*bc*sc*i* nvgrace_gpu_vfio_pci` lines.
@@ -248,5 +272,39 @@ alias vfio_pci:v00001AF4d00001041sv*sd*bc*sc*i* ../evil
             .load(&ModuleName::parse("vfio_pci").expect("name"))
             .expect_err("no program");
         assert!(err.contains("/nonexistent/modprobe"), "{err}");
+    }
+
+    #[test]
+    fn modprobe_runs_with_path_alone() {
+        let dir = std::env::temp_dir().join(format!("kv-modprobe-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let script = dir.join("modprobe");
+        let record = dir.join("env");
+        std::fs::write(&script, format!("#!/bin/sh\nenv > {}\n", record.display())).expect("write");
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        Modprobe { program: script }
+            .load(&ModuleName::parse("vfio_pci").expect("name"))
+            .expect("runs");
+        let env = std::fs::read_to_string(&record).expect("env");
+        let names: Vec<&str> = env
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+            .filter(|k| !matches!(*k, "PWD" | "SHLVL" | "_"))
+            .collect();
+        assert_eq!(names, ["PATH"], "{env}");
+        assert!(env.contains(&format!("PATH={MODPROBE_PATH}")), "{env}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn no_modules_says_why() {
+        let err = NoModules {
+            reason: "the tree is not this host's".to_owned(),
+        }
+        .load(&ModuleName::parse("vfio_pci").expect("name"))
+        .expect_err("never loads");
+        assert!(err.contains("not loading vfio_pci: the tree"), "{err}");
     }
 }

@@ -2,65 +2,73 @@
 //! is in use when it backs a mounted filesystem or swap (block devices under it, and the
 //! device-mapper/md devices stacked on them), has a network interface that is up with an
 //! address or a route, or is the boot VGA device or drives the framebuffer console.
+//!
+//! `bind` asks before taking a device from its host driver, and `restore`/`unbind` ask
+//! before unbinding anything but a vfio driver (a journal entry must not make them take a
+//! disk that backs `/`). Sysfs is read through the bus's root (never outside it); procfs
+//! files are read without blocking and with a size cap.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::sysfs::{normalize_link, read_attr, PciBus};
+use super::beneath::read_file_capped;
+use super::sysfs::{normalize_link, BusPaths, PciBus};
 use crate::bdf::Bdf;
 use crate::error::Result;
 
 /// Interface flag `IFF_UP` from `<linux/if.h>`.
 const IFF_UP: u32 = 0x1;
+/// The most of a procfs table read (a host with tens of thousands of mounts stays under it).
+const PROC_MAX: usize = 64 << 20;
 
 /// Why the host is using `bdf`; empty when it is free to take.
 pub fn in_use_reasons(bus: &PciBus, proc_root: &Path, bdf: Bdf) -> Result<Vec<String>> {
     let mut reasons = Vec::new();
-    let dir = bus.device_dir(bdf);
-    if read_attr(&dir.join("boot_vga"))?.is_some_and(|v| v.trim() == "1") {
+    let dir = BusPaths::device_rel(bdf);
+    if bus
+        .read_attr(&dir.join("boot_vga"))?
+        .is_some_and(|v| v.trim() == "1")
+    {
         reasons.push("it is the boot VGA device (the host console may be on it)".to_owned());
     }
-    for fb in list_names(&dir.join("graphics"))
+    for fb in bus
+        .list(&dir.join("graphics"))
         .into_iter()
         .filter(|n| n.starts_with("fb"))
     {
-        if framebuffer_console_bound(bus.root()) {
+        if framebuffer_console_bound(bus) {
             reasons.push(format!("it drives the framebuffer console ({fb})"));
         }
     }
     reasons.extend(block_reasons(bus, proc_root, bdf)?);
-    for interface in list_names(&dir.join("net")) {
-        if let Some(why) = interface_busy(&dir.join("net").join(&interface), proc_root, &interface)?
-        {
+    for interface in bus.list(&dir.join("net")) {
+        let net = dir.join("net").join(&interface);
+        if let Some(why) = interface_busy(bus, &net, proc_root, &interface)? {
             reasons.push(format!("network interface {interface} is up with {why}"));
         }
     }
     Ok(reasons)
 }
 
-fn list_names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
+/// A procfs file as text; empty when missing or unreadable (the check then finds nothing
+/// there, as on a host without that table).
+fn read_proc(proc_root: &Path, name: &str) -> String {
+    read_file_capped(&proc_root.join(name), PROC_MAX)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
 }
 
 /// A framebuffer console (fbcon) is bound to a virtual terminal.
-fn framebuffer_console_bound(sysfs: &Path) -> bool {
-    let vtcon = sysfs.join("class/vtconsole");
-    list_names(&vtcon).iter().any(|con| {
-        let name = read_attr(&vtcon.join(con).join("name"))
+fn framebuffer_console_bound(bus: &PciBus) -> bool {
+    let vtcon = Path::new("class/vtconsole");
+    bus.list(vtcon).iter().any(|con| {
+        let name = bus
+            .read_attr(&vtcon.join(con).join("name"))
             .ok()
             .flatten()
             .unwrap_or_default();
-        let bound = read_attr(&vtcon.join(con).join("bind"))
+        let bound = bus
+            .read_attr(&vtcon.join(con).join("bind"))
             .ok()
             .flatten()
             .unwrap_or_default();
@@ -73,13 +81,15 @@ fn block_reasons(bus: &PciBus, proc_root: &Path, bdf: Bdf) -> Result<Vec<String>
     let Some(dev_path) = bus.device_sysfs_path(bdf) else {
         return Ok(Vec::new());
     };
-    let class_block = bus.root().join("class/block");
+    let class_block = PathBuf::from("class/block");
     let prefix = format!("{dev_path}/");
-    let mut stack: Vec<String> = list_names(&class_block)
+    let mut stack: Vec<String> = bus
+        .list(&class_block)
         .into_iter()
         .filter(|name| {
-            fs::read_link(class_block.join(name))
-                .is_ok_and(|t| normalize_link(&t.to_string_lossy()).starts_with(&prefix))
+            bus.root_dir()
+                .read_link(&class_block.join(name))
+                .is_ok_and(|t| normalize_link(&t).starts_with(&prefix))
         })
         .collect();
     // Follow holders (dm, md, bcache) so LVM or RAID on the disk counts too.
@@ -88,21 +98,24 @@ fn block_reasons(bus: &PciBus, proc_root: &Path, bdf: Bdf) -> Result<Vec<String>
         if seen.len() > 4096 || !seen.insert(name.clone()) {
             continue;
         }
-        stack.extend(list_names(&class_block.join(&name).join("holders")));
+        stack.extend(bus.list(&class_block.join(&name).join("holders")));
     }
     let mounts = mounted_devices(proc_root);
     let swaps = swap_devices(proc_root);
     let mut reasons = Vec::new();
     for name in &seen {
-        let devnum = read_attr(&class_block.join(name).join("dev"))?.map(|d| d.trim().to_owned());
+        let devnum = bus
+            .read_attr(&class_block.join(name).join("dev"))?
+            .map(|d| d.trim().to_owned());
         if let Some(points) = devnum.as_ref().and_then(|d| mounts.get(d)) {
             reasons.push(format!(
                 "block device {name} is mounted at {}",
                 points.join(", ")
             ));
         }
-        let dm_name =
-            read_attr(&class_block.join(name).join("dm/name"))?.map(|n| n.trim().to_owned());
+        let dm_name = bus
+            .read_attr(&class_block.join(name).join("dm/name"))?
+            .map(|n| n.trim().to_owned());
         if swaps.contains(name) || dm_name.is_some_and(|n| swaps.contains(&n)) {
             reasons.push(format!("block device {name} is in use as swap"));
         }
@@ -112,7 +125,7 @@ fn block_reasons(bus: &PciBus, proc_root: &Path, bdf: Bdf) -> Result<Vec<String>
 
 /// `MAJ:MIN` -> mount points, from `<proc>/self/mountinfo`.
 fn mounted_devices(proc_root: &Path) -> HashMap<String, Vec<String>> {
-    let text = fs::read_to_string(proc_root.join("self/mountinfo")).unwrap_or_default();
+    let text = read_proc(proc_root, "self/mountinfo");
     let mut out: HashMap<String, Vec<String>> = HashMap::new();
     for line in text.lines() {
         let fields: Vec<&str> = line.split(' ').collect();
@@ -152,7 +165,7 @@ fn unescape_mount(text: &str) -> String {
 
 /// Names (`nvme0n1p3`, `dm-1`, or a device-mapper name) of active swap devices.
 fn swap_devices(proc_root: &Path) -> BTreeSet<String> {
-    let text = fs::read_to_string(proc_root.join("swaps")).unwrap_or_default();
+    let text = read_proc(proc_root, "swaps");
     text.lines()
         .skip(1)
         .filter_map(|line| line.split_whitespace().next())
@@ -163,16 +176,21 @@ fn swap_devices(proc_root: &Path) -> BTreeSet<String> {
 
 /// Whether an interface is up with an IPv4 route, a non-link-local IPv6 address or an IPv6
 /// route other than the automatic link-local and multicast ones; says which.
-fn interface_busy(dir: &Path, proc_root: &Path, name: &str) -> Result<Option<String>> {
-    let flags = read_attr(&dir.join("flags"))?
+fn interface_busy(
+    bus: &PciBus,
+    dir: &Path,
+    proc_root: &Path,
+    name: &str,
+) -> Result<Option<String>> {
+    let flags = bus
+        .read_attr(&dir.join("flags"))?
         .and_then(|f| super::sysfs::parse_hex(&f))
         .unwrap_or(0);
-    let operstate = read_attr(&dir.join("operstate"))?.unwrap_or_default();
+    let operstate = bus.read_attr(&dir.join("operstate"))?.unwrap_or_default();
     if flags & IFF_UP == 0 && operstate.trim() != "up" {
         return Ok(None);
     }
-    let net = proc_root.join("net");
-    let route = fs::read_to_string(net.join("route")).unwrap_or_default();
+    let route = read_proc(proc_root, "net/route");
     if route
         .lines()
         .skip(1)
@@ -180,7 +198,7 @@ fn interface_busy(dir: &Path, proc_root: &Path, name: &str) -> Result<Option<Str
     {
         return Ok(Some("an IPv4 route".to_owned()));
     }
-    let inet6 = fs::read_to_string(net.join("if_inet6")).unwrap_or_default();
+    let inet6 = read_proc(proc_root, "net/if_inet6");
     for line in inet6.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
         // address, ifindex, prefix length, scope, flags, name; scope 0x20 is link-local.
@@ -188,7 +206,7 @@ fn interface_busy(dir: &Path, proc_root: &Path, name: &str) -> Result<Option<Str
             return Ok(Some("an IPv6 address".to_owned()));
         }
     }
-    let route6 = fs::read_to_string(net.join("ipv6_route")).unwrap_or_default();
+    let route6 = read_proc(proc_root, "net/ipv6_route");
     for line in route6.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
         if f.len() == 10 && f[9] == name && !f[0].starts_with("fe80") && !f[0].starts_with("ff") {

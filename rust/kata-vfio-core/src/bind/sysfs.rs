@@ -1,12 +1,16 @@
 //! What binding reads from and writes to sysfs. Every path is built from a parsed [`Bdf`]
-//! or a validated [`DriverName`] under the configured root; writes go through a
-//! [`SysfsWriter`] so tests can put a simulator of the kernel behind them.
+//! or a validated [`DriverName`] under the configured root, and every read and write goes
+//! through that root's directory fd ([`Root`]), so nothing a tree contains (an absolute
+//! symlink, a `..` chain, a FIFO where an attribute should be) reaches outside it or blocks.
+//! Writes go through a [`SysfsWriter`] so tests can put a simulator of the kernel behind
+//! them.
 
-use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::beneath::Root;
 use super::names::DriverName;
 use crate::bdf::Bdf;
 use crate::error::{Error, Result};
@@ -20,25 +24,26 @@ pub trait SysfsWriter: Send + Sync {
     fn write(&self, path: &Path, value: &[u8]) -> io::Result<()>;
 }
 
-/// Writes real files: open for writing (never create), one write of the whole value.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct FsWriter;
+/// Writes real files below the bus's root: open write-only through the root's fd (never
+/// created, truncated, or reached through a symlink or a `..` above the root), one write of
+/// the whole value; on the real `/sys`, only files of sysfs.
+#[derive(Debug, Clone)]
+pub struct FsWriter {
+    root: Arc<Root>,
+}
+
+impl FsWriter {
+    /// A writer confined to `bus`'s root.
+    pub fn new(bus: &PciBus) -> Self {
+        Self {
+            root: Arc::clone(&bus.root),
+        }
+    }
+}
 
 impl SysfsWriter for FsWriter {
     fn write(&self, path: &Path, value: &[u8]) -> io::Result<()> {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .truncate(true)
-            .open(path)?;
-        let written = file.write(value)?;
-        if written == value.len() {
-            Ok(())
-        } else {
-            Err(io::Error::other(format!(
-                "short write ({written} of {} bytes)",
-                value.len()
-            )))
-        }
+        self.root.write_attr(self.root.relative(path)?, value)
     }
 }
 
@@ -101,14 +106,14 @@ impl DeviceFacts {
     }
 }
 
-/// The PCI bus under a sysfs root.
-#[derive(Debug, Clone)]
-pub struct PciBus {
+/// The paths of the PCI bus's binding files under a sysfs root (no I/O).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusPaths {
     root: PathBuf,
 }
 
-impl PciBus {
-    /// The bus under `sysfs_root` (normally `/sys`).
+impl BusPaths {
+    /// The paths under `sysfs_root` (normally `/sys`).
     pub fn new(sysfs_root: impl Into<PathBuf>) -> Self {
         Self {
             root: sysfs_root.into(),
@@ -120,9 +125,19 @@ impl PciBus {
         &self.root
     }
 
+    /// `bus/pci/devices/<bdf>`, relative to the root.
+    pub fn device_rel(bdf: Bdf) -> PathBuf {
+        Path::new("bus/pci/devices").join(bdf.to_string())
+    }
+
+    /// `bus/pci/drivers/<driver>`, relative to the root.
+    pub fn driver_rel(driver: &DriverName) -> PathBuf {
+        Path::new("bus/pci/drivers").join(driver.as_str())
+    }
+
     /// `<root>/bus/pci/devices/<bdf>`.
     pub fn device_dir(&self, bdf: Bdf) -> PathBuf {
-        self.root.join("bus/pci/devices").join(bdf.to_string())
+        self.root.join(Self::device_rel(bdf))
     }
 
     /// `<root>/bus/pci/devices/<bdf>/driver_override`.
@@ -132,36 +147,109 @@ impl PciBus {
 
     /// `<root>/bus/pci/drivers/<driver>`.
     pub fn driver_dir(&self, driver: &DriverName) -> PathBuf {
-        self.root.join("bus/pci/drivers").join(driver.as_str())
+        self.root.join(Self::driver_rel(driver))
     }
 
     /// `<root>/bus/pci/drivers_probe`.
     pub fn probe_path(&self) -> PathBuf {
         self.root.join("bus/pci/drivers_probe")
     }
+}
+
+/// The PCI bus under an open sysfs root.
+#[derive(Debug, Clone)]
+pub struct PciBus {
+    paths: BusPaths,
+    root: Arc<Root>,
+}
+
+impl std::ops::Deref for PciBus {
+    type Target = BusPaths;
+
+    fn deref(&self) -> &BusPaths {
+        &self.paths
+    }
+}
+
+impl PciBus {
+    /// Opens the bus under `sysfs_root` (normally `/sys`, which must then be a sysfs).
+    pub fn open(sysfs_root: impl Into<PathBuf>) -> Result<Self> {
+        let path = sysfs_root.into();
+        let root = Root::open(&path).map_err(|e| {
+            Error::io("open sysfs root", &path, e)
+                .with_hint("give the root of a sysfs tree (/sys, or a copy with bus/pci)")
+        })?;
+        Ok(Self {
+            paths: BusPaths::new(path),
+            root: Arc::new(root),
+        })
+    }
+
+    /// The path builder.
+    pub fn paths(&self) -> &BusPaths {
+        &self.paths
+    }
+
+    /// The open root, for reads below it.
+    pub fn root_dir(&self) -> &Root {
+        &self.root
+    }
+
+    /// A text attribute below the root; `None` when it does not exist.
+    pub fn read_attr(&self, rel: &Path) -> Result<Option<String>> {
+        match self.root.read_attr(rel) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("read", self.root.path().join(rel), e)),
+        }
+    }
+
+    /// The last component of a symlink's target (`driver` -> `e1000e`); `None` when absent.
+    pub fn link_name(&self, rel: &Path) -> Result<Option<String>> {
+        match self.root.read_link(rel) {
+            Ok(target) => Ok(Path::new(&target)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("readlink", self.root.path().join(rel), e)),
+        }
+    }
+
+    /// The names in a directory below the root, sorted; none when it is missing or cannot
+    /// be read.
+    pub fn list(&self, rel: &Path) -> Vec<String> {
+        let mut names = self.root.list(rel).unwrap_or_default();
+        names.sort();
+        names
+    }
 
     /// Whether the driver is registered (its directory exists).
     pub fn has_driver(&self, driver: &DriverName) -> bool {
-        self.driver_dir(driver).is_dir()
+        self.root.is_dir(&BusPaths::driver_rel(driver))
+    }
+
+    /// Whether the device's directory is there.
+    pub fn has_device(&self, bdf: Bdf) -> bool {
+        self.root.is_dir(&BusPaths::device_rel(bdf))
     }
 
     /// Reads the facts binding needs; `DeviceNotFound` when the device is not present.
     pub fn device(&self, bdf: Bdf) -> Result<DeviceFacts> {
-        let dir = self.device_dir(bdf);
-        if !dir.is_dir() {
+        let dir = BusPaths::device_rel(bdf);
+        if !self.has_device(bdf) {
             return Err(Error::NotFound {
                 what: "PCI device",
                 name: bdf.to_string(),
                 hint: Some(format!(
-                    "no {} on this host: check the address with `kata-vfio scan`",
-                    dir.display()
+                    "no {} on this host (or it leads outside the sysfs root): check the address with `kata-vfio scan`",
+                    self.device_dir(bdf).display()
                 )),
             });
         }
-        let class_text = read_attr(&dir.join("class"))?.ok_or_else(|| {
+        let class_text = self.read_attr(&dir.join("class"))?.ok_or_else(|| {
             Error::io(
                 "read",
-                dir.join("class"),
+                self.root.path().join(&dir).join("class"),
                 io::Error::from_raw_os_error(ENOENT),
             )
         })?;
@@ -169,53 +257,59 @@ impl PciBus {
             Error::invalid(
                 "PCI class",
                 class_text.trim(),
-                format!("unreadable in {}", dir.display()),
+                format!("unreadable in {}", self.device_dir(bdf).display()),
             )
         })?;
         Ok(DeviceFacts {
             bdf,
             class_code,
-            group: link_name(&dir.join("iommu_group"))?.and_then(|n| n.parse().ok()),
-            modalias: read_attr(&dir.join("modalias"))?.map(|s| s.trim().to_owned()),
+            group: self
+                .link_name(&dir.join("iommu_group"))?
+                .and_then(|n| n.parse().ok()),
+            modalias: self
+                .read_attr(&dir.join("modalias"))?
+                .map(|s| s.trim().to_owned()),
             state: self.state(bdf)?,
         })
     }
 
     /// The current driver and `driver_override`.
     pub fn state(&self, bdf: Bdf) -> Result<DriverState> {
-        let dir = self.device_dir(bdf);
-        let driver_override = read_attr(&dir.join("driver_override"))?
+        let dir = BusPaths::device_rel(bdf);
+        let driver_override = self
+            .read_attr(&dir.join("driver_override"))?
             .map(|s| s.trim_end_matches('\n').to_owned())
             .filter(|s| !s.is_empty() && s != "(null)");
         Ok(DriverState {
-            driver: link_name(&dir.join("driver"))?,
+            driver: self.link_name(&dir.join("driver"))?,
             driver_override,
         })
     }
 
     /// Whether the device has a `driver_override` attribute (PCI, Linux 3.16+).
     pub fn has_override(&self, bdf: Bdf) -> bool {
-        self.override_path(bdf).exists()
+        self.root
+            .exists(&BusPaths::device_rel(bdf).join("driver_override"))
+    }
+
+    /// The device's vfio cdev (`vfio0`, from `vfio-dev/`), when it has one.
+    pub fn vfio_cdev(&self, bdf: Bdf) -> Option<String> {
+        self.list(&BusPaths::device_rel(bdf).join("vfio-dev"))
+            .into_iter()
+            .find(|n| n.starts_with("vfio") && n[4..].bytes().all(|b| b.is_ascii_digit()))
     }
 
     /// Members of IOMMU group `id`, in numeric order: from
     /// `kernel/iommu_groups/<id>/devices`, or (when that directory is missing, as in
     /// copied snapshots) from every device's `iommu_group` link.
     pub fn group_members(&self, id: u32) -> Result<Vec<Bdf>> {
-        let dir = self
-            .root
-            .join("kernel/iommu_groups")
+        let dir = Path::new("kernel/iommu_groups")
             .join(id.to_string())
             .join("devices");
-        let mut members: Vec<Bdf> = match fs::read_dir(&dir) {
-            Ok(entries) => entries
-                .filter_map(|e| {
-                    e.ok()
-                        .and_then(|e| Bdf::parse(&e.file_name().to_string_lossy()).ok())
-                })
-                .collect(),
+        let mut members: Vec<Bdf> = match self.root.list(&dir) {
+            Ok(names) => names.iter().filter_map(|n| Bdf::parse(n).ok()).collect(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => self.members_from_links(id)?,
-            Err(e) => return Err(Error::io("list", dir, e)),
+            Err(e) => return Err(Error::io("list", self.root.path().join(dir), e)),
         };
         members.sort_unstable();
         members.dedup();
@@ -223,14 +317,17 @@ impl PciBus {
     }
 
     fn members_from_links(&self, id: u32) -> Result<Vec<Bdf>> {
-        let devices = self.root.join("bus/pci/devices");
-        let entries = fs::read_dir(&devices).map_err(|e| Error::io("list", &devices, e))?;
+        let devices = Path::new("bus/pci/devices");
+        let names = self
+            .root
+            .list(devices)
+            .map_err(|e| Error::io("list", self.root.path().join(devices), e))?;
         let mut out = Vec::new();
-        for entry in entries.flatten() {
-            let Ok(bdf) = Bdf::parse(&entry.file_name().to_string_lossy()) else {
+        for name in names {
+            let Ok(bdf) = Bdf::parse(&name) else {
                 continue;
             };
-            let group = link_name(&entry.path().join("iommu_group"))?;
+            let group = self.link_name(&devices.join(&name).join("iommu_group"))?;
             if group.and_then(|g| g.parse::<u32>().ok()) == Some(id) {
                 out.push(bdf);
             }
@@ -240,11 +337,9 @@ impl PciBus {
 
     /// vfio runs without an IOMMU (`enable_unsafe_noiommu_mode=Y`).
     pub fn noiommu_enabled(&self) -> bool {
-        read_attr(
-            &self
-                .root
-                .join("module/vfio/parameters/enable_unsafe_noiommu_mode"),
-        )
+        self.read_attr(Path::new(
+            "module/vfio/parameters/enable_unsafe_noiommu_mode",
+        ))
         .ok()
         .flatten()
         .is_some_and(|v| v.trim() == "Y" || v.trim() == "1")
@@ -253,8 +348,8 @@ impl PciBus {
     /// The device's real directory relative to the root (`devices/pci0000:00/...`), from
     /// the target of its `bus/pci/devices` link.
     pub fn device_sysfs_path(&self, bdf: Bdf) -> Option<String> {
-        let target = fs::read_link(self.device_dir(bdf)).ok()?;
-        Some(normalize_link(&target.to_string_lossy()))
+        let target = self.root.read_link(&BusPaths::device_rel(bdf)).ok()?;
+        Some(normalize_link(&target))
     }
 }
 
@@ -265,24 +360,6 @@ pub fn normalize_link(target: &str) -> String {
         .filter(|c| !c.is_empty() && *c != "." && *c != "..")
         .collect::<Vec<_>>()
         .join("/")
-}
-
-/// Reads a text attribute; `None` when it does not exist.
-pub fn read_attr(path: &Path) -> Result<Option<String>> {
-    match fs::read(path) {
-        Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io("read", path, e)),
-    }
-}
-
-/// The last component of a symlink's target (`driver` -> `e1000e`); `None` when absent.
-pub fn link_name(path: &Path) -> Result<Option<String>> {
-    match fs::read_link(path) {
-        Ok(target) => Ok(target.file_name().map(|n| n.to_string_lossy().into_owned())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io("readlink", path, e)),
-    }
 }
 
 /// Parses `0x030200` (any case, surrounding whitespace allowed).

@@ -1,6 +1,7 @@
 //! Memory that devices may read and write: a page-aligned, zeroed buffer owned by Rust and
 //! never borrowed as a Rust slice, so a device writing it behind the program's back breaks
-//! no aliasing rule. Reads and writes go through volatile copies.
+//! no aliasing rule. Reads and writes go through volatile copies. Mapping it is the
+//! handles' business: they keep it alive while mapped (see `legacy::Container`).
 
 use std::alloc::{self, Layout};
 use std::ptr::NonNull;
@@ -94,7 +95,11 @@ impl DmaBuffer {
 impl Drop for DmaBuffer {
     fn drop(&mut self) {
         // SAFETY: `ptr` came from alloc_zeroed with exactly this layout and is freed once.
-        // A mapping still pinning these pages keeps its own page references in the kernel.
+        // No IOMMU mapping covers it any more: the kernel's pin keeps the pages, not the
+        // allocation, so a buffer freed while mapped would be handed out again by the
+        // allocator while a device could still write it. `Container` and `IommuFd` hold an
+        // `Arc` to every buffer they map until the range is unmapped (and leak it when the
+        // unmap fails), so this last reference drops only after the unmap.
         unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) };
     }
 }

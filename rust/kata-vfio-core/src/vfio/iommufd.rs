@@ -23,6 +23,11 @@ pub struct IovaRanges {
 type IoasMapping = (u64, Arc<DmaBuffer>);
 
 /// An open `/dev/iommu`.
+///
+/// As for [`super::Container`]: each mapped buffer is held until its range is unmapped, and
+/// dropping the handle unmaps every range it mapped first (a bound device cdev keeps the
+/// kernel's iommufd context, and so the IOAS and its mappings, alive after this fd closes);
+/// a range that will not unmap keeps its buffer allocated for the life of the process.
 #[derive(Debug)]
 pub struct IommuFd {
     fd: OwnedFd,
@@ -69,11 +74,10 @@ impl IommuFd {
             id,
             ..Default::default()
         };
+        let mut mappings = self.mappings.lock().unwrap_or_else(PoisonError::into_inner);
         sys::call(self.fd.as_fd(), &mut arg).map_err(|e| self.err("IOMMU_DESTROY", e))?;
-        self.mappings
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|(ioas, _), _| *ioas != id);
+        // A destroyed IOAS took its mappings with it.
+        mappings.retain(|(ioas, _), _| *ioas != id);
         Ok(())
     }
 
@@ -128,19 +132,33 @@ impl IommuFd {
             iova: iova.unwrap_or(0),
             ..Default::default()
         };
-        // SAFETY: the range is a DmaBuffer, never borrowed as Rust memory, and the Arc kept
-        // below holds it alive while mapped.
+        // The lock is held across the ioctl so the mapping is recorded before any other
+        // thread could drop this handle.
+        let mut mappings = self.mappings.lock().unwrap_or_else(PoisonError::into_inner);
+        // SAFETY: the range is a DmaBuffer, never borrowed as Rust memory. The Arc recorded
+        // below keeps it allocated until the range is unmapped: `unmap` and `destroy` drop it
+        // only after the kernel confirms, and `Drop` unmaps every recorded range before the
+        // fd closes (leaking the buffer when that fails), so the pages are never freed while
+        // the kernel's IOAS (which a bound cdev keeps alive past this fd) maps them.
         let got = unsafe { sys::ioas_map(self.fd.as_fd(), &map) }
             .map_err(|e| self.err("IOMMU_IOAS_MAP", e))?;
-        self.mappings
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert((ioas_id, got), (length, Arc::clone(buffer)));
+        mappings.insert((ioas_id, got), (length, Arc::clone(buffer)));
         Ok(got)
     }
 
-    /// `IOMMU_IOAS_UNMAP` of `[iova, iova + length)`; returns the bytes unmapped.
+    /// `IOMMU_IOAS_UNMAP` of `[iova, iova + length)`; returns the bytes unmapped. A buffer
+    /// is released only when its whole range lies inside the one unmapped.
     pub fn unmap(&self, ioas_id: u32, iova: u64, length: u64) -> Result<u64> {
+        let mut mappings = self.mappings.lock().unwrap_or_else(PoisonError::into_inner);
+        let unmapped = self.unmap_range(ioas_id, iova, length)?;
+        let end = iova.saturating_add(length);
+        mappings.retain(|(ioas, start), (size, _)| {
+            !(*ioas == ioas_id && *start >= iova && start.saturating_add(*size) <= end)
+        });
+        Ok(unmapped)
+    }
+
+    fn unmap_range(&self, ioas_id: u32, iova: u64, length: u64) -> Result<u64> {
         let mut arg = abi::IommuIoasUnmap {
             ioas_id,
             iova,
@@ -148,14 +166,17 @@ impl IommuFd {
             ..Default::default()
         };
         sys::call(self.fd.as_fd(), &mut arg).map_err(|e| self.err("IOMMU_IOAS_UNMAP", e))?;
-        let end = iova.saturating_add(length);
+        Ok(arg.length)
+    }
+
+    /// The ranges this handle has mapped and not unmapped, as `(ioas, iova, length)`.
+    pub fn mapped(&self) -> Vec<(u32, u64, u64)> {
         self.mappings
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .retain(|(ioas, start), (size, _)| {
-                *ioas != ioas_id || *start + *size <= iova || *start >= end
-            });
-        Ok(arg.length)
+            .iter()
+            .map(|((ioas, iova), (length, _))| (*ioas, *iova, *length))
+            .collect()
     }
 
     /// `IOMMU_OPTION` get (`op` GET) of `option_id` on `object_id` (0 for global options).
@@ -183,6 +204,23 @@ impl IommuFd {
         sys::call(self.fd.as_fd(), &mut arg)
             .map(drop)
             .map_err(|e| self.err("IOMMU_OPTION", e))
+    }
+}
+
+impl Drop for IommuFd {
+    /// Unmaps every range this handle mapped before its fd closes; a range that will not
+    /// unmap keeps its buffer allocated forever.
+    fn drop(&mut self) {
+        let mappings = std::mem::take(
+            self.mappings
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for ((ioas, iova), (length, buffer)) in mappings {
+            if self.unmap_range(ioas, iova, length).is_err() {
+                std::mem::forget(buffer);
+            }
+        }
     }
 }
 

@@ -45,10 +45,16 @@ pub struct IommuInfo {
 #[derive(Debug)]
 struct Mapping {
     size: u64,
-    _buffer: Arc<DmaBuffer>,
+    buffer: Arc<DmaBuffer>,
 }
 
 /// An open `/dev/vfio/vfio` container.
+///
+/// Its DMA mappings cannot outlive their buffers: the container holds each mapped buffer
+/// until the range is unmapped, and dropping the container (closing it) unmaps every range
+/// it mapped first, because the kernel's container outlives this fd while a group is still
+/// attached to it. A range the kernel refuses to unmap keeps its buffer allocated for the
+/// life of the process (leaked) rather than freed under the device.
 #[derive(Debug)]
 pub struct Container {
     fd: OwnedFd,
@@ -172,7 +178,8 @@ impl Container {
     }
 
     /// `VFIO_IOMMU_MAP_DMA` of the whole `buffer` at `iova`. The container keeps the buffer
-    /// alive until the range is unmapped or the container is dropped.
+    /// alive until the range is unmapped (by [`Self::unmap_dma`] or when the container is
+    /// dropped).
     pub fn map_dma(
         &self,
         buffer: &Arc<DmaBuffer>,
@@ -195,35 +202,73 @@ impl Container {
             iova,
             size,
         };
-        // SAFETY: the range is a DmaBuffer, which is never borrowed as Rust memory; the Arc
-        // kept below holds it alive for as long as the mapping exists.
+        // The lock is held across the ioctl so the mapping is recorded before any other
+        // thread could drop the container.
+        let mut mappings = self.mappings.lock().unwrap_or_else(PoisonError::into_inner);
+        // SAFETY: the range is a DmaBuffer, which is never borrowed as Rust memory. The Arc
+        // recorded below keeps it allocated until the range is unmapped: `unmap_dma` drops
+        // it only after the kernel confirms the unmap, and `Drop` unmaps every recorded
+        // range before the container's fd closes (and leaks the buffer when that fails), so
+        // the pages are never freed while the kernel's container (which may outlive this fd)
+        // still maps them.
         unsafe { sys::iommu_map_dma(self.fd.as_fd(), &map) }
             .map_err(|e| self.err("VFIO_IOMMU_MAP_DMA", e))?;
-        self.mappings
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(
-                iova,
-                Mapping {
-                    size,
-                    _buffer: Arc::clone(buffer),
-                },
-            );
+        mappings.insert(
+            iova,
+            Mapping {
+                size,
+                buffer: Arc::clone(buffer),
+            },
+        );
         Ok(())
     }
 
-    /// `VFIO_IOMMU_UNMAP_DMA` of `[iova, iova + size)`; returns the bytes unmapped.
+    /// `VFIO_IOMMU_UNMAP_DMA` of `[iova, iova + size)`; returns the bytes unmapped. A
+    /// buffer is released only when its whole range lies inside the one unmapped.
     pub fn unmap_dma(&self, iova: u64, size: u64) -> Result<u64> {
+        let mut mappings = self.mappings.lock().unwrap_or_else(PoisonError::into_inner);
+        let unmapped = self.unmap_range(iova, size)?;
+        let end = iova.saturating_add(size);
+        mappings.retain(|start, m| !(*start >= iova && start.saturating_add(m.size) <= end));
+        Ok(unmapped)
+    }
+
+    fn unmap_range(&self, iova: u64, size: u64) -> Result<u64> {
         let mut arg = abi::VfioIommuType1DmaUnmap {
             iova,
             size,
             ..Default::default()
         };
         sys::call(self.fd.as_fd(), &mut arg).map_err(|e| self.err("VFIO_IOMMU_UNMAP_DMA", e))?;
-        let end = iova.saturating_add(size);
-        let mut mappings = self.mappings.lock().unwrap_or_else(PoisonError::into_inner);
-        mappings.retain(|start, m| *start + m.size <= iova || *start >= end);
         Ok(arg.size)
+    }
+
+    /// The ranges this container has mapped and not unmapped, as `(iova, size)`.
+    pub fn mapped(&self) -> Vec<(u64, u64)> {
+        self.mappings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(iova, m)| (*iova, m.size))
+            .collect()
+    }
+}
+
+impl Drop for Container {
+    /// Unmaps every range this container mapped before its fd closes (the kernel's
+    /// container may live on through an attached group); a range that will not unmap keeps
+    /// its buffer allocated forever.
+    fn drop(&mut self) {
+        let mappings = std::mem::take(
+            self.mappings
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for (iova, mapping) in mappings {
+            if self.unmap_range(iova, mapping.size).is_err() {
+                std::mem::forget(mapping.buffer);
+            }
+        }
     }
 }
 

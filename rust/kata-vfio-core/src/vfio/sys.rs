@@ -351,7 +351,9 @@ pub fn ioas_iova_ranges(
 /// # Safety
 /// `map.vaddr .. vaddr + size` must be memory of this process that nothing in Rust reads or
 /// writes through references while the mapping exists (the device may write it at any time),
-/// e.g. a [`super::dma::DmaBuffer`].
+/// e.g. a [`super::dma::DmaBuffer`], and it must stay allocated until the range is unmapped.
+/// Closing `fd` does not end the mapping: the kernel's container lives on while a group is
+/// attached to it, and keeps the pages pinned and mapped for the device.
 pub unsafe fn iommu_map_dma(fd: BorrowedFd<'_>, map: &abi::VfioIommuType1DmaMap) -> io::Result<()> {
     let mut arg = *map;
     arg.argsz = abi::argsz::<abi::VfioIommuType1DmaMap>();
@@ -370,7 +372,8 @@ pub unsafe fn iommu_map_dma(fd: BorrowedFd<'_>, map: &abi::VfioIommuType1DmaMap)
 /// `IOMMU_IOAS_MAP`; returns the IOVA (chosen by the kernel unless `FIXED_IOVA`).
 ///
 /// # Safety
-/// As for [`iommu_map_dma`], for `map.user_va .. user_va + length`.
+/// As for [`iommu_map_dma`], for `map.user_va .. user_va + length` (the kernel's iommufd
+/// context lives on after `fd` closes while a device cdev is bound to it).
 pub unsafe fn ioas_map(fd: BorrowedFd<'_>, map: &abi::IommuIoasMap) -> io::Result<u64> {
     let mut arg = *map;
     arg.size = abi::argsz::<abi::IommuIoasMap>();
