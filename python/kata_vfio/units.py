@@ -84,9 +84,10 @@ def parse_count(text: str, *, what: str, maximum: int) -> int:
     blanks allowed). Raises :class:`InvalidInputError` naming ``what``."""
     value = decimal_digits(text.strip(), max_value=maximum)
     if value is None:
+        digits = text.strip().isascii() and text.strip().isdigit()
+        problem = "is out of range" if digits else "is not a number"
         raise InvalidInputError(
-            f"{what} {echo(text)} is not a number from 0 to {maximum}",
-            hint="write it in decimal digits",
+            f"{what} {echo(text)} {problem} (0..{maximum})", hint="write it in decimal digits"
         )
     return value
 
