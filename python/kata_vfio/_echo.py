@@ -13,8 +13,11 @@ _LIMIT = 72
 
 def echo(value: object, *, limit: int = _LIMIT) -> str:
     """``repr(value)``, or its first ``limit`` characters and the full length when longer."""
-    if isinstance(value, str) and len(value) > limit:
-        return f"{value[:limit]!r}... ({len(value)} characters)"
+    if isinstance(value, str):
+        # Judged by the text itself: escapes may make a short input's repr long.
+        if len(value) > limit:
+            return f"{value[:limit]!r}... ({len(value)} characters)"
+        return repr(value)
     text = repr(value)
     if len(text) > limit:
         return f"{text[:limit]}... ({len(text)} characters)"

@@ -1,20 +1,24 @@
-"""Sizes, one convention everywhere: bytes, or a number with a binary unit.
+"""Numbers from outside, one convention everywhere; first sizes: bytes, or a number with a
+binary unit.
 
 ``17179869184``, ``16384M``, ``16G`` and ``16GiB`` are the same 16 GiB wherever a size is
 asked for (``kata-vfio memlock``, ``doctor --vm-memory``, the library). Units are powers of
 1024 whatever their spelling (``K``, ``KB``, ``KiB``; any letter case), a bare number is
-bytes, and the digit count is checked before the number is converted.
+bytes, and the digit count is checked before the number is converted. Counts
+(:func:`parse_count`) are plain ASCII decimal digits; durations (:func:`parse_seconds`) are
+finite numbers of seconds above zero.
 """
 
 from __future__ import annotations
 
+import math
 import re
 
 from kata_vfio._echo import echo
 from kata_vfio._numbers import decimal_digits
 from kata_vfio.errors import InvalidInputError
 
-__all__ = ["MAX_SIZE", "SIZE_FORMS", "format_size", "parse_size"]
+__all__ = ["MAX_SIZE", "SIZE_FORMS", "format_size", "parse_count", "parse_seconds", "parse_size"]
 
 MAX_SIZE = (1 << 63) - 1
 """The largest size accepted (a signed 64-bit byte count, as the kernel's limits are)."""
@@ -73,3 +77,31 @@ def format_size(size: int | None) -> str:
             text = f"{value:.1f}".removesuffix(".0")
             return f"{text} {unit}"
     return f"{size} B"
+
+
+def parse_count(text: str, *, what: str, maximum: int) -> int:
+    """A whole number from 0 to ``maximum`` written in ASCII decimal digits (surrounding
+    blanks allowed). Raises :class:`InvalidInputError` naming ``what``."""
+    value = decimal_digits(text.strip(), max_value=maximum)
+    if value is None:
+        digits = text.strip().isascii() and text.strip().isdigit()
+        problem = "is out of range" if digits else "is not a number"
+        raise InvalidInputError(
+            f"{what} {echo(text)} {problem} (0..{maximum})", hint="write it in decimal digits"
+        )
+    return value
+
+
+def parse_seconds(text: str, *, what: str, maximum: float) -> float:
+    """A duration in seconds: a finite number above 0 and at most ``maximum`` (``nan``,
+    ``inf`` and overflowing numbers are refused). Raises :class:`InvalidInputError`."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= maximum:
+        raise InvalidInputError(
+            f"{what} {echo(text)} is not a number of seconds above 0 and at most {maximum:g}",
+            hint="write a number such as 30 or 0.5",
+        )
+    return value

@@ -51,3 +51,27 @@ def test_echo_cuts_long_input() -> None:
     long = "x" * 10_000
     assert echo(long) == f"{'x' * 72!r}... (10000 characters)"
     assert echo(["y" * 100]).endswith("... (104 characters)")
+
+
+@given(st.text(max_size=72))
+def test_echo_shows_short_text_whole_however_it_is_escaped(text: str) -> None:
+    assert echo(text) == repr(text)
+
+
+@given(st.one_of(st.integers(-10, 2**40).map(str), st.text(max_size=12)))
+def test_counts_and_seconds_parse_or_say_why(text: str) -> None:
+    from kata_vfio.errors import InvalidInputError
+    from kata_vfio.units import parse_count, parse_seconds
+
+    try:
+        count = parse_count(text, what="count", maximum=1000)
+    except InvalidInputError as exc:
+        assert "(0..1000)" in str(exc)
+    else:
+        assert 0 <= count <= 1000 and count == int(text.strip())
+    try:
+        seconds = parse_seconds(text, what="timeout", maximum=60)
+    except InvalidInputError as exc:
+        assert "timeout" in str(exc)
+    else:
+        assert 0 < seconds <= 60

@@ -474,3 +474,33 @@ def test_machine_type_annotation_changes_the_qemu_part() -> None:
     updated = apply_annotations(config, {HV + "machine_type": "pc"})
     assert updated.qemu == QemuSection(machine_type="pc")
     assert config.qemu == QemuSection()
+
+
+KATA_SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+
+
+@pytest.mark.parametrize("key", ["seccompsandbox", "seccomp_sandbox"])
+def test_the_seccomp_sandbox_setting_is_read_and_checked(tmp_path: Path, key: str) -> None:
+    """Kata's Go runtime spells it seccompsandbox, runtime-rs seccomp_sandbox."""
+    path = _toml(tmp_path, f'[hypervisor.qemu]\npath = "/q"\n{key} = "{KATA_SANDBOX}"\n')
+    config = load_config(path)
+    assert config.qemu is not None and config.qemu.seccomp_sandbox == KATA_SANDBOX
+    bad = _toml(tmp_path, f'[hypervisor.qemu]\npath = "/q"\n{key} = "on,spawn=perhaps"\n')
+    with pytest.raises(ConfigError, match=f"{key} = 'on,spawn=perhaps'") as info:
+        load_config(bad)
+    assert str(bad) in str(info.value) and "spawn=allow|deny" in (info.value.hint or "")
+    both = _toml(
+        tmp_path,
+        '[hypervisor.qemu]\npath = "/q"\nseccompsandbox = "on"\nseccomp_sandbox = "off"\n',
+    )
+    with pytest.raises(ConfigError, match="disagree"):
+        load_config(both)
+
+
+def test_the_shipped_configurations_have_no_sandbox_by_default() -> None:
+    for name in ("configuration-qemu.toml", "configuration-qemu-nvidia-gpu.toml"):
+        path = KATA_CONFIGS / "runtime-go" / name
+        if not path.is_file():
+            pytest.skip(f"{path} not found")
+        config = load_config(path, host_cpus=8)
+        assert config.qemu is not None and config.qemu.seccomp_sandbox == ""

@@ -70,3 +70,15 @@ def test_fd_passed_qemu_gets_no_device_path(lab: Any) -> None:
         assert ",fd=" in nic
         assert "iommufd=" in nic
         assert any(o.startswith("iommufd,") and ",fd=" in o for o in objects), objects
+
+
+def test_the_nested_qemu_runs_unprivileged(lab: Any) -> None:
+    for mode, run in _modes(lab):
+        qemu = run["qemu"]
+        assert run["qemu_drop"] == "run-with", mode
+        assert qemu["uid"] == ["65534"] * 4 and qemu["gid"] == ["65534"] * 4, mode
+        assert qemu["groups"] == ["65534"], mode
+        assert [e for e in qemu["environ"] if e] == ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], mode
+        if mode == "legacy":  # Debian's kernel has seccomp (the lab kernel does not)
+            assert qemu["seccomp"] == "2", "seccomp filter mode"
+            assert "-sandbox" in run["argv"]

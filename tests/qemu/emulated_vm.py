@@ -8,10 +8,15 @@ expanders, vIOMMU, iommufd objects, the 64-bit hole, NUMA nodes) is the plan's o
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from pathlib import Path
 from typing import Any
 
-from kata_vfio.kata.sandbox import SandboxPlan
+from sandbox_hosts import Zoo, oci_spec
+
+from kata_vfio.kata.config import KataConfig
+from kata_vfio.kata.sandbox import SandboxPlan, plan_sandbox
 from kata_vfio.qemu.argv import QemuCommand, QemuOpts
 from kata_vfio.qemu.qmp import QmpSession, query_pci
 
@@ -30,6 +35,25 @@ def emulated(plan: SandboxPlan) -> QemuCommand:
         return device
 
     return plan.command.without(BOOT_FLAGS).map_opts("-device", swap)
+
+
+def planned(
+    zoo: Zoo, config: KataConfig, qemu: str, runtime: Path, nodes: list[str], **changes: object
+) -> SandboxPlan:
+    """The zoo server's sandbox plan for the VFIO ``nodes`` (256 MiB, TCG, ``runtime``)."""
+    server, _names = zoo
+    config = dataclasses.replace(config, path=qemu, default_memory=256, **changes).validate()  # type: ignore[arg-type]
+    return plan_sandbox(
+        oci_spec(nodes), host=server.host, config=config, accel="tcg", runtime_dir=str(runtime)
+    )
+
+
+def runnable(
+    zoo: Zoo, config: KataConfig, qemu: str, runtime: Path, nodes: list[str], **changes: object
+) -> SandboxPlan:
+    """:func:`planned`, with a command that runs here (emulated stand-ins, paused CPUs)."""
+    plan = planned(zoo, config, qemu, runtime, nodes, **changes)
+    return dataclasses.replace(plan, command=emulated(plan).add("-S"))
 
 
 def pci_tree(session: QmpSession, roots: dict[int, str]) -> dict[str, tuple[str, int, int]]:

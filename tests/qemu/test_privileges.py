@@ -3,6 +3,8 @@ memlock limit; the choices as pure functions and their effect on the real QEMU."
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import pwd
 import resource
@@ -10,11 +12,19 @@ import stat
 from pathlib import Path
 
 import pytest
+from emulated_vm import emulated, planned
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sandbox_hosts import Zoo, oci_spec
 
-from kata_vfio.errors import InvalidInputError, QemuError, QmpError
+from kata_vfio import Bdf
+from kata_vfio.cli import main
+from kata_vfio.errors import InvalidInputError, PlanError, QemuError, QmpError
+from kata_vfio.kata.config import KataConfig
+from kata_vfio.kata.run import run_sandbox
 from kata_vfio.qemu.argv import QemuCommand, QemuOpts
+from kata_vfio.qemu.fds import PassedDevice, QemuFds
+from kata_vfio.qemu.hotplug import group_request
 from kata_vfio.qemu.launcher import QemuProcess
 from kata_vfio.qemu.privileges import (
     MINIMAL_ENV,
@@ -26,7 +36,15 @@ from kata_vfio.qemu.privileges import (
     qemu_version,
     resolve_user,
 )
-from kata_vfio.qemu.qmp import HotplugFunction, HotplugRequest, hotplug, port_occupancy
+from kata_vfio.qemu.qmp import (
+    HotplugFunction,
+    HotplugRequest,
+    QmpSession,
+    hotplug,
+    port_occupancy,
+)
+from kata_vfio.qemu.run import VmStarted
+from kata_vfio.vm.hotplug import HotplugGroup, SlotFunction
 
 KATA_RECOMMENDED = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
 NOBODY = QemuUser(uid=65534, gid=65534, groups=(65534,))
@@ -227,9 +245,11 @@ def test_a_filter_that_forbids_the_drop_starts_qemu_as_the_user(qemu_binary: str
         assert "-run-with" not in vm.argv and "-runas" not in vm.argv
         assert vm.qmp.execute("query-status")["status"] == "prelaunch"
         assert set(_status(vm.pid or 0)["Uid"].split()) == {"65534"}
+        # QEMU got its sockets as fds: the runtime directory stays root's and private.
         owner = os.stat(vm.runtime_dir)
-        assert (owner.st_uid, stat.S_IMODE(owner.st_mode)) == (65534, 0o700)
-        assert os.stat(vm.path("qemu.pid")).st_uid == 65534
+        assert (owner.st_uid, stat.S_IMODE(owner.st_mode)) == (0, 0o700)
+        assert Path(vm.path("qemu.pid")).read_text() == f"{vm.pid}\n"
+        assert "-pidfile" not in vm.argv
     assert vm.stopped_by == "quit"
 
 
@@ -315,3 +335,132 @@ def test_a_cdev_hotplug_passes_its_fds_and_rolls_back_when_qemu_refuses(qemu_bin
         finally:
             os.close(read_end)
             os.close(write_end)
+
+
+# The sandbox flow: a planned VM run as an unprivileged user under Kata's filter.
+
+
+def _with_sandbox(config: KataConfig, value: str) -> KataConfig:
+    assert config.qemu is not None
+    return dataclasses.replace(config, qemu=dataclasses.replace(config.qemu, seccomp_sandbox=value))
+
+
+@pytest.mark.qemu
+@needs_root
+def test_a_sandbox_runs_as_the_user_under_katas_filter(
+    zoo: Zoo, nvidia_config: KataConfig, qemu_binary: str, tmp_path: Path
+) -> None:
+    runtime = tmp_path / "run"
+    config = _with_sandbox(nvidia_config, KATA_RECOMMENDED)
+    plan = planned(zoo, config, qemu_binary, runtime, [], pcie_root_port=2)
+    assert plan.command.values("-sandbox")[-1] == parse_seccomp_sandbox(KATA_RECOMMENDED)
+    assert plan.memlock == 0, "no VFIO device: nothing to pin"
+    plan = dataclasses.replace(plan, command=emulated(plan).add("-S"))
+    seen: dict[str, object] = {}
+
+    def started(vm: VmStarted) -> None:
+        status = _status(vm.pid)
+        seen.update(uid=status["Uid"].split(), seccomp=status["Seccomp"].strip())
+        seen["environ"] = Path(f"/proc/{vm.pid}/environ").read_bytes()
+        with QmpSession(vm.qmp_socket) as session:
+            session.execute("quit")
+
+    run_sandbox(plan, on_started=started, user=NOBODY)
+    assert seen["uid"] == ["65534"] * 4 and seen["seccomp"] == "2"
+    assert seen["environ"] == f"PATH={MINIMAL_ENV['PATH']}\0".encode()
+    assert not runtime.exists()
+
+
+def test_legacy_groups_an_unprivileged_qemu_cannot_open_are_refused_up_front(
+    zoo: Zoo, nvidia_config: KataConfig, tmp_path: Path
+) -> None:
+    server, names = zoo
+    runtime = tmp_path / "run"
+    legacy = [server.group_node(names["nic0"][0])]
+    # Cold-plugged, but QEMU starts as the user (its filter forbids the later drop).
+    config = _with_sandbox(nvidia_config, KATA_RECOMMENDED)
+    cold = planned(zoo, config, "/usr/bin/qemu-system-x86_64", runtime, legacy)
+    with pytest.raises(PlanError, match=r"cannot open the legacy VFIO device\(s\)") as info:
+        run_sandbox(cold, user=NOBODY)
+    assert "kata-vfio cdi generate --cdev" in (info.value.hint or "")
+    # Deferred: plugged after QEMU dropped its privileges.
+    hot = planned(
+        zoo,
+        nvidia_config,
+        "/usr/bin/qemu-system-x86_64",
+        runtime,
+        legacy,
+        cold_plug_vfio="no-port",
+        hot_plug_vfio="root-port",
+        pcie_root_port=2,
+    )
+    with pytest.raises(PlanError, match=r"legacy VFIO group\(s\) \d+ to hot-plug"):
+        run_sandbox(hot, user=NOBODY)
+    assert not runtime.exists(), "refused before anything was made"
+
+
+def test_a_planned_vm_with_devices_asks_for_their_memlock(
+    zoo: Zoo, nvidia_config: KataConfig, tmp_path: Path
+) -> None:
+    server, names = zoo
+    plan = planned(zoo, nvidia_config, "/q", tmp_path, [server.group_node(names["gpu0"][0])])
+    assert plan.memlock == (256 << 20) + (1 << 30)
+
+
+def test_a_cdev_group_is_plugged_by_fd_names() -> None:
+    group = HotplugGroup(
+        group=30,
+        slots=(
+            (
+                SlotFunction("gpu", Bdf("0000:18:00.0"), 0),
+                SlotFunction("aud", Bdf("0000:18:00.1"), 1),
+            ),
+        ),
+        iommufd="iommufd-g30",
+    )
+    fds = QemuFds(
+        5,
+        (PassedDevice("0000:18:00.0", 6, "x0"), PassedDevice("0000:18:00.1", 7, "x1")),
+        "iommufd-g30",
+    )
+    request = group_request(group, fds=fds)
+    assert request.fds == (("iommufd-g30-fd", 5), ("iommufd-g30-0", 6), ("iommufd-g30-1", 7))
+    assert request.iommufd_fd == "iommufd-g30-fd"
+    assert [dict(f.props) for f in request.slots[0]] == [
+        {"fd": "iommufd-g30-0", "iommufd": "iommufd-g30"},
+        {"fd": "iommufd-g30-1", "iommufd": "iommufd-g30"},
+    ]
+    plain = group_request(group)
+    assert plain.fds == () and dict(plain.slots[0][0].props)["host"] == "0000:18:00.0"
+    with pytest.raises(PlanError, match="fds opened for iommufd object"):
+        group_request(group, fds=dataclasses.replace(fds, object_id="other"))
+
+
+@pytest.mark.parametrize(("user", "problem"), [("root", "root"), ("no-such-kata-user", "exist")])
+def test_qemu_run_refuses_a_user_that_is_no_drop(
+    zoo: Zoo, nvidia_config: KataConfig, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    user: str, problem: str,
+) -> None:  # fmt: skip
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(json.dumps(oci_spec([])))
+    config = tmp_path / "configuration.toml"
+    config.write_text('[hypervisor.qemu]\npath = "/usr/bin/qemu-system-x86_64"\n')
+    server, _ = zoo
+    argv = [
+        "--sysfs-root", server.sysfs_root, "qemu", "run", "--bundle", str(bundle),
+        "--config", str(config), "--runtime-dir", str(tmp_path / "run"), "--user", user,
+    ]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert problem in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_qemu_without_seccomp_gets_a_hint_naming_the_setting() -> None:
+    from kata_vfio.qemu import launcher
+
+    stderr = "qemu-system-x86_64: -sandbox on: There is no option group 'sandbox'"
+    assert "CONFIG_SECCOMP_FILTER" in launcher._failure_hint(stderr)
+    assert "seccompsandbox" in launcher._failure_hint(stderr)
+    assert "QEMU's own message" in launcher._failure_hint("anything else")

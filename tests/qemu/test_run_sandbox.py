@@ -8,36 +8,24 @@ import signal
 from pathlib import Path
 
 import pytest
-from emulated_vm import emulated
+from emulated_vm import runnable
 from sandbox_hosts import Zoo, oci_spec
 
 from kata_vfio.errors import InvalidInputError, QemuError, QmpError
 from kata_vfio.kata.config import KataConfig
 from kata_vfio.kata.run import run_sandbox
-from kata_vfio.kata.sandbox import SandboxPlan, plan_sandbox
+from kata_vfio.kata.sandbox import plan_sandbox
 from kata_vfio.qemu.qmp import QmpSession
 from kata_vfio.qemu.run import VmStarted
 
 pytestmark = pytest.mark.qemu
 
 
-def _runnable(
-    zoo: Zoo, config: KataConfig, qemu: str, runtime: Path, nodes: list[str], **changes: object
-) -> SandboxPlan:
-    """A planned sandbox whose command runs here (emulated stand-ins, paused CPUs)."""
-    server, _names = zoo
-    config = dataclasses.replace(config, path=qemu, default_memory=256, **changes).validate()  # type: ignore[arg-type]
-    plan = plan_sandbox(
-        oci_spec(nodes), host=server.host, config=config, accel="tcg", runtime_dir=str(runtime)
-    )
-    return dataclasses.replace(plan, command=emulated(plan).add("-S"))
-
-
 def test_runs_until_qemu_exits_and_cleans_up(
     zoo: Zoo, nvidia_config: KataConfig, qemu_binary: str, tmp_path: Path
 ) -> None:
     runtime = tmp_path / "run"
-    plan = _runnable(zoo, nvidia_config, qemu_binary, runtime, [], pcie_root_port=2)
+    plan = runnable(zoo, nvidia_config, qemu_binary, runtime, [], pcie_root_port=2)
     seen: list[VmStarted] = []
 
     def started(vm: VmStarted) -> None:
@@ -56,7 +44,7 @@ def test_deferred_devices_are_plugged_after_start(
 ) -> None:
     server, names = zoo
     runtime = tmp_path / "run"
-    plan = _runnable(
+    plan = runnable(
         zoo,
         nvidia_config,
         qemu_binary,
@@ -77,7 +65,7 @@ def test_deferred_devices_are_plugged_after_start(
 def test_a_qemu_that_dies_is_reported(
     zoo: Zoo, nvidia_config: KataConfig, qemu_binary: str, tmp_path: Path
 ) -> None:
-    plan = _runnable(zoo, nvidia_config, qemu_binary, tmp_path / "run", [], pcie_root_port=1)
+    plan = runnable(zoo, nvidia_config, qemu_binary, tmp_path / "run", [], pcie_root_port=1)
     with pytest.raises(QemuError, match=f"exited with status {-signal.SIGKILL}"):
         run_sandbox(plan, on_started=lambda vm: os.kill(vm.pid, signal.SIGKILL))
 

@@ -13,12 +13,11 @@ import sys
 from typing import Any, NamedTuple
 
 from kata_vfio import Bdf, HostPaths, binding, scan, vfio
-from kata_vfio._echo import echo
-from kata_vfio._numbers import decimal_digits
 from kata_vfio.binding import BindReport
 from kata_vfio.cli import _common
 from kata_vfio.errors import InvalidInputError
 from kata_vfio.host import memlock
+from kata_vfio.units import parse_count
 
 _MAX_GROUP = (1 << 32) - 1  # the kernel numbers IOMMU groups with an int
 
@@ -147,19 +146,14 @@ def _targets(args: argparse.Namespace, paths: HostPaths) -> tuple[list[Bdf], boo
     numbers = [text for text in args.bdfs if text.isascii() and text.isdecimal()]
     if numbers and args.group is False:
         raise InvalidInputError(
-            f"--only cannot take a group number ({', '.join(echo(n) for n in numbers)})",
+            f"--only cannot take a group number ({', '.join(n[:20] for n in numbers)})",
             hint="name the devices, or drop --only",
         )
     bdfs = _bdfs([text for text in args.bdfs if text not in numbers])
     if numbers:
         host = scan(paths)
         for number in numbers:
-            group = decimal_digits(number, max_value=_MAX_GROUP)
-            if group is None:
-                raise InvalidInputError(
-                    f"IOMMU group {echo(number)} is out of range (0..{_MAX_GROUP})",
-                    hint="`kata-vfio groups` lists the groups",
-                )
+            group = parse_count(number, what="IOMMU group", maximum=_MAX_GROUP)
             endpoints = host.group(group).endpoints  # DeviceNotFoundError if unknown
             if not endpoints:
                 raise InvalidInputError(

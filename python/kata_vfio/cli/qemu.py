@@ -2,8 +2,10 @@
 
 ``run`` plans the sandbox (as ``sandbox plan``), starts QEMU in the foreground with QMP in
 the runtime directory, hot-plugs the devices the plan leaves for hot-plug, and stops QEMU
-softly on Ctrl-C or SIGTERM; ``--dry-run`` only prints the command. ``hotplug`` and
-``unplug`` act on a running QEMU through its QMP socket.
+softly on Ctrl-C or SIGTERM; ``--dry-run`` only prints the command; ``--user`` runs QEMU as
+that unprivileged user (:func:`kata_vfio.kata.run.run_sandbox` passes the VFIO cdevs as fds).
+``hotplug`` and ``unplug`` act on a running QEMU through its QMP socket (``hotplug`` hands a
+cdev group's fds to QEMU over QMP).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from kata_vfio.cli import _common
 from kata_vfio.cli._plan import add_plan_options, plan_from_args
 from kata_vfio.kata.hotplug import node_hotplug
 from kata_vfio.kata.run import run_sandbox
-from kata_vfio.qemu.hotplug import hotplug_group, unplug_group
+from kata_vfio.qemu.hotplug import plug_group, unplug_group
+from kata_vfio.qemu.privileges import resolve_user
 from kata_vfio.qemu.qmp import QmpSession, list_ports, port_occupancy, unplug
 from kata_vfio.qemu.run import VmStarted
 from kata_vfio.vm.hotplug import HotplugGroup
@@ -48,6 +51,12 @@ def register(subparsers: Any) -> None:
         default=30.0,
         metavar="SECONDS",
         help="how long QEMU may take to answer on QMP (default 30)",
+    )
+    sub.add_argument(
+        "--user",
+        metavar="USER",
+        help="run QEMU as this unprivileged user (NAME, UID or UID:GID); VFIO cdevs are "
+        "opened here and passed to it",
     )
 
     sub = _common.add_subcommand(
@@ -142,8 +151,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 print(f"hot-plugged group {entry['group']} into {', '.join(entry['ports'])}")
         sys.stdout.flush()
 
+    user = resolve_user(args.user) if args.user is not None else None
     with contextlib.suppress(_Stop), _stop_on_signals():
-        run_sandbox(plan, start_timeout=args.start_timeout, on_started=started)
+        run_sandbox(
+            plan,
+            start_timeout=args.start_timeout,
+            on_started=started,
+            user=user,
+            paths=_common.host_paths(args),
+        )
     return _common.EXIT_OK
 
 
@@ -179,7 +195,7 @@ def _group(args: argparse.Namespace) -> HotplugGroup:
 def _cmd_hotplug(args: argparse.Namespace) -> int:
     group = _group(args)
     with _session(args) as session:
-        result = hotplug_group(session, group, ports=args.ports)
+        result = plug_group(session, group, paths=_common.host_paths(args), ports=args.ports)
     document = {
         "ports": list(result.ports),
         "ids": list(result.ids),

@@ -26,7 +26,8 @@ from typing import Any
 
 from kata_vfio._echo import echo
 from kata_vfio._numbers import decimal_digits
-from kata_vfio.errors import ConfigError
+from kata_vfio.errors import ConfigError, InvalidInputError
+from kata_vfio.qemu.privileges import parse_seccomp_sandbox
 from kata_vfio.qemu.vm import DEFAULT_BINARY
 
 if sys.version_info >= (3, 11):
@@ -69,10 +70,13 @@ _DEFAULT_MEMORY_MIB = 2048
 
 @dataclass(frozen=True)
 class QemuSection:
-    """The keys of ``[hypervisor.qemu]`` that only QEMU reads."""
+    """The keys of ``[hypervisor.qemu]`` that only QEMU reads; ``seccomp_sandbox`` is
+    ``seccompsandbox`` (Go runtime) or ``seccomp_sandbox`` (runtime-rs), QEMU's ``-sandbox``
+    value, checked item by item."""
 
     machine_type: str = "q35"
     cpu_features: str = ""
+    seccomp_sandbox: str = ""
 
 
 @dataclass(frozen=True)
@@ -221,6 +225,8 @@ _KEYS: dict[str, tuple[str, type]] = {
     "firmware": ("hypervisor", str),
     "rootfs_type": ("hypervisor", str),
     "cpu_features": ("qemu", str),
+    "seccompsandbox": ("qemu", str),
+    "seccomp_sandbox": ("qemu", str),
     "default_memory": ("hypervisor", int),
     "default_vcpus": ("hypervisor", float),
     "cold_plug_vfio": ("hypervisor", str),
@@ -317,6 +323,7 @@ def config_from_toml(
         _compile(pattern, f"{where}enable_annotations")
     qemu = None
     if name == "qemu":
+        _merge_sandbox_keys(values, where)
         qemu_keys = [key for key, (section, _) in _KEYS.items() if section == "qemu"]
         qemu = QemuSection(**{key: values.pop(key) for key in qemu_keys if key in values})
     elif not values.get("path"):
@@ -324,6 +331,26 @@ def config_from_toml(
             f"{where}[hypervisor.{name}] path is not set", hint="set path to the VMM binary"
         )
     return KataConfig(hypervisor=name, **values, qemu=qemu, source=source).validate()
+
+
+def _merge_sandbox_keys(values: dict[str, Any], where: str) -> None:
+    """``seccompsandbox`` (Go runtime) and ``seccomp_sandbox`` (runtime-rs) are one setting;
+    it becomes a QEMU argument, so it is checked here, naming the key."""
+    go, rs = values.pop("seccompsandbox", None), values.get("seccomp_sandbox")
+    if go is not None and rs is not None and go != rs:
+        raise ConfigError(
+            f"{where}seccompsandbox = {echo(go)} and seccomp_sandbox = {echo(rs)} disagree",
+            hint="keep one of them",
+        )
+    value = go if go is not None else rs
+    if value is None:
+        return
+    key = "seccompsandbox" if go is not None else "seccomp_sandbox"
+    try:
+        parse_seccomp_sandbox(value, where=f"{where}{key}")
+    except InvalidInputError as exc:
+        raise ConfigError(exc.message, hint=exc.hint) from None
+    values["seccomp_sandbox"] = value
 
 
 def apply_annotations(

@@ -32,6 +32,7 @@ from kata_vfio._core import Host
 from kata_vfio.cdi.annotations import parse_annotations, strip_annotations
 from kata_vfio.cdi.names import is_qualified_name
 from kata_vfio.errors import CdiNameError, InvalidInputError, PlanError
+from kata_vfio.host.memlock import required_memlock
 from kata_vfio.kata.config import KataConfig, apply_annotations
 from kata_vfio.kata.devices import classify_spec_devices, resolve_groups
 from kata_vfio.kata.kinds import cdi_kind
@@ -133,6 +134,17 @@ class SandboxPlan:
     def free_ports(self) -> tuple[str, ...]:
         """Ports left for hot-plug, in numeric order."""
         return tuple(p.id for p in self.topology.free_ports)
+
+    @property
+    def memlock(self) -> int:
+        """Bytes of ``RLIMIT_MEMLOCK`` QEMU needs to pin guest memory for this plan's VFIO
+        devices without ``CAP_IPC_LOCK`` (libvirt's rule; 0 without devices)."""
+        return required_memlock(
+            self.vm.memory_mib << 20,
+            devices=len(self.devices),
+            viommu=self.vm.iommu,
+            iommufd=bool(self.devices) and all(d.iommufd for d in self.devices),
+        )
 
     def to_document(self) -> dict[str, Any]:
         """The plan as JSON-ready data (what ``kata-vfio sandbox plan --json`` prints)."""
@@ -331,6 +343,7 @@ def backend_settings(config: KataConfig, *, accel: str = "kvm") -> QemuSettings:
         machine_type=config.qemu.machine_type,
         accel=accel,
         cpu_features=config.qemu.cpu_features,
+        seccomp_sandbox=config.qemu.seccomp_sandbox,
     )
 
 

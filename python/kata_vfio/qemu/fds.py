@@ -196,10 +196,7 @@ class PassedCommand:
 
 
 def pass_cdevs(
-    command: QemuCommand,
-    *,
-    paths: HostPaths | None = None,
-    host: Host | None = None,
+    command: QemuCommand, *, paths: HostPaths | None = None, host: Host | None = None
 ) -> PassedCommand:
     """Opens ``/dev/iommu`` and the cdev of every ``vfio-pci`` of ``command`` that has an
     ``iommufd`` backend (one ``/dev/iommu`` per iommufd object) and rewrites the command to

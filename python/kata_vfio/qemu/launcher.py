@@ -16,12 +16,14 @@ Open file descriptors listed in ``pass_fds`` stay open in QEMU under the same nu
 ``fd=`` of fd-passed VFIO devices or iommufd, or ``-add-fd``).
 
 QEMU gets :data:`~kata_vfio.qemu.privileges.MINIMAL_ENV` (plus ``env``), never the caller's
-environment. With ``user``, QEMU runs as that user (see :mod:`kata_vfio.qemu.privileges`): it
-drops to it itself after opening what it needs (``-run-with user=``), or, when its
-``-sandbox`` filter forbids that, is started as the user with the runtime directory handed
-to it. ``memlock`` raises ``RLIMIT_MEMLOCK`` for QEMU to that many bytes: an unprivileged
-QEMU pins guest memory for VFIO against that limit when it maps memory for a hot-plugged
-device.
+environment. Its server sockets in the runtime directory (both QMP sockets, the console of a
+planned VM) are bound here and passed as fds, so QEMU never needs to reach the directory, which
+stays this process's own. With ``user``, QEMU runs as that user (see
+:mod:`kata_vfio.qemu.privileges`): it drops to it itself after opening what it needs
+(``-run-with user=``), or, when its ``-sandbox`` filter forbids that, is started as the user
+(the pid file is then written here). ``memlock`` raises ``RLIMIT_MEMLOCK`` for QEMU to that
+many bytes: an unprivileged QEMU pins guest memory for VFIO against that limit when it maps
+memory for a hot-plugged device.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import resource
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -51,8 +54,8 @@ from kata_vfio.qemu.privileges import (
     QemuUser,
     denies_privilege_change,
     drop_plan,
-    parse_seccomp_sandbox,
     qemu_version,
+    sandbox_of,
 )
 from kata_vfio.qemu.qmp import QmpSession
 
@@ -95,6 +98,8 @@ class QemuProcess:
         if not argv or not all(isinstance(a, str) for a in argv):
             raise QemuError("QEMU command line is empty or not a list of strings")
         self._argv = argv
+        self._command = command if isinstance(command, QemuCommand) else None
+        self._spawned: list[str] | None = None
         self._requested_dir = runtime_dir
         self._runtime_parent = runtime_parent
         self._pass_fds = tuple(pass_fds)
@@ -141,6 +146,8 @@ class QemuProcess:
     @property
     def argv(self) -> list[str]:
         """The argv QEMU was (or will be) started with, including the QMP options."""
+        if self._spawned is not None:
+            return list(self._spawned)
         if self._runtime_dir is None:
             return list(self._argv)
         return self._full_argv()
@@ -191,9 +198,6 @@ class QemuProcess:
         self._runtime_dir = self._make_runtime_dir()
         try:
             self._drop = self._plan_drop()
-            if self._drop is not None and self._drop.mode == "exec":
-                # QEMU creates its sockets and pid file here as the user.
-                _give_directory(self._runtime_dir, self._drop.user)
             if len(self.control_socket.encode()) > _MAX_SOCKET_PATH:
                 raise QemuError(
                     f"QMP socket path {self.control_socket} is longer than {_MAX_SOCKET_PATH} "
@@ -283,27 +287,57 @@ class QemuProcess:
             ) from exc
         return path
 
-    def _full_argv(self) -> list[str]:
-        argv = list(self._argv)
+    def _full_argv(self, listeners: _Listeners | None = None) -> list[str]:
+        """The argv to run. With ``listeners``, every server socket in the runtime directory
+        (the QMP sockets, the plan's console) is bound here and passed as an fd: QEMU never
+        needs to reach the runtime directory, so it stays root's even when QEMU is not."""
+
+        def socket_at(path: str) -> tuple[str, object]:
+            return ("path", path) if listeners is None else ("fd", listeners.bind(path))
+
+        def prebound(opts: QemuOpts) -> QemuOpts:
+            path = opts.get("path")
+            if opts.head != "socket" or opts.get("server") != "on" or path is None:
+                return opts
+            if os.path.dirname(os.path.abspath(path)) != self._runtime_dir:
+                return opts
+            return opts.with_props(("path", None), socket_at(path))
+
+        if self._command is not None and listeners is not None:
+            argv = self._command.map_opts("-chardev", prebound).argv()
+        else:
+            argv = list(self._argv)
         for chardev_id, path in ((_CONTROL_ID, self.control_socket), (_QMP_ID, self.qmp_socket)):
             chardev = QemuOpts.of(
-                "socket", ("id", chardev_id), ("path", path), ("server", True), ("wait", False)
+                "socket", ("id", chardev_id), socket_at(path), ("server", True), ("wait", False)
             )
             argv += ["-chardev", chardev.render(), "-mon", f"chardev={chardev_id},mode=control"]
         if self._drop is not None and self._drop.option is not None:
             argv += list(self._drop.option)
+        if self._drop is not None and self._drop.mode == "exec":
+            return argv  # the pid file is written here: QEMU cannot reach the directory
         return [*argv, "-pidfile", self.path("qemu.pid")]
 
     def _plan_drop(self) -> DropPlan | None:
         if self._user is None:
             return None
-        sandbox = _sandbox_of(self._argv)
+        sandbox = sandbox_of(self._argv)
         # Only a QEMU that drops by itself needs to be asked which option it knows.
         version = None if denies_privilege_change(sandbox) else qemu_version(self._argv[0])
         return drop_plan(self._user, version=version, sandbox=sandbox)
 
     def _spawn(self) -> None:
-        argv = self._full_argv()
+        listeners = _Listeners()
+        try:
+            argv = self._full_argv(listeners)
+            self._spawned = argv
+            self._popen(argv, listeners.fds)
+        finally:
+            listeners.close()
+        if self._drop is not None and self._drop.mode == "exec" and self._process is not None:
+            _write_new(self.path("qemu.pid"), f"{self._process.pid}\n".encode(), 0o644)
+
+    def _popen(self, argv: list[str], sockets: Sequence[int]) -> None:
         log_fd = os.open(
             self.path("qemu.log"), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
         )
@@ -315,7 +349,7 @@ class QemuProcess:
                     stdin=subprocess.DEVNULL,
                     stdout=log_fd,
                     stderr=log_fd,
-                    pass_fds=self._pass_fds,
+                    pass_fds=(*self._pass_fds, *sockets),
                     close_fds=True,
                     env=self._env,
                     # Its own process group: a Ctrl-C for us is not one for QEMU.
@@ -359,13 +393,13 @@ class QemuProcess:
     def _failure(self, what: str) -> QemuStartError:
         stderr = self.stderr().strip()
         process = self._process
-        argv = self._full_argv()
+        argv = self.argv
         return QemuStartError(
             f"{what}\n  argv: {shlex.join(argv)}\n  stderr: {stderr or '(empty)'}",
             exit_code=process.poll() if process is not None else None,
             argv=argv,
             stderr=stderr,
-            hint="QEMU's own message above says what it rejected",
+            hint=_failure_hint(stderr),
         )
 
     def _ask(self, process: subprocess.Popen[bytes], command: str, timeout: float) -> bool:
@@ -429,21 +463,51 @@ def _environment(extra: Mapping[str, str] | None) -> dict[str, str]:
     return env
 
 
-def _sandbox_of(argv: Sequence[str]) -> QemuOpts | None:
-    """The ``-sandbox`` option of a command line (the last one wins, as in QEMU)."""
-    values = [argv[i + 1] for i in range(1, len(argv) - 1) if argv[i] == "-sandbox"]
-    return parse_seccomp_sandbox(values[-1], where="-sandbox") if values else None
+def _failure_hint(stderr: str) -> str:
+    if "no option group 'sandbox'" in stderr:
+        # QEMU registers -sandbox only when the kernel can install seccomp filters.
+        return (
+            "this kernel (or QEMU) has no seccomp filter support: use a kernel with "
+            'CONFIG_SECCOMP_FILTER, or set seccompsandbox = "" in the Kata configuration'
+        )
+    return "QEMU's own message above says what it rejected"
 
 
-def _give_directory(path: str, user: QemuUser) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+class _Listeners:
+    """Unix sockets bound and listening here, for QEMU to serve on (``-chardev ...,fd=``)."""
+
+    def __init__(self) -> None:
+        self._sockets: list[socket.socket] = []
+
+    def bind(self, path: str) -> int:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(path)
+            listener.listen(4)
+        except OSError as exc:
+            listener.close()
+            raise QemuError(
+                f"cannot listen on {path}: {exc.strerror}",
+                hint="the runtime directory must be new and this process's own",
+            ) from exc
+        self._sockets.append(listener)
+        return listener.fileno()
+
+    @property
+    def fds(self) -> tuple[int, ...]:
+        return tuple(listener.fileno() for listener in self._sockets)
+
+    def close(self) -> None:
+        """Closes this process's copies (QEMU keeps its own)."""
+        for listener in self._sockets:
+            listener.close()
+        self._sockets.clear()
+
+
+def _write_new(path: str, data: bytes, mode: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
-        os.fchown(fd, user.uid, user.gid)
-    except OSError as exc:
-        raise QemuError(
-            f"cannot give runtime directory {path} to uid {user.uid}: {exc.strerror}",
-            hint="running QEMU as another user needs root",
-        ) from exc
+        os.write(fd, data)
     finally:
         os.close(fd)
 

@@ -23,7 +23,7 @@ import os
 import pwd
 import re
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -43,6 +43,7 @@ __all__ = [
     "parse_seccomp_sandbox",
     "qemu_version",
     "resolve_user",
+    "sandbox_of",
 ]
 
 MINIMAL_ENV: dict[str, str] = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
@@ -162,6 +163,12 @@ def parse_seccomp_sandbox(text: str, *, where: str = "seccompsandbox") -> QemuOp
             )
         props.append((key, value))
     return QemuOpts.of(enable, *props)
+
+
+def sandbox_of(argv: Sequence[str]) -> QemuOpts | None:
+    """The ``-sandbox`` option of a command line, checked (the last one wins, as in QEMU)."""
+    values = [argv[i + 1] for i in range(1, len(argv) - 1) if argv[i] == "-sandbox"]
+    return parse_seccomp_sandbox(values[-1], where="-sandbox") if values else None
 
 
 def denies_privilege_change(sandbox: QemuOpts | None) -> bool:

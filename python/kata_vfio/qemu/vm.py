@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from kata_vfio.errors import InvalidInputError
 from kata_vfio.qemu.argv import QemuCommand, QemuOpts, Value, format_size, validate_id
+from kata_vfio.qemu.privileges import parse_seccomp_sandbox
 from kata_vfio.vm.plan import PassedFunction, VmPlan
 from kata_vfio.vm.topology import Topology
 
@@ -35,13 +36,15 @@ _MIB = 1 << 20
 
 @dataclass(frozen=True)
 class QemuSettings:
-    """What only QEMU needs: the binary, the machine type, the accelerator and ``-cpu``
-    properties (``cpu_features``, ``key=value,...``)."""
+    """What only QEMU needs: the binary, the machine type, the accelerator, ``-cpu``
+    properties (``cpu_features``, ``key=value,...``) and the seccomp filter
+    (``seccomp_sandbox``: Kata's ``seccompsandbox``, QEMU's ``-sandbox``; empty for none)."""
 
     binary: str = DEFAULT_BINARY
     machine_type: str = "q35"
     accel: str = "kvm"
     cpu_features: str = ""
+    seccomp_sandbox: str = ""
 
 
 def vfio_device(function: PassedFunction) -> QemuOpts:
@@ -77,6 +80,9 @@ def build_vm_command(plan: VmPlan, settings: QemuSettings) -> QemuCommand:
         ("-display", "none"),
         ("-no-reboot", None),
     ]
+    sandbox = parse_seccomp_sandbox(settings.seccomp_sandbox)
+    if sandbox is not None:
+        options.append(("-sandbox", sandbox))
     if settings.machine_type == "q35" and topology.ports:
         # Native PCIe hot-plug on the ports (the guest's pciehp, as Kata's guest kernels
         # expect) instead of q35's ACPI hot-plug: QEMU can then drop a device from a slot the

@@ -5,6 +5,13 @@ The NIC alone in its group (topology.NIC_SINGLE) goes to vfio-pci; the project's
 it. Facts: QEMU's own view over QMP (query-status, query-pci) and the inner guest's view from
 its console (the PCI functions it sees, the driver that bound, the MAC it read through the
 passed-through BARs).
+
+QEMU runs as an unprivileged user (65534): it opens what it needs as root and drops
+(``-run-with user=``). In ``cdev`` mode ``pass_cdevs`` opens ``/dev/iommu`` and the NIC's cdev
+and hands them over as fds (the lab kernel has no seccomp); in ``legacy`` mode QEMU opens the
+group itself before dropping, under a seccomp filter (Debian's kernel has seccomp; the filter
+allows the drop, as Kata's recommended one would not). Facts: QEMU's user, groups, seccomp
+mode and environment as the kernel reports them.
 """
 
 from __future__ import annotations
@@ -21,9 +28,11 @@ from guestlib import bound
 from kvlab import topology
 
 from kata_vfio.errors import QmpError
-from kata_vfio.qemu.argv import QemuCommand, QemuOpts
-from kata_vfio.qemu.fds import QemuFds, open_for_qemu
+from kata_vfio.host.memlock import required_memlock
+from kata_vfio.qemu.argv import QemuCommand
+from kata_vfio.qemu.fds import pass_cdevs
 from kata_vfio.qemu.launcher import QemuProcess
+from kata_vfio.qemu.privileges import QemuUser
 from kata_vfio.qemu.qmp import query_pci
 from kata_vfio.qemu.vm import QemuSettings, build_vm_command
 from kata_vfio.vm.plan import PassedFunction, VmPlan
@@ -35,6 +44,11 @@ IOMMUFD_ID = "iommufd0"
 # TCG inside TCG: the small lab kernel needs about 3 minutes to userspace on a 2-core host
 # that is busy with other work (Debian's several times longer).
 INNER_TIMEOUT_S = 900.0
+INNER_MEMORY_MIB = 128
+# The unprivileged QEMU, and the seccomp filter of the legacy mode (Kata's recommended one
+# but for elevateprivileges, which QEMU needs to drop to the user itself).
+NOBODY = QemuUser(uid=65534, gid=65534, groups=(65534,))
+LEGACY_SANDBOX = "on,obsolete=deny,spawn=deny,resourcecontrol=deny"
 
 
 def _flatten(buses: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -71,7 +85,7 @@ def _inner_command(context: dict[str, Any], console: Path, mode: str) -> QemuCom
     )
     plan = VmPlan(
         name="inner",
-        memory_mib=128,
+        memory_mib=INNER_MEMORY_MIB,
         vcpus=1,
         topology=planned,
         functions=(placement,),
@@ -80,25 +94,12 @@ def _inner_command(context: dict[str, Any], console: Path, mode: str) -> QemuCom
         kernel_params="console=ttyS0 panic=-1 quiet",
     )
     settings = QemuSettings(
-        binary=shutil.which("qemu-system-x86_64") or "qemu-system-x86_64", accel="tcg"
+        binary=shutil.which("qemu-system-x86_64") or "qemu-system-x86_64",
+        accel="tcg",
+        seccomp_sandbox=LEGACY_SANDBOX if mode == "legacy" else "",
     )
     # The inner console goes to a file the check reads (the plan offers a socket or none).
     return build_vm_command(plan, settings).without(["-serial"]).add("-serial", f"file:{console}")
-
-
-def _with_passed_fds(command: QemuCommand, fds: QemuFds) -> QemuCommand:
-    """The planned command, but QEMU gets /dev/iommu and the cdev as fds, not paths."""
-    (passed,) = fds.devices
-
-    def with_fd(opts: QemuOpts) -> QemuOpts:
-        if opts.head == "iommufd" and opts.id == fds.object_id:
-            return opts.with_props(("fd", fds.iommufd_fd))
-        if opts.id == QEMU_ID:
-            # With fd= QEMU must not look the device up by address (unprivileged, it cannot).
-            return opts.with_props(("host", None), ("fd", passed.fd))
-        return opts
-
-    return command.map_opts("-object", with_fd).map_opts("-device", with_fd)
 
 
 def _read_console(console: Path) -> list[str]:
@@ -107,23 +108,40 @@ def _read_console(console: Path) -> list[str]:
     return [line.strip() for line in console.read_text(errors="replace").splitlines()]
 
 
+def _qemu_identity(pid: int) -> dict[str, Any]:
+    status = dict(
+        line.split(":\t", 1)
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if ":\t" in line
+    )
+    return {
+        "uid": status["Uid"].split(),
+        "gid": status["Gid"].split(),
+        "groups": status["Groups"].split(),
+        "seccomp": status.get("Seccomp", "").strip() or None,  # no seccomp in the kernel
+        "environ": Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0"),
+    }
+
+
 def _run_inner(context: dict[str, Any], mode: str) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="kvlab-nested-"))
     console = work / "console.log"
     command = _inner_command(context, console, mode)
-    fds: QemuFds | None = None
-    if mode == "cdev":
-        fds = open_for_qemu(NIC, object_id=IOMMUFD_ID)
-        command = _with_passed_fds(command, fds)
-    facts: dict[str, Any] = {"mode": mode, "argv": command.argv()}
+    passed = pass_cdevs(command)  # the cdev and /dev/iommu as fds; a group is QEMU's
+    facts: dict[str, Any] = {"mode": mode, "argv": passed.command.argv()}
     started = time.monotonic()
     try:
-        passed = fds.pass_fds if fds is not None else ()
         with QemuProcess(
-            command, runtime_parent=str(work), pass_fds=passed, start_timeout=60
+            passed.command,
+            runtime_parent=str(work),
+            pass_fds=passed.pass_fds,
+            start_timeout=60,
+            user=NOBODY,
+            memlock=required_memlock(INNER_MEMORY_MIB << 20, iommufd=mode == "cdev"),
         ) as vm:
-            if fds is not None:
-                fds.close()  # QEMU holds its own copies now
+            passed.close()  # QEMU holds its own copies now
+            facts["qemu"] = _qemu_identity(vm.pid or 0)
+            facts["qemu_drop"] = vm.drop.mode if vm.drop is not None else None
             facts["qmp_status"] = vm.qmp.execute("query-status")
             deadline = time.monotonic() + INNER_TIMEOUT_S
             while vm.returncode is None and time.monotonic() < deadline:
@@ -140,8 +158,7 @@ def _run_inner(context: dict[str, Any], mode: str) -> dict[str, Any]:
         facts["qemu_stopped_by"] = vm.stopped_by
         facts["qemu_stderr"] = vm.stderr()[-2000:]
     finally:
-        if fds is not None:
-            fds.close()
+        passed.close()
     lines = _read_console(console)
     facts["inner_console"] = [line for line in lines if line.startswith("INNER")]
     facts["inner_console_tail"] = lines[-30:]
