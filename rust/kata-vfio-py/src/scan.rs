@@ -4,12 +4,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use kata_vfio_core::devnode::DevNode;
-use kata_vfio_core::iommu::{Blocker, IommuGroup};
+use kata_vfio_core::iommu::{BlockKind, Blocker, Fix, IommuGroup, NoFix};
 use kata_vfio_core::pci::{Bar, Link, PciDevice};
 use kata_vfio_core::status::IommuStatus;
+use kata_vfio_core::sysfs::problem::ReadProblem;
+use kata_vfio_core::sysfs::root::RootDir;
 use kata_vfio_core::{Bdf, Host, ScanOptions};
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyDict, PyTuple};
 
 use crate::bdf::{extract_bdf, PyBdf};
 use crate::errors::check;
@@ -35,6 +37,8 @@ record!("Bar", PyBar, Bar);
 record!("PciLink", PyPciLink, Link);
 record!("PciDevice", PyPciDevice, Arc<PciDevice>);
 record!("Blocker", PyBlocker, Blocker);
+record!("Fix", PyFix, Fix);
+record!("ReadProblem", PyReadProblem, ReadProblem);
 record!("IommuGroup", PyIommuGroup, Arc<IommuGroup>);
 record!("IommuStatus", PyIommuStatus, IommuStatus);
 record!("DevNode", PyDevNode, DevNode);
@@ -210,11 +214,30 @@ impl PyPciDevice {
         self.0.is_vfio_bound()
     }
     #[getter]
+    fn boot_vga(&self) -> bool {
+        self.0.boot_vga
+    }
+    #[getter]
+    fn platform_function(&self) -> Option<&'static str> {
+        self.0
+            .platform_function()
+            .map(kata_vfio_core::pci::PlatformFunction::as_str)
+    }
+    #[getter]
+    fn problems<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, self.0.problems.iter().map(|p| PyReadProblem(*p)))
+    }
+    #[getter]
+    fn has_details(&self) -> bool {
+        self.0.details.is_some()
+    }
+    #[getter]
     fn bars<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
         self.0
             .details
             .as_ref()
-            .map(|d| PyTuple::new(py, d.bars.iter().map(|b| PyBar(*b))))
+            .and_then(|d| d.bars.as_ref())
+            .map(|bars| PyTuple::new(py, bars.iter().map(|b| PyBar(*b))))
             .transpose()
     }
     #[getter]
@@ -222,7 +245,7 @@ impl PyPciDevice {
         self.0
             .details
             .as_ref()
-            .map(kata_vfio_core::pci::Details::large_bar)
+            .and_then(kata_vfio_core::pci::Details::large_bar)
     }
     #[getter]
     fn reset_methods<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
@@ -260,6 +283,79 @@ impl PyPciDevice {
 }
 
 #[pymethods]
+impl PyReadProblem {
+    #[getter]
+    fn bdf(&self) -> PyBdf {
+        PyBdf(self.0.bdf)
+    }
+    #[getter]
+    fn attribute(&self) -> &'static str {
+        self.0.attribute
+    }
+    #[getter]
+    fn reason(&self) -> &'static str {
+        self.0.failure.as_str()
+    }
+    #[getter]
+    fn errno(&self) -> Option<i32> {
+        self.0.failure.errno()
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "ReadProblem(bdf='{}', attribute='{}', reason='{}')",
+            self.0.bdf,
+            self.0.attribute,
+            self.0.failure.as_str()
+        )
+    }
+}
+
+#[pymethods]
+impl PyFix {
+    #[getter]
+    fn action(&self) -> &'static str {
+        self.0.as_str()
+    }
+    #[getter]
+    fn group(&self) -> Option<u32> {
+        match self.0 {
+            Fix::BindGroup { group } => Some(group),
+            _ => None,
+        }
+    }
+    #[getter]
+    fn bdf(&self) -> Option<PyBdf> {
+        match self.0 {
+            Fix::BindGroup { .. } => None,
+            Fix::BindDevice { bdf } | Fix::UnbindBridge { bdf } => Some(PyBdf(bdf)),
+            Fix::Nothing(why) => Some(PyBdf(why.bdf())),
+        }
+    }
+    #[getter]
+    fn because(&self) -> Option<&'static str> {
+        match self.0 {
+            Fix::Nothing(why) => Some(why.as_str()),
+            _ => None,
+        }
+    }
+    #[getter]
+    fn platform_function(&self) -> Option<&'static str> {
+        match self.0 {
+            Fix::Nothing(NoFix::PlatformFunction { function, .. }) => Some(function.as_str()),
+            _ => None,
+        }
+    }
+    fn __repr__(&self) -> String {
+        let target = match self.0 {
+            Fix::BindGroup { group } => format!("group={group}"),
+            Fix::BindDevice { bdf } | Fix::UnbindBridge { bdf } => format!("bdf='{bdf}'"),
+            Fix::Nothing(why) => format!("because='{}', bdf='{}'", why.as_str(), why.bdf()),
+        };
+        format!("Fix(action='{}', {target})", self.0.as_str())
+    }
+}
+
+#[pymethods]
 impl PyBlocker {
     #[getter]
     fn bdf(&self) -> PyBdf {
@@ -270,16 +366,37 @@ impl PyBlocker {
         self.0.driver.clone()
     }
     #[getter]
-    fn reason(&self) -> String {
-        self.0.reason()
+    fn group(&self) -> u32 {
+        self.0.group
     }
     #[getter]
-    fn fix(&self) -> String {
-        self.0.fix()
+    fn kind(&self) -> &'static str {
+        self.0.kind.as_str()
     }
     #[getter]
-    fn manual<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        PyTuple::new(py, self.0.manual())
+    fn problem(&self) -> Option<PyReadProblem> {
+        match self.0.kind {
+            BlockKind::Unknown { attribute, failure } => Some(PyReadProblem(ReadProblem {
+                bdf: self.0.bdf,
+                attribute,
+                failure,
+            })),
+            _ => None,
+        }
+    }
+    #[getter]
+    fn fix(&self) -> PyFix {
+        PyFix(self.0.fix)
+    }
+    #[getter]
+    fn writes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let writes: Vec<(String, String)> = self
+            .0
+            .manual_writes()
+            .into_iter()
+            .map(|(path, value)| (path.to_string_lossy().into_owned(), value))
+            .collect();
+        PyTuple::new(py, writes)
     }
     #[getter]
     fn breaks_viability(&self) -> bool {
@@ -287,10 +404,11 @@ impl PyBlocker {
     }
     fn __repr__(&self) -> String {
         format!(
-            "Blocker(bdf='{}', driver={}, reason='{}')",
+            "Blocker(bdf='{}', driver={}, kind='{}', fix='{}')",
             self.0.bdf,
             opt_text(self.0.driver.as_deref()),
-            self.0.reason()
+            self.0.kind.as_str(),
+            self.0.fix.as_str()
         )
     }
 }
@@ -316,6 +434,16 @@ impl PyIommuGroup {
     #[getter]
     fn assignable(&self) -> bool {
         self.0.assignable
+    }
+    #[getter]
+    fn verdict(&self) -> &'static str {
+        self.0.verdict.as_str()
+    }
+    #[getter]
+    fn listing_problem(&self) -> Option<&'static str> {
+        self.0
+            .listing_failure
+            .map(kata_vfio_core::sysfs::problem::ReadFailure::as_str)
     }
     #[getter]
     fn blockers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
@@ -398,6 +526,16 @@ impl PyIommuStatus {
     #[getter]
     fn noiommu(&self) -> bool {
         self.0.noiommu
+    }
+    #[getter]
+    fn unreadable<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(
+            py,
+            self.0
+                .unreadable
+                .iter()
+                .map(|(what, failure)| (*what, failure.as_str())),
+        )
     }
     fn __repr__(&self) -> String {
         format!(
@@ -490,7 +628,7 @@ impl PyHost {
         crate::errors::to_py(&kata_vfio_core::Error::NotFound {
             what,
             name,
-            hint: Some("run `kata-vfio scan` to list what this host has".to_owned()),
+            hint: Some("the scan did not find it on this host".to_owned()),
         })
     }
 
@@ -537,6 +675,10 @@ impl PyHost {
     #[getter]
     fn iommu(&self, py: Python<'_>) -> Py<PyIommuStatus> {
         self.iommu.clone_ref(py)
+    }
+    #[getter]
+    fn unreadable<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, self.inner.unreadable.iter().map(|p| PyReadProblem(*p)))
     }
     #[getter]
     fn devnodes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
@@ -639,4 +781,21 @@ pub fn read_details(
     let root = PathBuf::from(sysfs_root);
     check(py.detach(move || kata_vfio_core::sysfs::read_one_device(&root, bdf)))
         .map(|device| PyPciDevice(Arc::new(device)))
+}
+
+/// Every device node the kernel names under `sysfs_root` (`dev/char`, `dev/block`): `DEVNAME`
+/// -> (`c` or `b`, major, minor), read beneath the root with the GIL released.
+#[pyfunction]
+pub fn device_numbers<'py>(py: Python<'py>, sysfs_root: &str) -> PyResult<Bound<'py, PyDict>> {
+    let root = PathBuf::from(sysfs_root);
+    let table = py.detach(move || {
+        RootDir::open(&root)
+            .map(|root| kata_vfio_core::devnode::device_numbers(&root))
+            .unwrap_or_default()
+    });
+    let out = PyDict::new(py);
+    for (name, (kind, major, minor)) in table {
+        out.set_item(name, (kind.as_str(), major, minor))?;
+    }
+    Ok(out)
 }
