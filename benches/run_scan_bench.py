@@ -7,7 +7,7 @@ Contenders, for 100 / 1,000 / 10,000 functions:
   single thread and split over threads (its own timer: no process start counted);
 - Rust core: ``kata_vfio.scan`` (GIL released, threads picked by the core), devices and groups
   turned into Python objects;
-- reference: :mod:`kata_vfio.testing.refscan`, pure Python written for speed;
+- reference: ``tests/oracles/refscan.py``, pure Python written for speed;
 - naive: ``benches/naive_scan.py``, absolute paths, one file per attribute, realpath;
 - lspci: ``lspci -nnk -O sysfs.path=...`` as a subprocess, whole run.
 
@@ -37,10 +37,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO / "tests"))  # the reference scanner lives with the test oracles
 
 import kata_vfio  # noqa: E402
-from kata_vfio.testing import FakeHost, refscan  # noqa: E402
+from kata_vfio.testing import FakeHost  # noqa: E402
 from naive_scan import naive_scan  # noqa: E402
+from oracles import refscan  # noqa: E402
 from trees import bench_host  # noqa: E402
 
 Timer = Callable[[FakeHost], float]
@@ -138,8 +140,9 @@ import gc, sys
 def rss():
     with open('/proc/self/statm') as f:
         return int(f.read().split()[1]) * {page}
+sys.path.insert(0, {tests!r})
 import kata_vfio
-from kata_vfio.testing import refscan
+from oracles import refscan
 scan = kata_vfio.scan if sys.argv[1] == 'rust' else refscan.scan
 gc.collect(); before = rss()
 host = scan(sys.argv[2], sys.argv[3]); _ = (host.devices, host.groups)
@@ -148,7 +151,7 @@ gc.collect(); print(rss() - before)
 
 
 def rss_per_device(which: str, host: FakeHost, count: int) -> float:
-    code = _RSS_PROBE.format(page=os.sysconf("SC_PAGE_SIZE"))
+    code = _RSS_PROBE.format(page=os.sysconf("SC_PAGE_SIZE"), tests=str(REPO / "tests"))
     out = subprocess.run(
         [sys.executable, "-c", code, which, host.sysfs_root, host.dev_root],
         capture_output=True,

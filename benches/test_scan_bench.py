@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import kata_vfio
-from kata_vfio.testing import FakeHost, refscan
+from kata_vfio.testing import FakeHost
 from naive_scan import naive_scan
+from oracles import refscan
 from trees import bench_host
 
 COUNTS = [100, 1000, 10_000]

@@ -198,7 +198,7 @@ class ReadProblem:
 
 @final
 class Fix:
-    """What would make a blocked group assignable, as data (``kata_vfio.render`` words it)."""
+    """What would make a blocked group assignable, as data (``kata_vfio.host.render`` words it)."""
 
     @property
     def action(self) -> str:

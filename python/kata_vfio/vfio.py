@@ -15,9 +15,8 @@ VfioContainer`, :class:`~kata_vfio._core.VfioGroup`, :class:`~kata_vfio._core.Vf
 :func:`check_open` runs the same sequence as a preflight and reports each step, never
 raising for what the kernel refuses: a "not viable" group names the devices that block it
 and the command that fixes it. :func:`device_report` lists regions (BAR sizes) and IRQs.
-:func:`open_for_qemu` opens ``/dev/iommu`` and the cdevs here (as root) and gives the
-``-object iommufd,fd=N`` / ``-device vfio-pci,fd=M`` arguments, so QEMU itself can run
-without privileges.
+:func:`passable_cdev` says whether a device can be handed to a VMM through iommufd
+(:func:`kata_vfio.qemu.fds.open_for_qemu` opens the fds for an unprivileged QEMU).
 
 Example (as root, device bound to vfio-pci)::
 
@@ -33,14 +32,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
-import socket
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
-from kata_vfio import render
 from kata_vfio._core import (
     Bdf,
     DeviceInfo,
@@ -61,6 +56,7 @@ from kata_vfio.errors import (
     NotAssignableError,
     VfioError,
 )
+from kata_vfio.host import render
 
 __all__ = [
     "CdevDevice",
@@ -69,14 +65,12 @@ __all__ = [
     "Mode",
     "OpenCheck",
     "OpenStep",
-    "PassedDevice",
-    "QemuFds",
     "check_open",
     "device_report",
     "irq_name",
-    "open_for_qemu",
     "open_iommufd",
     "open_legacy",
+    "passable_cdev",
     "region_name",
 ]
 
@@ -89,8 +83,6 @@ ENODEV = 19
 
 _REGION_NAMES = ("BAR0", "BAR1", "BAR2", "BAR3", "BAR4", "BAR5", "ROM", "CONFIG", "VGA")
 _IRQ_NAMES = ("INTX", "MSI", "MSIX", "ERR", "REQ")
-# QEMU's id_wellformed(): a letter, then letters, digits, '-', '.', '_'.
-_QEMU_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 
 
 def region_name(index: int) -> str:
@@ -525,114 +517,23 @@ def device_report(
         return DeviceReport(str(opened.bdf), mode, info, regions, irqs, hot_reset)
 
 
-@dataclass(frozen=True)
-class PassedDevice:
-    """A device cdev opened for QEMU."""
+def passable_cdev(host: Host, bdf: Bdf | str) -> tuple[Bdf, str]:
+    """The address and vfio cdev (``vfioN``) of a device that can be handed to a VMM through
+    iommufd: an endpoint with a cdev, in a viable group.
 
-    bdf: str
-    fd: int
-    qemu_id: str
-
-
-@dataclass
-class QemuFds(_Closing):
-    """Fds for an unprivileged QEMU: ``/dev/iommu`` and each device's cdev, opened by this
-    (privileged) process. Pass :attr:`pass_fds` to ``subprocess.Popen`` (or hand them over
-    a unix socket with :meth:`send`) and add :meth:`qemu_args` to the command line; QEMU
-    then binds the cdevs to the iommufd itself. Closes its fds on :meth:`close`."""
-
-    iommufd_fd: int
-    devices: tuple[PassedDevice, ...]
-    object_id: str = "iommufd0"
-    _closed: bool = field(default=False, repr=False)
-
-    @property
-    def pass_fds(self) -> tuple[int, ...]:
-        """Every fd QEMU must inherit."""
-        return (self.iommufd_fd, *(d.fd for d in self.devices))
-
-    def object_args(self) -> list[str]:
-        """``-object iommufd,id=<id>,fd=<n>``."""
-        return ["-object", f"iommufd,id={self.object_id},fd={self.iommufd_fd}"]
-
-    def device_props(self, bdf: Bdf | str) -> str:
-        """The ``-device`` value for one device: ``vfio-pci,id=..,iommufd=..,fd=..``."""
-        wanted = str(bdf if isinstance(bdf, Bdf) else Bdf(bdf))
-        for dev in self.devices:
-            if dev.bdf == wanted:
-                return f"vfio-pci,id={dev.qemu_id},iommufd={self.object_id},fd={dev.fd}"
-        raise DeviceNotFoundError(f"{wanted} was not opened for QEMU")
-
-    def qemu_args(self) -> list[str]:
-        """The ``-object`` and every ``-device`` argument, in device order."""
-        args = self.object_args()
-        for dev in self.devices:
-            args += ["-device", self.device_props(dev.bdf)]
-        return args
-
-    def send(self, sock: socket.socket) -> None:
-        """Hands every fd to the peer of a unix socket (SCM_RIGHTS), iommufd first."""
-        socket.send_fds(sock, [b"kata-vfio"], list(self.pass_fds))
-
-    def close(self) -> None:
-        """Closes this process's copies of the fds (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        for fd in self.pass_fds:
-            # The caller may have closed some already.
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
-def open_for_qemu(
-    bdfs: Iterable[Bdf | str] | Bdf | str,
-    *,
-    sysfs_root: str = "/sys",
-    dev_root: str = "/dev",
-    object_id: str = "iommufd0",
-    id_prefix: str = "hostdev",
-    host: Host | None = None,
-) -> QemuFds:
-    """Opens ``/dev/iommu`` and each device's cdev for an unprivileged QEMU (see
-    :class:`QemuFds`). Every device must be on a vfio driver with a cdev, in a viable group.
-
-    :raises kata_vfio.errors.NotAssignableError: a device has no cdev or its group is not
-        viable (the hint names the blockers).
-    :raises kata_vfio.errors.InvalidInputError: an id QEMU would refuse.
+    :raises kata_vfio.errors.NotAssignableError: the group is not viable (the hint names the
+        blockers) or the device has no cdev.
+    :raises kata_vfio.errors.InvalidInputError: a bridge.
     """
-    for name in (object_id, id_prefix):
-        if not _QEMU_ID.match(name):
-            raise InvalidInputError(
-                f"QEMU id {name!r} is malformed",
-                hint="start with a letter; use letters, digits, '-', '.', '_'",
-            )
-    wanted: Sequence[Bdf | str] = [bdfs] if isinstance(bdfs, (str, Bdf)) else list(bdfs)
-    host = host or scan(sysfs_root, dev_root)
-    targets = [_target(b, sysfs_root, dev_root, host) for b in wanted]
-    for target in targets:
-        group = host.group_of(target.bdf)
-        if group is not None and not group.viable:
-            raise NotAssignableError(
-                f"{target.bdf}: group {group.id} is not viable", hint=_blocker_hint(target)
-            )
-        if target.cdev is None:
-            raise NotAssignableError(
-                f"{target.bdf} has no vfio cdev",
-                hint="bind it to vfio-pci on a kernel with CONFIG_VFIO_DEVICE_CDEV (6.6+)",
-            )
-    fds: list[int] = []
-    try:
-        with IommuFd.open(dev_root) as iommufd:
-            fds.append(os.dup(iommufd.fileno()))
-        devices = []
-        for index, target in enumerate(sorted(targets, key=lambda t: t.bdf)):
-            assert target.cdev is not None  # checked above
-            fd = VfioDevice.open_cdev(target.cdev, dev_root).detach_fd()
-            fds.append(fd)
-            devices.append(PassedDevice(str(target.bdf), fd, f"{id_prefix}{index}"))
-    except BaseException:
-        for fd in fds:
-            os.close(fd)
-        raise
-    return QemuFds(fds[0], tuple(devices), object_id)
+    target = _target(bdf, host.sysfs_root, host.dev_root, host)
+    group = host.group_of(target.bdf)
+    if group is not None and not group.viable:
+        raise NotAssignableError(
+            f"{target.bdf}: group {group.id} is not viable", hint=_blocker_hint(target)
+        )
+    if target.cdev is None:
+        raise NotAssignableError(
+            f"{target.bdf} has no vfio cdev",
+            hint="bind it to vfio-pci on a kernel with CONFIG_VFIO_DEVICE_CDEV (6.6+)",
+        )
+    return target.bdf, target.cdev

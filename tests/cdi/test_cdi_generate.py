@@ -23,7 +23,8 @@ from kata_vfio.cdi import (
 )
 from kata_vfio.cdi.generate import parse_pci_id
 from kata_vfio.errors import CdiError, InvalidInputError
-from kata_vfio.testing import FakeHost, build_host, sample_host
+from kata_vfio.samples import sample_host
+from kata_vfio.testing import FakeHost, build_host
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from kata_vfio.testing.compare import assert_same_host
+from oracles.compare import assert_same_host
 
 
 @pytest.fixture

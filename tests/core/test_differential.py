@@ -12,10 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import kata_vfio
-from kata_vfio.testing import DeviceSpec, HostSpec, build_host, refscan
-from kata_vfio.testing.compare import assert_same_host
+from kata_vfio.testing import DeviceSpec, HostSpec, build_host
 from kata_vfio.testing.spec import is_vfio_driver
-from kata_vfio.testing.strategies import host_specs
+from oracles import refscan
+from oracles.compare import assert_same_host
+from oracles.strategies import host_specs
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 import kata_vfio
-from kata_vfio.testing import build_host, sample_spec
+from kata_vfio.samples import sample_spec
+from kata_vfio.testing import build_host
 from kata_vfio.testing.generate import generate_spec
 from shared_paths import SHARED_DATA
 

@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 
 import kata_vfio
-from kata_vfio.testing import DeviceSpec, FakeHost, HostSpec, build_host, refscan
-from kata_vfio.testing.compare import assert_same_host
+from kata_vfio.testing import DeviceSpec, FakeHost, HostSpec, build_host
 from kata_vfio.testing.generate import generate_spec
+from oracles import refscan
+from oracles.compare import assert_same_host
 
 Scanner = Callable[[FakeHost], Any]
 

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 import kata_vfio
-from kata_vfio import Bdf, errors, render
+from kata_vfio import Bdf, errors
+from kata_vfio.host import render
 from kata_vfio.testing import FakeHost, build_host
 
 ROOT_PORT = {"id": "8086:347a", "class": "060400", "driver": "pcieport"}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import kata_vfio
-from kata_vfio.testing import refscan
+from oracles import refscan
 from shared_paths import SHARED_DATA
 
 SNAPSHOT_DIR = SHARED_DATA / "sysfs-snapshots"

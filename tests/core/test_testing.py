@@ -9,13 +9,13 @@ import struct
 import pytest
 
 from kata_vfio.errors import InvalidInputError
+from kata_vfio.samples import sample_spec
 from kata_vfio.testing import (
     BarSpec,
     DeviceSpec,
     HostSpec,
     build_host,
     host_from_dict,
-    sample_spec,
 )
 
 GPU = {"id": "10de:2330", "class": "030200", "subsys": "10de:16c1", "rev": 0xA1}

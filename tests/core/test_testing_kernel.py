@@ -9,9 +9,11 @@ import pytest
 
 import kata_vfio
 from kata_vfio.errors import HostIOError
-from kata_vfio.testing import build_host, device_from_dict, refscan, sample_host, sample_spec
-from kata_vfio.testing.compare import assert_same_host
+from kata_vfio.samples import sample_host, sample_spec
+from kata_vfio.testing import build_host, device_from_dict
 from kata_vfio.testing.generate import generate_spec
+from oracles import refscan
+from oracles.compare import assert_same_host
 
 GPU = {"id": "10de:2330", "class": "030200", "subsys": "10de:16c1", "rev": 0xA1}
 AUDIO = {"id": "10de:22ba", "class": "040300"}

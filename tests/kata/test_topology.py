@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kata_vfio.errors import PlanError
-from kata_vfio.kata.topology import (
+from kata_vfio.vm.topology import (
     DEFAULT_PCI_HOLE64,
     FIRST_PORT_SLOT,
     MAX_PORTS,

@@ -10,9 +10,9 @@ from sandbox_hosts import Zoo, oci_spec
 
 from kata_vfio.kata.config import KataConfig
 from kata_vfio.kata.sandbox import SandboxPlan, plan_sandbox
-from kata_vfio.kata.topology import DEFAULT_PCI_HOLE64
 from kata_vfio.qemu.launcher import QemuProcess
 from kata_vfio.qemu.qmp import guest_pci_path
+from kata_vfio.vm.topology import DEFAULT_PCI_HOLE64
 
 pytestmark = pytest.mark.qemu
 

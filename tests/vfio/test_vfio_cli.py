@@ -125,7 +125,7 @@ def test_the_sample_host_is_read_only(capsys: pytest.CaptureFixture[str]) -> Non
 
 def test_the_sample_host_shows_plans(capsys: pytest.CaptureFixture[str]) -> None:
     from kata_vfio import scan
-    from kata_vfio.testing import sample_host
+    from kata_vfio.samples import sample_host
 
     sample = sample_host()
     host = scan(sample.sysfs_root, sample.dev_root, sample.proc_root)

@@ -24,6 +24,7 @@ from kata_vfio.errors import (
     NotAssignableError,
     VfioError,
 )
+from kata_vfio.qemu.fds import open_for_qemu
 from kata_vfio.testing import FakeHost
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -187,7 +188,7 @@ def test_a_half_bound_group_cannot_be_handed_to_qemu(
 ) -> None:
     binding.bind("0000:05:00.0", group=False, **bind_opts)
     with pytest.raises(NotAssignableError, match="group 12 is not viable") as info:
-        vfio.open_for_qemu("0000:05:00.0", **roots(lab_host))
+        open_for_qemu("0000:05:00.0", **roots(lab_host))
     assert info.value.hint is not None
     assert "0000:05:00.1 (e1000e)" in info.value.hint
     assert "fix:" in info.value.hint
@@ -197,7 +198,7 @@ def test_fds_and_arguments_for_an_unprivileged_qemu(
     lab_host: FakeHost, bind_opts: dict[str, Any]
 ) -> None:
     binding.bind("0000:05:00.0", **bind_opts)
-    with vfio.open_for_qemu(["0000:05:00.1", "0000:05:00.0"], **roots(lab_host)) as fds:
+    with open_for_qemu(["0000:05:00.1", "0000:05:00.0"], **roots(lab_host)) as fds:
         targets = [os.readlink(f"/proc/self/fd/{fd}") for fd in fds.pass_fds]
         assert targets == [
             os.path.join(lab_host.dev_root, "iommu"),
@@ -220,7 +221,7 @@ def test_fds_travel_over_a_unix_socket(lab_host: FakeHost, bind_opts: dict[str, 
     binding.bind("0000:01:00.0", **bind_opts)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     with ours, theirs:
-        fds = vfio.open_for_qemu("0000:01:00.0", **roots(lab_host))
+        fds = open_for_qemu("0000:01:00.0", **roots(lab_host))
         with fds:
             fds.send(ours)
             _msg, received, _flags, _addr = socket.recv_fds(theirs, 64, 8)
@@ -236,7 +237,7 @@ def test_fds_travel_over_a_unix_socket(lab_host: FakeHost, bind_opts: dict[str, 
 def test_qemu_ids_are_validated(lab_host: FakeHost) -> None:
     for bad in ("0abc", "a b", "x,y=1", ""):
         with pytest.raises(InvalidInputError, match="QEMU id"):
-            vfio.open_for_qemu("0000:01:00.0", object_id=bad, sysfs_root=lab_host.sysfs_root)
+            open_for_qemu("0000:01:00.0", object_id=bad, sysfs_root=lab_host.sysfs_root)
 
 
 @pytest.mark.qemu
@@ -245,7 +246,7 @@ def test_real_qemu_takes_the_passed_fds(lab_host: FakeHost, bind_opts: dict[str,
     if qemu is None:
         pytest.skip("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)")
     binding.bind("0000:01:00.0", **bind_opts)
-    with vfio.open_for_qemu("0000:01:00.0", **roots(lab_host)) as fds:
+    with open_for_qemu("0000:01:00.0", **roots(lab_host)) as fds:
         command = [qemu, "-nodefaults", "-display", "none", "-machine", "q35", "-accel", "tcg"]
         done = subprocess.run(
             [*command, *fds.qemu_args()],

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kata_vfio import memlock
 from kata_vfio.errors import InvalidInputError
-from kata_vfio.memlock import MemlockLimit
+from kata_vfio.host import memlock
+from kata_vfio.host.memlock import MemlockLimit
 
 GIB = 1 << 30
 SHIFTS = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40, "P": 50}

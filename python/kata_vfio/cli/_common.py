@@ -94,7 +94,7 @@ def host_roots(args: argparse.Namespace) -> HostRoots:
                 hint="use either the sample host or explicit roots",
             )
         # Imported only here: building the sample host is not needed by any other command.
-        from kata_vfio.testing import sample_host  # noqa: PLC0415
+        from kata_vfio.samples import sample_host  # noqa: PLC0415
 
         sample = sample_host()
         return HostRoots(sample.sysfs_root, sample.dev_root, sample.proc_root)

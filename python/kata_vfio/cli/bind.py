@@ -12,10 +12,11 @@ import argparse
 import os
 from typing import Any, TypedDict
 
-from kata_vfio import binding, memlock, vfio
+from kata_vfio import binding, vfio
 from kata_vfio._core import Bdf, BindReport, Host, scan
 from kata_vfio.cli import _common
 from kata_vfio.errors import InvalidInputError
+from kata_vfio.host import memlock
 
 __all__ = ["register"]
 

@@ -6,10 +6,10 @@ import argparse
 import sys
 from typing import Any
 
-from kata_vfio import doctor, readiness, render, report
 from kata_vfio._core import Bdf, Host, IommuGroup, scan
 from kata_vfio.cli import _common
 from kata_vfio.cli import bind as bind_cli
+from kata_vfio.host import doctor, readiness, render, report
 
 __all__ = ["register"]
 

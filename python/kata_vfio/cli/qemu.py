@@ -21,7 +21,6 @@ from kata_vfio.cli.sandbox import add_plan_options, plan_from_args
 from kata_vfio.errors import InvalidInputError, QemuError
 from kata_vfio.kata.devices import function_id
 from kata_vfio.kata.hotplug import hotplug_request
-from kata_vfio.kata.placement import PlannedDevice
 from kata_vfio.qemu.launcher import QemuProcess
 from kata_vfio.qemu.qmp import (
     HotplugFunction,
@@ -32,6 +31,7 @@ from kata_vfio.qemu.qmp import (
     port_occupancy,
     unplug,
 )
+from kata_vfio.vm.placement import PlannedDevice
 
 __all__ = ["register"]
 

@@ -6,8 +6,8 @@
   expansion, PCIe topology, QEMU command line);
 * :mod:`~kata_vfio.kata.container`: container creation (no second injection, inner CDI
   annotations, agent device descriptors);
-* :mod:`~kata_vfio.kata.topology`, :mod:`~kata_vfio.kata.devices`,
-  :mod:`~kata_vfio.kata.placement`, :mod:`~kata_vfio.kata.kinds`,
+* :mod:`~kata_vfio.vm.topology`, :mod:`~kata_vfio.kata.devices`,
+  :mod:`~kata_vfio.vm.placement`, :mod:`~kata_vfio.kata.kinds`,
   :mod:`~kata_vfio.kata.agent`, :mod:`~kata_vfio.kata.hotplug`: the parts.
 
 ``samples/`` holds a Kata configuration and two bundles for trying the flow on the sample host

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kata_vfio.kata.placement import PlannedFunction
+from kata_vfio.vm.placement import PlannedFunction
 
 __all__ = ["AGENT_TYPES", "AgentDevice", "agent_device"]
 

@@ -29,10 +29,10 @@ from kata_vfio.kata.devices import (
     classify_spec_devices,
     refuse_malformed_vfio_paths,
 )
-from kata_vfio.kata.placement import PlannedDevice, PlannedFunction
 from kata_vfio.kata.sandbox import SandboxPlan
 from kata_vfio.oci import annotations as spec_annotations
 from kata_vfio.oci import check_oci_spec, with_annotations
+from kata_vfio.vm.placement import PlannedDevice, PlannedFunction
 
 __all__ = [
     "SANDBOX_CONTAINER_ANNOTATIONS",

@@ -13,9 +13,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kata_vfio import render
 from kata_vfio._core import Bdf, Host, IommuGroup, PciDevice, classify_devnode
 from kata_vfio.errors import InvalidInputError, NotAssignableError, PlanError
+from kata_vfio.host import render
 
 __all__ = [
     "HostFunction",

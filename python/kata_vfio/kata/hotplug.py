@@ -15,8 +15,8 @@ from kata_vfio.kata.devices import (
     function_id,
     resolve_groups,
 )
-from kata_vfio.kata.placement import hotplug_iommufd_id
 from kata_vfio.qemu.qmp import HotplugFunction, HotplugRequest
+from kata_vfio.vm.placement import hotplug_iommufd_id
 
 __all__ = ["group_request", "hotplug_request"]
 

@@ -29,12 +29,12 @@ from kata_vfio.cdi.names import is_qualified_name
 from kata_vfio.errors import CdiNameError, InvalidInputError, PlanError
 from kata_vfio.kata.config import KataConfig, apply_annotations
 from kata_vfio.kata.devices import classify_spec_devices, resolve_groups
-from kata_vfio.kata.placement import PlannedDevice, place_devices
-from kata_vfio.kata.topology import PortRequest, Topology, plan_topology
 from kata_vfio.oci import annotations as spec_annotations
 from kata_vfio.oci import check_oci_spec, with_annotations
 from kata_vfio.qemu.argv import QemuCommand
 from kata_vfio.qemu.vm import VfioPlacement, VmSpec, build_vm_command
+from kata_vfio.vm.placement import PlannedDevice, place_devices
+from kata_vfio.vm.topology import PortRequest, Topology, plan_topology
 
 __all__ = [
     "SANDBOX_ID_ANNOTATIONS",

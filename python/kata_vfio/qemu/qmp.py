@@ -22,8 +22,8 @@ from qemu.qmp import EventListener, QMPClient, QMPError
 from qemu.qmp.qmp_client import ExecuteError
 
 from kata_vfio.errors import PlanError, QmpError
-from kata_vfio.kata.topology import agent_pci_path
 from kata_vfio.qemu.argv import validate_id
+from kata_vfio.vm.topology import agent_pci_path
 
 __all__ = [
     "PORT_DRIVERS",

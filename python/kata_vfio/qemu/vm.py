@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kata_vfio.errors import InvalidInputError
-from kata_vfio.kata.topology import Topology
 from kata_vfio.qemu.argv import QemuCommand, QemuOpts, Value, format_size, validate_id
+from kata_vfio.vm.topology import Topology
 
 __all__ = ["ACCELERATORS", "VfioPlacement", "VmSpec", "build_vm_command"]
 

@@ -41,17 +41,18 @@ so ``open`` works and ``read`` fails, like an attribute whose show() returns an 
 
 Change a built tree the way the kernel would with :class:`FakeHost`'s mutators (``bind``,
 ``unbind``, ``set_driver_override``, ``remove_device``, ``add_device``) or
-:class:`~kata_vfio.testing.kernel.FakeKernel` on any tree. :func:`generate_spec` makes large
-realistic hosts (100 to 10,000 functions); :func:`sample_host` gives the bundled 8-GPU server;
-:func:`restore_snapshot` copies a real snapshot from shared/data and turns its link stubs back
-into symlinks; :mod:`kata_vfio.testing.refscan` is an independent pure-Python scanner.
+:class:`~kata_vfio.testing.kernel.FakeKernel` on any tree;
+:class:`~kata_vfio.testing.kernel_sim.KernelSim` answers the binding's sysfs writes as the
+kernel does. :func:`~kata_vfio.testing.generate.generate_spec` makes large realistic hosts
+(100 to 10,000 functions); :func:`build_host_cached` builds a host once into a cache
+directory and reuses it. The bundled 8-GPU server behind ``--sample`` is
+:func:`kata_vfio.samples.sample_host`.
 """
 
 from __future__ import annotations
 
-from kata_vfio.testing.builder import FakeHost, build_host
+from kata_vfio.testing.builder import FakeHost, build_host, build_host_cached
 from kata_vfio.testing.kernel import FakeKernel
-from kata_vfio.testing.sample import sample_host, sample_spec
 from kata_vfio.testing.spec import (
     BarSpec,
     DeviceSpec,
@@ -70,10 +71,9 @@ __all__ = [
     "HostSpec",
     "LinkSpec",
     "build_host",
+    "build_host_cached",
     "device_from_dict",
     "host_from_dict",
     "number_groups",
-    "sample_host",
-    "sample_spec",
     "switch",
 ]

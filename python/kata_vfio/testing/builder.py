@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import tempfile
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -126,6 +127,56 @@ def build_host(root: str | os.PathLike[str], spec: HostSpec | Mapping[str, Any])
             make_unreadable(kernel.sys(layout.dirs[dev.bdf], name))
     kernel.end_batch()
     return fake
+
+
+# The name the sample host's cache has always used: every kata-vfio version on a machine shares
+# the cache directory, and they must agree on what an intact tree is.
+_CACHE_MARKER = ".kata-vfio-sample"
+
+
+def build_host_cached(cache_dir: str | os.PathLike[str], key: str, spec: HostSpec) -> FakeHost:
+    """The fake host ``spec`` built once into ``<cache_dir>/<key>`` and reused while it is
+    intact (the key is recorded beside the tree; every device directory must be there), or
+    rebuilt and swapped in atomically. Treat the cached tree as shared: never mutate it."""
+    cache = os.fspath(cache_dir)
+    final = os.path.join(cache, key)
+    if _is_intact(final, key, spec):
+        return _attach(final, spec)
+    os.makedirs(cache, mode=0o700, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".building-", dir=cache)
+    try:
+        build_host(os.path.join(staging, "host"), spec)
+        _fs.write(os.path.join(staging, "host", _CACHE_MARKER), key + "\n")
+        if os.path.lexists(final):
+            # Damaged: move it aside in one step, then put the new copy in its place.
+            _fs.remove_tree_atomically(final, os.path.join(cache, ".trash"))
+        try:
+            os.rename(os.path.join(staging, "host"), final)
+        except OSError:
+            # Another process won the race; its copy is as good as ours.
+            if not _is_intact(final, key, spec):
+                raise
+    finally:
+        _fs.remove_tree(staging)
+    return _attach(final, spec)
+
+
+def _is_intact(path: str, key: str, spec: HostSpec) -> bool:
+    if _fs.read(os.path.join(path, _CACHE_MARKER)).strip() != key:
+        return False
+    devices = os.path.join(path, "sys", "bus", "pci", "devices")
+    try:
+        present = set(os.listdir(devices))
+    except OSError:
+        return False
+    return present == {d.bdf for d in spec.devices} and all(
+        os.path.exists(os.path.join(devices, bdf, "uevent")) for bdf in present
+    )
+
+
+def _attach(path: str, spec: HostSpec) -> FakeHost:
+    host = FakeHost.at(path)
+    return FakeHost(host.root, host.sysfs_root, host.dev_root, host.proc_root, spec)
 
 
 def add_device(kernel: FakeKernel, host: HostSpec, dev: DeviceSpec) -> None:

@@ -20,14 +20,13 @@ import kernel_facts as kf
 from guestlib import bound
 from kvlab import topology
 
-from kata_vfio import vfio
 from kata_vfio.errors import QmpError
-from kata_vfio.kata.topology import PortRequest, plan_topology
 from kata_vfio.qemu.argv import QemuCommand, QemuOpts
+from kata_vfio.qemu.fds import QemuFds, open_for_qemu
 from kata_vfio.qemu.launcher import QemuProcess
 from kata_vfio.qemu.qmp import query_pci
 from kata_vfio.qemu.vm import VfioPlacement, VmSpec, build_vm_command
-from kata_vfio.vfio import QemuFds
+from kata_vfio.vm.topology import PortRequest, plan_topology
 
 NIC = topology.NIC_SINGLE
 QEMU_ID = "hostnic"
@@ -112,7 +111,7 @@ def _run_inner(context: dict[str, Any], mode: str) -> dict[str, Any]:
     command = _inner_command(context, console, mode)
     fds: QemuFds | None = None
     if mode == "cdev":
-        fds = vfio.open_for_qemu(NIC, object_id=IOMMUFD_ID)
+        fds = open_for_qemu(NIC, object_id=IOMMUFD_ID)
         command = _with_passed_fds(command, fds)
     facts: dict[str, Any] = {"mode": mode, "argv": command.argv()}
     started = time.monotonic()

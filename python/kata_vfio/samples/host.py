@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass, replace
 from typing import Any
 
 from kata_vfio._core import __version__
-from kata_vfio.testing import _fs
-from kata_vfio.testing.builder import FakeHost, build_host
+from kata_vfio.testing.builder import FakeHost, build_host, build_host_cached
 from kata_vfio.testing.spec import BarSpec, DeviceSpec, HostSpec, LinkSpec, format_bdf
 from kata_vfio.testing.topology import PCIEPORT, number_groups, switch
+
+__all__ = ["sample_host", "sample_spec"]
 
 GEN5_X16 = LinkSpec("32.0 GT/s PCIe", 16, "32.0 GT/s PCIe", 16)
 GEN4_X16 = LinkSpec("16.0 GT/s PCIe", 16, "16.0 GT/s PCIe", 16)
@@ -255,22 +255,6 @@ def _cache_key(spec: HostSpec) -> str:
     return f"sample-{__version__}-{digest}"
 
 
-_MARKER = ".kata-vfio-sample"
-
-
-def _is_intact(path: str, key: str, spec: HostSpec) -> bool:
-    if _fs.read(os.path.join(path, _MARKER)).strip() != key:
-        return False
-    devices = os.path.join(path, "sys", "bus", "pci", "devices")
-    try:
-        present = set(os.listdir(devices))
-    except OSError:
-        return False
-    return present == {d.bdf for d in spec.devices} and all(
-        os.path.exists(os.path.join(devices, bdf, "uevent")) for bdf in present
-    )
-
-
 def sample_host(path: str | os.PathLike[str] | None = None) -> FakeHost:
     """The bundled sample host. With ``path`` it is built there (for tests that change it);
     without, it is built once into ``~/.cache/kata-vfio`` (``$XDG_CACHE_HOME``) and reused
@@ -278,30 +262,4 @@ def sample_host(path: str | os.PathLike[str] | None = None) -> FakeHost:
     spec = sample_spec()
     if path is not None:
         return build_host(path, spec)
-    key = _cache_key(spec)
-    cache = _cache_root()
-    final = os.path.join(cache, key)
-    if _is_intact(final, key, spec):
-        return _attach(final, spec)
-    os.makedirs(cache, mode=0o700, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".building-", dir=cache)
-    try:
-        build_host(os.path.join(staging, "host"), spec)
-        _fs.write(os.path.join(staging, "host", _MARKER), key + "\n")
-        if os.path.lexists(final):
-            # Damaged: move it aside in one step, then put the new copy in its place.
-            _fs.remove_tree_atomically(final, os.path.join(cache, ".trash"))
-        try:
-            os.rename(os.path.join(staging, "host"), final)
-        except OSError:
-            # Another process won the race; its copy is as good as ours.
-            if not _is_intact(final, key, spec):
-                raise
-    finally:
-        _fs.remove_tree(staging)
-    return _attach(final, spec)
-
-
-def _attach(path: str, spec: HostSpec) -> FakeHost:
-    host = FakeHost.at(path)
-    return FakeHost(host.root, host.sysfs_root, host.dev_root, host.proc_root, spec)
+    return build_host_cached(_cache_root(), _cache_key(spec), spec)

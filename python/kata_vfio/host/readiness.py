@@ -4,7 +4,7 @@ A pure function over a scan: no I/O. A device is ready when it is an endpoint, i
 IOMMU group, and the group is assignable (viable, every endpoint on a vfio driver). The
 devices that must be passed together are the group's endpoints. A device or group member the
 scan could not read makes the answer "unknown", never "ready". The wording of the hints is
-:mod:`kata_vfio.render`'s.
+:mod:`kata_vfio.host.render`'s.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from kata_vfio import render
 from kata_vfio._core import Bdf, Blocker, Host, ReadProblem
+from kata_vfio.host import render
 
 __all__ = ["DeviceReadiness", "check_devices"]
 

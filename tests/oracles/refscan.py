@@ -42,8 +42,6 @@ import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from kata_vfio.testing._classes import ClassRoles
-
 _BDF_RE = re.compile(r"^([0-9A-Fa-f]{4,8}):([0-9A-Fa-f]{2}):([0-9A-Fa-f]{2})\.([0-7])$")
 _SHORT_BDF_RE = re.compile(r"^([0-9A-Fa-f]{2}):([0-9A-Fa-f]{2})\.([0-7])$")
 _CDEV_RE = re.compile(r"^(?:noiommu-)?vfio(0|[1-9][0-9]*)$")
@@ -164,6 +162,28 @@ class RefLink:
     current_width: int | None
     max_speed: str | None
     max_width: int | None
+
+
+class ClassRoles:
+    """What a 24-bit class code says about a function's role in an IOMMU group (the
+    oracle's own copy: it shares no code with the Rust core or the fake-host builder)."""
+
+    class_code: int
+
+    @property
+    def is_bridge(self) -> bool:
+        """Class 0x0604xx: a PCI-to-PCI bridge, PCIe root or switch port."""
+        return self.class_code >> 8 == 0x0604
+
+    @property
+    def is_host_bridge(self) -> bool:
+        """Class 0x0600xx."""
+        return self.class_code >> 8 == 0x0600
+
+    @property
+    def is_endpoint(self) -> bool:
+        """Neither kind of bridge (NVSwitch-like 0x0680 counts as an endpoint)."""
+        return not self.is_bridge and not self.is_host_bridge
 
 
 @dataclass(frozen=True)

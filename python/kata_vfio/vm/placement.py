@@ -17,7 +17,7 @@ from kata_vfio._core import Bdf
 from kata_vfio.errors import InvalidInputError
 from kata_vfio.kata.devices import PassthroughGroup, VfioNode, function_id
 from kata_vfio.kata.kinds import cdi_kind
-from kata_vfio.kata.topology import Port, Topology, agent_pci_path
+from kata_vfio.vm.topology import Port, Topology, agent_pci_path
 
 __all__ = [
     "PlannedDevice",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from kata_vfio import render
 from kata_vfio._core import (
     Bar,
     Blocker,
@@ -20,6 +19,7 @@ from kata_vfio._core import (
     PciLink,
     ReadProblem,
 )
+from kata_vfio.host import render
 
 __all__ = [
     "bar_dict",

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from kata_vfio import memlock
 from kata_vfio._core import Host
+from kata_vfio.host import memlock
 
 __all__ = ["Check", "Status", "diagnose"]
 
