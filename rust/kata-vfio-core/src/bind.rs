@@ -480,6 +480,7 @@ pub fn bind(env: &Env<'_>, req: &BindRequest) -> Result<Report> {
     if !req.force {
         let mut refusals = Vec::new();
         for (facts, _) in &todo {
+            refusals.extend(safety::platform_reason(facts));
             for reason in safety::in_use_reasons(bus, &env.proc_root, facts.bdf)? {
                 refusals.push(format!("{}: {reason}", facts.bdf));
             }
@@ -487,7 +488,7 @@ pub fn bind(env: &Env<'_>, req: &BindRequest) -> Result<Report> {
         if !refusals.is_empty() {
             return Err(Error::Bind {
                 message: format!(
-                    "refusing to take devices the host is using: {}",
+                    "refusing to take devices the host is using or needs: {}",
                     refusals.join("; ")
                 ),
                 errno: None,

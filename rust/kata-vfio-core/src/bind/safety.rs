@@ -1,15 +1,18 @@
 //! Refusals: a device the host is using must not be taken away without `--force`. A device
 //! is in use when it backs a mounted filesystem or swap (block devices under it, and the
 //! device-mapper/md devices stacked on them), has a network interface that is up with an
-//! address or a route, or is the boot VGA device or drives the framebuffer console.
+//! address or a route, or is the boot VGA device or drives the framebuffer console. A
+//! platform function (host/ISA/LPC bridge, SMBus, the IOMMU, interrupt controllers, timers,
+//! memory controllers) is refused for what it is, whatever uses it ([`platform_reason`]).
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::path::Path;
 
-use super::sysfs::{normalize_link, read_attr, PciBus};
+use super::sysfs::{normalize_link, read_attr, DeviceFacts, PciBus};
 use crate::bdf::Bdf;
 use crate::error::Result;
+use crate::pci::PlatformFunction;
 
 /// Interface flag `IFF_UP` from `<linux/if.h>`.
 const IFF_UP: u32 = 0x1;
@@ -37,6 +40,19 @@ pub fn in_use_reasons(bus: &PciBus, proc_root: &Path, bdf: Bdf) -> Result<Vec<St
         }
     }
     Ok(reasons)
+}
+
+/// Why taking this function would take something the host platform needs, by its class
+/// alone (the boot VGA is judged by [`in_use_reasons`], which reads `boot_vga`).
+pub fn platform_reason(facts: &DeviceFacts) -> Option<String> {
+    PlatformFunction::of(facts.class_code, false).map(|function| {
+        format!(
+            "{}: it is {} ({}); binding it to vfio takes it from the host",
+            facts.bdf,
+            function.description(),
+            function.as_str()
+        )
+    })
 }
 
 fn list_names(dir: &Path) -> Vec<String> {
@@ -201,6 +217,31 @@ fn interface_busy(dir: &Path, proc_root: &Path, name: &str) -> Result<Option<Str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bind::DriverState;
+
+    fn facts(class_code: u32) -> DeviceFacts {
+        DeviceFacts {
+            bdf: Bdf::parse("00:1f.0").unwrap(),
+            class_code,
+            group: Some(13),
+            modalias: None,
+            state: DriverState::default(),
+        }
+    }
+
+    #[test]
+    fn platform_functions_are_refused_with_the_reason() {
+        let isa = platform_reason(&facts(0x060100)).unwrap();
+        assert!(
+            isa.starts_with("0000:00:1f.0: it is an ISA/LPC bridge"),
+            "{isa}"
+        );
+        assert!(isa.contains("(isa-bridge)"));
+        assert!(platform_reason(&facts(0x0c0500)).unwrap().contains("SMBus"));
+        assert!(platform_reason(&facts(0x080600)).unwrap().contains("IOMMU"));
+        assert_eq!(platform_reason(&facts(0x030200)), None); // a GPU
+        assert_eq!(platform_reason(&facts(0x020000)), None); // a NIC
+    }
 
     #[test]
     fn unescapes_mount_points() {
