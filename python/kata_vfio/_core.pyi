@@ -151,7 +151,8 @@ class PciDevice:
         """The platform role that makes taking this function unsafe (``host-bridge``,
         ``isa-bridge``, ``legacy-bus-bridge``, ``smbus``, ``iommu``, ``interrupt-controller``,
         ``dma-controller``, ``timer``, ``rtc``, ``event-collector``, ``memory-controller``,
-        ``boot-vga``), None for other functions."""
+        ``boot-vga``, ``root-complex-peripheral`` for an unclaimed 0x0880 function on a root
+        bus), None for other functions."""
     @property
     def problems(self) -> tuple[ReadProblem, ...]:
         """Attributes that exist but could not be read; their values here are None (and a

@@ -106,11 +106,15 @@ _PLATFORM_CLASSES = {
 }  # fmt: skip
 
 
-def platform_function(class_code: int, boot_vga: bool) -> str | None:
+def platform_function(
+    class_code: int, boot_vga: bool, *, on_root_bus: bool = False, driver: str | None = None
+) -> str | None:
     """The platform role of a function, if any (see ``PciDevice.platform_function``)."""
     found = _PLATFORM_CLASSES.get(class_code >> 8)
     if found is None and boot_vga:
         return "boot-vga"
+    if found is None and class_code >> 8 == 0x0880 and on_root_bus and driver is None:
+        return "root-complex-peripheral"
     return found
 
 
@@ -219,7 +223,9 @@ class RefDevice(ClassRoles):
     @property
     def platform_function(self) -> str | None:
         """The platform role of this function, if any."""
-        return platform_function(self.class_code, self.boot_vga)
+        return platform_function(
+            self.class_code, self.boot_vga, on_root_bus=not self.upstream, driver=self.driver
+        )
 
     @property
     def is_vfio_bound(self) -> bool:

@@ -99,7 +99,12 @@ def _cmd_groups(args: argparse.Namespace) -> int:
         print(f"no IOMMU groups on this host: {'; '.join(host.iommu.reasons)}")
         print("run `kata-vfio doctor` for what to change, or `kata-vfio --sample groups`")
         return _common.EXIT_FINDING
-    shown = [g for g in host.groups if args.all or g.endpoints or g.verdict == "unknown"]
+    platform_only = {g.id for g in host.groups if _platform_only(host, g)}
+    shown = [
+        g
+        for g in host.groups
+        if args.all or g.verdict == "unknown" or (g.endpoints and g.id not in platform_only)
+    ]
     for group in shown:
         _print_group(host, group)
     hidden = len(host.groups) - len(shown)
@@ -110,11 +115,20 @@ def _cmd_groups(args: argparse.Namespace) -> int:
     if unknown:
         summary += f"; {unknown} unknown (a member cannot be read)"
     if hidden:
-        summary += f"; {hidden} groups with only bridges not shown (--all shows them)"
+        summary += (
+            f"; {hidden} groups with only bridges or platform functions not shown "
+            "(--all shows them)"
+        )
     print(summary)
     for problem in host.unreadable:
         print(render.device_unreadable_hint(problem), file=sys.stderr)
     return _common.EXIT_FINDING if unknown or host.unreadable else _common.EXIT_OK
+
+
+def _platform_only(host: Host, group: IommuGroup) -> bool:
+    """Every endpoint is a function the platform needs (CPU uncore, the PCH's LPC/SMBus)."""
+    devices = [host.find_device(b) for b in group.endpoints]
+    return bool(devices) and all(d is not None and d.platform_function for d in devices)
 
 
 def _role_text(host: Host, bdf: Bdf) -> list[str]:

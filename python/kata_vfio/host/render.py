@@ -49,6 +49,8 @@ _PLATFORM = {
     "event-collector": "a root complex event collector (PCIe error reporting)",
     "memory-controller": "a memory controller of the platform",
     "boot-vga": "the boot VGA device: the firmware's and the host's console is on it",
+    "root-complex-peripheral": "a system peripheral of the root complex that no driver claims "
+    "(CPU uncore registers: memory map, VT-d, RAS)",
 }
 
 _PROBLEMS = {

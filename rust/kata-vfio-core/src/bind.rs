@@ -480,7 +480,7 @@ pub fn bind(env: &Env<'_>, req: &BindRequest) -> Result<Report> {
     if !req.force {
         let mut refusals = Vec::new();
         for (facts, _) in &todo {
-            refusals.extend(safety::platform_reason(facts));
+            refusals.extend(safety::platform_reason(bus, facts));
             for reason in safety::in_use_reasons(bus, &env.proc_root, facts.bdf)? {
                 refusals.push(format!("{}: {reason}", facts.bdf));
             }

@@ -7,6 +7,8 @@ use crate::sysfs::problem::{ReadFailure, ReadProblem};
 pub const CLASS_HOST_BRIDGE: u32 = 0x0600;
 /// Class code of a PCI-to-PCI bridge (root ports and switch ports are these too).
 pub const CLASS_PCI_BRIDGE: u32 = 0x0604;
+/// Class code of "other system peripheral" (Xeon uncore, DSA, CBDMA, ...).
+pub const CLASS_SYSTEM_PERIPHERAL_OTHER: u32 = 0x0880;
 /// A memory BAR at least this large cannot be placed below 4 GiB.
 pub const LARGE_BAR_BYTES: u64 = 1 << 32;
 
@@ -79,6 +81,10 @@ pub enum PlatformFunction {
     MemoryController,
     /// `boot_vga` reads 1: the firmware's console and, usually, the host's.
     BootVga,
+    /// A system peripheral (0x0880) on a root bus that no driver claims: the CPU's own
+    /// uncore registers (memory map, VT-d, RAS on Xeon stacks). Accelerators of the same
+    /// class (DSA, CBDMA) are claimed by their drivers and do not count.
+    RootComplexPeripheral,
 }
 
 impl PlatformFunction {
@@ -102,6 +108,12 @@ impl PlatformFunction {
         Some(function)
     }
 
+    /// The role of an unclaimed system peripheral on a root bus (no bridge above it).
+    pub fn root_complex(class_code: u32, on_root_bus: bool, has_driver: bool) -> Option<Self> {
+        (class_code >> 8 == CLASS_SYSTEM_PERIPHERAL_OTHER && on_root_bus && !has_driver)
+            .then_some(Self::RootComplexPeripheral)
+    }
+
     /// A stable name (`host-bridge`, `isa-bridge`, `smbus`, `boot-vga`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -117,6 +129,7 @@ impl PlatformFunction {
             Self::EventCollector => "event-collector",
             Self::MemoryController => "memory-controller",
             Self::BootVga => "boot-vga",
+            Self::RootComplexPeripheral => "root-complex-peripheral",
         }
     }
 
@@ -141,6 +154,9 @@ impl PlatformFunction {
             }
             Self::MemoryController => "a memory controller of the platform",
             Self::BootVga => "the boot VGA device: the firmware's and the host's console is on it",
+            Self::RootComplexPeripheral => {
+                "a system peripheral of the root complex that no driver claims (CPU uncore registers: memory map, VT-d, RAS)"
+            }
         }
     }
 }
@@ -202,7 +218,13 @@ impl PciDevice {
 
     /// The platform role of this function, if it has one.
     pub fn platform_function(&self) -> Option<PlatformFunction> {
-        PlatformFunction::of(self.class_code, self.boot_vga)
+        PlatformFunction::of(self.class_code, self.boot_vga).or_else(|| {
+            PlatformFunction::root_complex(
+                self.class_code,
+                self.upstream.is_empty(),
+                self.driver.is_some(),
+            )
+        })
     }
 
     /// Why `attribute` could not be read, when it could not.
@@ -330,6 +352,13 @@ mod tests {
         assert_eq!(PlatformFunction::of(0x060400, false), None);
         assert_eq!(PlatformFunction::of(0x050200, false), None); // CXL memory: passable
         assert_eq!(PlatformFunction::SmBus.as_str(), "smbus");
+        assert_eq!(
+            PlatformFunction::root_complex(0x088000, true, false),
+            Some(PlatformFunction::RootComplexPeripheral)
+        );
+        assert_eq!(PlatformFunction::root_complex(0x088000, true, true), None); // ioatdma
+        assert_eq!(PlatformFunction::root_complex(0x088000, false, false), None); // behind a port
+        assert_eq!(PlatformFunction::root_complex(0x020000, true, false), None);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::fs;
 use std::path::Path;
 
 use super::sysfs::{normalize_link, read_attr, DeviceFacts, PciBus};
-use crate::bdf::Bdf;
+use crate::bdf::{bdfs_in_path, Bdf};
 use crate::error::Result;
 use crate::pci::PlatformFunction;
 
@@ -42,17 +42,27 @@ pub fn in_use_reasons(bus: &PciBus, proc_root: &Path, bdf: Bdf) -> Result<Vec<St
     Ok(reasons)
 }
 
-/// Why taking this function would take something the host platform needs, by its class
-/// alone (the boot VGA is judged by [`in_use_reasons`], which reads `boot_vga`).
-pub fn platform_reason(facts: &DeviceFacts) -> Option<String> {
-    PlatformFunction::of(facts.class_code, false).map(|function| {
-        format!(
-            "{}: it is {} ({}); binding it to vfio takes it from the host",
-            facts.bdf,
-            function.description(),
-            function.as_str()
-        )
-    })
+/// Why taking this function would take something the host platform needs: by its class, or
+/// as an unclaimed system peripheral on a root bus (the boot VGA is judged by
+/// [`in_use_reasons`], which reads `boot_vga`).
+pub fn platform_reason(bus: &PciBus, facts: &DeviceFacts) -> Option<String> {
+    let on_root_bus = || {
+        bus.device_sysfs_path(facts.bdf)
+            .is_some_and(|path| bdfs_in_path(&path).len() <= 1)
+    };
+    let class = facts.class_code;
+    PlatformFunction::of(class, false)
+        .or_else(|| {
+            PlatformFunction::root_complex(class, on_root_bus(), facts.state.driver.is_some())
+        })
+        .map(|function| {
+            format!(
+                "{}: it is {} ({}); binding it to vfio takes it from the host",
+                facts.bdf,
+                function.description(),
+                function.as_str()
+            )
+        })
 }
 
 fn list_names(dir: &Path) -> Vec<String> {
@@ -231,16 +241,21 @@ mod tests {
 
     #[test]
     fn platform_functions_are_refused_with_the_reason() {
-        let isa = platform_reason(&facts(0x060100)).unwrap();
+        let bus = PciBus::new("/nonexistent");
+        let isa = platform_reason(&bus, &facts(0x060100)).unwrap();
         assert!(
             isa.starts_with("0000:00:1f.0: it is an ISA/LPC bridge"),
             "{isa}"
         );
         assert!(isa.contains("(isa-bridge)"));
-        assert!(platform_reason(&facts(0x0c0500)).unwrap().contains("SMBus"));
-        assert!(platform_reason(&facts(0x080600)).unwrap().contains("IOMMU"));
-        assert_eq!(platform_reason(&facts(0x030200)), None); // a GPU
-        assert_eq!(platform_reason(&facts(0x020000)), None); // a NIC
+        assert!(platform_reason(&bus, &facts(0x0c0500))
+            .unwrap()
+            .contains("SMBus"));
+        assert!(platform_reason(&bus, &facts(0x080600))
+            .unwrap()
+            .contains("IOMMU"));
+        assert_eq!(platform_reason(&bus, &facts(0x030200)), None); // a GPU
+        assert_eq!(platform_reason(&bus, &facts(0x020000)), None); // a NIC
     }
 
     #[test]
