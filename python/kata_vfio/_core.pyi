@@ -276,6 +276,11 @@ class IommuGroup:
         """``assignable``, ``not-ready`` (viable), ``not-viable``, ``unknown`` (a member, or
         the member list, cannot be read: neither viable nor assignable) or ``no-endpoints``."""
     @property
+    def unplaced(self) -> tuple[Bdf, ...]:
+        """Functions the scan could not place in any group (no ``kernel/iommu_groups`` and an
+        unreadable function or ``iommu_group`` link): each may belong here, so the verdict is
+        ``unknown``."""
+    @property
     def listing_problem(self) -> str | None:
         """Why ``kernel/iommu_groups/N/devices`` could not be listed (a
         :attr:`ReadProblem.reason`), None when it was or when the tree has no listing."""

@@ -101,6 +101,7 @@ def group_view(group: Any) -> dict[str, Any]:
         "assignable": group.assignable,
         "verdict": group.verdict,
         "listing_problem": group.listing_problem,
+        "unplaced": _text(group.unplaced),
         "blockers": tuple(
             (
                 str(b.bdf),

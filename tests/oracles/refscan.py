@@ -264,6 +264,7 @@ class RefGroup:
     blockers: tuple[RefBlocker, ...]
     verdict: str = "assignable"
     listing_problem: str | None = None
+    unplaced: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -966,6 +967,7 @@ def _judge(
     by_bdf: dict[str, RefDevice],
     unreadable: dict[str, RefProblem],
     listing_problem: str | None,
+    unplaced: tuple[str, ...] = (),
 ) -> RefGroup:
     devices = tuple(sorted(set(members), key=bdf_key))
     known = [by_bdf[b] for b in devices if b in by_bdf]
@@ -981,6 +983,8 @@ def _judge(
         if block is not None:
             found.append((bdf, dev, *block))
     unknown_member = next((b for b, _, k, _ in found if k == "unknown"), None)
+    if unknown_member is None and unplaced:
+        unknown_member = unplaced[0]
     moved = next(
         (
             (d.bdf, d.platform_function)
@@ -1032,6 +1036,7 @@ def _judge(
         blockers=tuple(blockers),
         verdict=verdict,
         listing_problem=listing_problem,
+        unplaced=tuple(b for b in unplaced if b not in devices),
     )
 
 
@@ -1260,8 +1265,15 @@ def _scan(
         failures = listing.failures
     by_bdf = {d.bdf: d for d in devices}
     by_problem = {p.bdf: p for p in unreadable}
+    # Without the kernel's listing, a function whose group link cannot be read may be in any.
+    unplaced: tuple[str, ...] = ()
+    if listing is None:
+        unplaced = tuple(p.bdf for p in unreadable) + tuple(
+            d.bdf for d in devices if any(p.attribute == "iommu_group" for p in d.problems)
+        )
     groups = tuple(
-        _judge(gid, members[gid], by_bdf, by_problem, failures.get(gid)) for gid in sorted(members)
+        _judge(gid, members[gid], by_bdf, by_problem, failures.get(gid), unplaced)
+        for gid in sorted(members)
     )
     noiommu_groups = _count_noiommu_groups(root)
     status = _status(

@@ -195,14 +195,14 @@ def group_hint(bdf: Bdf, group: IommuGroup, node: str | None) -> str:
         others = [str(b) for b in group.endpoints if b != bdf]
         with_text = f" together with {', '.join(others)}" if others else ""
         return f"ready: pass {node}{with_text}"
-    if group.blockers:
+    listing = listing_text(group)
+    if group.blockers and not group.unplaced:
         first = group.blockers[0]
         state = "unknown" if group.verdict == "unknown" else "not ready"
         return (
             f"group {group.id} is {state}: {first.bdf} {blocker_reason(first)}; "
             f"fix: {fix_text(first)}"
         )
-    listing = listing_text(group)
     if listing is not None:
         return f"group {group.id} is unknown: {listing}"
     return f"group {group.id} has no endpoints to pass"
@@ -210,6 +210,12 @@ def group_hint(bdf: Bdf, group: IommuGroup, node: str | None) -> str:
 
 def listing_text(group: IommuGroup) -> str | None:
     """Why the group's member list is unknown, when it is."""
+    if group.unplaced:
+        names = ", ".join(str(b) for b in group.unplaced)
+        return (
+            f"the IOMMU group of {names} cannot be read and this tree has no "
+            "kernel/iommu_groups listing: it may belong to this group"
+        )
     if group.listing_problem is None:
         return None
     what = _PROBLEMS.get(group.listing_problem, group.listing_problem)

@@ -191,6 +191,9 @@ pub struct IommuGroup {
     pub blockers: Vec<Blocker>,
     /// `kernel/iommu_groups/N/devices` exists but could not be listed.
     pub listing_failure: Option<ReadFailure>,
+    /// Functions the scan could not place in any group (a tree without the group listing and
+    /// a function whose `iommu_group` link cannot be read): each may belong to this group.
+    pub unplaced: Vec<Bdf>,
 }
 
 /// What the groups are judged from.
@@ -204,6 +207,8 @@ pub struct GroupInputs<'a> {
     pub unreadable: &'a [ReadProblem],
     /// Groups whose member listing could not be read.
     pub listing_failures: &'a BTreeMap<u32, ReadFailure>,
+    /// Functions whose group cannot be known (see [`IommuGroup::unplaced`]).
+    pub unplaced: &'a [Bdf],
     pub sysfs_root: &'a str,
 }
 
@@ -235,7 +240,13 @@ pub fn build_groups(inputs: GroupInputs<'_>) -> Vec<IommuGroup> {
                 })
                 .collect();
             let listing_failure = inputs.listing_failures.get(&id).copied();
-            judge_group(id, bdfs, &members, listing_failure, &root)
+            judge_group(
+                id,
+                bdfs,
+                &members,
+                (listing_failure, inputs.unplaced),
+                &root,
+            )
         })
         .collect()
 }
@@ -251,7 +262,7 @@ fn judge_group(
     id: u32,
     devices: Vec<Bdf>,
     members: &[Member<'_>],
-    listing_failure: Option<ReadFailure>,
+    (listing_failure, unplaced): (Option<ReadFailure>, &[Bdf]),
     sysfs_root: &Arc<str>,
 ) -> IommuGroup {
     let read = || {
@@ -278,7 +289,8 @@ fn judge_group(
     let unknown_member = kinds
         .iter()
         .find(|(_, _, kind)| matches!(kind, BlockKind::Unknown { .. }))
-        .map(|(bdf, _, _)| *bdf);
+        .map(|(bdf, _, _)| *bdf)
+        .or_else(|| unplaced.first().copied());
     // The first function a whole-group bind would move that the platform needs.
     let platform_moved = read()
         .filter(|d| d.is_endpoint() && !d.is_vfio_bound())
@@ -312,6 +324,11 @@ fn judge_group(
         })
         .collect();
     let unknown = listing_failure.is_some() || unknown_member.is_some();
+    let unplaced = unplaced
+        .iter()
+        .copied()
+        .filter(|b| !devices.contains(b))
+        .collect();
     let viable = !unknown && !blockers.iter().any(Blocker::breaks_viability);
     let assignable = viable && !endpoints.is_empty() && blockers.is_empty();
     let verdict = if unknown {
@@ -334,6 +351,7 @@ fn judge_group(
         verdict,
         blockers,
         listing_failure,
+        unplaced,
     }
 }
 
@@ -423,6 +441,7 @@ mod tests {
             devices,
             unreadable,
             listing_failures: &BTreeMap::new(),
+            unplaced: &[],
             sysfs_root: "/sys",
         })
         .remove(0)
@@ -600,11 +619,31 @@ mod tests {
             devices: &devices,
             unreadable: &[],
             listing_failures: &BTreeMap::from([(1, ReadFailure::PermissionDenied)]),
+            unplaced: &[],
             sysfs_root: "/sys",
         })
         .remove(0);
         assert_eq!(group.verdict, GroupVerdict::Unknown);
         assert!(!group.assignable);
+    }
+
+    #[test]
+    fn a_function_without_a_known_group_may_be_in_any() {
+        // No listing, and one function's iommu_group link cannot be read.
+        let devices = [dev("01:00.0", 0x030200, Some("vfio-pci"))];
+        let lost = Bdf::parse("01:00.1").unwrap();
+        let group = build_groups(GroupInputs {
+            members: BTreeMap::from([(1, vec![devices[0].bdf])]),
+            devices: &devices,
+            unreadable: &[],
+            listing_failures: &BTreeMap::new(),
+            unplaced: &[lost],
+            sysfs_root: "/sys",
+        })
+        .remove(0);
+        assert_eq!(group.verdict, GroupVerdict::Unknown);
+        assert_eq!(group.unplaced, [lost]);
+        assert!(group.blockers.is_empty() && !group.assignable);
     }
 
     #[test]

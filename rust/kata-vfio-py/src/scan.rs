@@ -440,6 +440,10 @@ impl PyIommuGroup {
         self.0.verdict.as_str()
     }
     #[getter]
+    fn unplaced<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        bdf_tuple(py, &self.0.unplaced)
+    }
+    #[getter]
     fn listing_problem(&self) -> Option<&'static str> {
         self.0
             .listing_failure

@@ -136,6 +136,22 @@ pub fn scan(options: &ScanOptions) -> Result<Host> {
         linked: to_u32(linked.len()),
         noiommu: to_u32(fake_groups.len()),
     };
+    // Without the kernel's listing, a function whose own group link cannot be read could be
+    // in any group.
+    let unplaced: Vec<Bdf> = if listing.is_none() {
+        unreadable
+            .iter()
+            .map(|p| p.bdf)
+            .chain(
+                devices
+                    .iter()
+                    .filter(|d| d.problem("iommu_group").is_some())
+                    .map(|d| d.bdf),
+            )
+            .collect()
+    } else {
+        Vec::new()
+    };
     let (members, listing_failures) = match listing {
         // The listing exists but cannot be read: no group can be checked against it.
         Some(GroupListing {
@@ -153,6 +169,7 @@ pub fn scan(options: &ScanOptions) -> Result<Host> {
         devices: &devices,
         unreadable: &unreadable,
         listing_failures: &listing_failures,
+        unplaced: &unplaced,
         sysfs_root: &options.sysfs_root.to_string_lossy(),
     });
     let proc_root = options.effective_proc_root();
