@@ -142,10 +142,18 @@ def fix_text(blocker: Blocker) -> str:
             f"none: {fix.bdf} is {platform_reason(function)}; taking it from the host is not "
             "safe (kata-vfio bind refuses it without --force)"
         )
-    return (
-        f"none until {fix.bdf} can be read: scan as root, or check the tree "
-        "(a copied tree may lack it)"
-    )
+    problem = blocker.problem if fix.bdf == blocker.bdf else None
+    advice = _UNREAD_ADVICE.get(problem.reason if problem else "", "see why above")
+    return f"none until {fix.bdf} can be read: {advice}"
+
+
+_UNREAD_ADVICE = {
+    "missing": "it is missing from this tree (a copy may lack it; on a live host, scan again)",
+    "permission-denied": "scan as root",
+    "not-a-regular-file": "the tree holds something the kernel never puts there; check it",
+    "escapes-root": "a link in the tree leads out of it; check the tree",
+    "invalid": "the tree holds text the kernel never writes there; check it",
+}
 
 
 def manual_lines(blocker: Blocker) -> list[str]:
