@@ -415,3 +415,118 @@ fn link_vfs_to_pfs(devices: &mut [PciDevice]) {
         device.physfn = pf_of.get(&device.bdf).copied();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    /// A host with one IOMMU group of two functions: a GPU on vfio-pci and its audio
+    /// function on snd_hda_intel, both listed in `kernel/iommu_groups/5/devices`.
+    fn gpu_with_audio(name: &str) -> PathBuf {
+        let root =
+            std::env::temp_dir().join(format!("kata-vfio-scan-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let sys = root.join("sys");
+        for (bdf, driver, class, id) in [
+            ("0000:01:00.0", "vfio-pci", "30200", "10DE:2330"),
+            ("0000:01:00.1", "snd_hda_intel", "40300", "10DE:22BA"),
+        ] {
+            let dir = sys.join("devices/pci0000:00").join(bdf);
+            fs::create_dir_all(&dir).unwrap();
+            let (vendor, device) = id.split_once(':').unwrap();
+            let modalias = format!(
+                "pci:v0000{vendor}d0000{device}sv00000000sd00000000bc{}sc{}i{}",
+                &format!("{class:0>6}")[..2],
+                &format!("{class:0>6}")[2..4],
+                &format!("{class:0>6}")[4..]
+            );
+            fs::write(
+                dir.join("uevent"),
+                format!("DRIVER={driver}\nPCI_CLASS={class}\nPCI_ID={id}\nPCI_SUBSYS_ID=0000:0000\nMODALIAS={modalias}\n"),
+            )
+            .unwrap();
+            fs::create_dir_all(sys.join("bus/pci/drivers").join(driver)).unwrap();
+            symlink(
+                format!("../../../../bus/pci/drivers/{driver}"),
+                dir.join("driver"),
+            )
+            .unwrap();
+            fs::create_dir_all(sys.join("bus/pci/devices")).unwrap();
+            symlink(
+                format!("../../../devices/pci0000:00/{bdf}"),
+                sys.join("bus/pci/devices").join(bdf),
+            )
+            .unwrap();
+            let listed = sys.join("kernel/iommu_groups/5/devices");
+            fs::create_dir_all(&listed).unwrap();
+            symlink(
+                format!("../../../../devices/pci0000:00/{bdf}"),
+                listed.join(bdf),
+            )
+            .unwrap();
+        }
+        root
+    }
+
+    fn group_5(sys: &Path) -> (crate::iommu::GroupVerdict, Vec<ReadProblem>, Vec<String>) {
+        let host = scan(&ScanOptions {
+            sysfs_root: sys.to_path_buf(),
+            dev_root: sys.join("../dev"),
+            ..ScanOptions::default()
+        })
+        .unwrap();
+        let group = host.group(5).unwrap();
+        let kinds = group
+            .blockers
+            .iter()
+            .map(|b| format!("{} {}", b.bdf, b.kind.as_str()))
+            .collect();
+        (group.verdict, host.unreadable.clone(), kinds)
+    }
+
+    #[test]
+    fn a_member_the_caller_may_not_read_makes_the_group_unknown() {
+        let root = gpu_with_audio("eacces");
+        let sys = root.join("sys");
+        let audio = sys.join("devices/pci0000:00/0000:01:00.1");
+        assert_eq!(group_5(&sys).0, crate::iommu::GroupVerdict::NotViable);
+        fs::set_permissions(&audio, fs::Permissions::from_mode(0o000)).unwrap();
+        // Root reads through mode 000: drop this one thread to nobody (the kernel then also
+        // drops its capabilities) so the scan meets EACCES the way an unprivileged user does.
+        let seen = std::thread::spawn({
+            let sys = sys.clone();
+            move || {
+                if rustix::process::geteuid().is_root() {
+                    rustix::thread::set_thread_groups(&[]).unwrap();
+                    rustix::thread::set_thread_gid(rustix::fs::Gid::from_raw(65534)).unwrap();
+                    rustix::thread::set_thread_uid(rustix::fs::Uid::from_raw(65534)).unwrap();
+                }
+                group_5(&sys)
+            }
+        })
+        .join()
+        .unwrap();
+        fs::set_permissions(&audio, fs::Permissions::from_mode(0o755)).unwrap();
+        let _ = fs::remove_dir_all(&root);
+        let (verdict, unreadable, kinds) = seen;
+        assert_eq!(verdict, crate::iommu::GroupVerdict::Unknown);
+        assert_eq!(kinds, ["0000:01:00.1 unknown"]);
+        assert_eq!(unreadable.len(), 1);
+        assert_eq!(unreadable[0].failure, ReadFailure::PermissionDenied);
+        assert_eq!(unreadable[0].bdf.to_string(), "0000:01:00.1");
+    }
+
+    #[test]
+    fn a_listed_member_without_its_directory_makes_the_group_unknown() {
+        let root = gpu_with_audio("missing");
+        let sys = root.join("sys");
+        fs::remove_file(sys.join("bus/pci/devices/0000:01:00.1")).unwrap();
+        let (verdict, unreadable, kinds) = group_5(&sys);
+        let _ = fs::remove_dir_all(&root);
+        assert_eq!(verdict, crate::iommu::GroupVerdict::Unknown);
+        assert!(unreadable.is_empty());
+        assert_eq!(kinds, ["0000:01:00.1 unknown"]);
+    }
+}
