@@ -440,6 +440,11 @@ def device_numbers(sysfs_root: str) -> dict[str, tuple[str, int, int]]:
     ``/dev``) -> (``c`` or ``b``, major, minor), from ``dev/char/M:m/uevent`` and
     ``dev/block/M:m/uevent``, read beneath the root."""
 
+def lstat_beneath(root: str, relative: str) -> tuple[int, int, int]:
+    """``lstat`` of ``relative`` beneath ``root`` (links on the way followed only while they
+    stay inside; the last component not followed): ``(0, st_mode, st_rdev)``, or
+    ``(errno, 0, 0)`` (``EXDEV`` for a path that would leave the root)."""
+
 def read_details(sysfs_root: str, bdf: Bdf | str) -> PciDevice:
     """Scan one device with its detail attributes (BARs, reset methods, link)."""
 

@@ -415,3 +415,15 @@ def test_fifos_and_device_nodes_are_errors_not_hangs(sample: FakeHost) -> None:
     assert problems[AUDIO] == expected
     host = _same_as_reference(sample)
     assert host.device(AUDIO).driver == "snd_hda_intel"
+
+
+def test_the_cdi_devfs_lookup_stays_in_the_dev_root(sample: FakeHost) -> None:
+    from kata_vfio.cdi import DevfsLookup
+
+    lookup = DevfsLookup(sample.dev_root, sample.sysfs_root)
+    group = lookup("/dev/vfio/85")  # a plain file in the fake tree: numbers from sysfs
+    assert group.type == "c" and group.major > 0
+    Path(sample.dev_root, "host").symlink_to("/dev")
+    with pytest.raises(OSError, match="cross-device") as info:
+        lookup("/dev/host/null")  # would be the real /dev/null through an absolute link
+    assert info.value.errno == 18  # EXDEV

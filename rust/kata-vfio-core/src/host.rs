@@ -187,9 +187,9 @@ impl Host {
     /// resolved beneath the dev root; the node itself is not followed).
     fn stat_char_device(&self, path: &str) -> Option<(u32, u32)> {
         let relative = path.strip_prefix("/dev/")?;
-        let dev = RootDir::open(&self.dev_root).ok()?;
-        let (dir, name) = dev.parent_of(relative).ok()?;
-        let st = rustix::fs::statat(&dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).ok()?;
+        let st = RootDir::open(&self.dev_root)
+            .and_then(|dev| dev.lstat(relative))
+            .ok()?;
         (FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice)
             .then(|| devnode::decode_dev(st.st_rdev))
     }

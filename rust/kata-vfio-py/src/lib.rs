@@ -18,8 +18,9 @@ mod _core {
     use crate::bdf::PyBdf;
     #[pymodule_export]
     use crate::scan::{
-        classify_devnode, device_numbers, read_details, scan, PyBar, PyBlocker, PyDevNode, PyFix,
-        PyHost, PyIommuGroup, PyIommuStatus, PyPciDevice, PyPciLink, PyReadProblem,
+        classify_devnode, device_numbers, lstat_beneath, read_details, scan, PyBar, PyBlocker,
+        PyDevNode, PyFix, PyHost, PyIommuGroup, PyIommuStatus, PyPciDevice, PyPciLink,
+        PyReadProblem,
     };
     // VFIO/iommufd handles and the ABI table (issue 5).
     #[pymodule_export]

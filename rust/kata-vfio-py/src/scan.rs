@@ -803,3 +803,21 @@ pub fn device_numbers<'py>(py: Python<'py>, sysfs_root: &str) -> PyResult<Bound<
     }
     Ok(out)
 }
+
+/// `lstat` of `relative` beneath `root` (links on the way followed while they stay inside;
+/// the last component itself not followed): `(0, st_mode, st_rdev)`, or `(errno, 0, 0)` when
+/// it fails (`EXDEV` for a path that would leave the root).
+#[pyfunction]
+pub fn lstat_beneath(py: Python<'_>, root: &str, relative: &str) -> (i32, u32, u64) {
+    let root = PathBuf::from(root);
+    let relative = relative.to_owned();
+    py.detach(move || {
+        let found = RootDir::open(&root).and_then(|root| root.lstat(&relative));
+        match found {
+            Ok(st) => (0, st.st_mode, st.st_rdev),
+            Err(e) => (e.raw_os_error().unwrap_or(EIO), 0, 0),
+        }
+    })
+}
+
+const EIO: i32 = 5;

@@ -217,6 +217,13 @@ impl RootDir {
         open_beneath(self.fd(), rel, OFlags::PATH, Mode::empty()).is_ok()
     }
 
+    /// `lstat` of `rel` beneath the root: links on the way are followed while they stay
+    /// inside, the last component itself is not.
+    pub fn lstat(&self, rel: &str) -> io::Result<rfs::Stat> {
+        let (dir, name) = self.parent_of(rel)?;
+        rfs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(io::Error::from)
+    }
+
     /// The file type `rel` resolves to beneath the root, with its device number.
     pub fn stat(&self, rel: &str) -> io::Result<rfs::Stat> {
         let fd = open_beneath(self.fd(), rel, OFlags::PATH, Mode::empty())?;
