@@ -24,6 +24,7 @@ import pytest
 
 import kata_vfio
 from kata_vfio.cli import main
+from kata_vfio.host import doctor as host_doctor  # imported before any child drops to nobody
 from kata_vfio.samples import sample_host
 from kata_vfio.testing import FakeHost
 from oracles import refscan
@@ -427,3 +428,17 @@ def test_the_cdi_devfs_lookup_stays_in_the_dev_root(sample: FakeHost) -> None:
     with pytest.raises(OSError, match="cross-device") as info:
         lookup("/dev/host/null")  # would be the real /dev/null through an absolute link
     assert info.value.errno == 18  # EXDEV
+
+
+def test_doctor_says_permission_denied_not_missing(
+    sample: FakeHost, capsys: pytest.CaptureFixture[str]
+) -> None:
+    Path(sample.dev_root, "vfio").chmod(0)
+
+    def doctor() -> dict[str, str]:
+        checks = host_doctor.diagnose(_scan(sample))
+        return {c.name: c.detail for c in checks}
+
+    details = _as_nobody(doctor)
+    assert "cannot be checked: permission denied" in details["vfio-container-node"]
+    assert "missing" not in details["vfio-container-node"]

@@ -24,6 +24,7 @@ __all__ = [
     "no_group_hint",
     "platform_reason",
     "problem_text",
+    "status_reason",
     "verdict_text",
 ]
 
@@ -71,6 +72,11 @@ def verdict_text(group: IommuGroup) -> str:
 def platform_reason(function: str) -> str:
     """What the host loses if this platform function (``isa-bridge``, ``smbus``) is taken."""
     return _PLATFORM.get(function, f"a platform function ({function})")
+
+
+def status_reason(reason: str) -> str:
+    """A :attr:`ReadProblem.reason` name in words (``permission denied``)."""
+    return _PROBLEMS.get(reason, reason)
 
 
 def problem_text(problem: ReadProblem) -> str:
