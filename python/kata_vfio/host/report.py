@@ -155,6 +155,7 @@ def group_dict(group: IommuGroup) -> dict[str, Any]:
         "assignable": group.assignable,
         "verdict": group.verdict,
         "listing_problem": group.listing_problem,
+        "unplaced": [str(b) for b in group.unplaced],
         "blockers": [blocker_dict(b) for b in group.blockers],
     }
 

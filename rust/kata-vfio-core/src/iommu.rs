@@ -5,6 +5,10 @@
 //! and host bridges in a group are fine as they are and are never passed to a guest; every
 //! other function (NVSwitch-like 0x0680 included) is an endpoint that must go to the guest
 //! together with the rest of its group.
+//!
+//! Verdicts are never more optimistic than the kernel: a member the scan could not read makes
+//! the group unknown. Blockers carry their fix as data ([`Fix`]), never as UI text; no fix
+//! moves a platform function ([`crate::pci::PlatformFunction`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
