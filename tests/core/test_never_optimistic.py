@@ -155,6 +155,7 @@ def test_a_listed_member_without_its_directory_makes_the_group_unknown(
     assert "NOT assignable" in out and AUDIO in out and "device directory is missing" in out
     assert "kata-vfio bind" not in out
     code, out = _cli(sample, capsys, "groups", "--json")
+    assert code == 1
     data = json.loads(out)
     (entry,) = [g for g in data["groups"] if g["id"] == group.id]
     assert entry["verdict"] == "unknown" and entry["blockers"][0]["fix"] is None
@@ -317,7 +318,9 @@ def _outside(tmp: Path) -> Path:
     return outside
 
 
-def test_a_device_link_that_leaves_the_root_is_refused(sample: FakeHost, tmp_path: Path) -> None:
+def test_a_device_link_that_leaves_the_root_is_refused(
+    sample: FakeHost, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     outside = _outside(tmp_path)
     link = Path(sample.sysfs_root, "bus/pci/devices", AUDIO)
     link.unlink()
@@ -327,6 +330,8 @@ def test_a_device_link_that_leaves_the_root_is_refused(sample: FakeHost, tmp_pat
     assert [(str(p.bdf), p.attribute, p.reason) for p in host.unreadable] == [
         (AUDIO, "device", "escapes-root")
     ]
+    code, out = _cli(sample, capsys, "scan")
+    assert code == 1 and f"{AUDIO} cannot be read" in out and "leaves the sysfs root" in out
     group = host.group_of(GPU)
     assert group is not None and group.verdict == "unknown"
     link.unlink()

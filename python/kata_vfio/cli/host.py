@@ -92,9 +92,11 @@ def _cmd_groups(args: argparse.Namespace) -> int:
             {
                 "groups": [report.group_dict(g) for g in host.groups],
                 "iommu": report.iommu_dict(host.iommu),
+                "unreadable": [report.problem_dict(p) for p in host.unreadable],
             }
         )
-        return _common.EXIT_OK if host.iommu.enabled else _common.EXIT_FINDING
+        unknown = any(g.verdict == "unknown" for g in host.groups) or host.unreadable
+        return _common.EXIT_OK if host.iommu.enabled and not unknown else _common.EXIT_FINDING
     if not host.groups:
         print(f"no IOMMU groups on this host: {'; '.join(host.iommu.reasons)}")
         print("run `kata-vfio doctor` for what to change, or `kata-vfio --sample groups`")

@@ -84,7 +84,15 @@ fn walk(root: BorrowedFd<'_>, devices: BorrowedFd<'_>, names: &[String]) -> usiz
 }
 
 fn list(devices: BorrowedFd<'_>) -> rustix::io::Result<Vec<String>> {
-    let dir = rfs::Dir::read_from(devices)?;
+    names_in(rfs::Dir::read_from(devices)?)
+}
+
+/// Lists a directory through the descriptor it was opened with (no second open).
+fn list_owned(dir: OwnedFd) -> rustix::io::Result<Vec<String>> {
+    names_in(rfs::Dir::new(dir)?)
+}
+
+fn names_in(dir: rfs::Dir) -> rustix::io::Result<Vec<String>> {
     let mut names = Vec::new();
     for entry in dir {
         let entry = entry?;
@@ -136,7 +144,7 @@ fn groups(root: BorrowedFd<'_>) -> rustix::io::Result<usize> {
         ) else {
             continue;
         };
-        members += list(devices.as_fd())?.len();
+        members += list_owned(devices)?.len();
     }
     Ok(members)
 }

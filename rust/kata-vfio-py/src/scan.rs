@@ -770,8 +770,30 @@ pub fn scan(
         details,
         threads,
     };
-    let host = check(py.detach(move || kata_vfio_core::scan(&options)))?;
+    let root = options.sysfs_root.clone();
+    let host = check(py.detach(move || no_panic(&root, || kata_vfio_core::scan(&options))))?;
     PyHost::from_core(py, host)
+}
+
+/// Runs a read of the tree at `root`, turning a panic (a bug, whatever the tree holds) into
+/// an error of the project's own instead of a `PanicException` in Python.
+fn no_panic<T>(
+    root: &std::path::Path,
+    read: impl FnOnce() -> kata_vfio_core::Result<T>,
+) -> kata_vfio_core::Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).unwrap_or_else(|payload| {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(kata_vfio_core::Error::Io {
+            op: "scan",
+            path: root.to_path_buf(),
+            source: std::io::Error::other(format!("internal error: {what}")),
+            hint: Some("this is a bug in kata-vfio: please report it with the tree read".into()),
+        })
+    })
 }
 
 /// Reads one device with its detail attributes.
@@ -783,7 +805,7 @@ pub fn read_details(
 ) -> PyResult<PyPciDevice> {
     let bdf = extract_bdf(bdf)?;
     let root = PathBuf::from(sysfs_root);
-    check(py.detach(move || kata_vfio_core::sysfs::read_one_device(&root, bdf)))
+    check(py.detach(move || no_panic(&root, || kata_vfio_core::sysfs::read_one_device(&root, bdf))))
         .map(|device| PyPciDevice(Arc::new(device)))
 }
 
