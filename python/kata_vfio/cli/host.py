@@ -95,8 +95,8 @@ def _cmd_groups(args: argparse.Namespace) -> int:
                 "unreadable": [report.problem_dict(p) for p in host.unreadable],
             }
         )
-        unknown = any(g.verdict == "unknown" for g in host.groups) or host.unreadable
-        return _common.EXIT_OK if host.iommu.enabled and not unknown else _common.EXIT_FINDING
+        doubtful = bool(host.unreadable) or any(g.verdict == "unknown" for g in host.groups)
+        return _common.EXIT_OK if host.iommu.enabled and not doubtful else _common.EXIT_FINDING
     if not host.groups:
         print(f"no IOMMU groups on this host: {'; '.join(host.iommu.reasons)}")
         print("run `kata-vfio doctor` for what to change, or `kata-vfio --sample groups`")
