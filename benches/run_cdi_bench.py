@@ -9,6 +9,10 @@ device, spec-level env, hooks and mounts):
   loader, ``json.loads``): the price of strictness, validation and the device index;
 * a refresh with nothing changed, against the full load (target: under 2%);
 * injecting 8 devices into a typical OCI spec, against deep-copying that spec;
+* injecting 20,000 device nodes (half of them replacing entries the OCI spec already has)
+  against injecting 2,000 the same way: 10x the work, so a ratio near 10 is linear (the
+  list scans this replaced made it 100; allocator and garbage-collector effects put a linear
+  run somewhat above 10);
 * the strict YAML loader on libyaml's parser against the same loader on PyYAML's pure-Python
   parser.
 
@@ -46,18 +50,22 @@ from kata_vfio.cdi import (
     Registry,
     Spec,
     dump_spec,
+    inject_edits,
 )
 from kata_vfio.cdi import registry as registry_module
 from kata_vfio.cdi.yamlgo import HAS_LIBYAML, load_yaml
 
+# The shared data is found as the tests find it (beside the checkout or a folder above).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from shared_paths import SHARED_DATA
+
 FILES = 100
 DEVICES_PER_FILE = 100
 INJECTED = 8
+MANY_NODES = 20_000
+SCALE = 10
 # A typical OCI spec: the runtime-spec project's own example (process, mounts, hooks, linux).
-OCI_EXAMPLE = (
-    Path(__file__).resolve().parents[2]
-    / "shared/data/oci-bundles/runtime-spec/schema/test/config/good/spec-example.json"
-)
+OCI_EXAMPLE = SHARED_DATA / "oci-bundles/runtime-spec/schema/test/config/good/spec-example.json"
 
 
 def corpus_spec(file_index: int, devices: int = DEVICES_PER_FILE) -> Spec:
@@ -129,6 +137,28 @@ def injection_setup(directory: Path) -> tuple[Registry, dict[str, Any], list[str
         oci = {"ociVersion": "1.2.0", "process": {"env": ["PATH=/bin"], "cwd": "/"}, "mounts": []}
     names = [f"{spec.kind}={i}" for i in range(INJECTED)]
     return registry, oci, names
+
+
+def many_nodes_setup(count: int) -> tuple[dict[str, Any], list[ContainerEdits], HostDeviceTable]:
+    """An OCI spec holding ``count // 2`` device entries, edits adding ``count`` nodes (every
+    other one on a path the spec already has) and a host table that has them all."""
+    oci = {
+        "ociVersion": "1.2.0",
+        "linux": {
+            "devices": [
+                {"path": f"/dev/n{i}", "type": "c", "major": 1, "minor": i % 256}
+                for i in range(0, count, 2)
+            ]
+        },
+    }
+    nodes = tuple(DeviceNode(f"/dev/n{i}") for i in range(count))
+    host = HostDeviceTable({f"/dev/n{i}": HostDevice("c", 2, i % 256, 0o660) for i in range(count)})
+    return oci, [ContainerEdits(device_nodes=nodes)], host
+
+
+def inject_many(oci: dict[str, Any], edits: list[ContainerEdits], host: HostDeviceTable) -> int:
+    """Injects ``edits`` completing the nodes from ``host``; the device count afterwards."""
+    return len(inject_edits(oci, edits, lookup=host).spec["linux"]["devices"])
 
 
 def seconds(action: Callable[[], object], times: int = 1) -> float:
@@ -220,6 +250,9 @@ def measure(quick: bool) -> dict[str, Any]:
             "ratio": ratio,
             "devices": len(registry.inject(oci, names).spec["linux"]["devices"]),
         }
+        many, few = many_nodes_setup(MANY_NODES), many_nodes_setup(MANY_NODES // SCALE)
+        big, small, ratio = paired(lambda: inject_many(*many), lambda: inject_many(*few), repeat)
+        results["many_nodes"] = {"big_s": big, "small_s": small, "ratio": ratio}
         yaml_dir = root / "yaml"
         libyaml, pure, ratio = paired(
             lambda: strict_yaml_parse(yaml_dir, False),
@@ -269,6 +302,13 @@ def report(results: dict[str, Any]) -> str:
         f"| inject {INJECTED} devices into the runtime-spec example ({inject['devices']} nodes "
         f"added) | deepcopy of that spec | {inject['inject_s'] * 1e6:.0f} µs | "
         f"{inject['deepcopy_s'] * 1e6:.0f} µs | {inject['ratio']:.1f}x |"
+    )
+    many = results["many_nodes"]
+    lines.append(
+        f"| inject {MANY_NODES:,} device nodes (half replace existing entries) | the same with "
+        f"{MANY_NODES // SCALE:,} | {many['big_s'] * 1e3:.0f} ms | {many['small_s'] * 1e3:.0f} ms "
+        f"| {many['ratio']:.1f}x for {SCALE}x the nodes (linear: ~{SCALE}, quadratic: "
+        f"~{SCALE * SCALE}) |"
     )
     loader = results["loader"]
     lines.append(

@@ -22,7 +22,10 @@ from run_cdi_bench import (
     DEVICES_PER_FILE,
     FILES,
     INJECTED,
+    MANY_NODES,
+    inject_many,
     injection_setup,
+    many_nodes_setup,
     strict_yaml_parse,
     write_corpus,
 )
@@ -86,6 +89,15 @@ def test_inject_eight_devices(benchmark: Any, tmp_path: Path) -> None:
     result = benchmark(registry.inject, oci, names)
     assert len(result.devices) == INJECTED
     assert len(result.added.devices) == 2 * INJECTED + 1
+    assert oci == before
+
+
+@pytest.mark.parametrize("count", [MANY_NODES // 10, MANY_NODES], ids=["2k", "20k"])
+def test_inject_many_device_nodes(benchmark: Any, count: int) -> None:
+    oci, edits, host = many_nodes_setup(count)
+    before = copy.deepcopy(oci)
+    # Half the nodes replace entries already there: count // 2 old entries all go.
+    assert benchmark.pedantic(inject_many, args=(oci, edits, host), rounds=3, iterations=1) == count
     assert oci == before
 
 

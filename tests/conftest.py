@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from shared_paths import SNAPSHOTS, copy_snapshot
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Test files are written with plain ``open()``; a group-writable umask (002) would make
+    the CDI specs they write untrusted (the registry refuses them), so fix the usual one."""
+    del config
+    os.umask(0o022)
 
 
 @pytest.fixture(scope="session")

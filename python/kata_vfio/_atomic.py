@@ -15,6 +15,7 @@ import os
 import stat
 import tempfile
 
+from kata_vfio._trust import make_directories
 from kata_vfio.errors import HostIOError, InvalidInputError
 
 __all__ = ["atomic_write", "read_regular_fd", "read_regular_file", "remove_file"]
@@ -48,7 +49,7 @@ def atomic_write(
         raise InvalidInputError(f"file mode {mode:#o} has bits beyond the permission bits")
     directory = os.path.dirname(os.path.abspath(path))
     if create_parents:
-        _make_parents(directory)
+        make_directories(directory, mode=0o755)
     _check_target(path, allow_symlink=allow_symlink)
     fd, tmp_path = _create_temp(directory, os.path.basename(path))
     try:
@@ -129,13 +130,6 @@ def read_regular_fd(fd: int, path: str, *, limit: int, what: str) -> bytes:
     except OSError as exc:
         raise _io_error(exc, path, f"read {what}") from exc
     return b"".join(chunks)
-
-
-def _make_parents(directory: str) -> None:
-    try:
-        os.makedirs(directory, mode=0o755, exist_ok=True)
-    except OSError as exc:
-        raise _io_error(exc, directory, "create directory") from exc
 
 
 def _check_target(path: str, *, allow_symlink: bool) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any, NoReturn
 
 from kata_vfio._atomic import atomic_write, read_regular_file
+from kata_vfio._json import DuplicateKeyError, JsonValueError, no_duplicate_keys, strict_loads
 from kata_vfio.errors import HostIOError, OciSpecError
 
 __all__ = [
@@ -76,12 +77,18 @@ def load_oci_spec(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def parse_oci_spec(data: bytes | str, *, source: str = "<oci spec>") -> dict[str, Any]:
-    """Parses OCI spec JSON (duplicate keys refused) and checks it with :func:`check_oci_spec`."""
+    """Parses OCI spec JSON and checks it with :func:`check_oci_spec`: repeated keys,
+    ``NaN``/``Infinity``, numbers that overflow and integers beyond 64 bits are refused (Go's
+    decoder in the runtime refuses them too)."""
     try:
-        document = json.loads(data, object_pairs_hook=no_duplicate_keys)
+        document = strict_loads(data)
     except DuplicateKeyError as exc:
         raise OciSpecError(
             f"OCI spec {source}: duplicate key {exc.key!r}", hint="each key may appear once"
+        ) from None
+    except JsonValueError as exc:
+        raise OciSpecError(
+            f"OCI spec {source}: {exc}", hint="write plain finite numbers that fit in 64 bits"
         ) from None
     except (ValueError, RecursionError) as exc:
         raise OciSpecError(
@@ -163,25 +170,6 @@ def write_oci_spec(path: str | os.PathLike[str], spec: Mapping[str, Any]) -> Non
         if os.geteuid() == 0 and (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
             owner = (st.st_uid, st.st_gid)
     atomic_write(text_path, dump_oci_spec(spec), mode=mode, owner=owner)
-
-
-class DuplicateKeyError(ValueError):
-    """A JSON object repeats a key (raised by :func:`no_duplicate_keys`)."""
-
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
-
-
-def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """``object_pairs_hook`` for :func:`json.loads` that refuses repeated keys (Go's decoder
-    would silently keep the last one)."""
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise DuplicateKeyError(key)
-        result[key] = value
-    return result
 
 
 def _check_annotations(spec: Mapping[str, Any], source: str) -> None:

@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 from cdi_support import oci_spec
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kata_vfio.cdi import (
     ContainerEdits,
@@ -19,6 +21,7 @@ from kata_vfio.cdi import (
     NetDevice,
     inject_edits,
 )
+from kata_vfio.cdi.edits import apply_edits, device_entry, mount_depth, mount_entry
 from kata_vfio.cdi.hostdev import NodeCompletionError, complete_device_node, lstat_device
 from kata_vfio.errors import CdiInjectionError, OciSpecError
 
@@ -390,3 +393,99 @@ def test_nothing_requested_returns_an_equal_copy() -> None:
     assert result.spec == spec
     assert result.spec is not spec
     assert result.added.is_empty()
+
+
+# Linear application: the same result as the reference's list scans, on generated specs.
+
+PATHS = st.sampled_from(["/dev/a", "/dev/b", "/dev/c", "/dev/d/e"])
+EXISTING_DEVICES = st.lists(
+    st.fixed_dictionaries(
+        {"path": st.one_of(PATHS, st.just(7)), "type": st.just("c"), "minor": st.integers(0, 9)}
+    ),
+    max_size=6,
+)
+NODES = st.lists(
+    st.builds(
+        DeviceNode,
+        path=PATHS,
+        type=st.sampled_from(["c", "b", "p"]),
+        major=st.integers(1, 3),
+        minor=st.integers(0, 9),
+    ),
+    max_size=8,
+)
+EXISTING_MOUNTS = st.lists(
+    st.fixed_dictionaries({"destination": st.one_of(PATHS, st.just(None)), "source": PATHS}),
+    max_size=6,
+)
+MOUNTS = st.lists(st.builds(Mount, host_path=PATHS, container_path=PATHS), max_size=6)
+GIDS = st.lists(st.integers(0, 4), max_size=6)
+
+
+def _reference_apply(
+    spec: dict[str, Any], nodes: list[DeviceNode], mounts: list[Mount], gids: list[int]
+) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
+    """runtime-tools' RemoveDevice + AddDevice, the mount replace and the gid append, with
+    their list scans: the oracle."""
+    devices = spec.setdefault("linux", {}).setdefault("devices", [])
+    replaced_devices: list[Any] = []
+    for node in nodes:
+        entry = device_entry(node, spec)
+        for i, existing in enumerate(devices):
+            if existing.get("path") == node.path:
+                replaced_devices.append(devices.pop(i))
+                break
+        for i, existing in enumerate(devices):
+            if existing.get("path") == node.path:
+                replaced_devices.append(existing)
+                devices[i] = entry
+                break
+        else:
+            devices.append(entry)
+    current = spec.setdefault("mounts", [])
+    replaced_mounts: list[Any] = []
+    for mount in mounts:
+        for i, existing in enumerate(current):
+            if existing.get("destination") == mount.container_path:
+                replaced_mounts.append(current.pop(i))
+                break
+        current.append(mount_entry(mount, user_namespace=False))
+    if mounts:
+        current[:] = sorted(current, key=lambda m: mount_depth(str(m.get("destination", ""))))
+    present = (
+        spec.setdefault("process", {}).setdefault("user", {}).setdefault("additionalGids", [3])
+    )
+    for gid in gids:
+        if gid != 0 and gid not in present:
+            present.append(gid)
+    return devices, replaced_devices, current, replaced_mounts
+
+
+@settings(max_examples=300, deadline=None)
+@given(EXISTING_DEVICES, NODES, EXISTING_MOUNTS, MOUNTS, GIDS)
+def test_linear_application_matches_the_reference_scans(
+    existing: list[Any],
+    nodes: list[DeviceNode],
+    existing_mounts: list[Any],
+    mounts: list[Mount],
+    gids: list[int],
+) -> None:
+    spec = bare() | {
+        "linux": {"devices": copy.deepcopy(existing)},
+        "mounts": copy.deepcopy(existing_mounts),
+        "process": {"user": {"additionalGids": [3]}},
+    }
+    oracle = copy.deepcopy(spec)
+    devices, replaced_devices, current, replaced_mounts = _reference_apply(
+        oracle, nodes, mounts, gids
+    )
+    edits = ContainerEdits(
+        device_nodes=tuple(nodes), mounts=tuple(mounts), additional_gids=tuple(gids)
+    )
+    added, replaced = apply_edits(spec, edits)
+    assert spec["linux"]["devices"] == devices
+    assert list(replaced.devices) == replaced_devices
+    assert spec["mounts"] == current
+    assert list(replaced.mounts) == replaced_mounts
+    assert spec["process"]["user"]["additionalGids"] == oracle["process"]["user"]["additionalGids"]
+    assert len(added.devices) == len(nodes)

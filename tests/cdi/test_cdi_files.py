@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 from cdi_support import OCI_DATA, copy_data, requires_data
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kata_vfio import _atomic, oci
 from kata_vfio.errors import HostIOError, OciSpecError
@@ -164,6 +166,61 @@ def test_malformed_oci_specs_name_the_field(text: str, problem: str) -> None:
         oci.parse_oci_spec(text, source="/run/bundle/config.json")
     assert problem in str(info.value)
     assert "/run/bundle/config.json" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("NaN", "linux.resources.cpu.quota: 'NaN' is not a JSON number"),
+        ("Infinity", "'Infinity' is not a JSON number"),
+        ("-Infinity", "'-Infinity' is not a JSON number"),
+        ("1e999", "'1e999' is too large for a float"),
+        ("18446744073709551616", "does not fit in 64 bits"),
+        ("-9223372036854775809", "does not fit in 64 bits"),
+        ("9" * 5000, "... (5000 characters) is an integer that does not fit in 64 bits"),
+    ],
+)
+def test_numbers_json_does_not_have_are_refused_where_they_are(value: str, problem: str) -> None:
+    text = f'{{"ociVersion": "1.2.0", "linux": {{"resources": {{"cpu": {{"quota": {value}}}}}}}}}'
+    with pytest.raises(OciSpecError) as info:
+        oci.parse_oci_spec(text, source="config.json")
+    assert problem in str(info.value)
+    assert "linux.resources.cpu.quota" in str(info.value)
+    assert len(str(info.value)) < 300
+
+
+def test_64_bit_integers_pass_through() -> None:
+    text = '{"ociVersion": "1.2.0", "x": [18446744073709551615, -9223372036854775808, 0.5]}'
+    assert oci.parse_oci_spec(text)["x"] == [2**64 - 1, -(2**63), 0.5]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.recursive(
+        st.one_of(
+            st.integers(-(2**70), 2**70),
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.text(max_size=4),
+            st.booleans(),
+            st.none(),
+        ),
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=3), inner, max_size=3)
+        ),
+        max_leaves=12,
+    )
+)
+def test_strict_json_gives_plain_values_or_says_where(document: Any) -> None:
+    from kata_vfio._json import JsonValueError, strict_loads
+
+    text = json.dumps(document)  # writes NaN and Infinity, which JSON does not have
+    try:
+        loaded = strict_loads(text)
+    except JsonValueError as exc:
+        assert ": " in str(exc)
+        return
+    assert json.dumps(loaded, allow_nan=False)  # finite numbers only
+    assert loaded == document
 
 
 def test_nulls_are_absent_fields() -> None:

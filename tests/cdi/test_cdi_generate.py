@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from kata_vfio.cdi import (
     write_vfio_spec,
 )
 from kata_vfio.cdi.generate import parse_pci_id
+from kata_vfio.cdi.hostdev import NotADeviceNodeError
 from kata_vfio.errors import CdiError, InvalidInputError
 from kata_vfio.samples import sample_host
 from kata_vfio.testing import FakeHost, build_host
@@ -230,6 +232,21 @@ def test_written_spec_loads_and_injects_with_the_hosts_numbers(
     assert (devices[0]["major"], devices[0]["minor"]) == (10, 196)
 
 
+def test_output_directories_get_exact_modes_whatever_the_umask(
+    sample: tuple[FakeHost, Host], tmp_path: Path
+) -> None:
+    _, host = sample
+    out = tmp_path / "var" / "run" / "cdi"
+    old = os.umask(0)
+    try:
+        path = write_vfio_spec(generate_vfio_spec(host, kind="nvidia.com/pgpu"), str(out))
+    finally:
+        os.umask(old)
+    modes = [stat.S_IMODE(os.stat(p).st_mode) for p in (out.parent.parent, out.parent, out, path)]
+    assert modes == [0o755, 0o755, 0o755, 0o644]
+    assert Registry([out]).errors == {}, "what it writes, the registry trusts"
+
+
 def test_group_naming_of_cdevs_sharing_a_group_is_refused_clearly(tmp_path: Path) -> None:
     # GPU and audio function are two cdev devices of one group: "30" cannot name both.
     host = gpu_server(tmp_path)
@@ -238,3 +255,32 @@ def test_group_naming_of_cdevs_sharing_a_group_is_refused_clearly(tmp_path: Path
     assert "cdev, bdf or index" in (info.value.hint or "")
     spec = generate_vfio_spec(host, kind="example.com/dev", cdev=True, naming="bdf")
     assert len(spec.devices) == 5  # four functions and "all"
+
+
+def test_devfs_lookup_reads_copied_uevents_as_outside_input(
+    sample: tuple[FakeHost, Host], tmp_path: Path
+) -> None:
+    shared, host = sample
+    group = nvidia_gpus(host)[0].iommu_group
+    shutil.copytree(shared.root, tmp_path / "copy", symlinks=True)
+    fake = FakeHost.at(str(tmp_path / "copy"))
+    lookup = DevfsLookup(fake.dev_root, fake.sysfs_root)
+    found = lookup(f"/dev/vfio/{group}")
+    uevent = next(
+        p
+        for p in Path(fake.sysfs_root, "dev", "char").glob("*/uevent")
+        if f"DEVNAME=vfio/{group}\n" in p.read_text()
+    )
+    text = uevent.read_text()
+    for broken in (
+        text.replace(f"MAJOR={found.major}", "MAJOR=" + "9" * 5000),  # int() would refuse
+        text.replace(f"MINOR={found.minor}", "MINOR=-1"),
+        text + "X" * 5000,  # larger than a uevent can be
+    ):
+        uevent.write_text(broken)
+        with pytest.raises(NotADeviceNodeError):
+            DevfsLookup(fake.dev_root, fake.sysfs_root)(f"/dev/vfio/{group}")
+    uevent.unlink()
+    os.mkfifo(uevent)  # must not block
+    with pytest.raises(NotADeviceNodeError):
+        DevfsLookup(fake.dev_root, fake.sysfs_root)(f"/dev/vfio/{group}")

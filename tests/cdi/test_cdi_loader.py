@@ -523,3 +523,80 @@ def test_binary_and_timestamp_tags_read_as_go_yaml_reads_them() -> None:
                 load_yaml(f"a: {bad}", pure_python=pure)
     spec = parse_spec(MINIMAL.replace("env: [A=1]", "env: [!!binary QT0x]"))
     assert spec.devices[0].container_edits.env == ("A=1",)
+
+
+# Python's int() refuses strings of more than 4,300 digits; such runs must never reach it.
+LONG_DIGITS = st.integers(4_290, 6_000).map(lambda n: "7" * n)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    digits=st.text("0123456789", min_size=1, max_size=60),
+    zeros=st.integers(0, 5_000),
+)
+def test_go_parse_int_decides_from_the_digit_count(digits: str, zeros: int) -> None:
+    body = digits.lstrip("0") or "0"
+    expected = int(body) if int(body) <= 2**64 - 1 else None
+    # A leading zero makes Go read octal: only the hex form keeps decimal digits meaningful.
+    assert go_parse_int(body) == expected
+    assert go_parse_int("0x" + "0" * zeros + format(int(body), "x")) == expected
+    assert go_parse_int("0b" + "0" * zeros + format(int(body), "b")) == expected
+
+
+@settings(max_examples=20, deadline=None)
+@given(run=LONG_DIGITS, prefix=st.sampled_from(["", "-", "+", "0x", "0o", "0b1", "0"]))
+def test_go_parse_int_refuses_long_runs_without_int(run: str, prefix: str) -> None:
+    assert go_parse_int(prefix + run.replace("7", "1")) is None
+
+
+LONG_NUMBER_PLACES = [
+    # (template with {n}, what the loader makes of it)
+    ("cdiVersion: 0.6.0\nkind: v.com/c\ndevices:\n- name: {n}\n  containerEdits:\n"
+     "    env: [A=1]\n", "name"),
+    ("cdiVersion: 0.6.0\nkind: v.com/c\nannotations:\n  k: {n}\ndevices:\n- name: d\n"
+     "  containerEdits:\n    env: [A=1]\n", "annotation"),
+    ("cdiVersion: 0.6.0\nkind: v.com/c\nannotations:\n  ? {n}\n  : v\ndevices:\n- name: d\n"
+     "  containerEdits:\n    env: [A=1]\n", "key"),
+    ("cdiVersion: 0.6.0\nkind: v.com/c\ndevices:\n- name: d\n  containerEdits:\n"
+     "    deviceNodes:\n    - path: /dev/x\n      major: {n}\n", "major"),
+    ("cdiVersion: 0.6.0\nkind: v.com/c\ndevices:\n- name: d\n  containerEdits:\n"
+     "    additionalGids: [{n}]\n", "additionalGids"),
+    ("cdiVersion: 0.6.0\nkind: v.com/c\ndevices:\n- name: d\n  containerEdits:\n"
+     "    hooks:\n    - hookName: createRuntime\n      path: /bin/true\n      timeout: -{n}\n",
+     "timeout"),
+    ('{{"cdiVersion": "0.6.0", "kind": "v.com/c", "devices": [{{"name": "d", '
+     '"containerEdits": {{"deviceNodes": [{{"path": "/dev/x", "minor": {n}}}]}}}}]}}', "minor"),
+    ('{{"cdiVersion": "0.6.0", "kind": "v.com/c", "devices": [{{"name": "d", '
+     '"containerEdits": {{"additionalGids": [{n}.5e-3]}}}}]}}', "additionalGids"),
+]  # fmt: skip
+
+
+@settings(max_examples=30, deadline=None)
+@given(run=LONG_DIGITS, place=st.sampled_from(LONG_NUMBER_PLACES))
+def test_long_numbers_anywhere_give_spec_errors_or_strings(
+    run: str, place: tuple[str, str]
+) -> None:
+    template, where = place
+    text = template.format(n=run)
+    try:
+        spec = parse_spec(text)
+        spec.validate()
+    except CdiSpecError as exc:
+        assert where in str(exc)
+        assert len(str(exc)) < 600, "the long input is echoed truncated"
+        return
+    # Where a string belongs, go-yaml reads a number too large for a float as its text.
+    assert where in ("name", "annotation", "key")
+    values = [spec.devices[0].name, *spec.annotations.values(), *spec.annotations.keys()]
+    assert run in values
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e999", ".nan", "-.inf"])
+def test_non_finite_numbers_are_refused_where_integers_belong(value: str) -> None:
+    # The reference reads JSON as YAML: NaN is the string "NaN" there, never a number.
+    text = (
+        '{"cdiVersion": "0.6.0", "kind": "v.com/c", "devices": [{"name": "d", "containerEdits":'
+        f' {{"deviceNodes": [{{"path": "/dev/x", "major": {value}}}]}}}}]}}'
+    )
+    with pytest.raises(CdiSpecError, match=r"deviceNodes\[0\]\.major: expected an integer"):
+        parse_spec(text)

@@ -196,6 +196,33 @@ def test_devices_are_listed_in_natural_order(spec_dirs: list[Path], write_file: 
     )
 
 
+def test_long_digit_runs_in_names_sort_by_value(spec_dirs: list[Path], write_file: Write) -> None:
+    huge = "9" * 5000  # int() refuses more than 4,300 digits: the order must not need it
+    names = [f"gpu{huge}", "gpu10", f"gpu0{huge}", "gpu2", f"gpu{huge[:-1]}8", "gpu"]
+    body = "".join(f"- name: {n}\n  containerEdits:\n    env: [A=1]\n" for n in names)
+    write_file(spec_dirs[0] / "p.yaml", f"cdiVersion: 0.6.0\nkind: v.com/c\ndevices:\n{body}")
+    registry = Registry(spec_dirs)
+    assert registry.errors == {}
+    expected = ["gpu", "gpu2", "gpu10", f"gpu{huge[:-1]}8", f"gpu0{huge}", f"gpu{huge}"]
+    assert registry.device_names() == tuple(f"v.com/c={n}" for n in expected)
+
+
+def test_a_spec_with_a_huge_number_is_one_error_not_a_dead_registry(
+    spec_dirs: list[Path], write_file: Write
+) -> None:
+    write_file(spec_dirs[0] / "a.yaml", env_spec("v.com/c", good="A=1"))
+    bad = write_file(
+        spec_dirs[0] / "b.yaml",
+        "cdiVersion: 0.3.0\nkind: v.com/d\ndevices:\n- name: x\n  containerEdits:\n"
+        f"    additionalGids: [{'1' * 5000}]\n",
+    )
+    registry = Registry(spec_dirs)
+    assert registry.device_names() == ("v.com/c=good",)
+    (message,) = registry.errors[str(bad)]
+    assert "additionalGids[0]: expected an integer (uint32)" in message
+    assert "(5000 characters)" in message and len(message) < 300
+
+
 def test_real_files_in_a_registry(tmp_path: Path) -> None:
     d = tmp_path / "cdi"
     for relative in (

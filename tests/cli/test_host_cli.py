@@ -216,6 +216,51 @@ def test_every_command_on_real_snapshots(
     assert json.loads(out)["devices"][0]["bdf"] == listed[0]
 
 
+def test_doctor_passes_an_iommufd_only_host(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A kernel without the legacy container (no /dev/vfio/vfio), with /dev/iommu and cdevs."""
+    spec = host_spec() | {"vfio_container": False}
+    fake = build_host(tmp_path / "iommufd", spec)
+    assert not (Path(fake.dev_root) / "vfio" / "vfio").exists()
+    assert list((Path(fake.dev_root) / "vfio" / "devices").iterdir())
+    code, out, _ = call(capsys, run(fake, "doctor", "--json"))
+    checks = {c["name"]: c for c in json.loads(out)["checks"]}
+    assert checks["vfio-container-node"]["status"] == "pass"
+    assert "iommufd and their cdevs" in checks["vfio-container-node"]["detail"]
+    assert checks["iommufd"]["status"] == "pass"
+    assert not [c for c in checks.values() if c["status"] == "fail"], checks
+    assert code == 0
+    # Without cdevs for the devices bound to vfio-pci, neither path works: a failure.
+    spec = host_spec() | {"vfio_container": False, "cdev": False}
+    fake = build_host(tmp_path / "neither", spec)
+    (Path(fake.dev_root) / "iommu").touch()  # /dev/iommu without the cdev option
+    code, out, _ = call(capsys, run(fake, "doctor", "--json"))
+    checks = {c["name"]: c for c in json.loads(out)["checks"]}
+    assert checks["vfio-container-node"]["status"] == "fail"
+    assert "CONFIG_VFIO_DEVICE_CDEV" in checks["vfio-container-node"]["hint"]
+    assert code == 1
+
+
+def test_doctor_vm_memory_takes_the_one_size_convention(
+    fake: FakeHost, capsys: pytest.CaptureFixture[str]
+) -> None:
+    details = set()
+    for size in ("16G", "16384M", "17179869184", "16GiB"):
+        code, out, _ = call(capsys, run(fake, "doctor", "--json", "--vm-memory", size))
+        assert code in (0, 1)
+        checks = {c["name"]: c for c in json.loads(out)["checks"]}
+        details.add(checks["memlock"]["detail"])
+    assert len(details) == 1, details
+    assert "needs 17 GiB" in details.pop()  # 16 GiB and 1 GiB of headroom
+    for bad, why in (("16384", "less than 1 MiB"), ("lots", "malformed"), ("9" * 5000, "large")):
+        code, _, err = call(capsys, run(fake, "doctor", "--vm-memory", bad))
+        assert code == 2
+        assert "--vm-memory" in err and why in err
+        assert "16384M" in err, "the hint names the accepted forms"
+        assert "Traceback" not in err
+
+
 def _readme_blocks(heading: str) -> list[list[str]]:
     """The fenced output blocks of one README section, as lines."""
     text = (Path(__file__).resolve().parents[2] / "README.md").read_text()

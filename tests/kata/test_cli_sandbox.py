@@ -183,3 +183,46 @@ def test_bad_inputs_give_clear_errors(
         == 2
     )
     assert "not valid JSON" in capsys.readouterr().err
+
+
+def _container_with_edited_plan(
+    demo: dict[str, str], capsys: pytest.CaptureFixture[str], old: str, new: str
+) -> tuple[int, str]:
+    """``sandbox container`` against the sandbox plan with ``old`` replaced by ``new``."""
+    capsys.readouterr()
+    assert _run(demo, *_plan_args(demo), "--json") == 0
+    plan = capsys.readouterr().out
+    assert old in plan
+    plan_file = Path(demo["dir"], "edited-plan.json")
+    plan_file.write_text(plan.replace(old, new, 1))
+    code = _run(
+        demo,
+        "sandbox",
+        "container",
+        "--bundle",
+        f"{demo['dir']}/container",
+        "--sandbox-plan",
+        str(plan_file),
+    )
+    return code, capsys.readouterr().err
+
+
+def test_a_plan_file_with_numbers_json_does_not_have_is_refused(
+    demo: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = _container_with_edited_plan(
+        demo, capsys, '"devices": [', '"nan": NaN, "devices": ['
+    )
+    assert code == 2
+    assert "'NaN' is not a JSON number" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("vendor", ["0x1_0de", " 0x10de", "0x" + "f" * 5000, "0x-1", ""])
+def test_a_plan_file_with_a_malformed_hex_number_is_refused(
+    demo: dict[str, str], capsys: pytest.CaptureFixture[str], vendor: str
+) -> None:
+    code, err = _container_with_edited_plan(
+        demo, capsys, '"vendor": "0x10de"', f'"vendor": "{vendor}"'
+    )
+    assert code == 2
+    assert "is not a hex number of at most 8 digits" in err and len(err) < 600

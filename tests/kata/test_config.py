@@ -301,13 +301,59 @@ def test_runtime_vfio_mode_annotation_is_checked() -> None:
         )
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("default_memory", "9" * 5000, "out of range"),
+        ("default_memory", "4294967296", r"out of range \(0\.\.4294967295\)"),
+        ("pcie_root_port", "0" * 5000 + "1", None),
+        ("pcie_switch_port", "1" * 30, "out of range"),
+        ("default_vcpus", "9" * 400, "not a positive number"),
+        ("default_vcpus", "NaN", "not a positive number"),
+    ],
+)
+def test_long_and_huge_numbers_in_annotations(key: str, value: str, message: str | None) -> None:
+    config = KataConfig(path="/q", cold_plug_vfio="root-port", enable_annotations=(".*",))
+    if message is None:  # leading zeros are fine, as for strconv.ParseUint
+        assert apply_annotations(config, {HV + key: value}).pcie_root_port == 1
+        return
+    with pytest.raises(ConfigError, match=message) as info:
+        apply_annotations(config, {HV + key: value}, host_cpus=8)
+    assert HV + key in str(info.value)
+    assert len(str(info.value)) < 300, "the value is echoed cut short"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("default_memory = 4294967296", "default_memory = 4294967296 MiB is out of range"),
+        ("default_memory = " + "9" * 5000, "not valid TOML"),
+        ("default_vcpus = nan", "default_vcpus = nan is not a number of CPUs"),
+        ("default_vcpus = inf", "default_vcpus = inf is not a number of CPUs"),
+        ("pcie_root_port = " + "9" * 4000, "pcie_root_port = 999"),
+    ],
+)
+def test_out_of_range_numbers_in_the_file_name_the_key(
+    tmp_path: Path, body: str, message: str
+) -> None:
+    path = _toml(tmp_path, f'[hypervisor.qemu]\npath = "/usr/bin/qemu"\n{body}\n')
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+    assert len(str(info.value)) < 400
+
+
 def test_no_overrides_returns_the_same_config() -> None:
     config = KataConfig(path="/q")
     assert apply_annotations(config, {"cdi.k8s.io/vfio": "nvidia.com/pgpu=0"}) is config
 
 
 _VALUES = st.one_of(
-    st.text(max_size=12), st.sampled_from(["true", "0", "8", "17", "root-port", "vfio", ""])
+    st.text(max_size=12),
+    st.sampled_from(["true", "0", "8", "17", "root-port", "vfio", "", "nan", "inf", "1e999"]),
+    # int() refuses more than 4,300 digits; float() makes inf of 309 or more.
+    st.integers(300, 6000).map(lambda n: "9" * n),
+    st.integers(0, 2**40).map(str),
 )
 _KEYS = st.sampled_from(
     [
@@ -349,8 +395,9 @@ def test_any_annotations_give_a_valid_config_or_a_config_error(annotations: dict
 _SCALARS = st.one_of(
     st.booleans(),
     st.integers(-5, 40),
+    st.integers(-(10**400), 10**400),
     st.text(max_size=10),
-    st.floats(allow_nan=False),
+    st.floats(),
     st.lists(st.text(max_size=3), max_size=2),
 )
 

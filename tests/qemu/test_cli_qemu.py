@@ -133,3 +133,22 @@ def test_qmp_socket_that_does_not_answer(
     assert main(["qemu", "ports", "--qmp", str(tmp_path / "none.sock"), "--qmp-timeout", "1"]) == 1
     assert "cannot connect to QMP socket" in capsys.readouterr().err
     assert time.monotonic() - start < 30
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-1", "0", "1e999", "9" * 5000, "x"])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["qemu", "ports", "--qmp", "/nonexistent.sock", "--qmp-timeout"],
+        ["qemu", "unplug", "--qmp", "/nonexistent.sock", "--id", "x", "--timeout"],
+        ["qemu", "run", "--bundle", "/nonexistent", "--start-timeout"],
+    ],
+)
+def test_timeouts_must_be_finite_positive_seconds(
+    argv: list[str], value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    *command, option = argv
+    assert main([*command, f"{option}={value}"]) == 2
+    err = capsys.readouterr().err
+    assert "is not a number of seconds" in err and "Traceback" not in err
+    assert len(err) < 400

@@ -127,3 +127,40 @@ def test_files_for_the_vm_live_in_the_runtime_dir(qemu_binary: str) -> None:
             vm.path("../escape")
     with pytest.raises(QemuError, match="not running"):
         _ = vm.qmp
+
+
+def test_runtime_dirs_get_exact_modes_whatever_the_umask(qemu_binary: str, tmp_path: Path) -> None:
+    nested = tmp_path / "run" / "kata-vfio" / "vm"
+    old = os.umask(0)
+    try:
+        with QemuProcess(_bare(qemu_binary, ("-S", None)), runtime_dir=str(nested)) as vm:
+            modes = [stat.S_IMODE(os.stat(p).st_mode) for p in (nested.parent.parent, nested)]
+            assert modes == [0o700, 0o700]
+            assert stat.S_IMODE(os.stat(vm.path("qemu.log")).st_mode) == 0o600
+    finally:
+        os.umask(old)
+
+
+def test_a_runtime_parent_others_can_write_is_refused(qemu_binary: str, tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # anyone could swap the VM's directory for their own
+    with pytest.raises(QemuError, match=rf"refusing to use directory {shared}: .*writable"):
+        QemuProcess(_bare(qemu_binary), runtime_dir=str(shared / "vm")).start()
+    assert list(shared.iterdir()) == []
+
+
+def test_the_log_tail_is_read_from_the_end(tmp_path: Path) -> None:
+    from kata_vfio.qemu import launcher
+
+    log = tmp_path / "qemu.log"
+    with open(log, "wb") as handle:
+        handle.truncate(64 << 30)  # sparse: reading it whole would need 64 GiB
+        handle.seek(0, os.SEEK_END)
+        handle.write(b"\nqemu-system-x86_64: the last words")
+    tail = launcher._read_tail(str(log))
+    assert tail.endswith("qemu-system-x86_64: the last words")
+    assert len(tail) == 4000
+    assert launcher._read_tail(str(tmp_path / "missing")) == ""
+    (tmp_path / "link").symlink_to(log)
+    assert launcher._read_tail(str(tmp_path / "link")) == ""

@@ -183,6 +183,16 @@ def test_memlock(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == (0 if document["ok"] else 1)
     assert main(["memlock", "lots"]) == 2
     assert "memory size 'lots' is malformed" in capsys.readouterr().err
+    for devices in ("-1", "65537", "9" * 5000, "two"):
+        assert main(["memlock", "4G", "--devices", devices]) == 2
+        assert "is not a count (0..65536)" in capsys.readouterr().err
+
+
+def test_group_numbers_are_bounded_before_conversion(capsys: pytest.CaptureFixture[str]) -> None:
+    for number in ("99999999999999999999", "9" * 5000):
+        assert main(["--sample", "bind", "--dry-run", number]) == 2
+        err = capsys.readouterr().err
+        assert "is out of range (0..4294967295)" in err and "Traceback" not in err
 
 
 def test_state_dir_option_wins(

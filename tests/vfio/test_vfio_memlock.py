@@ -17,7 +17,7 @@ SHIFTS = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40, "P": 50}
 
 
 @given(
-    number=st.integers(min_value=0, max_value=1 << 20),
+    number=st.integers(min_value=0, max_value=8191),  # 8191P is the largest size
     unit=st.sampled_from(sorted(SHIFTS)),
     suffix=st.sampled_from(["", "B", "iB"]),
     lower=st.booleans(),
@@ -98,3 +98,26 @@ def test_reads_this_process() -> None:
 )
 def test_sizes_print_readably(size: int | None, text: str) -> None:
     assert memlock.format_size(size) == text
+
+
+@pytest.mark.parametrize("text", ["16G", "16384M", "17179869184", "16GiB", "16gb", " 16 G "])
+def test_one_size_convention(text: str) -> None:
+    assert memlock.parse_size(text) == 16 * GIB
+
+
+@given(st.integers(4_250, 6_000), st.sampled_from(["", "K", "P", "GiB"]))
+def test_huge_digit_runs_are_refused_before_conversion(digits: int, unit: str) -> None:
+    with pytest.raises(InvalidInputError, match="too large") as info:
+        memlock.parse_size("9" * digits + unit)
+    assert "characters)" in str(info.value), "the input is echoed cut short"
+    assert info.value.hint is not None and "16384M" in info.value.hint
+
+
+def test_sizes_have_an_upper_bound_and_an_optional_minimum() -> None:
+    assert memlock.parse_size("8191P") == 8191 << 50
+    with pytest.raises(InvalidInputError, match="too large"):
+        memlock.parse_size("8192P")
+    with pytest.raises(InvalidInputError, match="less than 1 MiB") as info:
+        memlock.parse_size("4096", what="--vm-memory", minimum=memlock.MIN_VM_MEMORY)
+    assert "a bare number is bytes" in (info.value.hint or "")
+    assert memlock.parse_size("4096M", minimum=memlock.MIN_VM_MEMORY) == 4096 << 20

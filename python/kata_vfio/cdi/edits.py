@@ -23,6 +23,7 @@ copy) and returns what it added and what it replaced.
 from __future__ import annotations
 
 import posixpath
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -132,8 +133,8 @@ def apply_edits(spec: dict[str, Any], edits: ContainerEdits) -> tuple[OciChanges
     replaced = _Recorder()
     if edits.env:
         _apply_env(spec, edits.env, added, replaced)
-    for node in edits.device_nodes:
-        _apply_device_node(spec, node, added, replaced)
+    if edits.device_nodes:
+        _apply_device_nodes(spec, edits.device_nodes, added, replaced)
     for net in edits.net_devices:
         _apply_net_device(spec, net, added, replaced)
     if edits.mounts:
@@ -148,14 +149,8 @@ def apply_edits(spec: dict[str, Any], edits: ContainerEdits) -> tuple[OciChanges
             replaced.intel_rdt = linux["intelRdt"]
         linux["intelRdt"] = intel_rdt_entry(edits.intel_rdt)
         added.intel_rdt = linux["intelRdt"]
-    for gid in edits.additional_gids:
-        if gid == 0:
-            continue
-        user = _ensure_dict(_ensure_dict(spec, "process"), "user")
-        gids = _ensure_list(user, "additionalGids")
-        if gid not in gids:
-            gids.append(gid)
-            added.additional_gids.append(gid)
+    if any(edits.additional_gids):
+        _apply_additional_gids(spec, edits.additional_gids, added)
     return added.freeze(), replaced.freeze()
 
 
@@ -232,42 +227,107 @@ def _apply_env(
         added.env.append(entry)
 
 
-def _apply_device_node(
-    spec: dict[str, Any], node: DeviceNode, added: _Recorder, replaced: _Recorder
+class _KeyedList:
+    """A list with "remove the first entry with this key" and "replace the first entry with
+    this key" in constant time: removed slots become holes, closed up by :meth:`entries`.
+
+    Keys are the entries' ``field`` when it is a string (nothing else can equal the string
+    keys asked for); each key's live slots are kept in increasing order.
+    """
+
+    def __init__(self, entries: list[Any], field: str) -> None:
+        self._slots: list[Any] = list(entries)
+        self._field = field
+        self._where: dict[str, deque[int]] = {}
+        for index, entry in enumerate(entries):
+            key = entry.get(field) if isinstance(entry, dict) else None
+            if isinstance(key, str):
+                self._where.setdefault(key, deque()).append(index)
+
+    def pop_first(self, key: str) -> Any:
+        """Removes the first entry with ``key``; returns it, or _HOLE when there is none."""
+        slots = self._where.get(key)
+        if not slots:
+            return _HOLE
+        index = slots.popleft()
+        entry, self._slots[index] = self._slots[index], _HOLE
+        return entry
+
+    def replace_first(self, key: str, entry: dict[str, Any]) -> Any:
+        """Puts ``entry`` in place of the first entry with ``key`` (returned), or appends it
+        (and returns _HOLE)."""
+        slots = self._where.setdefault(key, deque())
+        if slots:
+            index = slots[0]
+            previous, self._slots[index] = self._slots[index], entry
+            return previous
+        slots.append(len(self._slots))
+        self._slots.append(entry)
+        return _HOLE
+
+    def append(self, key: str, entry: dict[str, Any]) -> None:
+        """Appends ``entry`` under ``key``."""
+        self._where.setdefault(key, deque()).append(len(self._slots))
+        self._slots.append(entry)
+
+    def entries(self) -> list[Any]:
+        """The entries left, in order."""
+        return [entry for entry in self._slots if entry is not _HOLE]
+
+
+_HOLE: Any = object()
+
+
+def _apply_device_nodes(
+    spec: dict[str, Any], nodes: Sequence[DeviceNode], added: _Recorder, replaced: _Recorder
 ) -> None:
-    entry = device_entry(node, spec)
-    devices = _ensure_list(_ensure_dict(spec, "linux"), "devices")
-    # Remove the first entry with this path, then replace another one in place or append:
-    # the reference's RemoveDevice + AddDevice.
-    for i, existing in enumerate(devices):
-        if existing.get("path") == node.path:
-            replaced.devices.append(devices.pop(i))
-            break
-    for i, existing in enumerate(devices):
-        if existing.get("path") == node.path:
-            replaced.devices.append(existing)
-            devices[i] = entry
-            break
-    else:
-        devices.append(entry)
-    added.devices.append(entry)
-    if node.type in ("b", "c"):
-        access = node.permissions
-        if access == "":
-            access = "rwm"
-        elif access == NO_PERMISSIONS:
-            access = ""
-        rule: dict[str, Any] = {
-            "allow": True,
-            "type": node.type,
-            "major": node.major,
-            "minor": node.minor,
-        }
-        if access:
-            rule["access"] = access
-        resources = _ensure_dict(_ensure_dict(spec, "linux"), "resources")
-        _ensure_list(resources, "devices").append(rule)
-        added.cgroup_rules.append(rule)
+    linux = _ensure_dict(spec, "linux")
+    devices = _ensure_list(linux, "devices")
+    keyed = _KeyedList(devices, "path")
+    for node in nodes:
+        entry = device_entry(node, spec)
+        # The reference's RemoveDevice + AddDevice: remove the first entry with this path,
+        # then replace another one in place or append.
+        removed = keyed.pop_first(node.path)
+        if removed is not _HOLE:
+            replaced.devices.append(removed)
+        previous = keyed.replace_first(node.path, entry)
+        if previous is not _HOLE:
+            replaced.devices.append(previous)
+        added.devices.append(entry)
+        if node.type in ("b", "c"):
+            rule = _cgroup_rule(node)
+            _ensure_list(_ensure_dict(linux, "resources"), "devices").append(rule)
+            added.cgroup_rules.append(rule)
+    devices[:] = keyed.entries()
+
+
+def _cgroup_rule(node: DeviceNode) -> dict[str, Any]:
+    access = node.permissions
+    if access == "":
+        access = "rwm"
+    elif access == NO_PERMISSIONS:
+        access = ""
+    rule: dict[str, Any] = {
+        "allow": True,
+        "type": node.type,
+        "major": node.major,
+        "minor": node.minor,
+    }
+    if access:
+        rule["access"] = access
+    return rule
+
+
+def _apply_additional_gids(spec: dict[str, Any], gids: Sequence[int], added: _Recorder) -> None:
+    user = _ensure_dict(_ensure_dict(spec, "process"), "user")
+    current = _ensure_list(user, "additionalGids")
+    present = {gid for gid in current if isinstance(gid, int | float | str)}
+    for gid in gids:
+        if gid != 0 and gid not in present:
+            present.add(gid)
+            current.append(gid)
+            added.additional_gids.append(gid)
 
 
 def _apply_net_device(
@@ -286,16 +346,16 @@ def _apply_mounts(
 ) -> None:
     user_namespace = _has_user_namespace(spec)
     current = _ensure_list(spec, "mounts")
+    keyed = _KeyedList(current, "destination")
     for mount in mounts:
-        for i, existing in enumerate(current):
-            if existing.get("destination") == mount.container_path:
-                replaced.mounts.append(current.pop(i))
-                break
+        removed = keyed.pop_first(mount.container_path)
+        if removed is not _HOLE:
+            replaced.mounts.append(removed)
         entry = mount_entry(mount, user_namespace=user_namespace)
-        current.append(entry)
+        keyed.append(mount.container_path, entry)
         added.mounts.append(entry)
     # sorted() is stable: same-depth mounts keep their order (the reference's fix for #240).
-    current[:] = sorted(current, key=lambda m: mount_depth(str(m.get("destination", ""))))
+    current[:] = sorted(keyed.entries(), key=lambda m: mount_depth(str(m.get("destination", ""))))
 
 
 def _idmap_option(mount: Mount) -> str:

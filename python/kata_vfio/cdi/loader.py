@@ -28,6 +28,8 @@ from typing import Any, NoReturn, TypeVar
 import yaml
 
 from kata_vfio._atomic import read_regular_fd, read_regular_file
+from kata_vfio._echo import echo
+from kata_vfio._json import DuplicateKeyError, no_duplicate_keys
 from kata_vfio.cdi.model import (
     ContainerEdits,
     Device,
@@ -41,7 +43,6 @@ from kata_vfio.cdi.model import (
 )
 from kata_vfio.cdi.yamlgo import go_parse_int, go_scalar_string, load_yaml
 from kata_vfio.errors import CdiSpecError
-from kata_vfio.oci import DuplicateKeyError, no_duplicate_keys
 
 __all__ = ["MAX_SPEC_BYTES", "load_spec", "parse_spec", "read_spec_bytes"]
 
@@ -126,7 +127,7 @@ def _decode(raw: bytes, source: str) -> Any:
             return _load_json(raw)
         except DuplicateKeyError as dup:
             raise CdiSpecError(
-                f"failed to parse CDI Spec {source}: duplicate key {dup.key!r}",
+                f"failed to parse CDI Spec {source}: duplicate key {echo(dup.key)}",
                 hint="each key may appear once in an object",
             ) from None
         except (ValueError, RecursionError):
@@ -370,7 +371,7 @@ class _Decoder:
             field = name if name in _KNOWN[known] else _FOLDED[known].get(_go_fold(name))
             if field is None:
                 hint = _DROPPED_FIELDS.get(name, f"known fields here: {', '.join(known)}")
-                raise _Problem(where, f"unknown field {name!r}", hint)
+                raise _Problem(where, f"unknown field {echo(name)}", hint)
             fields[field] = value
         return fields
 
@@ -408,7 +409,7 @@ class _Decoder:
         result: dict[str, str] = {}
         for key, value in doc.items():
             name = _key_name(key, where)
-            result[name] = _as_string(value, f"{where}[{name!r}]")
+            result[name] = _as_string(value, f"{where}[{echo(name)}]")
         return frozen_mapping(result)
 
 
@@ -459,11 +460,11 @@ def _checked_integer(doc: Any, where: str, bounds: tuple[int, int], type_name: s
         raise _Problem(where, f"expected an integer ({type_name}), got {_describe(doc)}")
     # The reference passes YAML numbers through JSON, where 5.0 is written 5.
     if isinstance(doc, float) and not doc.is_integer():
-        raise _Problem(where, f"expected an integer ({type_name}), got {doc!r}")
+        raise _Problem(where, f"expected an integer ({type_name}), got {echo(doc)}")
     value = int(doc)
     low, high = bounds
     if not low <= value <= high:
-        raise _Problem(where, f"{value} is out of range for {type_name} ({low}..{high})")
+        raise _Problem(where, f"{echo(doc)} is out of range for {type_name} ({low}..{high})")
     return value
 
 
@@ -473,9 +474,9 @@ def _describe(value: Any) -> str:
     if isinstance(value, bool):
         return f"boolean {str(value).lower()}"
     if isinstance(value, str):
-        return f"string {value!r}"
+        return f"string {echo(value)}"
     if isinstance(value, int | float):
-        return f"number {value!r}"
+        return f"number {echo(value)}"
     if isinstance(value, list):
         return "a list"
     if isinstance(value, dict):

@@ -12,8 +12,11 @@ Rules from the reference cache (``pkg/cdi/cache.go``, ``spec-dirs.go``):
 * injection resolves every name first, adds each spec's own edits once (before its first
   device) and each device's edits in request order.
 
-Fixed flaws of the reference: an unreadable directory is reported and the other directories are
-still loaded (the reference silently stops there); an injection never changes the registry's
+Fixed flaws of the reference: a spec file or directory that anyone but root or the caller
+could have written (owned by another user, writable by its group or others, or below such a
+directory) is refused and reported, since the hooks a spec adds run as root; an unreadable
+directory is reported and the other directories are still loaded (the reference silently stops
+there); an injection never changes the registry's
 specs (they are immutable records) and never half-edits the OCI spec; spec files are written
 with mode 0644 (the reference writes 0600, unreadable for rootless consumers).
 
@@ -26,7 +29,6 @@ trusted to change again on the next write).
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -35,6 +37,8 @@ from types import MappingProxyType
 from typing import Any
 
 from kata_vfio._atomic import atomic_write, remove_file
+from kata_vfio._numbers import natural_key
+from kata_vfio._trust import untrusted_path, untrusted_reason
 from kata_vfio.cdi.encode import dump_spec, format_for_path
 from kata_vfio.cdi.goquote import go_quote
 from kata_vfio.cdi.hostdev import DeviceLookup
@@ -79,7 +83,6 @@ _IGNORED_LOOKALIKES = {
     ".JSON": "extensions are case-sensitive: only .yaml and .json are read; rename the file",
 }
 _RACY_WINDOW_NS = 2_000_000_000
-_NUMBER_RUN = re.compile(r"([0-9]+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +204,7 @@ class Registry:
     def list_devices(self) -> tuple[RegisteredDevice, ...]:
         """Every resolvable device, by qualified name (numbers in names in numeric order)."""
         snapshot = self._current()
-        return tuple(snapshot.devices[name] for name in sorted(snapshot.devices, key=_natural))
+        return tuple(snapshot.devices[name] for name in sorted(snapshot.devices, key=natural_key))
 
     def device_names(self) -> tuple[str, ...]:
         """The qualified names of :meth:`list_devices`."""
@@ -449,7 +452,12 @@ def _go_ext(name: str) -> str:
 
 def _list_dir(directory: str, dir_errors: dict[str, str]) -> list[tuple[str, bool]]:
     """``(name, is_dir)`` sorted by name; like the reference's ``DirEntry.IsDir()``, a
-    symlink to a directory is not a directory (reading it then fails and is reported)."""
+    symlink to a directory is not a directory (reading it then fails and is reported).
+    An untrusted directory is reported and lists nothing."""
+    problem = _untrusted_directory(directory)
+    if problem is not None:
+        dir_errors[directory] = problem
+        return []
     try:
         with os.scandir(directory) as entries:
             found = [(entry.name, _entry_is_dir(entry)) for entry in entries]
@@ -464,6 +472,37 @@ def _list_dir(directory: str, dir_errors: dict[str, str]) -> list[tuple[str, boo
         return []
 
 
+def _untrusted_directory(directory: str) -> str | None:
+    """Why specs in ``directory`` cannot be trusted (others could write or replace them)."""
+    try:
+        st = os.stat(directory)
+    except OSError:
+        return None  # missing or unreadable: the listing says so
+    reason = untrusted_reason(st)
+    where = directory
+    if reason is None:
+        above = untrusted_path(directory)
+        if above is None:
+            return None
+        where, reason = above
+    return (
+        f"refusing CDI spec directory {directory}: "
+        + ("" if where == directory else f"the directory {where} above it: ")
+        + f"{reason}; its specs are not loaded (a spec can make the runtime run hooks as root: "
+        f"make {where} owned by root and not writable by its group or others)"
+    )
+
+
+def _untrusted_file(path: str, st: os.stat_result) -> tuple[str, ...] | None:
+    reason = untrusted_reason(st)
+    if reason is None:
+        return None
+    return (
+        f"refusing CDI spec {path}: {reason} (a spec can make the runtime run hooks as root: "
+        f"make it owned by root and not writable by its group or others)",
+    )
+
+
 def _entry_is_dir(entry: os.DirEntry[str]) -> bool:
     try:
         return entry.is_dir(follow_symlinks=False)
@@ -472,7 +511,15 @@ def _entry_is_dir(entry: os.DirEntry[str]) -> bool:
 
 
 def _signature(st: os.stat_result) -> tuple[int, ...]:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    return (
+        st.st_dev,
+        st.st_ino,
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+        st.st_mode,
+        st.st_uid,
+    )
 
 
 def _trusted(state: _FileState) -> bool:
@@ -489,6 +536,9 @@ def _load_file(path: str, old: _FileState | None) -> _FileState:
         st = os.stat(path)
     except OSError as exc:
         return _FileState(None, 0, None, (f"cannot read CDI spec {path}: {exc.strerror}",))
+    untrusted = _untrusted_file(path, st)
+    if untrusted is not None:
+        return _FileState(None, 0, None, untrusted)
     if old is not None and old.signature == _signature(st) and _trusted(old):
         return old
     read_at = time.time_ns()
@@ -497,7 +547,12 @@ def _load_file(path: str, old: _FileState | None) -> _FileState:
     except OSError as exc:
         return _FileState(None, 0, None, (f"cannot read CDI spec {path}: {exc.strerror}",))
     try:
-        signature = _signature(os.fstat(fd))
+        st = os.fstat(fd)
+        # Checked again on what was opened: the file may have been replaced since the stat.
+        untrusted = _untrusted_file(path, st)
+        if untrusted is not None:
+            return _FileState(None, 0, None, untrusted)
+        signature = _signature(st)
         data = read_spec_fd(fd, path)
     except HostIOError as exc:
         return _FileState(None, 0, None, (str(exc),))
@@ -554,13 +609,4 @@ def _build_snapshot(
         MappingProxyType(dict(sorted(all_errors.items()))),
         MappingProxyType(dict(dir_errors)),
         MappingProxyType(dict(ignored)),
-    )
-
-
-def _natural(name: str) -> tuple[tuple[int, int, str], ...]:
-    """Sort key that orders digit runs by value (``gpu=2`` before ``gpu=10``)."""
-    # split() with a group alternates text and digit runs: odd positions are the numbers.
-    return tuple(
-        (1, int(part), part) if index % 2 else (0, 0, part)
-        for index, part in enumerate(_NUMBER_RUN.split(name))
     )

@@ -61,6 +61,9 @@ _DIGITS = {
     8: frozenset("01234567"),
     2: frozenset("01"),
 }
+# Significant digits of the largest uint64 in each base: a longer run cannot be a 64-bit
+# number, and is not given to int() (which refuses 4,301+ digits with a ValueError).
+_MAX_DIGITS = {16: 16, 10: 20, 8: 22, 2: 64}
 
 
 def go_parse_int(text: str) -> int | None:
@@ -81,7 +84,10 @@ def go_parse_int(text: str) -> int | None:
         body = body[1:]
     if not body or any(char not in _DIGITS[base] for char in body):
         return None
-    value = sign * int(body, base)
+    significant = body.lstrip("0")  # Go allows any number of leading zeros
+    if len(significant) > _MAX_DIGITS[base]:
+        return None
+    value = sign * int(significant or "0", base)
     if _INT64[0] <= value <= _INT64[1]:
         return value
     if not signed and value <= _UINT64_MAX:

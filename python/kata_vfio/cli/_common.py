@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, TextIO
 
+from kata_vfio._echo import echo
+from kata_vfio._numbers import decimal_digits
 from kata_vfio.errors import InvalidInputError, KataVfioError
 
 EXIT_OK = 0
@@ -28,6 +31,31 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see: {self.prog} --help)")
+
+
+_MAX_SECONDS = 7 * 24 * 3600.0
+_MAX_COUNT = 1 << 16
+
+
+def seconds(text: str) -> float:
+    """argparse type for a timeout: a finite number of seconds above 0, at most a week."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= _MAX_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"{echo(text)} is not a number of seconds (above 0, at most {_MAX_SECONDS:g})"
+        )
+    return value
+
+
+def count(text: str) -> int:
+    """argparse type for a count: decimal digits, at most 65536."""
+    value = decimal_digits(text.strip(), max_value=_MAX_COUNT)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"{echo(text)} is not a count (0..{_MAX_COUNT})")
+    return value
 
 
 def add_global_options(parser: argparse.ArgumentParser) -> None:

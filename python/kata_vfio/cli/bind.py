@@ -14,9 +14,13 @@ from typing import Any, TypedDict
 
 from kata_vfio import binding, vfio
 from kata_vfio._core import Bdf, BindReport, Host, scan
+from kata_vfio._echo import echo
+from kata_vfio._numbers import decimal_digits
 from kata_vfio.cli import _common
 from kata_vfio.errors import InvalidInputError
 from kata_vfio.host import memlock
+
+_MAX_GROUP = (1 << 32) - 1  # the kernel numbers IOMMU groups with an int
 
 __all__ = ["register"]
 
@@ -64,8 +68,10 @@ def register(subparsers: Any) -> None:
     sub = _common.add_command(
         subparsers, "memlock", _cmd_memlock, "is RLIMIT_MEMLOCK enough for a VM of this size?"
     )
-    sub.add_argument("vm_memory", metavar="SIZE", help="VM memory, e.g. 16G")
-    sub.add_argument("--devices", type=int, default=1, metavar="N", help="VFIO devices (default 1)")
+    sub.add_argument("vm_memory", metavar="SIZE", help="VM memory: 16G, 16384M or bytes")
+    sub.add_argument(
+        "--devices", type=_common.count, default=1, metavar="N", help="VFIO devices (default 1)"
+    )
     sub.add_argument("--viommu", action="store_true", help="the guest has a virtual IOMMU")
     sub.add_argument("--iommufd", action="store_true", help="devices use iommufd")
 
@@ -134,17 +140,23 @@ def _bdfs(texts: list[str]) -> list[Bdf]:
 def _targets(args: argparse.Namespace, paths: _Paths) -> tuple[list[Bdf], bool | None]:
     """The addresses named, with each group number (``12``) replaced by its endpoints, and
     the group mode (a group number means the whole group)."""
-    numbers = [text for text in args.bdfs if text.isdecimal()]
+    numbers = [text for text in args.bdfs if text.isascii() and text.isdecimal()]
     if numbers and args.group is False:
         raise InvalidInputError(
-            f"--only cannot take a group number ({', '.join(numbers)})",
+            f"--only cannot take a group number ({', '.join(echo(n) for n in numbers)})",
             hint="name the devices, or drop --only",
         )
-    bdfs = _bdfs([text for text in args.bdfs if not text.isdecimal()])
+    bdfs = _bdfs([text for text in args.bdfs if text not in numbers])
     if numbers:
         host = scan(paths["sysfs_root"], proc_root=paths["proc_root"])
         for number in numbers:
-            endpoints = host.group(int(number)).endpoints  # DeviceNotFoundError if unknown
+            group = decimal_digits(number, max_value=_MAX_GROUP)
+            if group is None:
+                raise InvalidInputError(
+                    f"IOMMU group {echo(number)} is out of range (0..{_MAX_GROUP})",
+                    hint="`kata-vfio groups` lists the groups",
+                )
+            endpoints = host.group(group).endpoints  # DeviceNotFoundError if unknown
             if not endpoints:
                 raise InvalidInputError(
                     f"IOMMU group {number} holds only bridges",
@@ -364,7 +376,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _cmd_memlock(args: argparse.Namespace) -> int:
     diagnosis = memlock.diagnose(
-        memlock.parse_size(args.vm_memory),
+        memlock.parse_size(args.vm_memory, what="VM memory size", minimum=memlock.MIN_VM_MEMORY),
         devices=args.devices,
         viommu=args.viommu,
         iommufd=args.iommufd,

@@ -10,6 +10,8 @@ from kata_vfio._core import Bdf, Host, IommuGroup, scan
 from kata_vfio.cli import _common
 from kata_vfio.cli import bind as bind_cli
 from kata_vfio.host import doctor, readiness, render, report
+from kata_vfio.host.memlock import MIN_VM_MEMORY
+from kata_vfio.units import parse_size
 
 __all__ = ["register"]
 
@@ -34,10 +36,9 @@ def register(subparsers: Any) -> None:
     )
     sub.add_argument(
         "--vm-memory",
-        metavar="MIB",
-        type=int,
+        metavar="SIZE",
         default=None,
-        help="size of the VM to start, for the memlock check",
+        help="size of the VM to start, for the memlock check (16G, 16384M or bytes)",
     )
 
 
@@ -210,7 +211,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
     host = _scan(args)
-    vm_memory = None if args.vm_memory is None else args.vm_memory << 20
+    vm_memory = None
+    if args.vm_memory is not None:
+        vm_memory = parse_size(args.vm_memory, what="--vm-memory", minimum=MIN_VM_MEMORY)
     checks = doctor.diagnose(host, vm_memory=vm_memory)
     if args.json:
         _common.print_json(

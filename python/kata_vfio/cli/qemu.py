@@ -51,7 +51,7 @@ def register(subparsers: Any) -> None:
     sub.add_argument("--dry-run", action="store_true", help="print the command, start nothing")
     sub.add_argument(
         "--start-timeout",
-        type=float,
+        type=_common.seconds,
         default=30.0,
         metavar="SECONDS",
         help="how long QEMU may take to answer on QMP (default 30)",
@@ -87,7 +87,7 @@ def register(subparsers: Any) -> None:
     sub.add_argument("--iommufd", metavar="ID", help="iommufd object to delete with --id")
     sub.add_argument(
         "--timeout",
-        type=float,
+        type=_common.seconds,
         default=30.0,
         metavar="SECONDS",
         help="how long the guest may take to release the device (default 30)",
@@ -102,7 +102,11 @@ def register(subparsers: Any) -> None:
 def _qmp_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--qmp", required=True, metavar="SOCKET", help="the VM's QMP unix socket")
     parser.add_argument(
-        "--qmp-timeout", type=float, default=10.0, metavar="SECONDS", help="per QMP command"
+        "--qmp-timeout",
+        type=_common.seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="per QMP command",
     )
 
 

@@ -10,7 +10,6 @@ annotations for the guest and the agent's device list.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys
@@ -18,6 +17,7 @@ from typing import Any
 
 from kata_vfio import oci
 from kata_vfio._core import scan
+from kata_vfio._json import strict_loads
 from kata_vfio.cdi import DevfsLookup, Registry
 from kata_vfio.cli import _common
 from kata_vfio.errors import ConfigError, HostIOError, InvalidInputError
@@ -246,7 +246,7 @@ def _read_plan(path: str) -> Any:
     if len(data) > _MAX_PLAN_BYTES:
         raise InvalidInputError(f"sandbox plan {path} is larger than 64 MiB")
     try:
-        return json.loads(data)
+        return strict_loads(data)
     except (ValueError, RecursionError) as exc:
         raise InvalidInputError(
             f"sandbox plan {path} is not valid JSON: {exc}",

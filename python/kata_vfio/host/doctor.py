@@ -162,12 +162,42 @@ def _container_node(host: Host) -> Check:
     unreadable = _unreadable_node(host, "vfio-container-node", "vfio/vfio")
     if unreadable is not None:
         return unreadable
+    if host.iommu.iommufd_node:
+        return _iommufd_only(host, path)
     status: Status = "fail" if host.iommu.vfio_module else "warn"
     return Check(
         "vfio-container-node",
         status,
         f"{path} is missing",
         "modprobe vfio (it creates /dev/vfio/vfio); without it QEMU cannot use legacy groups",
+    )
+
+
+def _iommufd_only(host: Host, container: Path) -> Check:
+    """A kernel without the legacy container (CONFIG_VFIO_CONTAINER=n) is fine when its VFIO
+    devices come with cdevs: QEMU and Kata use them through /dev/iommu."""
+    cdevs = [n.path for n in host.devnodes if n.kind == "cdev"]
+    bound = [d for d in host.devices if d.driver == "vfio-pci"]
+    if cdevs:
+        return Check(
+            "vfio-container-node",
+            "pass",
+            f"{container} is missing, but devices are used through iommufd and their cdevs "
+            f"({len(cdevs)} under /dev/vfio/devices): this kernel has no legacy container",
+        )
+    if not bound:
+        return Check(
+            "vfio-container-node",
+            "pass",
+            f"{container} is missing and /dev/iommu exists: devices will be used through "
+            "iommufd; none is bound to vfio-pci yet, so their cdevs cannot be checked",
+        )
+    return Check(
+        "vfio-container-node",
+        "fail",
+        f"{container} is missing and the {len(bound)} device(s) bound to vfio-pci have no cdev "
+        "under /dev/vfio/devices: neither the legacy container nor the cdev path is usable",
+        "use a kernel with CONFIG_VFIO_DEVICE_CDEV (Linux 6.6+) or CONFIG_VFIO_CONTAINER",
     )
 
 

@@ -15,14 +15,15 @@ privileged caller switches it to per-process with ``IOMMU_OPTION_RLIMIT_MODE``.
 
 from __future__ import annotations
 
-import re
 import resource
 from dataclasses import dataclass
 from typing import Any
 
 from kata_vfio.errors import InvalidInputError
+from kata_vfio.units import format_size, parse_size
 
 __all__ = [
+    "MIN_VM_MEMORY",
     "MemlockDiagnosis",
     "MemlockLimit",
     "current_limit",
@@ -34,38 +35,11 @@ __all__ = [
 ]
 
 GIB = 1 << 30
+MIN_VM_MEMORY = 1 << 20
+"""Smaller VM sizes are refused as unit mistakes (``4096`` is bytes; ``4096M`` was meant)."""
 # Headroom per container for MMIO and ROM mappings (libvirt's 1 GiB).
 OVERHEAD = GIB
 CAP_IPC_LOCK = 14
-
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGTP]?)(i?B)?\s*$", re.IGNORECASE | re.ASCII)
-_UNITS = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40, "P": 50}
-
-
-def parse_size(text: str) -> int:
-    """Parses a memory size: ``16G``, ``512M``, ``2GiB``, ``1T`` (binary units) or bytes.
-
-    :raises kata_vfio.errors.InvalidInputError: anything else, naming the input.
-    """
-    match = _SIZE_RE.match(text)
-    if match is None:
-        raise InvalidInputError(
-            f"memory size {text!r} is malformed",
-            hint="write a number with an optional K, M, G or T suffix, e.g. 16G",
-        )
-    return int(match.group(1)) << _UNITS[match.group(2).upper()]
-
-
-def format_size(size: int | None) -> str:
-    """``16 GiB``, ``1.5 MiB``; ``unlimited`` for None."""
-    if size is None:
-        return "unlimited"
-    for shift, unit in ((40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")):
-        if size >= 1 << shift:
-            value = size / (1 << shift)
-            text = f"{value:.1f}".removesuffix(".0")
-            return f"{text} {unit}"
-    return f"{size} B"
 
 
 def required_memlock(

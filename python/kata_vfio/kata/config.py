@@ -19,6 +19,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from kata_vfio._echo import echo
+from kata_vfio._numbers import decimal_digits
 from kata_vfio.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -48,6 +50,8 @@ PORT_KINDS = ("no-port", "bridge-port", "root-port", "switch-port")
 VFIO_MODES = ("guest-kernel", "vfio")
 # Kata's MinHypervisorMemory, in MiB.
 MIN_MEMORY_MIB = 256
+# Kata reads default_memory and the port counts as uint32 (TOML and annotations alike).
+_MAX_UINT32 = (1 << 32) - 1
 _DEFAULT_MEMORY_MIB = 2048
 
 
@@ -101,7 +105,7 @@ class KataConfig:
             value = getattr(self, key)
             if value not in PORT_KINDS:
                 raise ConfigError(
-                    f"{where}{key} = {value!r} is not a valid port kind",
+                    f"{where}{key} = {echo(value)} is not a valid port kind",
                     hint=f"use one of: {', '.join(PORT_KINDS)}",
                 )
             if value == "bridge-port":
@@ -122,7 +126,7 @@ class KataConfig:
             value = getattr(self, key)
             if value < 0 or value > MAX_PCIE_PORTS:
                 raise ConfigError(
-                    f"{where}{key} = {value} is out of range (0..{MAX_PCIE_PORTS})",
+                    f"{where}{key} = {echo(value)} is out of range (0..{MAX_PCIE_PORTS})",
                     hint=f"at most {MAX_PCIE_PORTS} PCIe ports can be created",
                 )
         if self.vfio_mode not in VFIO_MODES:
@@ -141,15 +145,16 @@ class KataConfig:
                 f"{where}image and initrd are both set",
                 hint="set either image (a root disk) or initrd, not both",
             )
-        if self.default_memory < MIN_MEMORY_MIB:
+        if not MIN_MEMORY_MIB <= self.default_memory <= _MAX_UINT32:
             raise ConfigError(
-                f"{where}default_memory = {self.default_memory} MiB is below the minimum "
-                f"of {MIN_MEMORY_MIB} MiB",
-                hint=f"set default_memory to at least {MIN_MEMORY_MIB}",
+                f"{where}default_memory = {echo(self.default_memory)} MiB is out of range "
+                f"({MIN_MEMORY_MIB}..{_MAX_UINT32} MiB)",
+                hint=f"set default_memory (MiB) to at least {MIN_MEMORY_MIB}",
             )
-        if self.default_vcpus < 1:
+        if not 1 <= self.default_vcpus <= _MAX_UINT32:
             raise ConfigError(
-                f"{where}default_vcpus = {self.default_vcpus} is below 1",
+                f"{where}default_vcpus = {echo(self.default_vcpus)} is out of range "
+                f"(1..{_MAX_UINT32})",
                 hint="set default_vcpus to 1 or more",
             )
         for key in ("path", "kernel", "initrd", "image", "firmware"):
@@ -209,9 +214,11 @@ def load_config(path: str | Path, *, host_cpus: int | None = None) -> KataConfig
         ) from exc
     try:
         document = tomllib.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+    except (UnicodeDecodeError, ValueError) as exc:
+        # TOMLDecodeError is a ValueError; so is int()'s refusal of a 4,301-digit number.
         raise ConfigError(
-            f"{source}: not valid TOML: {exc}", hint="fix the file's TOML syntax"
+            f"{source}: not valid TOML: {echo(str(exc), limit=200)}",
+            hint="fix the file's TOML syntax (numbers must be of a sane size)",
         ) from exc
     return config_from_toml(document, source=source, host_cpus=host_cpus)
 
@@ -234,6 +241,12 @@ def config_from_toml(
                 continue
             values[key] = value
     if "default_vcpus" in values:
+        vcpus = values["default_vcpus"]
+        if isinstance(vcpus, float) and not math.isfinite(vcpus):
+            raise ConfigError(
+                f"{where}default_vcpus = {vcpus} is not a number of CPUs",
+                hint="set default_vcpus to a number such as 1 or 2",
+            )
         values["default_vcpus"] = _vcpus(values["default_vcpus"], host_cpus)
     if values.get("default_memory", _DEFAULT_MEMORY_MIB) < MIN_MEMORY_MIB:
         values["default_memory"] = _DEFAULT_MEMORY_MIB  # Kata: too small means the default
@@ -276,7 +289,7 @@ def apply_annotations(
         elif key == RUNTIME_ANNOTATION_PREFIX + "vfio_mode":
             if value not in VFIO_MODES:
                 raise ConfigError(
-                    f"unknown VFIO mode {value!r} in annotation {key}",
+                    f"unknown VFIO mode {echo(value)} in annotation {key}",
                     hint=f"use one of: {', '.join(VFIO_MODES)}",
                 )
             changes["vfio_mode"] = value
@@ -307,7 +320,7 @@ def _hypervisor_override(
         port = value or "no-port"
         if port not in PORT_KINDS:
             raise ConfigError(
-                f"invalid PCIe port {value!r} in annotation {key}",
+                f"invalid PCIe port {echo(value)} in annotation {key}",
                 hint=f"use one of: {', '.join(PORT_KINDS)}",
             )
         changes[name] = port
@@ -331,7 +344,7 @@ def _hypervisor_override(
         cpus = _host_cpus(host_cpus)
         if vcpus > cpus:
             raise ConfigError(
-                f"{value} vCPUs in annotation {key} exceed the {cpus} CPUs of this host",
+                f"{echo(value)} vCPUs in annotation {key} exceed the {cpus} CPUs of this host",
                 hint=f"ask for at most {cpus}",
             )
         changes[name] = max(1, math.ceil(vcpus))
@@ -345,7 +358,7 @@ def _hypervisor_override(
     elif name == "path":
         if not any(_glob_matches(g, value) for g in config.valid_hypervisor_paths):
             raise ConfigError(
-                f"hypervisor {value!r} required from annotation {key} is not valid",
+                f"hypervisor {echo(value)} required from annotation {key} is not valid",
                 hint="list it in valid_hypervisor_paths in the Kata configuration",
             )
         changes[name] = value
@@ -426,21 +439,25 @@ _FALSE = frozenset({"0", "f", "F", "false", "FALSE", "False"})
 
 
 def _annotation_uint(key: str, value: str) -> int:
-    if not _UINT.match(value) or int(value) >= 1 << 64:
+    """Kata's ``strconv.ParseUint(value, 10, 32)``; the digit count is checked first."""
+    number = decimal_digits(value, max_value=_MAX_UINT32)
+    if number is None:
+        problem = "is out of range" if _UINT.match(value) else "is not a positive number"
         raise ConfigError(
-            f"annotation {key} = {value!r} is not a positive number",
+            f"annotation {key} = {echo(value)} {problem} (0..{_MAX_UINT32})",
             hint="write a decimal number such as 4",
         )
-    return int(value)
+    return number
 
 
 def _annotation_float(key: str, value: str) -> float:
-    if not _FLOAT.match(value):
+    number = float(value) if _FLOAT.match(value) else math.nan
+    if not math.isfinite(number):
         raise ConfigError(
-            f"annotation {key} = {value!r} is not a positive number",
+            f"annotation {key} = {echo(value)} is not a positive number",
             hint="write a number such as 2 or 1.5",
         )
-    return float(value)
+    return number
 
 
 def _annotation_bool(key: str, value: str) -> bool:
@@ -449,7 +466,7 @@ def _annotation_bool(key: str, value: str) -> bool:
     if value in _FALSE:
         return False
     raise ConfigError(
-        f"annotation {key} = {value!r} is not a boolean", hint="write 'true' or 'false'"
+        f"annotation {key} = {echo(value)} is not a boolean", hint="write 'true' or 'false'"
     )
 
 
@@ -466,7 +483,7 @@ def _check_host_path(where: str, value: str, *, required: bool, strict: bool = F
         or (strict and posixpath.normpath(value) != value)
     ):
         raise ConfigError(
-            f"{where} = {value!r} is not a {'normalised ' if strict else ''}absolute path",
+            f"{where} = {echo(value)} is not a {'normalised ' if strict else ''}absolute path",
             hint="write an absolute path without control characters"
             + (", '..' or '//'" if strict else ""),
         )

@@ -22,10 +22,17 @@ from types import TracebackType
 
 from kata_vfio._core import Bdf, Host, IommuFd, VfioDevice, scan
 from kata_vfio.errors import DeviceNotFoundError
-from kata_vfio.qemu.argv import validate_id
+from kata_vfio.qemu.argv import QemuCommand, QemuOpts, validate_id
 from kata_vfio.vfio import passable_cdev
 
-__all__ = ["PassedDevice", "QemuFds", "open_for_qemu"]
+__all__ = [
+    "PassedCommand",
+    "PassedDevice",
+    "QemuFds",
+    "open_for_qemu",
+    "pass_cdevs",
+    "with_passed_fds",
+]
 
 
 @dataclass(frozen=True)
@@ -135,3 +142,91 @@ def open_for_qemu(
             os.close(fd)
         raise
     return QemuFds(fds[0], tuple(devices), object_id)
+
+
+def with_passed_fds(command: QemuCommand, fds: QemuFds) -> QemuCommand:
+    """``command`` with QEMU given ``fds`` instead of paths: the iommufd object
+    ``fds.object_id`` gets ``fd=``, and each ``vfio-pci`` of a passed function gets ``fd=`` in
+    place of ``host=`` (QEMU must not look the device up by address: unprivileged, it cannot
+    open it)."""
+    by_bdf = {device.bdf: device for device in fds.devices}
+
+    def change(opts: QemuOpts) -> QemuOpts:
+        if opts.head == "iommufd" and opts.id == fds.object_id:
+            return opts.with_props(("fd", fds.iommufd_fd))
+        if opts.head == "vfio-pci" and opts.get("iommufd") == fds.object_id:
+            passed = by_bdf.get(opts.get("host") or "")
+            if passed is not None:
+                return opts.with_props(("host", None), ("fd", passed.fd))
+        return opts
+
+    return command.map_opts("-object", change).map_opts("-device", change)
+
+
+@dataclass
+class PassedCommand:
+    """A command line whose cdev devices and iommufd objects are fds opened here (see
+    :func:`pass_cdevs`); :attr:`pass_fds` must reach QEMU. Closes the fds on :meth:`close`
+    (QEMU keeps its own copies); a context manager."""
+
+    command: QemuCommand
+    fds: tuple[QemuFds, ...] = ()
+
+    @property
+    def pass_fds(self) -> tuple[int, ...]:
+        """Every fd QEMU must inherit."""
+        return tuple(fd for passed in self.fds for fd in passed.pass_fds)
+
+    def close(self) -> None:
+        """Closes this process's copies of the fds (idempotent)."""
+        for passed in self.fds:
+            passed.close()
+
+    def __enter__(self) -> PassedCommand:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def pass_cdevs(
+    command: QemuCommand,
+    *,
+    sysfs_root: str = "/sys",
+    dev_root: str = "/dev",
+    host: Host | None = None,
+) -> PassedCommand:
+    """Opens ``/dev/iommu`` and the cdev of every ``vfio-pci`` of ``command`` that has an
+    ``iommufd`` backend (one ``/dev/iommu`` per iommufd object) and rewrites the command to
+    pass them (:func:`with_passed_fds`). Legacy-group devices (``host=`` without
+    ``iommufd=``) are left to QEMU: QEMU takes no fd for a group.
+
+    :raises kata_vfio.errors.NotAssignableError: a device has no cdev or its group is not
+        viable; nothing stays open then.
+    """
+    wanted: dict[str, list[str]] = {}
+    for opts in command.opts("-device"):
+        backend, address = opts.get("iommufd"), opts.get("host")
+        if opts.head == "vfio-pci" and backend is not None and address is not None:
+            wanted.setdefault(backend, []).append(address)
+    if not wanted:
+        return PassedCommand(command)
+    host = host or scan(sysfs_root, dev_root)
+    opened: list[QemuFds] = []
+    try:
+        for object_id, bdfs in sorted(wanted.items()):
+            fds = open_for_qemu(
+                bdfs, sysfs_root=sysfs_root, dev_root=dev_root, object_id=object_id, host=host
+            )
+            opened.append(fds)
+            command = with_passed_fds(command, fds)
+    except BaseException:
+        for fds in opened:
+            fds.close()
+        raise
+    return PassedCommand(command, tuple(opened))

@@ -14,24 +14,46 @@ with :meth:`QemuProcess.path`. A QMP socket serves one client at a time, so the 
 
 Open file descriptors listed in ``pass_fds`` stay open in QEMU under the same numbers (for
 ``fd=`` of fd-passed VFIO devices or iommufd, or ``-add-fd``).
+
+QEMU gets :data:`~kata_vfio.qemu.privileges.MINIMAL_ENV` (plus ``env``), never the caller's
+environment. With ``user``, QEMU runs as that user (see :mod:`kata_vfio.qemu.privileges`): it
+drops to it itself after opening what it needs (``-run-with user=``), or, when its
+``-sandbox`` filter forbids that, is started as the user with the runtime directory handed
+to it. ``memlock`` raises ``RLIMIT_MEMLOCK`` for QEMU to that many bytes: an unprivileged
+QEMU pins guest memory for VFIO against that limit when it maps memory for a hot-plugged
+device.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
+import resource
 import shlex
 import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 
-from kata_vfio.errors import QemuError, QemuStartError, QmpError
+from kata_vfio._echo import echo
+from kata_vfio._trust import make_directories
+from kata_vfio.errors import HostIOError, InvalidInputError, QemuError, QemuStartError, QmpError
 from kata_vfio.qemu.argv import QemuCommand, QemuOpts
+from kata_vfio.qemu.privileges import (
+    MINIMAL_ENV,
+    DropPlan,
+    QemuUser,
+    denies_privilege_change,
+    drop_plan,
+    parse_seccomp_sandbox,
+    qemu_version,
+)
 from kata_vfio.qemu.qmp import QmpSession
 
 __all__ = ["QemuProcess"]
@@ -47,7 +69,8 @@ class QemuProcess:
     """One QEMU process (see the module docstring).
 
     ``command`` is a :class:`QemuCommand` or an argv list (first element the binary).
-    ``runtime_dir`` is created (it must not exist; missing parents are made 0755); by default a
+    ``runtime_dir`` is created (it must not exist; it and missing parents are made 0700, and
+    existing parents must not be writable by others); by default a
     fresh directory under ``runtime_parent`` (default: the system temporary directory).
     ``start_timeout`` bounds
     the wait for QMP; ``qmp_timeout`` each QMP call; ``powerdown_timeout`` how long
@@ -62,6 +85,8 @@ class QemuProcess:
         runtime_parent: str | None = None,
         pass_fds: Sequence[int] = (),
         env: Mapping[str, str] | None = None,
+        user: QemuUser | None = None,
+        memlock: int | None = None,
         start_timeout: float = 30.0,
         qmp_timeout: float = 10.0,
         powerdown_timeout: float = 10.0,
@@ -73,7 +98,12 @@ class QemuProcess:
         self._requested_dir = runtime_dir
         self._runtime_parent = runtime_parent
         self._pass_fds = tuple(pass_fds)
-        self._env = dict(env) if env is not None else None
+        self._env = _environment(env)
+        self._user = user
+        self._drop: DropPlan | None = None
+        if memlock is not None and memlock < 0:
+            raise InvalidInputError(f"memlock limit {memlock} is negative")
+        self._memlock = memlock
         self._start_timeout = start_timeout
         self._qmp_timeout = qmp_timeout
         self._powerdown_timeout = powerdown_timeout
@@ -126,6 +156,11 @@ class QemuProcess:
         return self._process.poll() if self._process is not None else None
 
     @property
+    def drop(self) -> DropPlan | None:
+        """How QEMU was (or will be) brought to ``user``; None without one."""
+        return self._drop
+
+    @property
     def stopped_by(self) -> str | None:
         """How :meth:`stop` ended QEMU: ``exited``, ``powerdown``, ``quit`` or ``kill``."""
         return self._how_stopped
@@ -155,6 +190,10 @@ class QemuProcess:
             raise QemuError("QEMU was already started by this object")
         self._runtime_dir = self._make_runtime_dir()
         try:
+            self._drop = self._plan_drop()
+            if self._drop is not None and self._drop.mode == "exec":
+                # QEMU creates its sockets and pid file here as the user.
+                _give_directory(self._runtime_dir, self._drop.user)
             if len(self.control_socket.encode()) > _MAX_SOCKET_PATH:
                 raise QemuError(
                     f"QMP socket path {self.control_socket} is longer than {_MAX_SOCKET_PATH} "
@@ -229,20 +268,19 @@ class QemuProcess:
             return tempfile.mkdtemp(prefix="kata-vfio-qemu-", dir=self._runtime_parent)
         path = os.path.abspath(self._requested_dir)
         try:
-            # The parent (e.g. /run/kata-vfio) is shared by all VMs; only the leaf is private.
-            os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
-            os.mkdir(path, 0o700)
-        except FileExistsError as exc:
+            # The parent (/run/kata-vfio) is shared by all VMs and the bind journal: root's
+            # alone, like the VM's own directory; every mode is exact whatever the umask.
+            make_directories(path, mode=0o700, parents_mode=0o700, exist_ok=False)
+        except HostIOError as exc:
+            if exc.errno == errno.EEXIST and exc.path == path:
+                raise QemuError(
+                    f"runtime directory {path} already exists",
+                    hint="remove it (a previous VM may still run) or choose another directory",
+                ) from exc
             raise QemuError(
-                f"runtime directory {path} already exists",
-                hint="remove it (a previous VM may still run) or choose another directory",
+                f"cannot create runtime directory {path}: {exc.message}",
+                hint=exc.hint or "choose a runtime directory this user may create",
             ) from exc
-        except OSError as exc:
-            raise QemuError(
-                f"cannot create runtime directory {path}: {exc.strerror}",
-                hint="choose a runtime directory this user may create",
-            ) from exc
-        os.chmod(path, 0o700)  # whatever the umask said
         return path
 
     def _full_argv(self) -> list[str]:
@@ -252,25 +290,40 @@ class QemuProcess:
                 "socket", ("id", chardev_id), ("path", path), ("server", True), ("wait", False)
             )
             argv += ["-chardev", chardev.render(), "-mon", f"chardev={chardev_id},mode=control"]
+        if self._drop is not None and self._drop.option is not None:
+            argv += list(self._drop.option)
         return [*argv, "-pidfile", self.path("qemu.pid")]
+
+    def _plan_drop(self) -> DropPlan | None:
+        if self._user is None:
+            return None
+        sandbox = _sandbox_of(self._argv)
+        # Only a QEMU that drops by itself needs to be asked which option it knows.
+        version = None if denies_privilege_change(sandbox) else qemu_version(self._argv[0])
+        return drop_plan(self._user, version=version, sandbox=sandbox)
 
     def _spawn(self) -> None:
         argv = self._full_argv()
         log_fd = os.open(
             self.path("qemu.log"), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
         )
+        exec_as = self._drop.user if self._drop is not None and self._drop.mode == "exec" else None
         try:
-            self._process = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log_fd,
-                stderr=log_fd,
-                pass_fds=self._pass_fds,
-                close_fds=True,
-                env=self._env,
-                # Its own process group: a Ctrl-C for us is not one for QEMU.
-                start_new_session=True,
-            )
+            with _memlock_for_children(self._memlock):
+                self._process = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_fd,
+                    stderr=log_fd,
+                    pass_fds=self._pass_fds,
+                    close_fds=True,
+                    env=self._env,
+                    # Its own process group: a Ctrl-C for us is not one for QEMU.
+                    start_new_session=True,
+                    user=None if exec_as is None else exec_as.uid,
+                    group=None if exec_as is None else exec_as.gid,
+                    extra_groups=None if exec_as is None else list(exec_as.groups),
+                )
         except FileNotFoundError as exc:
             raise QemuError(
                 f"QEMU binary {argv[0]} not found",
@@ -359,9 +412,82 @@ class QemuProcess:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def _read_tail(path: str) -> str:
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# RLIMIT_MEMLOCK is per process: raising ours for the moment of a fork is not shared.
+_RLIMIT_LOCK = threading.Lock()
+
+
+def _environment(extra: Mapping[str, str] | None) -> dict[str, str]:
+    env = dict(MINIMAL_ENV)
+    for name, value in (extra or {}).items():
+        if not _ENV_NAME.match(name) or "\0" in value:
+            raise InvalidInputError(
+                f"environment variable {echo(name)} for QEMU is not a plain NAME=value",
+                hint="names are letters, digits and '_'; values hold no NUL",
+            )
+        env[name] = value
+    return env
+
+
+def _sandbox_of(argv: Sequence[str]) -> QemuOpts | None:
+    """The ``-sandbox`` option of a command line (the last one wins, as in QEMU)."""
+    values = [argv[i + 1] for i in range(1, len(argv) - 1) if argv[i] == "-sandbox"]
+    return parse_seccomp_sandbox(values[-1], where="-sandbox") if values else None
+
+
+def _give_directory(path: str, user: QemuUser) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        data = Path(path).read_bytes()
+        os.fchown(fd, user.uid, user.gid)
+    except OSError as exc:
+        raise QemuError(
+            f"cannot give runtime directory {path} to uid {user.uid}: {exc.strerror}",
+            hint="running QEMU as another user needs root",
+        ) from exc
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _memlock_for_children(limit: int | None) -> Iterator[None]:
+    """Raises this process's RLIMIT_MEMLOCK to at least ``limit`` while a child is forked
+    (it inherits the limit), then puts the old one back. Never lowers it."""
+    if limit is None:
+        yield
+        return
+    with _RLIMIT_LOCK:
+        old = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+        new = (_at_least(old[0], limit), _at_least(old[1], limit))
+        try:
+            resource.setrlimit(resource.RLIMIT_MEMLOCK, new)
+        except (OSError, ValueError) as exc:
+            raise QemuError(
+                f"cannot raise RLIMIT_MEMLOCK to {limit} bytes for QEMU: {exc}",
+                hint="raising the limit needs root (or CAP_SYS_RESOURCE)",
+            ) from exc
+        try:
+            yield
+        finally:
+            resource.setrlimit(resource.RLIMIT_MEMLOCK, old)
+
+
+def _at_least(current: int, limit: int) -> int:
+    if current == resource.RLIM_INFINITY:
+        return current
+    return max(current, limit)
+
+
+def _read_tail(path: str) -> str:
+    """The last bytes of a log, read from the end (a chatty guest can make it large)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW)
     except OSError:
         return ""
-    return data[-_STDERR_TAIL:].decode("utf-8", "replace")
+    try:
+        size = os.fstat(fd).st_size
+        data = os.pread(fd, _STDERR_TAIL, max(0, size - _STDERR_TAIL))
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
+    return data.decode("utf-8", "replace")

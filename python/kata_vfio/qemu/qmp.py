@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any, TypeVar
 from qemu.qmp import EventListener, QMPClient, QMPError
 from qemu.qmp.qmp_client import ExecuteError
 
+from kata_vfio._numbers import natural_key
 from kata_vfio.errors import PlanError, QmpError
 from kata_vfio.qemu.argv import validate_id
 from kata_vfio.vm.topology import agent_pci_path
@@ -131,6 +131,21 @@ class QmpSession:
                 hint="the QMP connection was lost; is QEMU still running?",
             ) from exc
 
+    def pass_fd(self, fd: int, name: str) -> None:
+        """Hands QEMU a copy of ``fd`` under ``name`` (SCM_RIGHTS, then ``getfd``), for the
+        ``fd=<name>`` property of a device or object added next: an unprivileged QEMU gets
+        a VFIO cdev or ``/dev/iommu`` that it could not open itself. ``closefd`` (or using
+        it) releases QEMU's copy; this process keeps its own."""
+        validate_id(name, "fd name")
+        try:
+            self._client.send_fd_scm(fd)
+        except (QMPError, OSError, ValueError) as exc:
+            raise QmpError(
+                f"cannot pass fd {fd} to QEMU over {self.socket_path}: {_describe(exc)}",
+                hint="fds can only be passed over a unix socket to a running QEMU",
+            ) from exc
+        self.execute("getfd", {"fdname": name})
+
     def listen(self, *names: str) -> EventWatch:
         """Starts collecting the named events (before issuing the command that causes them)."""
         listener = EventListener(names=names)
@@ -221,10 +236,16 @@ class HotplugFunction:
 class HotplugRequest:
     """Devices to hot-plug, one port each (``slots``: the functions of each device), and the
     iommufd object to create first (None for legacy VFIO or emulated devices); functions
-    that use it name it in their ``iommufd`` property."""
+    that use it name it in their ``iommufd`` property.
+
+    ``fds`` are ``(name, fd)`` pairs handed to QEMU before anything is added (see
+    :meth:`QmpSession.pass_fd`): functions name theirs in an ``fd`` property instead of
+    ``host``, and ``iommufd_fd`` names the one the iommufd object is created from."""
 
     slots: tuple[tuple[HotplugFunction, ...], ...]
     iommufd: str | None = None
+    fds: tuple[tuple[str, int], ...] = ()
+    iommufd_fd: str | None = None
 
 
 @dataclass(frozen=True)
@@ -358,9 +379,16 @@ def hotplug(
     chosen = available[: len(request.slots)]
     created_object = False
     added: list[str] = []
+    passed: list[str] = []
     try:
+        for name, fd in request.fds:
+            session.pass_fd(fd, name)
+            passed.append(name)
         if request.iommufd is not None and request.iommufd not in _objects(session):
-            session.execute("object-add", {"qom-type": "iommufd", "id": request.iommufd})
+            iommufd: dict[str, object] = {"qom-type": "iommufd", "id": request.iommufd}
+            if request.iommufd_fd is not None:
+                iommufd["fd"] = request.iommufd_fd
+            session.execute("object-add", iommufd)
             created_object = True
         for port, slot in zip(chosen, request.slots, strict=True):
             multifunction = len(slot) > 1
@@ -379,6 +407,9 @@ def hotplug(
     except QmpError:
         _roll_back(session, added, request.iommufd if created_object else None)
         raise
+    finally:
+        # What QEMU used, it holds on its own; named fds left over are closed in QEMU.
+        _close_passed(session, passed)
     paths = tuple(str(guest_pci_path(session, slot[0].qemu_id)) for slot in request.slots)
     return HotplugResult(ports=chosen, ids=tuple(ids), iommufd=request.iommufd, paths=paths)
 
@@ -459,6 +490,12 @@ def _roll_back(session: QmpSession, added: Sequence[str], iommufd: str | None) -
             pass
 
 
+def _close_passed(session: QmpSession, names: Sequence[str]) -> None:
+    for name in names:
+        with contextlib.suppress(QmpError):
+            session.execute("closefd", {"fdname": name})
+
+
 def _peripherals(session: QmpSession) -> dict[str, str]:
     """Id -> ``child<type>`` of every device created with an id."""
     entries = session.execute("qom-list", {"path": _PERIPHERAL})
@@ -476,15 +513,6 @@ def _objects(session: QmpSession) -> set[str]:
         for e in entries
         if isinstance(e, dict) and str(e.get("type", "")).startswith("child<")
     }
-
-
-_DIGITS = re.compile(r"(\d+)")
-
-
-def natural_key(name: str) -> tuple[tuple[int, str | int], ...]:
-    """Sort key that orders embedded numbers numerically (``rp2`` < ``rp10``)."""
-    parts = _DIGITS.split(name)
-    return tuple((1, int(p)) if p.isdigit() else (0, p) for p in parts if p)
 
 
 def _describe(exc: BaseException) -> str:

@@ -359,7 +359,9 @@ def _write_vfio(kernel: FakeKernel, host: HostSpec) -> None:
     if not host.vfio_loaded:
         return
     sys = kernel.sys
-    modules = ["vfio", "vfio_pci", "vfio_pci_core", "vfio_iommu_type1"]
+    modules = ["vfio", "vfio_pci", "vfio_pci_core"]
+    if host.vfio_container:
+        modules.append("vfio_iommu_type1")
     if host.cdev:
         modules.append("iommufd")
     for module in modules:
@@ -373,7 +375,8 @@ def _write_vfio(kernel: FakeKernel, host: HostSpec) -> None:
     kernel.ensure_driver("vfio-pci")
     _fs.makedirs(sys("class/vfio"))
     _fs.makedirs(os.path.join(kernel.dev, "vfio"))
-    _misc_device(kernel, "vfio", VFIO_MISC_MINOR, "vfio/vfio", 0o666)
+    if host.vfio_container:
+        _misc_device(kernel, "vfio", VFIO_MISC_MINOR, "vfio/vfio", 0o666)
     if host.cdev:
         _fs.makedirs(sys("class/vfio-dev"))
         _fs.makedirs(os.path.join(kernel.dev, "vfio", "devices"))

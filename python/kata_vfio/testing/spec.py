@@ -181,6 +181,8 @@ class HostSpec:
     - ``noiommu``: vfio's unsafe no-IOMMU mode; only meaningful with ``iommu=False``. Each
       function on a vfio driver then gets its own fake group and a ``noiommu-N`` node.
     - ``vfio_loaded``: the vfio, vfio_pci, vfio_iommu_type1 and iommufd modules are loaded.
+    - ``vfio_container``: the legacy container (``/dev/vfio/vfio``, vfio_iommu_type1); False
+      is a kernel built without it (``CONFIG_VFIO_CONTAINER=n``): iommufd and cdevs only.
     - ``groups_dir``: False leaves out ``kernel/iommu_groups`` entirely, like the real
       snapshots in shared/data (the ``iommu_group`` links then dangle).
     - ``reserved_regions``: write ``kernel/iommu_groups/N/reserved_regions``.
@@ -196,6 +198,7 @@ class HostSpec:
     cdev: bool = True
     noiommu: bool = False
     vfio_loaded: bool = True
+    vfio_container: bool = True
     groups_dir: bool = True
     reserved_regions: bool = True
     firmware_table: bool = True
@@ -343,7 +346,7 @@ _DEVICE_KEYS = frozenset(
 _HOST_KEYS = frozenset(
     {
         "devices", "iommu", "cdev", "noiommu", "vfio_loaded", "groups_dir", "reserved_regions",
-        "firmware_table", "cmdline", "numa_nodes", "cpus_per_node",
+        "firmware_table", "cmdline", "numa_nodes", "cpus_per_node", "vfio_container",
     }
 )  # fmt: skip
 _BAR_RE = re.compile(r"^(\d+)([KMGT]?)\s+(mem32|mem64|io)(\s+pref)?$")
@@ -478,6 +481,7 @@ def host_from_dict(data: Mapping[str, Any]) -> HostSpec:
         cdev=bool(_opt(bool, data.get("cdev", True), "cdev", where)),
         noiommu=bool(_opt(bool, data.get("noiommu", False), "noiommu", where)),
         vfio_loaded=bool(_opt(bool, data.get("vfio_loaded", True), "vfio_loaded", where)),
+        vfio_container=bool(_opt(bool, data.get("vfio_container", True), "vfio_container", where)),
         groups_dir=bool(_opt(bool, data.get("groups_dir", True), "groups_dir", where)),
         reserved_regions=bool(
             _opt(bool, data.get("reserved_regions", True), "reserved_regions", where)

@@ -9,11 +9,13 @@ and position in guest PCI order. The records round-trip through JSON (``to_docum
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from kata_vfio._core import Bdf
+from kata_vfio._echo import echo
 from kata_vfio.errors import InvalidInputError
 from kata_vfio.kata.devices import PassthroughGroup, VfioNode, function_id
 from kata_vfio.kata.kinds import cdi_kind
@@ -286,7 +288,7 @@ def _field(
         return None
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise InvalidInputError(
-            f"{where}.{key} = {value!r} is not a {kind.__name__}",
+            f"{where}.{key} = {echo(value)} is not a {kind.__name__}",
             hint="pass the JSON that 'kata-vfio sandbox plan --json' printed",
         )
     return value
@@ -294,10 +296,15 @@ def _field(
 
 def _hex(doc: Mapping[str, Any], key: str, where: str) -> int:
     text = _field(doc, key, str, where)
-    try:
-        return int(text, 16)
-    except ValueError:
-        raise InvalidInputError(f"{where}.{key} = {text!r} is not a hex number") from None
+    if not _HEX32.match(text):
+        raise InvalidInputError(
+            f"{where}.{key} = {echo(text)} is not a hex number of at most 8 digits",
+            hint="pass the JSON that 'kata-vfio sandbox plan --json' printed",
+        )
+    return int(text, 16)
+
+
+_HEX32 = re.compile(r"(0x)?[0-9a-fA-F]{1,8}\Z")
 
 
 def _list(doc: Mapping[str, Any], key: str, where: str) -> list[Any]:

@@ -5,9 +5,11 @@
 //! `/dev/iommu` are control nodes that pass no device.
 
 use std::collections::BTreeMap;
+use std::os::fd::AsFd;
 
 use crate::bdf::{last_bdf_in_path, Bdf};
 use crate::sysfs::device::cdev_number;
+use crate::sysfs::io::read_bounded_at;
 use crate::sysfs::root::RootDir;
 
 /// The kind of a device path.
@@ -226,9 +228,14 @@ impl DevKind {
     }
 }
 
+/// The longest `uevent` of a device node taken as whole (the kernel's are a few lines).
+const UEVENT_MAX: usize = 4096;
+
 /// Every device node the kernel names, from `dev/char/M:m/uevent` and `dev/block/M:m/uevent`:
-/// `DEVNAME` (relative to `/dev`, as udev names the node) -> kind, major, minor. The first
-/// entry wins when two claim a name (character devices first, each kind in numeric order).
+/// `DEVNAME` (relative to `/dev`, as udev names the node) -> kind, major, minor. A copied tree
+/// is outside input: an entry counts only when its `uevent` is a regular file under 4 KiB whose
+/// `MAJOR` and `MINOR` are the numbers the entry is named by. The first entry wins when two
+/// claim a name (character devices first, each kind in numeric order).
 pub fn device_numbers(sysfs: &RootDir) -> BTreeMap<String, (DevKind, u32, u32)> {
     let mut out = BTreeMap::new();
     for (kind, folder) in [(DevKind::Char, "dev/char"), (DevKind::Block, "dev/block")] {
@@ -240,15 +247,33 @@ pub fn device_numbers(sysfs: &RootDir) -> BTreeMap<String, (DevKind, u32, u32)> 
             .collect();
         numbers.sort_unstable();
         for (major, minor) in numbers {
-            let Ok(text) = sysfs.read_text(&format!("{folder}/{major}:{minor}/uevent")) else {
+            let Some(text) = read_uevent(sysfs, &format!("{folder}/{major}:{minor}")) else {
                 continue;
             };
+            let field = |key: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .and_then(parse_kernel_decimal)
+            };
+            if field("MAJOR=") != Some(major) || field("MINOR=") != Some(minor) {
+                continue;
+            }
             if let Some(name) = devname(&text) {
                 out.entry(name.to_owned()).or_insert((kind, major, minor));
             }
         }
     }
     out
+}
+
+/// A node's `uevent`: a regular file, read without blocking, refused past [`UEVENT_MAX`].
+fn read_uevent(sysfs: &RootDir, entry: &str) -> Option<String> {
+    let dir = sysfs.open_dir(entry).ok()?;
+    let bytes = read_bounded_at(dir.as_fd(), "uevent", UEVENT_MAX + 1).ok()?;
+    if bytes.len() > UEVENT_MAX {
+        return None;
+    }
+    String::from_utf8(bytes).ok()
 }
 
 #[cfg(test)]
