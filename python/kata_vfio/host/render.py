@@ -80,16 +80,17 @@ def status_reason(reason: str) -> str:
 
 
 def problem_text(problem: ReadProblem) -> str:
-    """One read problem: ``uevent: permission denied``; the device directory itself reads
-    ``its device directory is missing``."""
+    """One read problem: ``uevent: permission denied``, ``resource does not hold what the
+    kernel writes there``; the device directory itself is ``its device directory ...``."""
     what = _PROBLEMS.get(problem.reason, problem.reason)
     if problem.errno is not None and problem.reason == "os-error":
         what += f" (errno {problem.errno})"
-    if problem.attribute == "device":
-        if problem.reason == "missing":
-            return "listed by the kernel, but its device directory is missing"
-        return f"its device directory: {what}"
-    return f"{problem.attribute}: {what}"
+    if problem.attribute == "device" and problem.reason == "missing":
+        return "listed by the kernel, but its device directory is missing"
+    subject = "its device directory" if problem.attribute == "device" else problem.attribute
+    # "uevent is not a regular file", "resource does not hold ...", "uevent: permission denied"
+    joint = " " if what.startswith(("is ", "does ", "cannot ")) else ": "
+    return f"{subject}{joint}{what}"
 
 
 def blocker_reason(blocker: Blocker) -> str:

@@ -2,7 +2,9 @@
 //!
 //! Every open is relative to an already open directory, so the kernel never re-resolves the
 //! `bus/pci/devices/<bdf>` symlink, and links are read with `readlinkat` (never realpath).
-//! Names passed here are compile-time constants or parsed values, never raw outside strings.
+//! Names passed here are single components (compile-time constants or parsed values, never
+//! raw outside strings); paths of several components go through [`super::root::RootDir`],
+//! which resolves them beneath the root.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -169,11 +171,6 @@ pub fn link_basename(target: &str) -> &str {
 pub fn size_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<u64> {
     let st = rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
     Ok(u64::try_from(st.st_size).unwrap_or(0))
-}
-
-/// Whether `name` exists under `dir` (a symlink counts even if dangling).
-pub fn exists_at(dir: BorrowedFd<'_>, name: &str) -> bool {
-    rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).is_ok()
 }
 
 /// The names in a directory, without `.` and `..`; names that are not UTF-8 are skipped.
