@@ -753,7 +753,7 @@ def _read_details(
     reader: _DeviceReader,
 ) -> tuple[tuple[RefBar, ...] | None, tuple[str, ...] | None, RefLink | None]:
     try:
-        resource = _read(reader.dfd, "resource")
+        resource = _read(reader.dfd, "resource", raw=True)  # line N is BAR N
     except _Failed as failed:
         reader.note("resource", failed.reason)
         bars = None

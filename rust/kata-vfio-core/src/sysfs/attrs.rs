@@ -283,6 +283,8 @@ mod tests {
         let garbage = format!("0x1000 zz 0x200\n{}", empty.repeat(12));
         assert_eq!(parse_resource(&garbage), None);
         assert_eq!(parse_resource(&empty.repeat(3)), None); // truncated
+        let shifted = format!("\n{}", empty.repeat(13));
+        assert_eq!(parse_resource(&shifted), None); // line N is BAR N
         assert_eq!(parse_resource(""), None);
         let extra = format!("0x0 0xfff 0x200 0x1\n{}", empty.repeat(12));
         assert_eq!(parse_resource(&extra), None);

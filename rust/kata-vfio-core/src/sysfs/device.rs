@@ -387,7 +387,8 @@ impl Reading<'_, '_> {
     /// BARs, reset methods and link attributes. A `resource` that is absent, unreadable or
     /// malformed leaves the BARs unknown (`None`), never empty.
     fn read_details(&mut self) -> Details {
-        let bars = match self.reader.text(self.dir, "resource") {
+        // Untrimmed: line N is BAR N, so a leading blank line must not shift them.
+        let bars = match self.reader.raw(self.dir, "resource") {
             Ok(text) => {
                 let bars = attrs::parse_resource(text);
                 if bars.is_none() {
