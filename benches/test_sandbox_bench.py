@@ -32,6 +32,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "kata"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # shared_paths
 
 from sandbox_hosts import FakeServer, cdi_registry, gpu_server
 

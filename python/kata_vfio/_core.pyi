@@ -378,9 +378,47 @@ def classify_devnode(path: str) -> DevNode:
     ``/dev/vfio/``, ``/dev/vfio/vfio/12`` and everything else are ``other``."""
 
 @final
+class HostPaths:
+    """Where a host's sysfs, devfs and procfs are read and which modprobe loads its modules.
+    The defaults are this machine's (``/sys``, ``/dev``, ``/proc``, ``/sbin/modprobe``)."""
+
+    def __new__(
+        cls, sysfs: str = ..., devfs: str = ..., procfs: str = ..., modprobe: str = ...
+    ) -> HostPaths: ...
+    @property
+    def sysfs(self) -> str: ...
+    @property
+    def devfs(self) -> str: ...
+    @property
+    def procfs(self) -> str: ...
+    @property
+    def modprobe(self) -> str: ...
+    @property
+    def is_live(self) -> bool:
+        """True for this machine's own ``/sys``."""
+    @staticmethod
+    def for_tree(sysfs: str) -> HostPaths:
+        """The paths of a copied or fake host whose sysfs tree is at ``sysfs``: ``dev`` and
+        ``proc`` beside it (this machine's paths for ``/sys``)."""
+    def replace(
+        self,
+        *,
+        sysfs: str | None = None,
+        devfs: str | None = None,
+        procfs: str | None = None,
+        modprobe: str | None = None,
+    ) -> HostPaths:
+        """A copy with the given fields changed."""
+    def __eq__(self, value: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
 class Host:
     """An immutable snapshot of a host's PCI devices, IOMMU groups and VFIO state."""
 
+    @property
+    def paths(self) -> HostPaths:
+        """The paths this host was read from."""
     @property
     def sysfs_root(self) -> str: ...
     @property
@@ -425,15 +463,17 @@ class Host:
         """``/dev/vfio/devices/vfioN`` for a device, None when it has no vfio cdev."""
 
 def scan(
-    sysfs_root: str = "/sys",
-    dev_root: str = "/dev",
+    sysfs_root: str | HostPaths | None = None,
+    dev_root: str | None = None,
     proc_root: str | None = None,
     details: bool = False,
     threads: int | None = None,
 ) -> Host:
-    """Scan the host in one call with the GIL released. ``proc_root`` defaults to ``/proc``
-    for the real ``/sys`` and to a ``proc`` directory beside a non-default sysfs root.
-    ``threads`` sets the workers of the device walk (default: by host size and CPUs)."""
+    """Scan the host in one call with the GIL released: the paths of a :class:`HostPaths`
+    (``scan(paths)``), or separate roots (``/sys`` and ``/dev`` by default; ``proc_root``
+    defaults to ``/proc`` for the real ``/sys`` and to a ``proc`` directory beside another
+    sysfs root). ``threads`` sets the workers of the device walk (default: by host size and
+    CPUs)."""
 
 def device_numbers(sysfs_root: str) -> dict[str, tuple[str, int, int]]:
     """Every device node the kernel names under ``sysfs_root``: ``DEVNAME`` (relative to

@@ -11,7 +11,8 @@ Rules, in short:
   takes the whole group, ``group=False`` only the named devices (the group then stays not
   viable). Bridges and ports are never touched.
 - **Journal.** Before the first write, each device's original driver and override are
-  recorded in ``state_dir`` (default ``/run/kata-vfio``), atomically and fsynced.
+  recorded in ``state_dir`` (default :func:`default_state_dir`: ``/run/kata-vfio`` for this
+  machine, ``run/kata-vfio`` beside a copied or fake tree), atomically and fsynced.
   :func:`restore` replays it, also after the binding process was killed at any point.
 - **All or nothing.** A failure part-way through a group rolls back every device touched
   in that call; the :class:`~kata_vfio.errors.BindError` says what was rolled back.
@@ -20,10 +21,12 @@ Rules, in short:
   is up with an address or route, or the boot VGA/console device, is refused unless
   ``force=True``.
 - **Variant drivers** come from ``<modules_root>/lib/modules/<release>/modules.alias``
-  (``vfio_pci:`` aliases); a missing driver's module is loaded with ``/sbin/modprobe``
+  (``vfio_pci:`` aliases); a missing driver's module is loaded with ``paths.modprobe``
   (argument list, no shell) or the injected ``module_loader``.
 - **Dry run.** ``dry_run=True`` returns the exact writes (:func:`describe_write` renders
   them) and changes nothing.
+- **Paths.** ``paths`` (a :class:`~kata_vfio.HostPaths`, default this machine's) says where
+  sysfs and procfs are and which modprobe to run.
 
 Calling it (as root; the lab does exactly this)::
 
@@ -40,12 +43,13 @@ Tests inject a :class:`~kata_vfio.testing.kernel_sim.KernelSim` through ``sysfs_
 
 from __future__ import annotations
 
+import os
 import shlex
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from kata_vfio import _core
-from kata_vfio._core import Bdf, BindOutcome, BindReport, JournalEntry, SysfsWrite
+from kata_vfio._core import Bdf, BindOutcome, BindReport, HostPaths, JournalEntry, SysfsWrite
 
 __all__ = [
     "DEFAULT_STATE_DIR",
@@ -56,6 +60,7 @@ __all__ = [
     "SysfsWrite",
     "SysfsWriter",
     "bind",
+    "default_state_dir",
     "describe_write",
     "journal",
     "report_dict",
@@ -75,6 +80,14 @@ ModuleLoader = Callable[[str], object]
 Devices = Iterable["Bdf | str"] | Bdf | str
 
 
+def default_state_dir(paths: HostPaths | None = None) -> str:
+    """The journal directory for a host: :data:`DEFAULT_STATE_DIR` for this machine,
+    ``run/kata-vfio`` beside a copied or fake sysfs tree (so it never touches ours)."""
+    if paths is None or paths.is_live:
+        return DEFAULT_STATE_DIR
+    return os.path.join(os.path.dirname(os.path.abspath(paths.sysfs)), "run", "kata-vfio")
+
+
 def _as_list(devices: Devices) -> list[Bdf | str]:
     if isinstance(devices, (str, Bdf)):
         return [devices]
@@ -88,19 +101,17 @@ def bind(
     driver: str | None = None,
     force: bool = False,
     dry_run: bool = False,
-    sysfs_root: str = "/sys",
-    proc_root: str = "/proc",
+    paths: HostPaths | None = None,
     state_dir: str = DEFAULT_STATE_DIR,
     modules_root: str = "/",
     kernel_release: str | None = None,
-    modprobe: str = "/sbin/modprobe",
     module_loader: ModuleLoader | None = None,
     sysfs_writer: SysfsWriter | None = None,
 ) -> BindReport:
     """Binds ``devices`` (and by default the rest of their IOMMU groups) to vfio.
 
     ``driver`` forces a driver instead of vfio-pci or the ``modules.alias`` variant.
-    ``kernel_release`` defaults to ``<proc_root>/sys/kernel/osrelease``.
+    ``kernel_release`` defaults to ``<paths.procfs>/sys/kernel/osrelease``.
 
     :raises kata_vfio.errors.BdfError: a malformed address.
     :raises kata_vfio.errors.DeviceNotFoundError: an address that is not on the host.
@@ -108,10 +119,11 @@ def bind(
     :raises kata_vfio.errors.BindError: refused (device in use, bridge, no IOMMU group), or
         a write failed (everything touched was rolled back).
     """
+    paths = paths or HostPaths()
     return _core.bind_devices(
         _as_list(devices),
-        sysfs_root=sysfs_root,
-        proc_root=proc_root,
+        sysfs_root=paths.sysfs,
+        proc_root=paths.procfs,
         state_dir=state_dir,
         group=group,
         driver=driver,
@@ -119,7 +131,7 @@ def bind(
         dry_run=dry_run,
         modules_root=modules_root,
         kernel_release=kernel_release,
-        modprobe=modprobe,
+        modprobe=paths.modprobe,
         module_loader=module_loader,
         sysfs_writer=sysfs_writer,
     )
@@ -130,8 +142,7 @@ def unbind(
     *,
     group: bool | None = None,
     dry_run: bool = False,
-    sysfs_root: str = "/sys",
-    proc_root: str = "/proc",
+    paths: HostPaths | None = None,
     state_dir: str = DEFAULT_STATE_DIR,
     sysfs_writer: SysfsWriter | None = None,
 ) -> BindReport:
@@ -139,10 +150,11 @@ def unbind(
     goes back to its recorded driver and override; any other device on a vfio driver has its
     vfio override cleared and is re-probed, so the kernel picks its host driver. Devices not
     on vfio are left alone (action ``unchanged``)."""
+    paths = paths or HostPaths()
     return _core.unbind_devices(
         _as_list(devices),
-        sysfs_root=sysfs_root,
-        proc_root=proc_root,
+        sysfs_root=paths.sysfs,
+        proc_root=paths.procfs,
         state_dir=state_dir,
         group=group,
         dry_run=dry_run,
@@ -154,8 +166,7 @@ def restore(
     devices: Devices | None = None,
     *,
     dry_run: bool = False,
-    sysfs_root: str = "/sys",
-    proc_root: str = "/proc",
+    paths: HostPaths | None = None,
     state_dir: str = DEFAULT_STATE_DIR,
     sysfs_writer: SysfsWriter | None = None,
 ) -> BindReport:
@@ -166,10 +177,11 @@ def restore(
     :raises kata_vfio.errors.BindError: some devices could not be restored (their entries
         are kept for the next try).
     """
+    paths = paths or HostPaths()
     return _core.restore_devices(
         None if devices is None else _as_list(devices),
-        sysfs_root=sysfs_root,
-        proc_root=proc_root,
+        sysfs_root=paths.sysfs,
+        proc_root=paths.procfs,
         state_dir=state_dir,
         dry_run=dry_run,
         sysfs_writer=sysfs_writer,

@@ -40,6 +40,7 @@ from kata_vfio._core import (
     Bdf,
     DeviceInfo,
     Host,
+    HostPaths,
     HotResetDevice,
     IommuFd,
     IrqInfo,
@@ -145,18 +146,21 @@ class _Trace:
 
 @dataclass(frozen=True)
 class _Target:
-    """What the scan says about the device to open."""
+    """What the scan says about the device to open, and the devfs its nodes are in."""
 
     bdf: Bdf
     group: int | None
     noiommu: bool
     cdev: str | None
     host: Host
+    devfs: str
 
 
-def _target(bdf: Bdf | str, sysfs_root: str, dev_root: str, host: Host | None) -> _Target:
+def _target(bdf: Bdf | str, paths: HostPaths | None, host: Host | None) -> _Target:
+    """``paths`` default to ``host``'s, else this machine's."""
     address = bdf if isinstance(bdf, Bdf) else Bdf(bdf)
-    host = host or scan(sysfs_root, dev_root)
+    host = host or scan(paths or HostPaths())
+    paths = paths or host.paths
     device = host.device(address)  # DeviceNotFoundError for an unknown address
     if not device.is_endpoint:
         raise InvalidInputError(
@@ -171,6 +175,7 @@ def _target(bdf: Bdf | str, sysfs_root: str, dev_root: str, host: Host | None) -
         node is not None and os.path.basename(node).startswith("noiommu-"),
         None if cdev is None else os.path.basename(cdev),
         host,
+        paths.devfs,
     )
 
 
@@ -267,7 +272,6 @@ class CdevDevice(_Closing):
 
 def _open_legacy(
     target: _Target,
-    dev_root: str,
     vf_token: str | None,
     allow_noiommu: bool,
     trace: _Trace,
@@ -286,7 +290,7 @@ def _open_legacy(
     step = ""
     try:
         step = f"open group {target.group}"
-        group = VfioGroup.open(target.group, dev_root, target.noiommu)
+        group = VfioGroup.open(target.group, target.devfs, target.noiommu)
         opened.append(group)
         trace.ok(step, group.path)
         step = "VFIO_GROUP_GET_STATUS"
@@ -295,7 +299,7 @@ def _open_legacy(
             raise _not_viable(target, status.flags)
         trace.ok(step, f"flags={status.flags:#x} viable")
         step = "open container"
-        container = VfioContainer.open(dev_root)
+        container = VfioContainer.open(target.devfs)
         opened.append(container)
         trace.ok(step, f"{container.path}, API version {container.api_version()}")
         step = "VFIO_GROUP_SET_CONTAINER"
@@ -330,9 +334,7 @@ def _open_legacy(
     return LegacyDevice(target.bdf, container, group, device)
 
 
-def _open_iommufd(
-    target: _Target, dev_root: str, vf_token: str | None, trace: _Trace
-) -> CdevDevice:
+def _open_iommufd(target: _Target, vf_token: str | None, trace: _Trace) -> CdevDevice:
     if vf_token is not None:
         raise InvalidInputError(
             "a VF token cannot be passed on the iommufd path yet",
@@ -348,11 +350,11 @@ def _open_iommufd(
     step = ""
     try:
         step = "open iommufd"
-        iommufd = IommuFd.open(dev_root)
+        iommufd = IommuFd.open(target.devfs)
         opened.append(iommufd)
         trace.ok(step, iommufd.path)
         step = f"open cdev {target.cdev}"
-        device = VfioDevice.open_cdev(target.cdev, dev_root)
+        device = VfioDevice.open_cdev(target.cdev, target.devfs)
         opened.append(device)
         trace.ok(step, device.path)
         step = "VFIO_DEVICE_BIND_IOMMUFD"
@@ -389,8 +391,7 @@ def _info_text(info: DeviceInfo) -> str:
 def open_legacy(
     bdf: Bdf | str,
     *,
-    sysfs_root: str = "/sys",
-    dev_root: str = "/dev",
+    paths: HostPaths | None = None,
     vf_token: str | None = None,
     allow_noiommu: bool = False,
     host: Host | None = None,
@@ -401,15 +402,14 @@ def open_legacy(
         (the hint names the blocking devices and the fix).
     :raises kata_vfio.errors.VfioError: an open or ioctl failed (errno, path, hint).
     """
-    target = _target(bdf, sysfs_root, dev_root, host)
-    return _open_legacy(target, dev_root, vf_token, allow_noiommu, _Trace())
+    target = _target(bdf, paths, host)
+    return _open_legacy(target, vf_token, allow_noiommu, _Trace())
 
 
 def open_iommufd(
     bdf: Bdf | str,
     *,
-    sysfs_root: str = "/sys",
-    dev_root: str = "/dev",
+    paths: HostPaths | None = None,
     host: Host | None = None,
 ) -> CdevDevice:
     """Opens ``bdf`` through its vfio cdev, bound to a new iommufd and attached to a new IOAS.
@@ -417,29 +417,28 @@ def open_iommufd(
     :raises kata_vfio.errors.NotAssignableError: the device has no cdev.
     :raises kata_vfio.errors.VfioError: an open or ioctl failed (errno, path, hint).
     """
-    target = _target(bdf, sysfs_root, dev_root, host)
-    return _open_iommufd(target, dev_root, None, _Trace())
+    target = _target(bdf, paths, host)
+    return _open_iommufd(target, None, _Trace())
 
 
 def check_open(
     bdf: Bdf | str,
     *,
     mode: Mode = "legacy",
-    sysfs_root: str = "/sys",
-    dev_root: str = "/dev",
+    paths: HostPaths | None = None,
     vf_token: str | None = None,
     host: Host | None = None,
 ) -> OpenCheck:
     """Opens the device exactly as QEMU will (``mode`` legacy or iommufd), closes it again,
     and reports every step. Kernel refusals come back as ``ok=False`` with the error, errno
     and hint; only a malformed or unknown address raises."""
-    target = _target(bdf, sysfs_root, dev_root, host)
+    target = _target(bdf, paths, host)
     trace = _Trace()
     try:
         if mode == "legacy":
-            _open_legacy(target, dev_root, vf_token, False, trace).close()
+            _open_legacy(target, vf_token, False, trace).close()
         else:
-            _open_iommufd(target, dev_root, vf_token, trace).close()
+            _open_iommufd(target, vf_token, trace).close()
     except (DeviceNotFoundError, InvalidInputError):
         raise
     except KataVfioError as exc:
@@ -496,14 +495,13 @@ def device_report(
     bdf: Bdf | str,
     *,
     mode: Mode = "legacy",
-    sysfs_root: str = "/sys",
-    dev_root: str = "/dev",
+    paths: HostPaths | None = None,
     host: Host | None = None,
 ) -> DeviceReport:
     """Opens the device (as :func:`open_legacy` / :func:`open_iommufd`) and reads its
     device, region and IRQ info and the hot-reset set."""
     opener = open_legacy if mode == "legacy" else open_iommufd
-    with opener(bdf, sysfs_root=sysfs_root, dev_root=dev_root, host=host) as opened:
+    with opener(bdf, paths=paths, host=host) as opened:
         device = opened.device
         info = device.info()
         regions = device.regions()
@@ -525,7 +523,7 @@ def passable_cdev(host: Host, bdf: Bdf | str) -> tuple[Bdf, str]:
         blockers) or the device has no cdev.
     :raises kata_vfio.errors.InvalidInputError: a bridge.
     """
-    target = _target(bdf, host.sysfs_root, host.dev_root, host)
+    target = _target(bdf, None, host)
     group = host.group_of(target.bdf)
     if group is not None and not group.viable:
         raise NotAssignableError(

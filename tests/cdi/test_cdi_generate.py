@@ -20,6 +20,8 @@ from kata_vfio.cdi import (
     generate_vfio_specs,
     is_qualified_name,
     load_spec,
+    minimum_version,
+    validate_spec,
     write_vfio_spec,
 )
 from kata_vfio.cdi.generate import parse_pci_id
@@ -62,8 +64,8 @@ def test_sample_host_gets_one_spec_per_known_kind(sample: tuple[FakeHost, Host])
     assert every is not None
     assert len(every.container_edits.device_nodes) == len(gpus)
     assert pgpu.container_edits.device_nodes[0].path == "/dev/vfio/vfio"
-    assert pgpu.version == pgpu.minimum_version() == "0.5.0"
-    pgpu.validate()
+    assert pgpu.version == minimum_version(pgpu) == "0.5.0"
+    validate_spec(pgpu)
 
 
 @pytest.mark.parametrize("naming", ["group", "index", "bdf", "cdev"])

@@ -12,7 +12,7 @@ from cdi_support import CDI_DATA, copy_data, requires_data
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kata_vfio.cdi import dump_spec, load_spec, parse_spec
+from kata_vfio.cdi import dump_spec, load_spec, minimum_version, parse_spec, validate_spec
 from kata_vfio.cdi.yamlgo import format_go_float32, go_parse_int, load_yaml
 from kata_vfio.errors import CdiSpecError, HostIOError
 
@@ -60,7 +60,7 @@ def test_nvidia_ctk_spec_details(tmp_path: Path) -> None:
         spec.devices[0].container_edits.device_nodes[0].host_path
         == "/run/nvidia/driver/dev/nvidia0"
     )
-    assert spec.minimum_version() == "0.5.0"
+    assert minimum_version(spec) == "0.5.0"
 
 
 def test_the_pgpu_sample_without_a_device_name_is_rejected(tmp_path: Path) -> None:
@@ -375,7 +375,7 @@ def test_generated_documents_raise_only_spec_errors(document: object) -> None:
     for text in (json.dumps(document), _yamlish(document)):
         try:
             spec = parse_spec(text)
-            spec.validate()
+            validate_spec(spec)
         except CdiSpecError:
             continue
 
@@ -422,7 +422,7 @@ def test_null_items_read_as_go_zero_values() -> None:
     edits = spec.devices[0].container_edits
     assert edits.additional_gids == (0, 5)
     assert edits.mounts[0].options == ("",)
-    assert spec.minimum_version() == "0.7.0"
+    assert minimum_version(spec) == "0.7.0"
 
 
 def test_keys_match_fields_case_insensitively_as_go_json_does() -> None:
@@ -580,7 +580,7 @@ def test_long_numbers_anywhere_give_spec_errors_or_strings(
     text = template.format(n=run)
     try:
         spec = parse_spec(text)
-        spec.validate()
+        validate_spec(spec)
     except CdiSpecError as exc:
         assert where in str(exc)
         assert len(str(exc)) < 600, "the long input is echoed truncated"

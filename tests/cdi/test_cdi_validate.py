@@ -16,9 +16,10 @@ from kata_vfio.cdi import (
     minimum_version,
     parse_spec,
     spec_problems,
+    validate_spec,
 )
 from kata_vfio.cdi.goquote import go_quote
-from kata_vfio.cdi.versions import KNOWN_VERSIONS, version_problem
+from kata_vfio.cdi.versions import CURRENT_VERSION, KNOWN_VERSIONS, SPEC_VERSIONS, version_problem
 from kata_vfio.errors import CdiSpecError
 
 ENV = ContainerEdits(env=("A=1",))
@@ -48,7 +49,7 @@ def only_problem(s: Spec) -> str:
 
 def test_a_valid_spec_has_no_problems() -> None:
     assert spec_problems(spec()) == ()
-    spec().validate()
+    validate_spec(spec())
 
 
 @pytest.mark.parametrize("version", ["0.3.0", "v0.3.0", "0.8.0", "1.0.0", "v1.1.0"])
@@ -92,7 +93,6 @@ def node(**fields: object) -> ContainerEdits:
 )
 def test_minimum_version_rules(document: Spec, required: str) -> None:
     assert minimum_version(document) == required
-    assert document.minimum_version() == required
     below = KNOWN_VERSIONS[KNOWN_VERSIONS.index(required) - 1]
     if required != "0.3.0":
         low = Spec(
@@ -218,10 +218,24 @@ def test_every_problem_is_reported_with_its_file() -> None:
         source="/etc/cdi/bad.yaml",
     )
     with pytest.raises(CdiSpecError) as info:
-        bad.validate(source="/etc/cdi/bad.yaml")
+        validate_spec(bad, source="/etc/cdi/bad.yaml")
     problems = info.value.problems
     assert len(problems) == 5
     assert all(p.startswith("/etc/cdi/bad.yaml: ") for p in problems)
     assert 'invalid version "9.9.9"' in problems[0]
     assert "(and 4 more problems)" in str(info.value)
     assert str(info.value).startswith("invalid CDI Spec /etc/cdi/bad.yaml: ")
+
+
+def test_versions_come_from_one_table_oldest_first() -> None:
+    assert tuple(SPEC_VERSIONS) == KNOWN_VERSIONS and KNOWN_VERSIONS[-1] == CURRENT_VERSION
+    assert [v for v, needs in SPEC_VERSIONS.items() if needs is not None] == [
+        "0.4.0",
+        "0.5.0",
+        "0.6.0",
+        "0.7.0",
+        "1.1.0",
+    ]
+    # Each requirement holds for the documents its version's rule names, none for the baseline.
+    baseline = spec()
+    assert not any(needs(baseline) for needs in SPEC_VERSIONS.values() if needs is not None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from kata_vfio.kata.config import (
 )
 from kata_vfio.kata.config import (
     KataConfig,
+    QemuSection,
     apply_annotations,
     config_from_toml,
     load_config,
@@ -79,7 +81,8 @@ def test_real_kata_configurations_load_with_kata_values(name: str) -> None:
     assert config.pcie_root_port == ports
     assert config.vfio_mode == mode
     assert config.default_memory == memory
-    assert config.machine_type == "q35"
+    assert config.hypervisor == "qemu" and config.qemu is not None
+    assert config.qemu.machine_type == "q35"
     assert config.path.startswith("/")
     assert config.source == str(path)
 
@@ -170,7 +173,12 @@ def test_vfio_mode_is_checked(tmp_path: Path) -> None:
     ("text", "message"),
     [
         ("[hypervisor.qemu\n", "not valid TOML"),
-        ("[hypervisor.clh]\npath = '/x'\n", "no [hypervisor.qemu]"),
+        ("runtime = 1\n", "no [hypervisor.<name>] section"),
+        ("[hypervisor.clh]\n[hypervisor.qemu]\npath = '/q'\n", "more than one hypervisor"),
+        ("[hypervisor.vbox]\npath = '/x'\n", "not a hypervisor Kata knows"),
+        ("[hypervisor.clh]\nkernel = '/k'\n", "path is not set"),
+        ("hypervisor = 3\n", "no [hypervisor.<name>] section"),
+        ("[hypervisor]\nqemu = 3\n", "[hypervisor.qemu] is not a table"),
         ("runtime = 3\n[hypervisor.qemu]\npath = '/q'\n", "[runtime] is not a table"),
         (b"\xff\xfe".decode("latin-1"), "not valid TOML"),
     ],
@@ -433,3 +441,36 @@ def test_any_toml_values_give_a_config_or_a_config_error(values: dict[str, objec
         pytest.fail(f"unexpected error type {type(exc).__name__}: {exc}")
     else:
         assert config.default_vcpus >= 1 and config.pcie_root_port <= 16
+
+
+def test_another_hypervisor_loads_with_its_common_keys_and_no_qemu_part(tmp_path: Path) -> None:
+    config = load_config(
+        _toml(
+            tmp_path,
+            '[hypervisor.clh]\npath = "/usr/bin/cloud-hypervisor"\nkernel = "/k"\n'
+            'cold_plug_vfio = "root-port"\nmachine_type = "pc"\ncpu_features = "pmu=off"\n',
+        )
+    )
+    assert (config.hypervisor, config.qemu) == ("clh", None)
+    assert (config.path, config.kernel, config.plug_port) == (
+        "/usr/bin/cloud-hypervisor",
+        "/k",
+        "root-port",
+    )
+    # machine_type is QEMU's: another hypervisor ignores it, in the file and in annotations.
+    enabled = dataclasses.replace(config, enable_annotations=("machine_type",))
+    assert apply_annotations(enabled, {HV + "machine_type": "pc"}) == enabled
+
+
+def test_qemu_settings_must_match_the_hypervisor() -> None:
+    with pytest.raises(ConfigError, match="QEMU settings do not match hypervisor 'clh'"):
+        KataConfig(hypervisor="clh").validate()
+    with pytest.raises(ConfigError, match="hypervisor 'vbox' is not one Kata knows"):
+        KataConfig(hypervisor="vbox", qemu=None).validate()
+
+
+def test_machine_type_annotation_changes_the_qemu_part() -> None:
+    config = KataConfig(path="/q", enable_annotations=("machine_type",))
+    updated = apply_annotations(config, {HV + "machine_type": "pc"})
+    assert updated.qemu == QemuSection(machine_type="pc")
+    assert config.qemu == QemuSection()

@@ -9,9 +9,10 @@ from sandbox_hosts import ServerBuilder, Zoo, oci_spec
 
 import kata_vfio._core as core
 from kata_vfio.errors import InvalidInputError, NotAssignableError, PlanError
-from kata_vfio.kata.devices import classify_spec_devices, function_id, resolve_groups
+from kata_vfio.kata.devices import classify_spec_devices, resolve_groups
 from kata_vfio.kata.kinds import cdi_kind
 from kata_vfio.testing import build_host
+from kata_vfio.vm.devices import function_id
 
 # Kata's TestIsVFIO table, plus the iommufd nodes: classification is by exact name.
 CLASSES = {

@@ -472,6 +472,30 @@ def test_any_sandbox_spec_gives_a_plan_or_a_project_error(
         assert len(plan.topology.ports) <= 16
 
 
+def test_a_hypervisor_without_a_backend_is_refused_before_anything_starts(
+    zoo: Zoo, nvidia_config: KataConfig
+) -> None:
+    server, names = zoo
+    clh = dataclasses.replace(nvidia_config, hypervisor="clh", qemu=None).validate()
+    with pytest.raises(PlanError, match="hypervisor 'clh' has no backend") as info:
+        plan_sandbox(oci_spec([server.group_node(names["gpu0"][0])]), host=server.host, config=clh)
+    assert "[hypervisor.qemu]" in (info.value.hint or "")
+
+
+def test_the_vm_plan_is_neutral_and_the_command_renders_it(
+    zoo: Zoo, nvidia_config: KataConfig
+) -> None:
+    server, names = zoo
+    plan = plan_sandbox(
+        oci_spec([server.group_node(names["gpu0"][0])]), host=server.host, config=nvidia_config
+    )
+    assert plan.vm.topology is plan.topology and plan.vm.deferred == ()
+    assert [f.device_id for f in plan.vm.functions] == [
+        f.device_id for d in plan.devices for f in d.functions
+    ]
+    assert plan.vm.kernel == nvidia_config.kernel and plan.qemu_argv[0] == nvidia_config.path
+
+
 def test_unknown_bar_sizes_are_named_in_a_warning(
     tmp_path: Path, nvidia_config: KataConfig
 ) -> None:

@@ -13,8 +13,9 @@ from sandbox_hosts import Zoo, oci_spec
 
 from kata_vfio.errors import PlanError, QmpError
 from kata_vfio.kata.config import KataConfig
-from kata_vfio.kata.hotplug import hotplug_request
+from kata_vfio.kata.hotplug import node_hotplug
 from kata_vfio.kata.sandbox import SandboxPlan, plan_sandbox
+from kata_vfio.qemu.hotplug import group_request
 from kata_vfio.qemu.launcher import QemuProcess
 from kata_vfio.qemu.qmp import (
     HotplugFunction,
@@ -90,7 +91,7 @@ def test_no_free_port_is_refused_before_qemu_is_asked(planned: SandboxPlan) -> N
 
 
 def test_an_id_in_use_is_refused(planned: SandboxPlan) -> None:
-    taken = planned.devices[0].functions[0].qemu_id
+    taken = planned.devices[0].functions[0].device_id
     with QemuProcess(emulated(planned).add("-S")) as vm:
         with pytest.raises(PlanError, match="already in use"):
             hotplug(vm.qmp, HotplugRequest(slots=((_nic(taken),),)))
@@ -123,7 +124,7 @@ def test_unplug_of_a_powered_slot_without_a_guest_times_out_and_keeps_the_object
     planned: SandboxPlan,
 ) -> None:
     """A cold-plugged device's slot is powered on at reset; only the guest can release it."""
-    ids = [f.qemu_id for f in planned.devices[0].functions]
+    ids = [f.device_id for f in planned.devices[0].functions]
     with QemuProcess(emulated(planned).add("-object", "iommufd,id=iommufd-g5").add("-S")) as vm:
         with pytest.raises(QmpError, match="not removed within 1 s") as info:
             unplug(vm.qmp, ids, iommufd="iommufd-g5", timeout=1.0)
@@ -162,7 +163,7 @@ def test_ports_are_listed_in_numeric_order(
 
 def test_vfio_request_for_a_group_is_what_cold_plug_would_place(zoo: Zoo) -> None:
     server, names = zoo
-    request = hotplug_request(server.host, server.cdev_node(names["gpu0"][0]))
+    request = group_request(node_hotplug(server.host, server.cdev_node(names["gpu0"][0])))
     group = server.host.group_of(names["gpu0"][0])
     assert group is not None and request.iommufd == f"iommufd-g{group.id}"
     link = ("iommufd", request.iommufd)
@@ -171,9 +172,9 @@ def test_vfio_request_for_a_group_is_what_cold_plug_would_place(zoo: Zoo) -> Non
         ("vfio-0000-01-00.0", 0, "vfio-pci", (("host", "0000:01:00.0"), link)),
         ("vfio-0000-01-00.1", 1, "vfio-pci", (("host", "0000:01:00.1"), link)),
     ]
-    assert hotplug_request(server.host, server.group_node(names["nic0"][0])).iommufd is None
+    assert node_hotplug(server.host, server.group_node(names["nic0"][0])).iommufd is None
     with pytest.raises(PlanError, match="not a VFIO device node"):
-        hotplug_request(server.host, "/dev/vfio/vfio")
+        node_hotplug(server.host, "/dev/vfio/vfio")
 
 
 def test_unplug_completes_with_a_guest_and_deletes_the_iommufd_object(

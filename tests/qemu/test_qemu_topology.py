@@ -35,7 +35,7 @@ def _expected(plan: SandboxPlan) -> dict[str, tuple[str, int, int]]:
         expected[expander.id] = ("pcie.0", expander.addr, 0)
     for device in plan.devices:
         for function in device.functions:
-            expected[function.qemu_id] = (function.port, 0, function.guest_function)
+            expected[function.device_id] = (function.port, 0, function.guest_function)
     return expected
 
 
@@ -47,7 +47,7 @@ def _check_in_qemu(plan: SandboxPlan) -> None:
         # Guest PCI paths from the QOM tree work on the paused machine already.
         for device in plan.devices:
             for function in device.functions:
-                path = guest_pci_path(vm.qmp, function.qemu_id)
+                path = guest_pci_path(vm.qmp, function.device_id)
                 assert str(path) == function.guest_pci_path
                 assert path.function == function.guest_function
                 expected_root = (

@@ -108,8 +108,7 @@ def binding_options(host: FakeHost, sim: KernelSim, state_dir: Path) -> dict[str
     modules_root = Path(host.root) / "modules"
     os.makedirs(modules_root, exist_ok=True)
     return {
-        "sysfs_root": host.sysfs_root,
-        "proc_root": host.proc_root,
+        "paths": host.paths,
         "state_dir": str(state_dir),
         "sysfs_writer": sim.write,
     }

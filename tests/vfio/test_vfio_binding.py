@@ -272,8 +272,9 @@ def test_the_default_loader_runs_modprobe_without_a_shell(scratch: Path) -> None
     fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}\necho "no module $1" >&2\nexit 1\n')
     fake.chmod(0o755)
     opts = binding_options(host, sim, scratch / "state")
+    opts["paths"] = host.paths.replace(modprobe=str(fake))
     with pytest.raises(BindError, match="no module vfio_pci"):
-        binding.bind("0000:01:00.0", modprobe=str(fake), **opts)
+        binding.bind("0000:01:00.0", **opts)
     assert record.read_text() == "vfio_pci\n"
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from kata_vfio import binding, vfio
+from kata_vfio import HostPaths, binding, vfio
 from kata_vfio._core import DmaBuffer, IommuFd, VfioContainer, VfioDevice, VfioGroup
 from kata_vfio.errors import (
     BdfError,
@@ -30,8 +30,8 @@ from kata_vfio.testing import FakeHost
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def roots(host: FakeHost) -> dict[str, str]:
-    return {"sysfs_root": host.sysfs_root, "dev_root": host.dev_root}
+def roots(host: FakeHost) -> dict[str, HostPaths]:
+    return {"paths": host.paths}
 
 
 def is_closed(fd: int) -> bool:
@@ -237,7 +237,7 @@ def test_fds_travel_over_a_unix_socket(lab_host: FakeHost, bind_opts: dict[str, 
 def test_qemu_ids_are_validated(lab_host: FakeHost) -> None:
     for bad in ("0abc", "a b", "x,y=1", ""):
         with pytest.raises(InvalidInputError, match="QEMU id"):
-            open_for_qemu("0000:01:00.0", object_id=bad, sysfs_root=lab_host.sysfs_root)
+            open_for_qemu("0000:01:00.0", object_id=bad, paths=lab_host.paths)
 
 
 @pytest.mark.qemu

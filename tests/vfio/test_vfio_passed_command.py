@@ -73,7 +73,7 @@ def test_pass_cdevs_opens_one_iommufd_per_object_and_leaves_groups_to_qemu(
         _vfio("nic", "0000:01:00.0", None),
         objects=("iommufd-g12",),
     )
-    with pass_cdevs(command, sysfs_root=lab_host.sysfs_root, dev_root=lab_host.dev_root) as passed:
+    with pass_cdevs(command, paths=lab_host.paths) as passed:
         (fds,) = passed.fds
         targets = [os.readlink(f"/proc/self/fd/{fd}") for fd in passed.pass_fds]
         assert targets == [
@@ -90,7 +90,7 @@ def test_pass_cdevs_opens_one_iommufd_per_object_and_leaves_groups_to_qemu(
         kept = passed.pass_fds
     assert all(_closed(fd) for fd in kept)
     nothing = _command(_vfio("nic", "0000:01:00.0", None))
-    assert pass_cdevs(nothing, sysfs_root=lab_host.sysfs_root).command == nothing
+    assert pass_cdevs(nothing, paths=lab_host.paths).command == nothing
 
 
 def test_a_device_that_cannot_be_passed_leaves_nothing_open(
@@ -104,5 +104,5 @@ def test_a_device_that_cannot_be_passed_leaves_nothing_open(
         objects=("iommufd-a", "iommufd-b"),
     )
     with pytest.raises(NotAssignableError):
-        pass_cdevs(command, sysfs_root=lab_host.sysfs_root, dev_root=lab_host.dev_root)
+        pass_cdevs(command, paths=lab_host.paths)
     assert set(os.listdir("/proc/self/fd")) == before

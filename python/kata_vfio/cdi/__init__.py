@@ -81,7 +81,7 @@ from kata_vfio.cdi.registry import (
     transient_spec_file_name,
     transient_spec_file_name_for,
 )
-from kata_vfio.cdi.validate import spec_problems
+from kata_vfio.cdi.validate import spec_problems, validate_spec
 from kata_vfio.cdi.versions import CURRENT_VERSION, KNOWN_VERSIONS, minimum_version
 
 __all__ = [
@@ -140,6 +140,7 @@ __all__ = [
     "update_annotations",
     "validate_class_name",
     "validate_device_name",
+    "validate_spec",
     "validate_vendor_name",
     "write_vfio_spec",
 ]

@@ -38,6 +38,7 @@ from kata_vfio._core import Bdf, Host, PciDevice
 from kata_vfio.cdi.model import ContainerEdits, Device, DeviceNode, Spec
 from kata_vfio.cdi.names import parse_qualifier, validate_class_name, validate_vendor_name
 from kata_vfio.cdi.registry import Registry
+from kata_vfio.cdi.validate import validate_spec
 from kata_vfio.cdi.versions import minimum_version
 from kata_vfio.errors import CdiError, InvalidInputError
 
@@ -278,7 +279,7 @@ def _build(
         container_edits=ContainerEdits(device_nodes=(DeviceNode(path=control),)),
     )
     spec = dataclasses.replace(spec, version=minimum_version(spec))
-    spec.validate(source=f"generated spec for {kind}")
+    validate_spec(spec, source=f"generated spec for {kind}")
     return spec
 
 

@@ -41,6 +41,7 @@ from kata_vfio.cdi.model import (
     Spec,
     frozen_mapping,
 )
+from kata_vfio.cdi.validate import validate_spec
 from kata_vfio.cdi.yamlgo import go_parse_int, go_scalar_string, load_yaml
 from kata_vfio.errors import CdiSpecError
 
@@ -78,7 +79,7 @@ def load_spec(path: str | os.PathLike[str]) -> Spec:
     """
     text_path = os.fspath(path)
     spec = parse_spec(read_spec_bytes(text_path), source=text_path)
-    spec.validate(source=text_path)
+    validate_spec(spec, source=text_path)
     return spec
 
 

@@ -5,6 +5,9 @@ Field names are Python spellings of the exact JSON keys (``additionalGids``, ``h
 reference's field order with its ``omitempty`` rules. Every record is frozen and holds tuples,
 so a spec held by a registry can never be changed by an injection.
 
+A leaf: the records know no rules. Validation is :func:`kata_vfio.cdi.validate.validate_spec`,
+the version a document needs :func:`kata_vfio.cdi.versions.minimum_version`.
+
 Zero values mean "not set", as in the reference: ``type=""``, ``major=0``, ``host_path=""``.
 Fields the reference keeps as pointers (``fileMode``, ``uid``, ``gid``, ``timeout``,
 ``intelRdt``, ``schemata``) are ``None`` when absent, because presence matters there
@@ -280,19 +283,6 @@ class Spec:
         """``vendor/class=name`` for each device, in document order."""
         vendor, cls = parse_qualifier(self.kind)
         return tuple(qualified_name(vendor, cls, d.name) for d in self.devices)
-
-    def validate(self, *, source: str | None = None) -> None:
-        """Checks everything the reference checks; raises :class:`CdiSpecError` listing every
-        problem, each naming the field. ``source`` (a file path) prefixes the messages."""
-        from kata_vfio.cdi.validate import validate_spec  # noqa: PLC0415 (import cycle)
-
-        validate_spec(self, source=source)
-
-    def minimum_version(self) -> str:
-        """The oldest spec version that has every feature this document uses."""
-        from kata_vfio.cdi.versions import minimum_version  # noqa: PLC0415 (import cycle)
-
-        return minimum_version(self)
 
     def to_document(self) -> dict[str, Any]:
         """The JSON object, keys in the reference's order; empty spec-level edits left out."""

@@ -46,6 +46,7 @@ from kata_vfio.cdi.inject import InjectionResult, inject_edits
 from kata_vfio.cdi.loader import parse_spec, read_spec_fd
 from kata_vfio.cdi.model import ContainerEdits, Device, Spec
 from kata_vfio.cdi.names import is_qualified_name, parse_qualifier, qualified_name
+from kata_vfio.cdi.validate import validate_spec
 from kata_vfio.errors import (
     CdiError,
     CdiInjectionError,
@@ -223,10 +224,6 @@ class Registry:
         """Vendors with at least one valid spec file, sorted."""
         return tuple(sorted({s.vendor for s in self._current().specs}))
 
-    def list_classes(self) -> tuple[str, ...]:
-        """Classes with at least one valid spec file, sorted."""
-        return tuple(sorted({s.cls for s in self._current().specs}))
-
     @property
     def errors(self) -> Mapping[str, tuple[str, ...]]:
         """Problems by spec file path (and by directory for unreadable directories)."""
@@ -290,7 +287,7 @@ class Registry:
         ``.yaml`` or ``.json`` (which also picks the format).
         """
         path = self._spec_path(name if name is not None else spec_file_name_for(spec))
-        spec.validate(source=path)
+        validate_spec(spec, source=path)
         atomic_write(
             path,
             dump_spec(spec, format_for_path(path)),
@@ -562,7 +559,7 @@ def _load_file(path: str, old: _FileState | None) -> _FileState:
         os.close(fd)
     try:
         spec = parse_spec(data, source=path)
-        spec.validate(source=path)
+        validate_spec(spec, source=path)
     except CdiSpecError as exc:
         return _FileState(signature, read_at, None, exc.problems)
     return _FileState(signature, read_at, spec, ())

@@ -1,7 +1,6 @@
-"""CDI spec versions: the known list and the minimum version a document needs.
-
-Rules from the reference (``specs-go/version.go``); a feature counts at spec level or in any
-device:
+"""CDI spec versions: one table of every known version and the features that require it
+(:data:`SPEC_VERSIONS`), as the reference's ``specs-go/version.go`` keeps them, so a new spec
+version is one entry. A feature counts at spec level or in any device:
 
 ===========  ============================================================================
 1.1.0        ``netDevices``; ``intelRdt.schemata`` present (even ``[]``) or
@@ -17,7 +16,7 @@ device:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from kata_vfio.cdi.goquote import go_quote
 from kata_vfio.cdi.model import ContainerEdits, Spec
@@ -26,30 +25,18 @@ __all__ = [
     "CURRENT_VERSION",
     "EARLIEST_VERSION",
     "KNOWN_VERSIONS",
+    "SPEC_VERSIONS",
+    "Requirement",
     "minimum_version",
     "normalize_version",
     "version_problem",
 ]
 
-KNOWN_VERSIONS: tuple[str, ...] = (
-    "0.1.0",
-    "0.2.0",
-    "0.3.0",
-    "0.4.0",
-    "0.5.0",
-    "0.6.0",
-    "0.7.0",
-    "0.8.0",
-    "1.0.0",
-    "1.1.0",
-)
-"""Every released spec version, oldest first."""
+Requirement = Callable[[Spec], bool]
+"""Whether a document uses a feature of one spec version."""
 
-CURRENT_VERSION = "1.1.0"
 EARLIEST_VERSION = "0.3.0"
-
 _DIGITS = frozenset("0123456789")
-_ORDER = {version: index for index, version in enumerate(KNOWN_VERSIONS)}
 
 
 def normalize_version(version: str) -> str:
@@ -58,17 +45,12 @@ def normalize_version(version: str) -> str:
 
 
 def minimum_version(spec: Spec) -> str:
-    """The oldest spec version that supports every feature ``spec`` uses."""
-    if _requires_1_1_0(spec):
-        return "1.1.0"
-    if _requires_0_7_0(spec):
-        return "0.7.0"
-    if _requires_0_6_0(spec):
-        return "0.6.0"
-    if _requires_0_5_0(spec):
-        return "0.5.0"
-    if _requires_0_4_0(spec):
-        return "0.4.0"
+    """The oldest spec version that supports every feature ``spec`` uses: the newest version
+    whose features it uses, else :data:`EARLIEST_VERSION`."""
+    for version in reversed(KNOWN_VERSIONS):
+        requires = SPEC_VERSIONS[version]
+        if requires is not None and requires(spec):
+            return version
     return EARLIEST_VERSION
 
 
@@ -118,3 +100,23 @@ def _requires_0_5_0(spec: Spec) -> bool:
 
 def _requires_0_4_0(spec: Spec) -> bool:
     return any(mount.type for edits in _all_edits(spec) for mount in edits.mounts)
+
+
+SPEC_VERSIONS: Mapping[str, Requirement | None] = {
+    "0.1.0": None,
+    "0.2.0": None,
+    "0.3.0": None,
+    "0.4.0": _requires_0_4_0,
+    "0.5.0": _requires_0_5_0,
+    "0.6.0": _requires_0_6_0,
+    "0.7.0": _requires_0_7_0,
+    "0.8.0": None,
+    "1.0.0": None,
+    "1.1.0": _requires_1_1_0,
+}
+"""Every released spec version, oldest first, with what requires it (None: nothing a
+document can use; the version changed the Go API only, or predates the earliest one)."""
+
+KNOWN_VERSIONS: tuple[str, ...] = tuple(SPEC_VERSIONS)
+CURRENT_VERSION = KNOWN_VERSIONS[-1]
+_ORDER = {version: index for index, version in enumerate(KNOWN_VERSIONS)}

@@ -1,4 +1,4 @@
-"""What every subcommand shares: global options, host roots, output and error handling."""
+"""What every subcommand shares: global options, the host paths, output and error handling."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import math
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any, NoReturn, TextIO
 
+from kata_vfio import HostPaths
 from kata_vfio._echo import echo
 from kata_vfio._numbers import decimal_digits
 from kata_vfio.errors import InvalidInputError, KataVfioError
@@ -76,6 +76,18 @@ def add_global_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_spec_dir_option(parser: argparse.ArgumentParser) -> None:
+    """``--spec-dir DIR`` (repeatable): the CDI spec directories, lowest priority first."""
+    parser.add_argument(
+        "--spec-dir",
+        action="append",
+        dest="spec_dirs",
+        metavar="DIR",
+        help="a CDI spec directory; repeat in priority order, last wins "
+        "(default: /etc/cdi then /var/run/cdi)",
+    )
+
+
 def add_command(
     subparsers: Any, name: str, handler: Handler, help_text: str
 ) -> argparse.ArgumentParser:
@@ -104,17 +116,10 @@ def add_subcommand(
     return sub
 
 
-@dataclass(frozen=True)
-class HostRoots:
-    """Where the host's sysfs, devfs and procfs are read from."""
-
-    sysfs_root: str
-    dev_root: str
-    proc_root: str | None
-
-
-def host_roots(args: argparse.Namespace) -> HostRoots:
-    """The roots chosen by the global options (``--sample`` builds the sample host)."""
+def host_paths(args: argparse.Namespace) -> HostPaths:
+    """The host the global options name (``--sample`` builds the sample host). A copied or
+    fake sysfs tree is read with the devfs and procfs beside it unless they are given, never
+    with this machine's, which would mix two hosts."""
     if args.sample:
         if args.sysfs_root or args.dev_root or args.proc_root:
             raise InvalidInputError(
@@ -124,8 +129,7 @@ def host_roots(args: argparse.Namespace) -> HostRoots:
         # Imported only here: building the sample host is not needed by any other command.
         from kata_vfio.samples import sample_host  # noqa: PLC0415
 
-        sample = sample_host()
-        return HostRoots(sample.sysfs_root, sample.dev_root, sample.proc_root)
+        return sample_host().paths
     for option, value in (
         ("--sysfs-root", args.sysfs_root),
         ("--dev-root", args.dev_root),
@@ -136,17 +140,8 @@ def host_roots(args: argparse.Namespace) -> HostRoots:
                 f"{option} {value!r} is not a directory",
                 hint="give the directory that holds the tree (e.g. a copied /sys)",
             )
-    dev_root = args.dev_root
-    if dev_root is None:
-        # A copied or fake sysfs tree is read with the devfs beside it (or none), never with
-        # this machine's /dev, which would mix two hosts.
-        dev_root = "/dev" if args.sysfs_root is None else _beside(args.sysfs_root, "dev")
-    return HostRoots(args.sysfs_root or "/sys", dev_root, args.proc_root)
-
-
-def _beside(sysfs_root: str, name: str) -> str:
-    """``<parent of sysfs_root>/name`` (it may not exist: a tree without devfs)."""
-    return os.path.join(os.path.dirname(os.path.abspath(sysfs_root)), name)
+    paths = HostPaths() if args.sysfs_root is None else HostPaths.for_tree(args.sysfs_root)
+    return paths.replace(devfs=args.dev_root, procfs=args.proc_root)
 
 
 def print_json(document: Any, stream: TextIO | None = None) -> None:

@@ -9,13 +9,12 @@ touches the real journal).
 from __future__ import annotations
 
 import argparse
-import os
-from typing import Any, TypedDict
+from typing import Any, NamedTuple
 
-from kata_vfio import binding, vfio
-from kata_vfio._core import Bdf, BindReport, Host, scan
+from kata_vfio import Bdf, HostPaths, binding, scan, vfio
 from kata_vfio._echo import echo
 from kata_vfio._numbers import decimal_digits
+from kata_vfio.binding import BindReport
 from kata_vfio.cli import _common
 from kata_vfio.errors import InvalidInputError
 from kata_vfio.host import memlock
@@ -108,36 +107,29 @@ def _add_common(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--state-dir", metavar="DIR", help="journal directory")
 
 
-class _Paths(TypedDict):
-    """The roots binding works under (keyword arguments of the binding functions)."""
+class _Where(NamedTuple):
+    """The host binding works on and its journal directory."""
 
-    sysfs_root: str
-    proc_root: str
+    paths: HostPaths
     state_dir: str
 
 
-def _paths(args: argparse.Namespace) -> _Paths:
+def _where(args: argparse.Namespace) -> _Where:
     # The sample host is shared (cached per user): plans and listings only.
     if args.sample and not (args.dry_run or getattr(args, "list", False)):
         raise InvalidInputError(
             "the sample host is read-only: it cannot be bound or restored",
             hint="add --dry-run to see the writes, or build a fake host with kata_vfio.testing",
         )
-    roots = _common.host_roots(args)
-    beside = os.path.dirname(os.path.abspath(roots.sysfs_root))
-    real = roots.sysfs_root == "/sys"
-    proc_root = roots.proc_root or ("/proc" if real else os.path.join(beside, "proc"))
-    state_dir = args.state_dir or (
-        binding.DEFAULT_STATE_DIR if real else os.path.join(beside, "run/kata-vfio")
-    )
-    return _Paths(sysfs_root=roots.sysfs_root, proc_root=proc_root, state_dir=state_dir)
+    paths = _common.host_paths(args)
+    return _Where(paths, args.state_dir or binding.default_state_dir(paths))
 
 
 def _bdfs(texts: list[str]) -> list[Bdf]:
     return [Bdf(text) for text in texts]  # a malformed address is a usage error (exit 2)
 
 
-def _targets(args: argparse.Namespace, paths: _Paths) -> tuple[list[Bdf], bool | None]:
+def _targets(args: argparse.Namespace, paths: HostPaths) -> tuple[list[Bdf], bool | None]:
     """The addresses named, with each group number (``12``) replaced by its endpoints, and
     the group mode (a group number means the whole group)."""
     numbers = [text for text in args.bdfs if text.isascii() and text.isdecimal()]
@@ -148,7 +140,7 @@ def _targets(args: argparse.Namespace, paths: _Paths) -> tuple[list[Bdf], bool |
         )
     bdfs = _bdfs([text for text in args.bdfs if text not in numbers])
     if numbers:
-        host = scan(paths["sysfs_root"], proc_root=paths["proc_root"])
+        host = scan(paths)
         for number in numbers:
             group = decimal_digits(number, max_value=_MAX_GROUP)
             if group is None:
@@ -203,8 +195,8 @@ def _print_report(report: BindReport, args: argparse.Namespace, state_dir: str) 
 
 
 def _cmd_bind(args: argparse.Namespace) -> int:
-    paths = _paths(args)
-    bdfs, group = _targets(args, paths)
+    where = _where(args)
+    bdfs, group = _targets(args, where.paths)
     report = binding.bind(
         bdfs,
         group=group,
@@ -213,39 +205,42 @@ def _cmd_bind(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         modules_root=args.modules_root,
         kernel_release=args.kernel_release,
-        **paths,
+        paths=where.paths,
+        state_dir=where.state_dir,
     )
-    _print_report(report, args, paths["state_dir"])
+    _print_report(report, args, where.state_dir)
     return _common.EXIT_OK
 
 
 def _cmd_unbind(args: argparse.Namespace) -> int:
-    paths = _paths(args)
-    bdfs, group = _targets(args, paths)
+    where = _where(args)
+    bdfs, group = _targets(args, where.paths)
     report = binding.unbind(
         bdfs,
         group=group,
         dry_run=args.dry_run,
-        **paths,
+        paths=where.paths,
+        state_dir=where.state_dir,
     )
-    _print_report(report, args, paths["state_dir"])
+    _print_report(report, args, where.state_dir)
     return _common.EXIT_OK
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
-    paths = _paths(args)
+    where = _where(args)
     if args.list:
-        _print_journal(binding.journal(paths["state_dir"]), args, paths["state_dir"])
+        _print_journal(binding.journal(where.state_dir), args, where.state_dir)
         return _common.EXIT_OK
     devices = _bdfs(args.bdfs) if args.bdfs else None
     report = binding.restore(
         devices,
         dry_run=args.dry_run,
-        **paths,
+        paths=where.paths,
+        state_dir=where.state_dir,
     )
     if not report.devices and not args.json:
-        print(f"nothing to restore (journal {paths['state_dir']} is empty)")
-    _print_report(report, args, paths["state_dir"])
+        print(f"nothing to restore (journal {where.state_dir} is empty)")
+    _print_report(report, args, where.state_dir)
     return _common.EXIT_OK
 
 
@@ -273,53 +268,6 @@ def _print_journal(
         print(f"nothing to restore (journal {state_dir} is empty)")
 
 
-def add_open_options(sub: argparse.ArgumentParser) -> None:
-    """``--open`` and ``--iommufd`` for ``kata-vfio check``."""
-    sub.add_argument(
-        "--open",
-        action="store_true",
-        help="also open container, group and device exactly as QEMU will (needs root)",
-    )
-    sub.add_argument(
-        "--iommufd", action="store_true", help="with --open: through the cdev and /dev/iommu"
-    )
-
-
-def open_checks(
-    args: argparse.Namespace, bdfs: list[Bdf], host: Host
-) -> tuple[vfio.OpenCheck, ...] | None:
-    """``check --open``: the preflight for each device (None without ``--open``)."""
-    if not args.open:
-        return None
-    if args.sample:
-        raise InvalidInputError(
-            "the sample host has no real VFIO nodes to open",
-            hint="drop --open, or run on a host with the devices bound to vfio-pci",
-        )
-    mode: vfio.Mode = "iommufd" if args.iommufd else "legacy"
-    roots = _common.host_roots(args)
-    return tuple(
-        vfio.check_open(
-            bdf, mode=mode, sysfs_root=roots.sysfs_root, dev_root=roots.dev_root, host=host
-        )
-        for bdf in bdfs
-        if host.find_device(bdf) is not None
-    )
-
-
-def print_open_checks(checks: tuple[vfio.OpenCheck, ...]) -> None:
-    """The preflight as text: one line per step, then the error and its hint."""
-    for check in checks:
-        print(f"{check.bdf}: open ({check.mode}) {'OK' if check.ok else 'FAILED'}")
-        for step in check.steps:
-            detail = f": {step.detail}" if step.detail else ""
-            print(f"  [{'ok' if step.ok else 'FAIL'}] {step.step}{detail}")
-        if check.error and not any(not s.ok for s in check.steps):
-            print(f"  error: {check.error}")
-        if check.hint:
-            print(f"  hint: {check.hint}")
-
-
 def _size_text(size: int) -> str:
     return f"{memlock.format_size(size)} ({size:#x})" if size else "0"
 
@@ -330,12 +278,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
             "the sample host has no real VFIO nodes to open",
             hint="run `kata-vfio info` on a host with the device bound to vfio-pci",
         )
-    roots = _common.host_roots(args)
     report = vfio.device_report(
         Bdf(args.bdf),
         mode="iommufd" if args.iommufd else "legacy",
-        sysfs_root=roots.sysfs_root,
-        dev_root=roots.dev_root,
+        paths=_common.host_paths(args),
     )
     if args.json:
         _common.print_json(report.to_dict())

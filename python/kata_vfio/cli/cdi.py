@@ -11,8 +11,7 @@ import argparse
 import sys
 from typing import Any
 
-from kata_vfio import oci
-from kata_vfio._core import scan
+from kata_vfio import oci, scan
 from kata_vfio.cdi import (
     NAMINGS,
     DevfsLookup,
@@ -23,6 +22,7 @@ from kata_vfio.cdi import (
     generate_vfio_spec,
     generate_vfio_specs,
     load_spec,
+    minimum_version,
     parse_annotations,
     strip_annotations,
     write_vfio_spec,
@@ -38,14 +38,7 @@ def register(subparsers: Any) -> None:
     cdi = _common.add_command(
         subparsers, "cdi", _cmd_missing, "CDI: list, validate, generate and inject devices"
     )
-    cdi.add_argument(
-        "--spec-dir",
-        action="append",
-        dest="spec_dirs",
-        metavar="DIR",
-        help="a CDI spec directory; repeat in priority order, last wins "
-        "(default: /etc/cdi then /var/run/cdi)",
-    )
+    _common.add_spec_dir_option(cdi)
     commands = cdi.add_subparsers(dest="cdi_command", metavar="SUBCOMMAND")
     commands.required = True
 
@@ -186,7 +179,7 @@ def _validate_one(path: str) -> dict[str, Any]:
         valid=True,
         kind=spec.kind,
         cdiVersion=spec.version,
-        minimumVersion=spec.minimum_version(),
+        minimumVersion=minimum_version(spec),
         devices=list(spec.qualified_names()),
     )
     if not path.endswith((".yaml", ".json")):
@@ -195,8 +188,7 @@ def _validate_one(path: str) -> dict[str, Any]:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    roots = _common.host_roots(args)
-    host = scan(roots.sysfs_root, roots.dev_root, roots.proc_root)
+    host = scan(_common.host_paths(args))
     options: dict[str, Any] = {
         "naming": args.naming,
         "cdev": args.cdev,
@@ -229,8 +221,8 @@ def _device_lookup(args: argparse.Namespace) -> DeviceLookup | None:
     """Host nodes come from /dev unless the global options point at another devfs."""
     if not (args.sample or args.dev_root):
         return None
-    roots = _common.host_roots(args)
-    return DevfsLookup(roots.dev_root, roots.sysfs_root)
+    paths = _common.host_paths(args)
+    return DevfsLookup(paths.devfs, paths.sysfs)
 
 
 def _cmd_inject(args: argparse.Namespace) -> int:

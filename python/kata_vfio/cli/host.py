@@ -6,9 +6,9 @@ import argparse
 import sys
 from typing import Any
 
-from kata_vfio._core import Bdf, Host, IommuGroup, scan
+from kata_vfio import Bdf, Host, IommuGroup, scan, vfio
 from kata_vfio.cli import _common
-from kata_vfio.cli import bind as bind_cli
+from kata_vfio.errors import InvalidInputError
 from kata_vfio.host import doctor, readiness, render, report
 from kata_vfio.host.memlock import MIN_VM_MEMORY
 from kata_vfio.units import parse_size
@@ -30,7 +30,7 @@ def register(subparsers: Any) -> None:
         subparsers, "check", _cmd_check, "can these devices be passed through now?"
     )
     sub.add_argument("bdfs", nargs="+", metavar="BDF", help="PCI address, e.g. 0000:01:00.0")
-    bind_cli.add_open_options(sub)
+    _add_open_options(sub)
     sub = _common.add_command(
         subparsers, "doctor", _cmd_doctor, "check that this host is ready for VFIO passthrough"
     )
@@ -43,8 +43,7 @@ def register(subparsers: Any) -> None:
 
 
 def _scan(args: argparse.Namespace, *, details: bool = False) -> Host:
-    roots = _common.host_roots(args)
-    return scan(roots.sysfs_root, roots.dev_root, roots.proc_root, details=details)
+    return scan(_common.host_paths(args), details=details)
 
 
 def _yes_no(value: bool) -> str:
@@ -171,7 +170,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     bdfs = [Bdf(text) for text in args.bdfs]  # a bad address is a usage error (exit 2)
     host = _scan(args)
     results = readiness.check_devices(host, bdfs)
-    opened = bind_cli.open_checks(args, bdfs, host)  # None without --open
+    opened = _open_checks(args, bdfs, host)  # None without --open
     if args.json:
         _common.print_json(
             {
@@ -204,7 +203,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
                     print(f"    {render.blocker_reason(blocker)}")
                     print(f"    fix: {render.fix_text(blocker)}")
         if opened is not None:
-            bind_cli.print_open_checks(opened)
+            _print_open_checks(opened)
     ok = all(r.assignable for r in results) and all(c.ok for c in opened or ())
     return _common.EXIT_OK if ok else _common.EXIT_FINDING
 
@@ -231,3 +230,48 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
                 print(f"       hint: {c.hint}")
     failed = any(c.status == "fail" for c in checks)
     return _common.EXIT_FINDING if failed else _common.EXIT_OK
+
+
+def _add_open_options(sub: argparse.ArgumentParser) -> None:
+    """``--open`` and ``--iommufd`` for ``kata-vfio check``."""
+    sub.add_argument(
+        "--open",
+        action="store_true",
+        help="also open container, group and device exactly as QEMU will (needs root)",
+    )
+    sub.add_argument(
+        "--iommufd", action="store_true", help="with --open: through the cdev and /dev/iommu"
+    )
+
+
+def _open_checks(
+    args: argparse.Namespace, bdfs: list[Bdf], host: Host
+) -> tuple[vfio.OpenCheck, ...] | None:
+    """``check --open``: the preflight for each device (None without ``--open``)."""
+    if not args.open:
+        return None
+    if args.sample:
+        raise InvalidInputError(
+            "the sample host has no real VFIO nodes to open",
+            hint="drop --open, or run on a host with the devices bound to vfio-pci",
+        )
+    mode: vfio.Mode = "iommufd" if args.iommufd else "legacy"
+    paths = _common.host_paths(args)
+    return tuple(
+        vfio.check_open(bdf, mode=mode, paths=paths, host=host)
+        for bdf in bdfs
+        if host.find_device(bdf) is not None
+    )
+
+
+def _print_open_checks(checks: tuple[vfio.OpenCheck, ...]) -> None:
+    """The preflight as text: one line per step, then the error and its hint."""
+    for check in checks:
+        print(f"{check.bdf}: open ({check.mode}) {'OK' if check.ok else 'FAILED'}")
+        for step in check.steps:
+            detail = f": {step.detail}" if step.detail else ""
+            print(f"  [{'ok' if step.ok else 'FAIL'}] {step.step}{detail}")
+        if check.error and not any(not s.ok for s in check.steps):
+            print(f"  error: {check.error}")
+        if check.hint:
+            print(f"  hint: {check.hint}")

@@ -9,29 +9,22 @@ softly on Ctrl-C or SIGTERM; ``--dry-run`` only prints the command. ``hotplug`` 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 import signal
 import sys
 from types import FrameType
 from typing import Any
 
-from kata_vfio._core import scan
+from kata_vfio import scan
 from kata_vfio.cli import _common
-from kata_vfio.cli.sandbox import add_plan_options, plan_from_args
-from kata_vfio.errors import InvalidInputError, QemuError
-from kata_vfio.kata.devices import function_id
-from kata_vfio.kata.hotplug import hotplug_request
-from kata_vfio.qemu.launcher import QemuProcess
-from kata_vfio.qemu.qmp import (
-    HotplugFunction,
-    HotplugRequest,
-    QmpSession,
-    hotplug,
-    list_ports,
-    port_occupancy,
-    unplug,
-)
-from kata_vfio.vm.placement import PlannedDevice
+from kata_vfio.cli._plan import add_plan_options, plan_from_args
+from kata_vfio.kata.hotplug import node_hotplug
+from kata_vfio.kata.run import run_sandbox
+from kata_vfio.qemu.hotplug import hotplug_group, unplug_group
+from kata_vfio.qemu.qmp import QmpSession, list_ports, port_occupancy, unplug
+from kata_vfio.qemu.run import VmStarted
+from kata_vfio.vm.hotplug import HotplugGroup
 
 __all__ = ["register"]
 
@@ -128,51 +121,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
         else:
             print(shlex.join(plan.qemu_argv))
         return _common.EXIT_OK
-    if plan.runtime_dir is None:
-        raise InvalidInputError("no runtime directory", hint="pass --runtime-dir")
-    vm = QemuProcess(plan.command, runtime_dir=plan.runtime_dir, start_timeout=args.start_timeout)
-    with _stop_on_signals(), vm:
-        plugged = [_plug(vm.qmp, device) for device in plan.devices if device.plug == "hot"]
-        report = {
-            "pid": vm.pid,
-            "runtime_dir": vm.runtime_dir,
-            "qmp": vm.qmp_socket,
-            "hotplugged": plugged,
-        }
+
+    def started(vm: VmStarted) -> None:
+        plugged: list[dict[str, Any]] = [
+            {"group": p.group, "ports": list(p.result.ports), "ids": list(p.result.ids)}
+            for p in vm.hotplugged
+        ]
         if _json(args):
-            _common.print_json(report)
+            _common.print_json(
+                {
+                    "pid": vm.pid,
+                    "runtime_dir": vm.runtime_dir,
+                    "qmp": vm.qmp_socket,
+                    "hotplugged": plugged,
+                }
+            )
         else:
             print(f"QEMU running, pid {vm.pid}, QMP {vm.qmp_socket}")
             for entry in plugged:
                 print(f"hot-plugged group {entry['group']} into {', '.join(entry['ports'])}")
         sys.stdout.flush()
-        try:
-            code = vm.wait()
-        except _Stop:
-            code = None
-    if code not in (None, 0):
-        raise QemuError(f"QEMU exited with status {code}", hint=f"see its log: {vm.stderr()}")
+
+    with contextlib.suppress(_Stop), _stop_on_signals():
+        run_sandbox(plan, start_timeout=args.start_timeout, on_started=started)
     return _common.EXIT_OK
 
 
-def _plug(session: QmpSession, device: PlannedDevice) -> dict[str, Any]:
-    slots: dict[str, list[HotplugFunction]] = {}
-    for function in sorted(device.functions, key=lambda f: f.guest_order):
-        link = (("iommufd", device.iommufd),) if device.iommufd else ()
-        slots.setdefault(function.port, []).append(
-            HotplugFunction(
-                qemu_id=function_id(function.bdf),
-                guest_function=function.guest_function,
-                props=(("host", str(function.bdf)), *link),
-            )
-        )
-    request = HotplugRequest(slots=tuple(tuple(s) for s in slots.values()), iommufd=device.iommufd)
-    result = hotplug(session, request, ports=list(slots))
-    return {"group": device.group, "ports": list(result.ports), "ids": list(result.ids)}
-
-
 class _Stop(Exception):
-    """SIGINT or SIGTERM arrived: leave the with-block, which stops QEMU softly."""
+    """SIGINT or SIGTERM arrived: leave the VM's wait, which stops QEMU softly."""
 
 
 class _stop_on_signals:
@@ -195,16 +171,15 @@ def _session(args: argparse.Namespace) -> QmpSession:
     return QmpSession(args.qmp, timeout=args.qmp_timeout).connect()
 
 
-def _request(args: argparse.Namespace) -> HotplugRequest:
-    roots = _common.host_roots(args)
-    host = scan(roots.sysfs_root, roots.dev_root, roots.proc_root)
-    return hotplug_request(host, args.device)
+def _group(args: argparse.Namespace) -> HotplugGroup:
+    host = scan(_common.host_paths(args))
+    return node_hotplug(host, args.device)
 
 
 def _cmd_hotplug(args: argparse.Namespace) -> int:
-    request = _request(args)
+    group = _group(args)
     with _session(args) as session:
-        result = hotplug(session, request, ports=args.ports)
+        result = hotplug_group(session, group, ports=args.ports)
     document = {
         "ports": list(result.ports),
         "ids": list(result.ids),
@@ -222,13 +197,14 @@ def _cmd_hotplug(args: argparse.Namespace) -> int:
 
 def _cmd_unplug(args: argparse.Namespace) -> int:
     if args.device:
-        request = _request(args)
-        ids = [f.qemu_id for slot in request.slots for f in slot]
-        iommufd = request.iommufd
+        group = _group(args)
+        ids, iommufd = list(group.device_ids), group.iommufd
+        with _session(args) as session:
+            unplug_group(session, group, timeout=args.timeout)
     else:
         ids, iommufd = list(args.ids), args.iommufd
-    with _session(args) as session:
-        unplug(session, ids, iommufd=iommufd, timeout=args.timeout)
+        with _session(args) as session:
+            unplug(session, ids, iommufd=iommufd, timeout=args.timeout)
     if _json(args):
         _common.print_json({"removed": ids, "iommufd_deleted": iommufd})
     else:

@@ -10,31 +10,17 @@ annotations for the guest and the agent's device list.
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 from typing import Any
 
 from kata_vfio import oci
-from kata_vfio._core import scan
-from kata_vfio._json import strict_loads
-from kata_vfio.cdi import DevfsLookup, Registry
 from kata_vfio.cli import _common
-from kata_vfio.errors import ConfigError, HostIOError, InvalidInputError
-from kata_vfio.kata.config import KataConfig, load_config
-from kata_vfio.kata.container import SandboxView, plan_container
-from kata_vfio.kata.sandbox import SandboxPlan, plan_sandbox, vm_name
+from kata_vfio.cli._plan import add_plan_options, plan_from_args
+from kata_vfio.kata.container import load_sandbox_view, plan_container
+from kata_vfio.kata.sandbox import SandboxPlan
 
-__all__ = ["DEFAULT_CONFIGS", "RUNTIME_BASE", "add_plan_options", "plan_from_args", "register"]
-
-# Where Kata looks for its configuration, in order (the first that exists is used).
-DEFAULT_CONFIGS = (
-    "/etc/kata-containers/configuration.toml",
-    "/opt/kata/share/defaults/kata-containers/configuration.toml",
-    "/usr/share/defaults/kata-containers/configuration.toml",
-)
-RUNTIME_BASE = "/run/kata-vfio"
-_MAX_PLAN_BYTES = 64 * 1024 * 1024
+__all__ = ["register"]
 
 
 def register(subparsers: Any) -> None:
@@ -65,76 +51,6 @@ def register(subparsers: Any) -> None:
     )
     sub.add_argument(
         "--write", action="store_true", help="store the edited config.json (atomically)"
-    )
-
-
-def add_plan_options(parser: argparse.ArgumentParser) -> None:
-    """The options every command that plans a sandbox takes."""
-    parser.add_argument("--bundle", required=True, metavar="DIR", help="the sandbox's bundle")
-    parser.add_argument(
-        "--config",
-        metavar="FILE",
-        help="Kata configuration (default: the first of " + ", ".join(DEFAULT_CONFIGS) + ")",
-    )
-    parser.add_argument(
-        "--spec-dir",
-        action="append",
-        dest="spec_dirs",
-        metavar="DIR",
-        help="a CDI spec directory; repeat in priority order, last wins "
-        "(default: /etc/cdi then /var/run/cdi)",
-    )
-    parser.add_argument(
-        "--device",
-        action="append",
-        dest="devices",
-        metavar="NAME",
-        help="CDI device to cold-plug instead of the cdi.k8s.io/ annotations, as the kubelet's "
-        "Pod Resources API names it (repeatable)",
-    )
-    parser.add_argument(
-        "--runtime-dir",
-        metavar="DIR",
-        help=f"the VM's private runtime directory (default: {RUNTIME_BASE}/<sandbox>)",
-    )
-    parser.add_argument(
-        "--accel", choices=("kvm", "tcg"), default="kvm", help="QEMU accelerator (default kvm)"
-    )
-
-
-def plan_from_args(args: argparse.Namespace) -> tuple[str, SandboxPlan]:
-    """Loads the bundle, configuration, CDI registry and host, and plans the sandbox;
-    returns the path of the bundle's config.json and the plan."""
-    path, spec = oci.load_bundle(args.bundle)
-    config = _load_config(args.config)
-    roots = _common.host_roots(args)
-    host = scan(roots.sysfs_root, roots.dev_root, roots.proc_root, details=True)
-    lookup = (
-        DevfsLookup(roots.dev_root, roots.sysfs_root) if (args.sample or args.dev_root) else None
-    )
-    registry = Registry(args.spec_dirs or None, device_lookup=lookup)
-    runtime_dir = args.runtime_dir or os.path.join(RUNTIME_BASE, vm_name(oci.annotations(spec)))
-    plan = plan_sandbox(
-        spec,
-        host=host,
-        config=config,
-        registry=registry,
-        cdi_names=args.devices,
-        accel=args.accel,
-        runtime_dir=os.path.abspath(runtime_dir),
-    )
-    return path, plan
-
-
-def _load_config(path: str | None) -> KataConfig:
-    if path is not None:
-        return load_config(path)
-    for candidate in DEFAULT_CONFIGS:
-        if os.path.isfile(candidate):
-            return load_config(candidate)
-    raise ConfigError(
-        "no Kata configuration found in " + ", ".join(DEFAULT_CONFIGS),
-        hint="pass one with --config",
     )
 
 
@@ -205,7 +121,7 @@ def _print_plan(plan: SandboxPlan) -> None:
 
 def _cmd_container(args: argparse.Namespace) -> int:
     path, spec = oci.load_bundle(args.bundle)
-    view = SandboxView.from_document(_read_plan(args.sandbox_plan), source=args.sandbox_plan)
+    view = load_sandbox_view(args.sandbox_plan)
     plan = plan_container(spec, view)
     if args.write and plan.spec != spec:
         oci.write_oci_spec(path, plan.spec)
@@ -230,25 +146,3 @@ def _cmd_container(args: argparse.Namespace) -> int:
     if args.write:
         print(f"wrote {path}")
     return _common.EXIT_OK
-
-
-def _read_plan(path: str) -> Any:
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(_MAX_PLAN_BYTES + 1)
-    except OSError as exc:
-        raise HostIOError(
-            f"cannot read sandbox plan {path}: {exc.strerror}",
-            errno=exc.errno,
-            path=path,
-            hint="save it first: kata-vfio sandbox plan --bundle DIR --json > plan.json",
-        ) from exc
-    if len(data) > _MAX_PLAN_BYTES:
-        raise InvalidInputError(f"sandbox plan {path} is larger than 64 MiB")
-    try:
-        return strict_loads(data)
-    except (ValueError, RecursionError) as exc:
-        raise InvalidInputError(
-            f"sandbox plan {path} is not valid JSON: {exc}",
-            hint="pass the output of 'kata-vfio sandbox plan --json'",
-        ) from exc

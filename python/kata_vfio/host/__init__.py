@@ -1,4 +1,5 @@
-"""Host verdicts and views, read from a scan: is the host ready for VFIO passthrough
+"""Host verdicts and views, read from a scan of the paths in a :class:`HostPaths` (sysfs,
+devfs, procfs and modprobe; this machine's by default): is the host ready for VFIO passthrough
 (:mod:`~kata_vfio.host.doctor`), can these devices be passed now
 (:mod:`~kata_vfio.host.readiness`), is ``RLIMIT_MEMLOCK`` enough
 (:mod:`~kata_vfio.host.memlock`), scan records as JSON-ready data
@@ -6,3 +7,7 @@
 (:mod:`~kata_vfio.host.render`)."""
 
 from __future__ import annotations
+
+from kata_vfio._core import HostPaths
+
+__all__ = ["HostPaths"]

@@ -1,9 +1,14 @@
 """The Kata configuration keys that matter for VFIO, loaded and validated like Kata does.
 
-Reads ``configuration-qemu*.toml`` (Go runtime or runtime-rs layout: ``[hypervisor.qemu]`` and
-``[runtime]``), ignores unknown keys as Kata does, applies Kata's rules (the two plug modes are
-exclusive, at most 16 ports, allowed values) and the per-pod ``io.katacontainers.config.*``
-annotation overrides that ``enable_annotations`` allows. Every error names the key.
+Reads ``configuration-*.toml`` (Go runtime or runtime-rs layout: one ``[hypervisor.<name>]``
+section and ``[runtime]``), ignores unknown keys as Kata does, applies Kata's rules (the two
+plug modes are exclusive, at most 16 ports, allowed values) and the per-pod
+``io.katacontainers.config.*`` annotation overrides that ``enable_annotations`` allows. Every
+error names the key.
+
+As in Kata, every hypervisor section has the same common keys (:class:`KataConfig`: boot
+assets, size, VFIO plug modes, ports, IOMMU); keys only one VMM reads live in that VMM's own
+part (:class:`QemuSection` for ``[hypervisor.qemu]``). Another VMM is one more section type.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 from kata_vfio._echo import echo
 from kata_vfio._numbers import decimal_digits
 from kata_vfio.errors import ConfigError
+from kata_vfio.qemu.vm import DEFAULT_BINARY
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -29,15 +35,19 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 __all__ = [
+    "DEFAULT_CONFIG_PATHS",
+    "HYPERVISORS",
     "HYPERVISOR_ANNOTATION_PREFIX",
     "MAX_PCIE_PORTS",
     "PORT_KINDS",
     "RUNTIME_ANNOTATION_PREFIX",
     "VFIO_MODES",
     "KataConfig",
+    "QemuSection",
     "apply_annotations",
     "config_from_toml",
     "load_config",
+    "load_default_config",
 ]
 
 HYPERVISOR_ANNOTATION_PREFIX = "io.katacontainers.config.hypervisor."
@@ -48,6 +58,8 @@ RUNTIME_ANNOTATION_PREFIX = "io.katacontainers.config.runtime."
 MAX_PCIE_PORTS = 16
 PORT_KINDS = ("no-port", "bridge-port", "root-port", "switch-port")
 VFIO_MODES = ("guest-kernel", "vfio")
+# The [hypervisor.<name>] sections Kata knows (Go runtime and runtime-rs).
+HYPERVISORS = ("qemu", "clh", "firecracker", "dragonball", "stratovirt", "remote")
 # Kata's MinHypervisorMemory, in MiB.
 MIN_MEMORY_MIB = 256
 # Kata reads default_memory and the port counts as uint32 (TOML and annotations alike).
@@ -56,22 +68,32 @@ _DEFAULT_MEMORY_MIB = 2048
 
 
 @dataclass(frozen=True)
+class QemuSection:
+    """The keys of ``[hypervisor.qemu]`` that only QEMU reads."""
+
+    machine_type: str = "q35"
+    cpu_features: str = ""
+
+
+@dataclass(frozen=True)
 class KataConfig:
     """The VFIO-relevant part of a Kata runtime configuration (Kata's defaults when absent).
 
-    ``default_memory`` is in MiB. ``enable_annotations`` are the regular expressions that
-    decide which ``io.katacontainers.config.hypervisor.<key>`` annotations a pod may set.
+    ``hypervisor`` is the name of the configuration's ``[hypervisor.<name>]`` section; the
+    other fields are the keys every hypervisor section has, and ``[runtime]``'s. ``qemu``
+    holds the QEMU-only keys (None for another hypervisor). ``default_memory`` is in MiB.
+    ``enable_annotations`` are the regular expressions that decide which
+    ``io.katacontainers.config.hypervisor.<key>`` annotations a pod may set.
     """
 
-    path: str = "/usr/bin/qemu-system-x86_64"
-    machine_type: str = "q35"
+    hypervisor: str = "qemu"
+    path: str = DEFAULT_BINARY
     kernel: str = ""
     initrd: str = ""
     image: str = ""
     kernel_params: str = ""
     firmware: str = ""
     rootfs_type: str = "ext4"
-    cpu_features: str = ""
     default_memory: int = _DEFAULT_MEMORY_MIB
     default_vcpus: int = 1
     cold_plug_vfio: str = "no-port"
@@ -86,6 +108,7 @@ class KataConfig:
     pod_resource_api_sock: str = ""
     enable_annotations: tuple[str, ...] = ()
     valid_hypervisor_paths: tuple[str, ...] = ()
+    qemu: QemuSection | None = field(default_factory=QemuSection)
     source: str | None = field(default=None, compare=False)
 
     @property
@@ -101,6 +124,16 @@ class KataConfig:
     def validate(self) -> KataConfig:
         """Applies Kata's rules; returns ``self`` or raises :class:`ConfigError`."""
         where = self._where()
+        if self.hypervisor not in HYPERVISORS:
+            raise ConfigError(
+                f"{where}hypervisor {self.hypervisor!r} is not one Kata knows",
+                hint=f"use a [hypervisor.<name>] section with one of: {', '.join(HYPERVISORS)}",
+            )
+        if (self.hypervisor == "qemu") != (self.qemu is not None):
+            raise ConfigError(
+                f"{where}the QEMU settings do not match hypervisor {self.hypervisor!r}",
+                hint="give QEMU settings exactly when the hypervisor is qemu",
+            )
         for key in ("cold_plug_vfio", "hot_plug_vfio"):
             value = getattr(self, key)
             if value not in PORT_KINDS:
@@ -134,9 +167,13 @@ class KataConfig:
                 f"{where}vfio_mode = {self.vfio_mode!r} is not a valid VFIO mode",
                 hint=f"use one of: {', '.join(VFIO_MODES)}",
             )
-        if self.plug_port != "no-port" and self.machine_type != "q35":
+        if (
+            self.qemu is not None
+            and self.plug_port != "no-port"
+            and self.qemu.machine_type != "q35"
+        ):
             raise ConfigError(
-                f"{where}machine_type = {self.machine_type!r} has no PCIe ports for "
+                f"{where}machine_type = {self.qemu.machine_type!r} has no PCIe ports for "
                 f"{self.plug_port}",
                 hint="use machine_type = 'q35' for VFIO devices on PCIe ports",
             )
@@ -165,17 +202,25 @@ class KataConfig:
         return f"{self.source}: " if self.source else ""
 
 
-# Keys read from the file, per section: name -> (TOML section, expected type).
+# Where Kata looks for its configuration, in order (the first that exists is used).
+DEFAULT_CONFIG_PATHS = (
+    "/etc/kata-containers/configuration.toml",
+    "/opt/kata/share/defaults/kata-containers/configuration.toml",
+    "/usr/share/defaults/kata-containers/configuration.toml",
+)
+
+# Keys read from the file, per section: name -> (TOML section, expected type). "hypervisor" is
+# the configuration's [hypervisor.<name>] section, "qemu" keys exist only in [hypervisor.qemu].
 _KEYS: dict[str, tuple[str, type]] = {
     "path": ("hypervisor", str),
-    "machine_type": ("hypervisor", str),
+    "machine_type": ("qemu", str),
     "kernel": ("hypervisor", str),
     "initrd": ("hypervisor", str),
     "image": ("hypervisor", str),
     "kernel_params": ("hypervisor", str),
     "firmware": ("hypervisor", str),
     "rootfs_type": ("hypervisor", str),
-    "cpu_features": ("hypervisor", str),
+    "cpu_features": ("qemu", str),
     "default_memory": ("hypervisor", int),
     "default_vcpus": ("hypervisor", float),
     "cold_plug_vfio": ("hypervisor", str),
@@ -199,7 +244,7 @@ _EMPTY_IS_DEFAULT = frozenset(
 
 
 def load_config(path: str | Path, *, host_cpus: int | None = None) -> KataConfig:
-    """Loads and validates a Kata ``configuration-qemu*.toml`` file.
+    """Loads and validates a Kata ``configuration-*.toml`` file.
 
     ``host_cpus`` bounds ``default_vcpus`` as Kata does (a value above it, or negative, means
     all host CPUs); it defaults to this machine's CPU count.
@@ -210,7 +255,7 @@ def load_config(path: str | Path, *, host_cpus: int | None = None) -> KataConfig
     except OSError as exc:
         raise ConfigError(
             f"cannot read Kata configuration {source}: {exc.strerror or exc}",
-            hint="pass an existing configuration-qemu*.toml with --config",
+            hint="pass an existing Kata configuration-*.toml with --config",
         ) from exc
     try:
         document = tomllib.loads(data.decode("utf-8"))
@@ -223,16 +268,31 @@ def load_config(path: str | Path, *, host_cpus: int | None = None) -> KataConfig
     return config_from_toml(document, source=source, host_cpus=host_cpus)
 
 
+def load_default_config(*, host_cpus: int | None = None) -> KataConfig:
+    """Loads the first of :data:`DEFAULT_CONFIG_PATHS` that exists, as Kata does."""
+    for candidate in DEFAULT_CONFIG_PATHS:
+        if os.path.isfile(candidate):
+            return load_config(candidate, host_cpus=host_cpus)
+    raise ConfigError(
+        "no Kata configuration found in " + ", ".join(DEFAULT_CONFIG_PATHS),
+        hint="pass one with --config",
+    )
+
+
 def config_from_toml(
     document: Mapping[str, Any], *, source: str | None = None, host_cpus: int | None = None
 ) -> KataConfig:
     """Builds a validated :class:`KataConfig` from a parsed TOML document."""
     where = f"{source}: " if source else ""
-    hypervisor = _qemu_section(document, where)
+    name, hypervisor = _hypervisor_section(document, where)
     runtime = document.get("runtime", {})
     if not isinstance(runtime, Mapping):
         raise ConfigError(f"{where}[runtime] is not a table", hint="fix the [runtime] section")
-    sections = {"hypervisor": hypervisor, "runtime": runtime}
+    sections: dict[str, Mapping[str, Any]] = {
+        "hypervisor": hypervisor,
+        "qemu": hypervisor if name == "qemu" else {},
+        "runtime": runtime,
+    }
     values: dict[str, Any] = {}
     for key, (section, expected) in _KEYS.items():
         if key in sections[section]:
@@ -255,7 +315,15 @@ def config_from_toml(
             values[key] = _string_list(values[key], f"{where}{key}")
     for pattern in values.get("enable_annotations", ()):
         _compile(pattern, f"{where}enable_annotations")
-    return KataConfig(**values, source=source).validate()
+    qemu = None
+    if name == "qemu":
+        qemu_keys = [key for key, (section, _) in _KEYS.items() if section == "qemu"]
+        qemu = QemuSection(**{key: values.pop(key) for key in qemu_keys if key in values})
+    elif not values.get("path"):
+        raise ConfigError(
+            f"{where}[hypervisor.{name}] path is not set", hint="set path to the VMM binary"
+        )
+    return KataConfig(hypervisor=name, **values, qemu=qemu, source=source).validate()
 
 
 def apply_annotations(
@@ -349,8 +417,9 @@ def _hypervisor_override(
             )
         changes[name] = max(1, math.ceil(vcpus))
     elif name == "machine_type":
-        if value:
-            changes[name] = value
+        # Only QEMU has a machine type; other hypervisors ignore it, as in Kata.
+        if value and config.qemu is not None:
+            changes["qemu"] = replace(config.qemu, machine_type=value)
     elif name == "kernel_params":
         if value.strip():
             joined = f"{config.kernel_params} {value}".strip()
@@ -378,15 +447,31 @@ def _glob_matches(glob: str, path: str) -> bool:
     )
 
 
-def _qemu_section(document: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+def _hypervisor_section(document: Mapping[str, Any], where: str) -> tuple[str, Mapping[str, Any]]:
+    """The configuration's one ``[hypervisor.<name>]`` section and its name."""
     hypervisors = document.get("hypervisor")
-    if not isinstance(hypervisors, Mapping) or not isinstance(hypervisors.get("qemu"), Mapping):
+    if not isinstance(hypervisors, Mapping) or not hypervisors:
         raise ConfigError(
-            f"{where}no [hypervisor.qemu] section",
-            hint="use a QEMU configuration (configuration-qemu*.toml)",
+            f"{where}no [hypervisor.<name>] section",
+            hint="use a Kata configuration (configuration-qemu*.toml and friends)",
         )
-    section: Mapping[str, Any] = hypervisors["qemu"]
-    return section
+    if len(hypervisors) > 1:
+        raise ConfigError(
+            f"{where}more than one hypervisor section: "
+            + ", ".join(f"[hypervisor.{name}]" for name in sorted(hypervisors)),
+            hint="keep the section of the hypervisor this runtime class uses",
+        )
+    ((name, section),) = hypervisors.items()
+    if name not in HYPERVISORS:
+        raise ConfigError(
+            f"{where}[hypervisor.{name}] is not a hypervisor Kata knows",
+            hint=f"use one of: {', '.join(HYPERVISORS)}",
+        )
+    if not isinstance(section, Mapping):
+        raise ConfigError(
+            f"{where}[hypervisor.{name}] is not a table", hint="fix the hypervisor section"
+        )
+    return name, section
 
 
 def _typed(value: Any, expected: type, where: str) -> Any:

@@ -21,8 +21,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kata_vfio._json import strict_loads
 from kata_vfio.cdi.annotations import ANNOTATION_PREFIX, strip_annotations
-from kata_vfio.errors import InvalidInputError, PlanError
+from kata_vfio.errors import HostIOError, InvalidInputError, PlanError
 from kata_vfio.kata.agent import AgentDevice, agent_device
 from kata_vfio.kata.devices import (
     SpecDevice,
@@ -39,9 +40,11 @@ __all__ = [
     "ContainerPlan",
     "SandboxView",
     "is_sandbox_container",
+    "load_sandbox_view",
     "plan_container",
 ]
 
+_MAX_PLAN_BYTES = 64 * 1024 * 1024
 # (annotation, value) pairs that mark the pause container (containerd, CRI-O, Kata).
 SANDBOX_CONTAINER_ANNOTATIONS = (
     ("io.kubernetes.cri.container-type", "sandbox"),
@@ -186,7 +189,7 @@ def plan_container(spec: Mapping[str, Any], sandbox: SandboxPlan | SandboxView) 
             )
         )
         if view.vfio_mode == "guest-kernel":
-            values = [f"{f.kind}={indices[f.qemu_id]}" for f in functions if f.kind is not None]
+            values = [f"{f.kind}={indices[f.device_id]}" for f in functions if f.kind is not None]
             if values:
                 # A group and a cdev can share a number: merge, never overwrite.
                 bucket = added.setdefault(f"{ANNOTATION_PREFIX}vfio{number}", [])
@@ -227,8 +230,8 @@ def _kind_indices(devices: Sequence[PlannedDevice]) -> dict[str, int]:
     for function in everything:
         if function.kind is None:
             continue
-        indices[function.qemu_id] = counters.get(function.kind, 0)
-        counters[function.kind] = indices[function.qemu_id] + 1
+        indices[function.device_id] = counters.get(function.kind, 0)
+        counters[function.kind] = indices[function.device_id] + 1
     return indices
 
 
@@ -307,3 +310,31 @@ def _strip_vfio_nodes(
 
 def _not_object(source: str, index: int) -> PlannedDevice:
     raise InvalidInputError(f"{source}: devices[{index}] is not an object")
+
+
+def load_sandbox_view(path: str) -> SandboxView:
+    """The view of a sandbox plan stored as JSON (``kata-vfio sandbox plan --json``); errors
+    name the file and the field."""
+    return SandboxView.from_document(_read_plan(path), source=path)
+
+
+def _read_plan(path: str) -> Any:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(_MAX_PLAN_BYTES + 1)
+    except OSError as exc:
+        raise HostIOError(
+            f"cannot read sandbox plan {path}: {exc.strerror}",
+            errno=exc.errno,
+            path=path,
+            hint="save it first: kata-vfio sandbox plan --bundle DIR --json > plan.json",
+        ) from exc
+    if len(data) > _MAX_PLAN_BYTES:
+        raise InvalidInputError(f"sandbox plan {path} is larger than 64 MiB")
+    try:
+        return strict_loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidInputError(
+            f"sandbox plan {path} is not valid JSON: {exc}",
+            hint="pass the output of 'kata-vfio sandbox plan --json'",
+        ) from exc

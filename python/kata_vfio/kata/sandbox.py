@@ -10,8 +10,9 @@ From the sandbox's OCI spec, a CDI registry, the Kata configuration and a host s
 4. ``linux.devices`` are classified exactly and each VFIO group expanded to all its endpoint
    functions; a group that is not assignable is refused before anything is launched;
 5. the PCIe topology is planned (functions of one device on one port, ports in numeric order,
-   BAR-sized 64-bit windows, NUMA expanders when asked);
-6. the QEMU command line is built.
+   BAR-sized 64-bit windows, NUMA expanders when asked) into a hypervisor-neutral
+   :class:`~kata_vfio.vm.plan.VmPlan`;
+6. the VMM backend of the configuration's hypervisor renders it (QEMU: the command line).
 
 Same input, byte-identical output (see :meth:`SandboxPlan.to_document`).
 """
@@ -29,22 +30,29 @@ from kata_vfio.cdi.names import is_qualified_name
 from kata_vfio.errors import CdiNameError, InvalidInputError, PlanError
 from kata_vfio.kata.config import KataConfig, apply_annotations
 from kata_vfio.kata.devices import classify_spec_devices, resolve_groups
+from kata_vfio.kata.kinds import cdi_kind
 from kata_vfio.oci import annotations as spec_annotations
 from kata_vfio.oci import check_oci_spec, with_annotations
 from kata_vfio.qemu.argv import QemuCommand
-from kata_vfio.qemu.vm import VfioPlacement, VmSpec, build_vm_command
+from kata_vfio.qemu.vm import PORT_DEVICES, QemuSettings, build_vm_command
 from kata_vfio.vm.placement import PlannedDevice, place_devices
+from kata_vfio.vm.plan import VmPlan, cold_plugged, deferred
 from kata_vfio.vm.topology import PortRequest, Topology, plan_topology
 
 __all__ = [
+    "RUNTIME_BASE",
     "SANDBOX_ID_ANNOTATIONS",
     "CdiInjection",
     "CdiInjector",
     "SandboxPlan",
+    "backend_settings",
+    "default_runtime_dir",
     "plan_sandbox",
     "vm_name",
 ]
 
+# Where each sandbox VM's private runtime directory goes by default.
+RUNTIME_BASE = "/run/kata-vfio"
 # Where CRI runtimes put the sandbox id (containerd, CRI-O).
 SANDBOX_ID_ANNOTATIONS = ("io.kubernetes.cri.sandbox-id", "io.kubernetes.cri-o.SandboxID")
 _NAME_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
@@ -70,7 +78,8 @@ class CdiInjector(Protocol):
 @dataclass(frozen=True)
 class SandboxPlan:
     """The sandbox-create plan. ``spec`` is the edited OCI spec (a new dict; treat it as
-    read-only), ``command`` the VM's QEMU command line (without QMP, which the launcher adds)."""
+    read-only), ``vm`` the hypervisor-neutral VM plan, ``command`` its QEMU command line
+    (without QMP, which the launcher adds)."""
 
     config: KataConfig
     cdi_devices: tuple[str, ...]
@@ -79,10 +88,15 @@ class SandboxPlan:
     devices: tuple[PlannedDevice, ...]
     control_nodes: tuple[str, ...]
     other_devices: tuple[str, ...]
-    topology: Topology
+    vm: VmPlan
     command: QemuCommand
     runtime_dir: str | None
     warnings: tuple[str, ...] = ()
+
+    @property
+    def topology(self) -> Topology:
+        """The guest's PCIe topology."""
+        return self.vm.topology
 
     @property
     def qemu_argv(self) -> list[str]:
@@ -100,7 +114,7 @@ class SandboxPlan:
         return {
             "config": {
                 "source": self.config.source,
-                "machine_type": self.config.machine_type,
+                "machine_type": self.config.qemu.machine_type if self.config.qemu else None,
                 "cold_plug_vfio": self.config.cold_plug_vfio,
                 "hot_plug_vfio": self.config.hot_plug_vfio,
                 "pcie_root_port": self.config.pcie_root_port,
@@ -141,7 +155,7 @@ class SandboxPlan:
             "ports": [
                 {
                     "id": p.id,
-                    "driver": p.driver,
+                    "driver": PORT_DEVICES[p.kind],
                     "bus": p.bus,
                     "addr": f"{p.addr:02x}.0",
                     "chassis": p.chassis,
@@ -241,44 +255,27 @@ def plan_sandbox(
         memory_bytes=effective.default_memory * _MIB,
     )
     plug = "cold" if effective.cold_plug else "hot"
-    devices = place_devices(groups, topology, plug=plug)
+    devices = place_devices(groups, topology, plug=plug, kind_of=cdi_kind)
 
-    qemu_name = name or vm_name(annotations)
     console = f"{runtime_dir.rstrip('/')}/console.sock" if runtime_dir else None
-    command = build_vm_command(
-        VmSpec(
-            binary=effective.path,
-            name=qemu_name,
-            memory_mib=effective.default_memory,
-            vcpus=effective.default_vcpus,
-            topology=topology,
-            functions=tuple(
-                VfioPlacement(
-                    host=str(f.bdf),
-                    qemu_id=f.qemu_id,
-                    port=f.port,
-                    guest_function=f.guest_function,
-                    multifunction=f.multifunction,
-                    iommufd=d.iommufd,
-                )
-                for d in devices
-                if d.plug == "cold"
-                for f in sorted(d.functions, key=lambda f: f.guest_order)
-            ),
-            machine_type=effective.machine_type,
-            accel=accel,
-            kernel=effective.kernel,
-            initrd=effective.initrd,
-            image=effective.image,
-            rootfs_type=effective.rootfs_type,
-            kernel_params=effective.kernel_params,
-            firmware=effective.firmware,
-            cpu_features=effective.cpu_features,
-            iommu=effective.enable_iommu,
-            iommu_platform=effective.enable_iommu_platform,
-            console_socket=console,
-        )
+    vm = VmPlan(
+        name=name or vm_name(annotations),
+        memory_mib=effective.default_memory,
+        vcpus=effective.default_vcpus,
+        topology=topology,
+        functions=cold_plugged(devices),
+        deferred=deferred(devices),
+        kernel=effective.kernel,
+        initrd=effective.initrd,
+        image=effective.image,
+        rootfs_type=effective.rootfs_type,
+        kernel_params=effective.kernel_params,
+        firmware=effective.firmware,
+        iommu=effective.enable_iommu,
+        iommu_platform=effective.enable_iommu_platform,
+        console_socket=console,
     )
+    command = build_vm_command(vm, backend_settings(effective, accel=accel))
     return SandboxPlan(
         config=effective,
         cdi_devices=injected_names,
@@ -289,10 +286,26 @@ def plan_sandbox(
         other_devices=tuple(
             d.path for d in spec_devices if not d.is_control and not d.is_vfio_device
         ),
-        topology=topology,
+        vm=vm,
         command=command,
         runtime_dir=runtime_dir,
         warnings=tuple(warnings),
+    )
+
+
+def backend_settings(config: KataConfig, *, accel: str = "kvm") -> QemuSettings:
+    """The VMM backend's settings for ``config``'s hypervisor (QEMU's: binary, machine type,
+    accelerator, CPU features); refuses a hypervisor this library has no backend for."""
+    if config.qemu is None:
+        raise PlanError(
+            f"hypervisor {config.hypervisor!r} has no backend here: kata-vfio drives QEMU",
+            hint="use a QEMU configuration ([hypervisor.qemu], configuration-qemu*.toml)",
+        )
+    return QemuSettings(
+        binary=config.path,
+        machine_type=config.qemu.machine_type,
+        accel=accel,
+        cpu_features=config.qemu.cpu_features,
     )
 
 
@@ -321,6 +334,11 @@ def vm_name(annotations: Mapping[str, str]) -> str:
         if value and _NAME_PART.match(value):
             return f"sandbox-{value[:12]}"
     return "sandbox"
+
+
+def default_runtime_dir(annotations: Mapping[str, str]) -> str:
+    """``<RUNTIME_BASE>/<vm name>``: the sandbox VM's runtime directory unless one is given."""
+    return f"{RUNTIME_BASE}/{vm_name(annotations)}"
 
 
 def _check_runtime_dir(runtime_dir: str) -> None:

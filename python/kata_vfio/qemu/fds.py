@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from kata_vfio._core import Bdf, Host, IommuFd, VfioDevice, scan
+from kata_vfio._core import Bdf, Host, HostPaths, IommuFd, VfioDevice, scan
 from kata_vfio.errors import DeviceNotFoundError
 from kata_vfio.qemu.argv import QemuCommand, QemuOpts, validate_id
 from kata_vfio.vfio import passable_cdev
@@ -110,14 +110,14 @@ class QemuFds:
 def open_for_qemu(
     bdfs: Iterable[Bdf | str] | Bdf | str,
     *,
-    sysfs_root: str = "/sys",
-    dev_root: str = "/dev",
+    paths: HostPaths | None = None,
     object_id: str = "iommufd0",
     id_prefix: str = "hostdev",
     host: Host | None = None,
 ) -> QemuFds:
     """Opens ``/dev/iommu`` and each device's cdev for an unprivileged QEMU (see
     :class:`QemuFds`). Every device must be on a vfio driver with a cdev, in a viable group.
+    ``paths`` default to ``host``'s, else this machine's.
 
     :raises kata_vfio.errors.NotAssignableError: a device has no cdev or its group is not
         viable (the hint names the blockers).
@@ -126,15 +126,16 @@ def open_for_qemu(
     validate_id(object_id, "iommufd object id")
     validate_id(id_prefix, "device id prefix")
     wanted: Sequence[Bdf | str] = [bdfs] if isinstance(bdfs, (str, Bdf)) else list(bdfs)
-    host = host or scan(sysfs_root, dev_root)
+    host = host or scan(paths or HostPaths())
+    devfs = (paths or host.paths).devfs
     targets = sorted(passable_cdev(host, bdf) for bdf in wanted)
     fds: list[int] = []
     try:
-        with IommuFd.open(dev_root) as iommufd:
+        with IommuFd.open(devfs) as iommufd:
             fds.append(os.dup(iommufd.fileno()))
         devices = []
         for index, (bdf, cdev) in enumerate(targets):
-            fd = VfioDevice.open_cdev(cdev, dev_root).detach_fd()
+            fd = VfioDevice.open_cdev(cdev, devfs).detach_fd()
             fds.append(fd)
             devices.append(PassedDevice(str(bdf), fd, f"{id_prefix}{index}"))
     except BaseException:
@@ -197,8 +198,7 @@ class PassedCommand:
 def pass_cdevs(
     command: QemuCommand,
     *,
-    sysfs_root: str = "/sys",
-    dev_root: str = "/dev",
+    paths: HostPaths | None = None,
     host: Host | None = None,
 ) -> PassedCommand:
     """Opens ``/dev/iommu`` and the cdev of every ``vfio-pci`` of ``command`` that has an
@@ -216,13 +216,11 @@ def pass_cdevs(
             wanted.setdefault(backend, []).append(address)
     if not wanted:
         return PassedCommand(command)
-    host = host or scan(sysfs_root, dev_root)
+    host = host or scan(paths or HostPaths())
     opened: list[QemuFds] = []
     try:
         for object_id, bdfs in sorted(wanted.items()):
-            fds = open_for_qemu(
-                bdfs, sysfs_root=sysfs_root, dev_root=dev_root, object_id=object_id, host=host
-            )
+            fds = open_for_qemu(bdfs, paths=paths, object_id=object_id, host=host)
             opened.append(fds)
             command = with_passed_fds(command, fds)
     except BaseException:

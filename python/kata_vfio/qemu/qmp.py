@@ -23,11 +23,10 @@ from qemu.qmp.qmp_client import ExecuteError
 from kata_vfio._numbers import natural_key
 from kata_vfio.errors import PlanError, QmpError
 from kata_vfio.qemu.argv import validate_id
-from kata_vfio.vm.topology import agent_pci_path
+from kata_vfio.vm.pci_path import PciPath
 
 __all__ = [
     "PORT_DRIVERS",
-    "GuestPciPath",
     "HotplugFunction",
     "HotplugRequest",
     "HotplugResult",
@@ -208,21 +207,6 @@ class EventWatch:
 
 
 @dataclass(frozen=True)
-class GuestPciPath:
-    """Where a device is in the guest: the root bus (``pcie.0`` or a pxb's, and its bus
-    number) and the device numbers from the root bus down, plus its function."""
-
-    root: str
-    slots: tuple[int, ...]
-    function: int
-    root_bus_nr: int = 0
-
-    def __str__(self) -> str:
-        """The path as the Kata agent reads it (``02/00``, ``02/00.1``, ``20/00/00``)."""
-        return agent_pci_path(self.root_bus_nr, self.slots, self.function)
-
-
-@dataclass(frozen=True)
 class HotplugFunction:
     """One function of a hot-plugged device: its QEMU id, driver and properties."""
 
@@ -266,7 +250,7 @@ def query_pci(session: QmpSession) -> list[dict[str, Any]]:
     return result
 
 
-def guest_pci_path(session: QmpSession, qemu_id: str) -> GuestPciPath:
+def guest_pci_path(session: QmpSession, qemu_id: str) -> PciPath:
     """The guest PCI path of a device, from its ``addr`` and the ``parent_bus`` chain."""
     validate_id(qemu_id, "device id")
     path = f"{_PERIPHERAL}/{qemu_id}"
@@ -298,7 +282,7 @@ def guest_pci_path(session: QmpSession, qemu_id: str) -> GuestPciPath:
                 bus_nr = session.execute("qom-get", {"path": expander, "property": "bus_nr"})
                 if not isinstance(bus_nr, int):
                     raise QmpError(f"QOM {expander} bus_nr is {bus_nr!r}, not a bus number")
-            return GuestPciPath(
+            return PciPath(
                 root=root, slots=tuple(reversed(slots)), function=function, root_bus_nr=bus_nr
             )
         path = parent

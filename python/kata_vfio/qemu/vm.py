@@ -1,8 +1,9 @@
-"""The QEMU command line of a sandbox VM: machine, memory, CPUs, boot assets, console,
-vIOMMU, the planned PCIe topology and one ``vfio-pci`` per passed-through function.
+"""The QEMU command line of a VM plan: machine, memory, CPUs, boot assets, console, vIOMMU,
+the planned PCIe topology and one ``vfio-pci`` per function passed at start.
 
-Pure: a :class:`VmSpec` in, a :class:`~kata_vfio.qemu.argv.QemuCommand` out. QMP is not part
-of it; the launcher adds its own monitor socket.
+Pure: a hypervisor-neutral :class:`~kata_vfio.vm.plan.VmPlan` and this backend's own
+:class:`QemuSettings` in, a :class:`~kata_vfio.qemu.argv.QemuCommand` out. QMP is not part of
+it; the launcher adds its own monitor socket.
 """
 
 from __future__ import annotations
@@ -11,85 +12,72 @@ from dataclasses import dataclass
 
 from kata_vfio.errors import InvalidInputError
 from kata_vfio.qemu.argv import QemuCommand, QemuOpts, Value, format_size, validate_id
+from kata_vfio.vm.plan import PassedFunction, VmPlan
 from kata_vfio.vm.topology import Topology
 
-__all__ = ["ACCELERATORS", "VfioPlacement", "VmSpec", "build_vm_command"]
+__all__ = [
+    "ACCELERATORS",
+    "DEFAULT_BINARY",
+    "PORT_DEVICES",
+    "QemuSettings",
+    "build_vm_command",
+    "vfio_device",
+]
 
 ACCELERATORS = ("kvm", "tcg")
+DEFAULT_BINARY = "/usr/bin/qemu-system-x86_64"
+# The QEMU device of each kind of planned port.
+PORT_DEVICES = {"root-port": "pcie-root-port", "switch-port": "xio3130-downstream"}
 # Root-bus slot of the boot image disk (ports start at 0x08).
 IMAGE_DISK_SLOT = 0x02
 _MIB = 1 << 20
 
 
 @dataclass(frozen=True)
-class VfioPlacement:
-    """Where one host function goes in the guest."""
+class QemuSettings:
+    """What only QEMU needs: the binary, the machine type, the accelerator and ``-cpu``
+    properties (``cpu_features``, ``key=value,...``)."""
 
-    host: str
-    qemu_id: str
-    port: str
-    guest_function: int
-    multifunction: bool
-    iommufd: str | None = None
-
-    def device(self) -> QemuOpts:
-        """The ``-device vfio-pci,...`` value for this function."""
-        return QemuOpts.of(
-            "vfio-pci",
-            ("host", self.host),
-            ("id", self.qemu_id),
-            ("bus", self.port),
-            ("addr", f"00.{self.guest_function:x}"),
-            ("multifunction", True if self.multifunction else None),
-            ("iommufd", self.iommufd),
-        )
-
-
-@dataclass(frozen=True)
-class VmSpec:
-    """Everything the VM command line is made of (sizes in MiB, paths absolute)."""
-
-    binary: str
-    name: str
-    memory_mib: int
-    vcpus: int
-    topology: Topology
-    functions: tuple[VfioPlacement, ...] = ()
+    binary: str = DEFAULT_BINARY
     machine_type: str = "q35"
     accel: str = "kvm"
-    kernel: str = ""
-    initrd: str = ""
-    image: str = ""
-    rootfs_type: str = "ext4"
-    kernel_params: str = ""
-    firmware: str = ""
     cpu_features: str = ""
-    iommu: bool = False
-    iommu_platform: bool = False
-    console_socket: str | None = None
 
 
-def build_vm_command(spec: VmSpec) -> QemuCommand:
+def vfio_device(function: PassedFunction) -> QemuOpts:
+    """The ``-device vfio-pci,...`` value for one passed function."""
+    return QemuOpts.of(
+        "vfio-pci",
+        ("host", function.host),
+        ("id", function.device_id),
+        ("bus", function.port),
+        ("addr", f"00.{function.guest_function:x}"),
+        ("multifunction", True if function.multifunction else None),
+        ("iommufd", function.iommufd),
+    )
+
+
+def build_vm_command(plan: VmPlan, settings: QemuSettings) -> QemuCommand:
     """The whole VM's command line (see the module docstring)."""
-    if spec.accel not in ACCELERATORS:
+    if settings.accel not in ACCELERATORS:
         raise InvalidInputError(
-            f"accelerator {spec.accel!r} is not supported", hint="use kvm or tcg"
+            f"accelerator {settings.accel!r} is not supported", hint="use kvm or tcg"
         )
-    validate_id(spec.name, "VM name")
-    topology = spec.topology
+    validate_id(plan.name, "VM name")
+    topology = plan.topology
     options: list[tuple[str, Value]] = [
-        ("-name", QemuOpts.of(spec.name)),
-        ("-machine", QemuOpts.of(spec.machine_type)),
-        ("-accel", _accel(spec)),
-        ("-cpu", _cpu(spec)),
-        ("-m", f"{spec.memory_mib}M"),
-        ("-smp", str(spec.vcpus)),
+        ("-name", QemuOpts.of(plan.name)),
+        ("-machine", QemuOpts.of(settings.machine_type)),
+        ("-accel", _accel(plan, settings)),
+        ("-cpu", _cpu(plan, settings)),
+        ("-m", f"{plan.memory_mib}M"),
+        ("-smp", str(plan.vcpus)),
         ("-no-user-config", None),
         ("-nodefaults", None),
         ("-display", "none"),
         ("-no-reboot", None),
     ]
-    if spec.machine_type == "q35" and topology.ports:
+    if settings.machine_type == "q35" and topology.ports:
         # Native PCIe hot-plug on the ports (the guest's pciehp, as Kata's guest kernels
         # expect) instead of q35's ACPI hot-plug: QEMU can then drop a device from a slot the
         # guest never powered on, and a half-added multi-function device, on its own.
@@ -97,7 +85,7 @@ def build_vm_command(spec: VmSpec) -> QemuCommand:
     if topology.pci_hole64 is not None:
         hole = format_size(topology.pci_hole64)
         options.append(("-global", f"q35-pcihost.pci-hole64-size={hole}"))
-        if spec.firmware:
+        if plan.firmware:
             # OVMF sizes its 64-bit aperture from this, not from the host bridge.
             mmio64 = QemuOpts.of(
                 None,
@@ -105,19 +93,19 @@ def build_vm_command(spec: VmSpec) -> QemuCommand:
                 ("string", str(topology.pci_hole64 // _MIB)),
             )
             options.append(("-fw_cfg", mmio64))
-    if spec.firmware:
-        options.append(("-bios", spec.firmware))
-    if spec.kernel:
-        options.append(("-kernel", spec.kernel))
-        if spec.initrd:
-            options.append(("-initrd", spec.initrd))
-        options.append(("-append", _kernel_params(spec)))
-    if spec.iommu:
+    if plan.firmware:
+        options.append(("-bios", plan.firmware))
+    if plan.kernel:
+        options.append(("-kernel", plan.kernel))
+        if plan.initrd:
+            options.append(("-initrd", plan.initrd))
+        options.append(("-append", _kernel_params(plan)))
+    if plan.iommu:
         # The vIOMMU must exist before any PCI device that is placed behind it.
         viommu = QemuOpts.of("intel-iommu", ("intremap", True), ("caching-mode", True))
         options.append(("-device", viommu))
-    options.extend(_numa(spec))
-    if spec.console_socket:
+    options.extend(_numa(plan))
+    if plan.console_socket:
         options.extend(
             [
                 (
@@ -125,7 +113,7 @@ def build_vm_command(spec: VmSpec) -> QemuCommand:
                     QemuOpts.of(
                         "socket",
                         ("id", "console"),
-                        ("path", spec.console_socket),
+                        ("path", plan.console_socket),
                         ("server", True),
                         ("wait", False),
                     ),
@@ -135,28 +123,27 @@ def build_vm_command(spec: VmSpec) -> QemuCommand:
         )
     else:
         options.append(("-serial", "none"))
-    if spec.image:
-        options.extend(_image_disk(spec))
+    if plan.image:
+        options.extend(_image_disk(plan))
     options.extend(("-device", opts) for opts in _topology_devices(topology))
-    if any(f.iommufd for f in spec.functions):
-        for object_id in sorted({f.iommufd for f in spec.functions if f.iommufd}):
-            options.append(("-object", QemuOpts.of("iommufd", ("id", object_id))))
-    options.extend(("-device", f.device()) for f in spec.functions)
+    for object_id in sorted({f.iommufd for f in plan.functions if f.iommufd}):
+        options.append(("-object", QemuOpts.of("iommufd", ("id", object_id))))
+    options.extend(("-device", vfio_device(f)) for f in plan.functions)
     # One command at the end: each QemuCommand validates all its options.
-    return QemuCommand(spec.binary, tuple(options))
+    return QemuCommand(settings.binary, tuple(options))
 
 
-def _accel(spec: VmSpec) -> QemuOpts:
+def _accel(plan: VmPlan, settings: QemuSettings) -> QemuOpts:
     # Interrupt remapping in the vIOMMU needs KVM's IOAPIC in user space (TCG has no
     # in-kernel irqchip to split).
-    split = spec.iommu and spec.accel == "kvm"
-    return QemuOpts.of(spec.accel, ("kernel-irqchip", "split" if split else None))
+    split = plan.iommu and settings.accel == "kvm"
+    return QemuOpts.of(settings.accel, ("kernel-irqchip", "split" if split else None))
 
 
-def _cpu(spec: VmSpec) -> QemuOpts:
-    model = "host" if spec.accel == "kvm" else "max"
+def _cpu(plan: VmPlan, settings: QemuSettings) -> QemuOpts:
+    model = "host" if settings.accel == "kvm" else "max"
     props: list[tuple[str, object | None]] = []
-    for item in spec.cpu_features.split(","):
+    for item in settings.cpu_features.split(","):
         feature = item.strip()
         if not feature:
             continue
@@ -167,26 +154,28 @@ def _cpu(spec: VmSpec) -> QemuOpts:
                 hint="write cpu_features as 'pmu=off,...'",
             )
         props.append((key, value))
-    phys_bits = spec.topology.phys_bits
+    phys_bits = plan.topology.phys_bits
     if phys_bits is not None:
         # KVM's host model takes the host's width; TCG's max model needs to be told.
-        props.append(("host-phys-bits", True) if spec.accel == "kvm" else ("phys-bits", phys_bits))
+        props.append(
+            ("host-phys-bits", True) if settings.accel == "kvm" else ("phys-bits", phys_bits)
+        )
     return QemuOpts.of(model, *props)
 
 
-def _kernel_params(spec: VmSpec) -> str:
-    params = ["console=ttyS0"] if spec.console_socket else []
-    if spec.image:
-        params += ["root=/dev/vda1", "ro", f"rootfstype={spec.rootfs_type}"]
-        if spec.rootfs_type == "ext4":
+def _kernel_params(plan: VmPlan) -> str:
+    params = ["console=ttyS0"] if plan.console_socket else []
+    if plan.image:
+        params += ["root=/dev/vda1", "ro", f"rootfstype={plan.rootfs_type}"]
+        if plan.rootfs_type == "ext4":
             params.append("rootflags=data=ordered,errors=remount-ro")
-    if spec.iommu:
+    if plan.iommu:
         params += ["intel_iommu=on", "iommu=pt"]
-    params += spec.kernel_params.split()
+    params += plan.kernel_params.split()
     return " ".join(params)
 
 
-def _image_disk(spec: VmSpec) -> list[tuple[str, QemuOpts | str | None]]:
+def _image_disk(plan: VmPlan) -> list[tuple[str, QemuOpts | str | None]]:
     return [
         (
             "-blockdev",
@@ -196,7 +185,7 @@ def _image_disk(spec: VmSpec) -> list[tuple[str, QemuOpts | str | None]]:
                 ("node-name", "image0"),
                 ("read-only", True),
                 ("file.driver", "file"),
-                ("file.filename", spec.image),
+                ("file.filename", plan.image),
                 ("file.read-only", True),
             ),
         ),
@@ -208,25 +197,25 @@ def _image_disk(spec: VmSpec) -> list[tuple[str, QemuOpts | str | None]]:
                 ("drive", "image0"),
                 ("bus", "pcie.0"),
                 ("addr", f"{IMAGE_DISK_SLOT:02x}.0"),
-                ("disable-legacy", True if spec.iommu_platform else None),
-                ("iommu_platform", True if spec.iommu_platform else None),
+                ("disable-legacy", True if plan.iommu_platform else None),
+                ("iommu_platform", True if plan.iommu_platform else None),
             ),
         ),
     ]
 
 
-def _numa(spec: VmSpec) -> list[tuple[str, QemuOpts | str | None]]:
-    expanders = spec.topology.expanders
+def _numa(plan: VmPlan) -> list[tuple[str, QemuOpts | str | None]]:
+    expanders = plan.topology.expanders
     if not expanders:
         return []
     nodes = sorted(e.guest_numa_node for e in expanders)
     count = len(nodes)
-    share = spec.memory_mib // count
+    share = plan.memory_mib // count
     options: list[tuple[str, QemuOpts | str | None]] = []
     cpu_start = 0
     for position, node in enumerate(nodes):
-        memory = share + (spec.memory_mib - share * count if position == 0 else 0)
-        cpus = spec.vcpus // count + (1 if position < spec.vcpus % count else 0)
+        memory = share + (plan.memory_mib - share * count if position == 0 else 0)
+        cpus = plan.vcpus // count + (1 if position < plan.vcpus % count else 0)
         options.append(
             (
                 "-object",
@@ -285,7 +274,7 @@ def _topology_devices(topology: Topology) -> list[QemuOpts]:
     for port in topology.ports:
         devices.append(
             QemuOpts.of(
-                port.driver,
+                PORT_DEVICES[port.kind],
                 ("id", port.id),
                 ("bus", port.bus),
                 ("addr", f"{port.addr:02x}.0"),

@@ -14,9 +14,9 @@ import tempfile
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from kata_vfio._core import HostPaths
 from kata_vfio.errors import InvalidInputError
 from kata_vfio.testing import _fs, attrs
 from kata_vfio.testing.kernel import (
@@ -42,9 +42,9 @@ _RESERVED_REGIONS = {
 
 @dataclass(frozen=True)
 class FakeHost:
-    """A fake host on disk: ``sysfs_root``, ``dev_root`` and ``proc_root`` are what the scan
-    and the CLI take (``--sysfs-root`` etc.). The mutators change the tree the way the kernel
-    would (see :mod:`kata_vfio.testing.kernel`)."""
+    """A fake host on disk: :attr:`paths` (``sysfs_root``, ``dev_root`` and ``proc_root``) is
+    what the scan and the CLI take (``--sysfs-root`` etc.). The mutators change the tree the
+    way the kernel would (see :mod:`kata_vfio.testing.kernel`)."""
 
     root: str
     sysfs_root: str
@@ -62,6 +62,11 @@ class FakeHost:
             os.path.join(base, "dev"),
             os.path.join(base, "proc"),
         )
+
+    @property
+    def paths(self) -> HostPaths:
+        """The tree's paths, for :func:`kata_vfio.scan` and every API that touches a host."""
+        return HostPaths(self.sysfs_root, self.dev_root, self.proc_root)
 
     @property
     def kernel(self) -> FakeKernel:
@@ -390,9 +395,3 @@ def _misc_device(kernel: FakeKernel, name: str, minor: int, node: str, mode: int
 def _write_proc(proc_root: str, host: HostSpec) -> None:
     _fs.makedirs(proc_root)
     _fs.write(os.path.join(proc_root, "cmdline"), host.effective_cmdline() + "\n")
-
-
-def tree_paths(root: str | os.PathLike[str]) -> list[str]:
-    """Every path under ``root`` relative to it, sorted (for comparing two trees)."""
-    base = Path(root)
-    return sorted(str(p.relative_to(base)) for p in base.rglob("*"))

@@ -10,8 +10,8 @@ beside it, as in the kernel.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from kata_vfio.errors import InvalidInputError
@@ -328,10 +328,6 @@ class HostSpec:
                 f"{where}: behind bridge {dev.parent} the bus number must be higher, same domain"
             )
         # A cycle would need a bus number lower than its own ancestor's: refused just above.
-
-    def with_devices(self, devices: Iterable[DeviceSpec]) -> HostSpec:
-        """A copy with another device list."""
-        return replace(self, devices=tuple(devices))
 
 
 # --- compact dict form --------------------------------------------------------------------

@@ -1,27 +1,30 @@
 """Where each passed-through host function lands in the guest, as plain records.
 
 A :class:`PlannedDevice` is one IOMMU group passed whole, its :class:`PlannedFunction` list
-says for each host function its QEMU id, port, guest function number, guest PCI path, CDI kind
-and position in guest PCI order. The records round-trip through JSON (``to_document`` /
-``from_document``) so a container can be planned from a stored sandbox plan.
+says for each host function its VMM device id, port, guest function number, guest PCI path,
+guest device kind (a CDI kind, when the caller knows one) and position in guest PCI order.
+The records round-trip through JSON (``to_document`` / ``from_document``) so a container can
+be planned from a stored sandbox plan.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from kata_vfio._core import Bdf
 from kata_vfio._echo import echo
 from kata_vfio.errors import InvalidInputError
-from kata_vfio.kata.devices import PassthroughGroup, VfioNode, function_id
-from kata_vfio.kata.kinds import cdi_kind
-from kata_vfio.vm.topology import Port, Topology, agent_pci_path
+from kata_vfio.vm.devices import PassthroughGroup, VfioNode, function_id
+from kata_vfio.vm.pci_path import format_pci_path
+from kata_vfio.vm.topology import Port, Topology
 
 __all__ = [
+    "COLD_PLUG_IOMMUFD",
+    "KindOf",
     "PlannedDevice",
     "PlannedFunction",
     "PlannedNode",
@@ -33,6 +36,10 @@ __all__ = [
 # an iommufd context, and one context means guest RAM is mapped (and pinned) once. A
 # hot-plugged group gets its own object, so unplugging it can delete the object again.
 COLD_PLUG_IOMMUFD = "iommufd0"
+
+
+KindOf = Callable[[int, int], "str | None"]
+"""``kind_of(vendor, class_code)``: the guest device kind of a function (a CDI kind), if any."""
 
 
 def hotplug_iommufd_id(group: int) -> str:
@@ -50,7 +57,7 @@ class PlannedFunction:
     class_code: int
     numa_node: int | None
     kind: str | None
-    qemu_id: str
+    device_id: str
     port: str
     guest_function: int
     multifunction: bool
@@ -69,7 +76,8 @@ class PlannedFunction:
             "class": f"0x{self.class_code:06x}",
             "numa_node": self.numa_node,
             "kind": self.kind,
-            "qemu_id": self.qemu_id,
+            # The plan documents name it after the VMM the project drives.
+            "qemu_id": self.device_id,
             "port": self.port,
             "guest_function": self.guest_function,
             "multifunction": self.multifunction,
@@ -90,7 +98,7 @@ class PlannedFunction:
             class_code=_hex(doc, "class", where),
             numa_node=_field(doc, "numa_node", int, where, optional=True),
             kind=_field(doc, "kind", str, where, optional=True),
-            qemu_id=_field(doc, "qemu_id", str, where),
+            device_id=_field(doc, "qemu_id", str, where),
             port=_field(doc, "port", str, where),
             guest_function=_field(doc, "guest_function", int, where),
             multifunction=_field(doc, "multifunction", bool, where),
@@ -151,8 +159,9 @@ class PlannedNode:
 
 @dataclass(frozen=True)
 class PlannedDevice:
-    """An IOMMU group passed whole: ``cold`` (on the QEMU command line) or ``hot`` (plugged
-    over QMP after start); ``iommufd`` is the QEMU object its cdevs use, None for legacy."""
+    """An IOMMU group passed whole: ``cold`` (on the VMM's command line) or ``hot`` (plugged
+    into a running VM); ``iommufd`` is the VMM's iommufd object its cdevs use, None for
+    legacy."""
 
     group: int
     backend: str
@@ -193,10 +202,15 @@ class PlannedDevice:
 
 
 def place_devices(
-    groups: Sequence[PassthroughGroup], topology: Topology, *, plug: str
+    groups: Sequence[PassthroughGroup],
+    topology: Topology,
+    *,
+    plug: str,
+    kind_of: KindOf | None = None,
 ) -> tuple[PlannedDevice, ...]:
     """Gives every function of ``groups`` its place; ``topology.assignments`` holds one port
-    per device slot, slots taken in host PCI order across all groups."""
+    per device slot, slots taken in host PCI order across all groups. ``kind_of`` names each
+    function's guest device kind (None: no kinds)."""
     slots = sorted(((g.group, s) for g in groups for s in g.slots), key=lambda item: item[1].first)
     if len(slots) != len(topology.assignments):
         raise InvalidInputError(
@@ -215,12 +229,12 @@ def place_devices(
                     device=function.device,
                     class_code=function.class_code,
                     numa_node=function.numa_node,
-                    kind=cdi_kind(function.vendor, function.class_code),
-                    qemu_id=function_id(function.bdf),
+                    kind=kind_of(function.vendor, function.class_code) if kind_of else None,
+                    device_id=function_id(function.bdf),
                     port=port.id,
                     guest_function=guest_function,
                     multifunction=multifunction and guest_function == 0,
-                    guest_pci_path=agent_pci_path(
+                    guest_pci_path=format_pci_path(
                         port.root_bus_nr, (*port.path, 0), guest_function
                     ),
                     guest_root_bus=port.root_bus_nr,
@@ -259,9 +273,9 @@ def _number_in_guest_order(
         return (port.root_bus_nr, port.path, function.guest_function)
 
     everything = sorted((f for fs in placed.values() for f in fs), key=key)
-    order = {f.qemu_id: index for index, f in enumerate(everything)}
+    order = {f.device_id: index for index, f in enumerate(everything)}
     return {
-        group: tuple(dataclasses.replace(f, guest_order=order[f.qemu_id]) for f in functions)
+        group: tuple(dataclasses.replace(f, guest_order=order[f.device_id]) for f in functions)
         for group, functions in placed.items()
     }
 

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from kata_vfio.errors import PlanError
+from kata_vfio.vm.pci_path import ROOT_BUS, format_pci_path
 
 __all__ = [
     "DEFAULT_PCI_HOLE64",
@@ -30,7 +31,6 @@ __all__ = [
     "PortRequest",
     "Switch",
     "Topology",
-    "agent_pci_path",
     "plan_topology",
 ]
 
@@ -52,19 +52,6 @@ _Q35_LOWMEM_LIMIT = 0xB0000000
 _PXB_BUS_STRIDE = 0x20
 
 
-def agent_pci_path(root_bus_nr: int, slots: Sequence[int], function: int) -> str:
-    """A guest PCI path as the Kata agent reads it: device numbers from the root bus down,
-    in hex (``02/00``); a function other than 0 as ``SS.F`` (``02/00.1``, else the agent
-    would find function 0); a ``pxb-pcie`` root bus first, by its bus number (``20/00/00``:
-    the agent takes a first element of 0x20 or more as the root complex)."""
-    parts = [f"{slot:02x}" for slot in slots]
-    if function:
-        parts[-1] += f".{function:x}"
-    if root_bus_nr:
-        parts.insert(0, f"{root_bus_nr:02x}")
-    return "/".join(parts)
-
-
 @dataclass(frozen=True)
 class PortRequest:
     """What one device needs from the topology.
@@ -79,10 +66,11 @@ class PortRequest:
 
 @dataclass(frozen=True)
 class Port:
-    """A PCIe root port or switch downstream port that can hold one device."""
+    """A PCIe root port (``kind`` ``root-port``) or switch downstream port (``switch-port``)
+    that can hold one device; ``bus`` is the id of the bus it sits on."""
 
     id: str
-    driver: str
+    kind: str
     bus: str
     addr: int
     chassis: int
@@ -97,12 +85,12 @@ class Port:
         """The ``pref64-reserve`` to give QEMU: root ports carry the resource-reserve
         capability firmware reads; switch downstream ports do not (their switch's root port
         reserves for all of them)."""
-        return self.window if self.driver == "pcie-root-port" else 0
+        return self.window if self.kind == "root-port" else 0
 
     @property
     def guest_pci_path(self) -> str:
-        """The guest PCI path of function 0 behind this port (see :func:`agent_pci_path`)."""
-        return agent_pci_path(self.root_bus_nr, (*self.path, 0), 0)
+        """The guest PCI path of function 0 behind this port."""
+        return format_pci_path(self.root_bus_nr, (*self.path, 0), 0)
 
 
 @dataclass(frozen=True)
@@ -248,8 +236,8 @@ def _root_port_topology(
         window = _window(requests[request_index]) if request_index is not None else hotplug_mmio64
         port = Port(
             id=f"rp{len(ports)}",
-            driver="pcie-root-port",
-            bus="pcie.0",
+            kind="root-port",
+            bus=ROOT_BUS,
             addr=FIRST_PORT_SLOT + index,
             chassis=1,
             slot=index,
@@ -276,7 +264,7 @@ def _root_port_topology(
         for slot, request_index in enumerate(per_node[host]):
             port = Port(
                 id=f"rp{len(ports)}",
-                driver="pcie-root-port",
+                kind="root-port",
                 bus=expander.id,
                 addr=slot,
                 chassis=10 + guest,
@@ -310,7 +298,7 @@ def _switch_topology(requests: Sequence[PortRequest], total: int, hotplug_mmio64
         ports.append(
             Port(
                 id=f"swdp{index}",
-                driver="xio3130-downstream",
+                kind="switch-port",
                 bus=switch.upstream_id,
                 addr=index,
                 chassis=switch.downstream_chassis,

@@ -7,6 +7,7 @@
 mod bdf;
 mod bind;
 mod errors;
+mod paths;
 mod scan;
 mod vfio;
 
@@ -16,6 +17,8 @@ use pyo3::prelude::*;
 mod _core {
     #[pymodule_export]
     use crate::bdf::PyBdf;
+    #[pymodule_export]
+    use crate::paths::PyHostPaths;
     #[pymodule_export]
     use crate::scan::{
         classify_devnode, device_numbers, lstat_beneath, read_details, scan, PyBar, PyBlocker,

@@ -15,6 +15,7 @@ use pyo3::types::{PyDict, PyTuple};
 
 use crate::bdf::{extract_bdf, PyBdf};
 use crate::errors::check;
+use crate::paths::{scan_paths, PyHostPaths};
 
 fn bdf_tuple<'py>(py: Python<'py>, bdfs: &[Bdf]) -> PyResult<Bound<'py, PyTuple>> {
     PyTuple::new(py, bdfs.iter().map(|b| PyBdf(*b)))
@@ -610,18 +611,20 @@ pub fn classify_devnode(path: &str) -> PyDevNode {
 #[derive(Debug)]
 pub struct PyHost {
     inner: Arc<Host>,
+    paths: PyHostPaths,
     devices: Py<PyTuple>,
     groups: Py<PyTuple>,
     iommu: Py<PyIommuStatus>,
 }
 
 impl PyHost {
-    fn from_core(py: Python<'_>, host: Host) -> PyResult<Self> {
+    fn from_core(py: Python<'_>, host: Host, paths: PyHostPaths) -> PyResult<Self> {
         let devices = PyTuple::new(py, host.devices.iter().cloned().map(PyPciDevice))?.unbind();
         let groups = PyTuple::new(py, host.groups.iter().cloned().map(PyIommuGroup))?.unbind();
         let iommu = Py::new(py, PyIommuStatus(host.iommu.clone()))?;
         Ok(Self {
             inner: Arc::new(host),
+            paths,
             devices,
             groups,
             iommu,
@@ -667,6 +670,11 @@ impl PyHost {
             .proc_root
             .as_ref()
             .map(|p| p.to_string_lossy().into_owned())
+    }
+    /// The paths this host was read from.
+    #[getter]
+    fn paths(&self) -> PyHostPaths {
+        self.paths.clone()
     }
     #[getter]
     fn devices<'py>(&self, py: Python<'py>) -> Bound<'py, PyTuple> {
@@ -752,27 +760,28 @@ impl PyHost {
     }
 }
 
-/// Scans the host with the GIL released.
+/// Scans the host with the GIL released: the paths of a `HostPaths`, or separate roots.
 #[pyfunction]
-#[pyo3(signature = (sysfs_root = "/sys", dev_root = "/dev", proc_root = None, details = false, threads = None))]
+#[pyo3(signature = (sysfs_root = None, dev_root = None, proc_root = None, details = false, threads = None))]
 pub fn scan(
     py: Python<'_>,
-    sysfs_root: &str,
-    dev_root: &str,
+    sysfs_root: Option<&Bound<'_, PyAny>>,
+    dev_root: Option<&str>,
     proc_root: Option<&str>,
     details: bool,
     threads: Option<usize>,
 ) -> PyResult<PyHost> {
+    let (paths, proc_root) = scan_paths(sysfs_root, dev_root, proc_root)?;
     let options = ScanOptions {
-        sysfs_root: PathBuf::from(sysfs_root),
-        dev_root: PathBuf::from(dev_root),
+        sysfs_root: PathBuf::from(&paths.sysfs),
+        dev_root: PathBuf::from(&paths.devfs),
         proc_root: proc_root.map(PathBuf::from),
         details,
         threads,
     };
     let root = options.sysfs_root.clone();
     let host = check(py.detach(move || no_panic(&root, || kata_vfio_core::scan(&options))))?;
-    PyHost::from_core(py, host)
+    PyHost::from_core(py, host, paths)
 }
 
 /// Runs a read of the tree at `root`, turning a panic (a bug, whatever the tree holds) into

@@ -25,7 +25,8 @@ from kata_vfio.qemu.argv import QemuCommand, QemuOpts
 from kata_vfio.qemu.fds import QemuFds, open_for_qemu
 from kata_vfio.qemu.launcher import QemuProcess
 from kata_vfio.qemu.qmp import query_pci
-from kata_vfio.qemu.vm import VfioPlacement, VmSpec, build_vm_command
+from kata_vfio.qemu.vm import QemuSettings, build_vm_command
+from kata_vfio.vm.plan import PassedFunction, VmPlan
 from kata_vfio.vm.topology import PortRequest, plan_topology
 
 NIC = topology.NIC_SINGLE
@@ -60,28 +61,29 @@ def _flatten(buses: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _inner_command(context: dict[str, Any], console: Path, mode: str) -> QemuCommand:
     planned = plan_topology([PortRequest()], kind="root-port")
-    placement = VfioPlacement(
+    placement = PassedFunction(
         host=NIC,
-        qemu_id=QEMU_ID,
+        device_id=QEMU_ID,
         port=planned.assignments[0],
         guest_function=0,
         multifunction=False,
         iommufd=IOMMUFD_ID if mode == "cdev" else None,
     )
-    spec = VmSpec(
-        binary=shutil.which("qemu-system-x86_64") or "qemu-system-x86_64",
+    plan = VmPlan(
         name="inner",
         memory_mib=128,
         vcpus=1,
         topology=planned,
         functions=(placement,),
-        accel="tcg",
         kernel=context["inner_kernel"],
         initrd=context["inner_initrd"],
         kernel_params="console=ttyS0 panic=-1 quiet",
     )
-    # The inner console goes to a file the check reads (the spec offers a socket or none).
-    return build_vm_command(spec).without(["-serial"]).add("-serial", f"file:{console}")
+    settings = QemuSettings(
+        binary=shutil.which("qemu-system-x86_64") or "qemu-system-x86_64", accel="tcg"
+    )
+    # The inner console goes to a file the check reads (the plan offers a socket or none).
+    return build_vm_command(plan, settings).without(["-serial"]).add("-serial", f"file:{console}")
 
 
 def _with_passed_fds(command: QemuCommand, fds: QemuFds) -> QemuCommand:

@@ -61,7 +61,7 @@ def test_switch_has_root_port_upstream_and_numbered_downstream_ports() -> None:
     assert topology.switch.root_port_addr == FIRST_PORT_SLOT
     assert [p.id for p in topology.ports] == ["swdp0", "swdp1", "swdp2", "swdp3"]
     assert {p.bus for p in topology.ports} == {topology.switch.upstream_id}
-    assert [p.driver for p in topology.ports] == ["xio3130-downstream"] * 4
+    assert [p.kind for p in topology.ports] == ["switch-port"] * 4
     assert topology.ports[2].guest_pci_path == "08/00/02/00"
     assert [p.id for p in topology.free_ports] == ["swdp3"]
 
