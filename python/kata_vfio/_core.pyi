@@ -143,12 +143,31 @@ class PciDevice:
     @property
     def is_vfio_bound(self) -> bool:
         """Bound to vfio-pci or a vfio variant driver (``*_vfio_pci``/``*-vfio-pci``)."""
+    @property
+    def boot_vga(self) -> bool:
+        """``boot_vga`` reads 1 (VGA-class functions only; unreadable counts as 1)."""
+    @property
+    def platform_function(self) -> str | None:
+        """The platform role that makes taking this function unsafe (``host-bridge``,
+        ``isa-bridge``, ``legacy-bus-bridge``, ``smbus``, ``iommu``, ``interrupt-controller``,
+        ``dma-controller``, ``timer``, ``rtc``, ``event-collector``, ``memory-controller``,
+        ``boot-vga``, ``root-complex-peripheral`` for an unclaimed 0x0880 function on a root
+        bus), None for other functions."""
+    @property
+    def problems(self) -> tuple[ReadProblem, ...]:
+        """Attributes that exist but could not be read; their values here are None (and a
+        ``driver`` problem makes the function's group unknown)."""
     # Detail attributes: None unless the scan ran with details=True.
     @property
-    def bars(self) -> tuple[Bar, ...] | None: ...
+    def has_details(self) -> bool:
+        """The detail attributes were read (``scan(details=True)``, :func:`read_details`)."""
+    @property
+    def bars(self) -> tuple[Bar, ...] | None:
+        """The non-empty BARs; None without details and when ``resource`` could not be read
+        or is malformed (unknown, which is not "no BARs": see ``problems``)."""
     @property
     def large_bar(self) -> bool | None:
-        """A memory BAR of 4 GiB or more (it cannot sit below 4 GiB)."""
+        """A memory BAR of 4 GiB or more (it cannot sit below 4 GiB); None when unknown."""
     @property
     def reset_methods(self) -> tuple[str, ...] | None: ...
     @property
@@ -158,25 +177,77 @@ class PciDevice:
     def __hash__(self) -> int: ...
 
 @final
+class ReadProblem:
+    """A fact of one function that exists but could not be read."""
+
+    @property
+    def bdf(self) -> Bdf: ...
+    @property
+    def attribute(self) -> str:
+        """The sysfs file or link (``uevent``, ``driver``, ``resource``), or ``device`` for the
+        device directory itself."""
+    @property
+    def reason(self) -> str:
+        """``missing``, ``permission-denied``, ``not-a-regular-file``, ``escapes-root``
+        (a link leaving the sysfs root), ``invalid`` (not what the kernel writes) or
+        ``os-error``."""
+    @property
+    def errno(self) -> int | None: ...
+    def __eq__(self, value: object, /) -> bool: ...
+    def __ne__(self, value: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
+class Fix:
+    """What would make a blocked group assignable, as data (``kata_vfio.host.render`` words it)."""
+
+    @property
+    def action(self) -> str:
+        """``bind-group``, ``bind-device``, ``unbind-bridge`` or ``none``."""
+    @property
+    def group(self) -> int | None:
+        """The group to bind (``bind-group``)."""
+    @property
+    def bdf(self) -> Bdf | None:
+        """The function to bind or unbind; for ``none``, the member the reason is about."""
+    @property
+    def because(self) -> str | None:
+        """Why there is no fix: ``platform-function`` or ``unknown-member``."""
+    @property
+    def platform_function(self) -> str | None:
+        """For ``platform-function``: which one (see :attr:`PciDevice.platform_function`)."""
+    def __eq__(self, value: object, /) -> bool: ...
+    def __ne__(self, value: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
 class Blocker:
-    """A group member that keeps the group from being assignable, and the fix."""
+    """A group member that keeps the group from being assignable, and the fix, as data."""
 
     @property
     def bdf(self) -> Bdf: ...
     @property
     def driver(self) -> str | None: ...
     @property
-    def reason(self) -> str: ...
+    def group(self) -> int: ...
     @property
-    def fix(self) -> str:
-        """The one command that fixes it (``kata-vfio bind --group 12``)."""
+    def kind(self) -> str:
+        """``host-driver``, ``bridge-driver``, ``unbound``, ``stub`` or ``unknown`` (the
+        member cannot be read: see :attr:`problem`)."""
     @property
-    def manual(self) -> tuple[str, ...]:
-        """The same fix as the sysfs writes to type by hand, in order."""
+    def problem(self) -> ReadProblem | None:
+        """What could not be read, for an ``unknown`` member."""
+    @property
+    def fix(self) -> Fix: ...
+    @property
+    def writes(self) -> tuple[tuple[str, str], ...]:
+        """The fix as (path, value) sysfs writes to make by hand, in order; empty when there is
+        no safe fix."""
     @property
     def breaks_viability(self) -> bool:
-        """True when this member alone makes the kernel refuse the group; False when the
-        group is viable but the member is not ready for QEMU (unbound, on pci-stub)."""
+        """True when this member alone makes the kernel refuse the group, or may (unknown);
+        False when the group is viable but the member is not ready for QEMU (unbound,
+        on pci-stub)."""
     def __eq__(self, value: object, /) -> bool: ...
     def __ne__(self, value: object, /) -> bool: ...
     def __hash__(self) -> int: ...
@@ -200,6 +271,19 @@ class IommuGroup:
     @property
     def assignable(self) -> bool:
         """Viable, and every endpoint is bound to a vfio driver (ready for QEMU)."""
+    @property
+    def verdict(self) -> str:
+        """``assignable``, ``not-ready`` (viable), ``not-viable``, ``unknown`` (a member, or
+        the member list, cannot be read: neither viable nor assignable) or ``no-endpoints``."""
+    @property
+    def unplaced(self) -> tuple[Bdf, ...]:
+        """Functions the scan could not place in any group (no ``kernel/iommu_groups`` and an
+        unreadable function or ``iommu_group`` link): each may belong here, so the verdict is
+        ``unknown``."""
+    @property
+    def listing_problem(self) -> str | None:
+        """Why ``kernel/iommu_groups/N/devices`` could not be listed (a
+        :attr:`ReadProblem.reason`), None when it was or when the tree has no listing."""
     @property
     def blockers(self) -> tuple[Blocker, ...]: ...
     def __eq__(self, value: object, /) -> bool: ...
@@ -245,6 +329,10 @@ class IommuStatus:
     @property
     def noiommu(self) -> bool:
         """vfio's unsafe no-IOMMU mode is on (parameter or ``noiommu-N`` nodes)."""
+    @property
+    def unreadable(self) -> tuple[tuple[str, str], ...]:
+        """Evidence that exists but could not be read: (path under its root such as
+        ``dev/vfio/vfio`` or ``proc/cmdline``, :attr:`ReadProblem.reason`)."""
     def __eq__(self, value: object, /) -> bool: ...
     def __ne__(self, value: object, /) -> bool: ...
     def __hash__(self) -> int: ...
@@ -340,6 +428,10 @@ class Host:
     @property
     def devices(self) -> tuple[PciDevice, ...]: ...
     @property
+    def unreadable(self) -> tuple[ReadProblem, ...]:
+        """Functions under ``bus/pci/devices`` that could not be read (directory, bus link or
+        identity), in PCI order; their groups are unknown."""
+    @property
     def groups(self) -> tuple[IommuGroup, ...]: ...
     @property
     def iommu(self) -> IommuStatus: ...
@@ -382,6 +474,16 @@ def scan(
     defaults to ``/proc`` for the real ``/sys`` and to a ``proc`` directory beside another
     sysfs root). ``threads`` sets the workers of the device walk (default: by host size and
     CPUs)."""
+
+def device_numbers(sysfs_root: str) -> dict[str, tuple[str, int, int]]:
+    """Every device node the kernel names under ``sysfs_root``: ``DEVNAME`` (relative to
+    ``/dev``) -> (``c`` or ``b``, major, minor), from ``dev/char/M:m/uevent`` and
+    ``dev/block/M:m/uevent``, read beneath the root."""
+
+def lstat_beneath(root: str, relative: str) -> tuple[int, int, int]:
+    """``lstat`` of ``relative`` beneath ``root`` (links on the way followed only while they
+    stay inside; the last component not followed): ``(0, st_mode, st_rdev)``, or
+    ``(errno, 0, 0)`` (``EXDEV`` for a path that would leave the root)."""
 
 def read_details(sysfs_root: str, bdf: Bdf | str) -> PciDevice:
     """Scan one device with its detail attributes (BARs, reset methods, link)."""

@@ -57,6 +57,7 @@ from kata_vfio.errors import (
     NotAssignableError,
     VfioError,
 )
+from kata_vfio.host import render
 
 __all__ = [
     "CdevDevice",
@@ -182,12 +183,16 @@ def _blocker_hint(target: _Target) -> str:
     """Names what keeps the device's group from being viable, and the fix."""
     group = None if target.group is None else target.host.find_group(target.group)
     if group is None or not group.blockers:
+        listing = None if group is None else render.listing_text(group)
+        detail = listing or "the scan saw no member that blocks it"
         return (
-            f"IOMMU group {target.group} is not viable: bind every endpoint in it to "
-            f"vfio-pci (kata-vfio bind --group {target.bdf})"
+            f"IOMMU group {target.group} is not viable ({detail}): `kata-vfio groups` shows "
+            "its members"
         )
-    names = "; ".join(f"{b.bdf} ({b.driver or 'no driver'}): {b.reason}" for b in group.blockers)
-    fixes = " && ".join(dict.fromkeys(b.fix for b in group.blockers))
+    names = "; ".join(
+        f"{b.bdf} ({b.driver or b.kind}): {render.blocker_reason(b)}" for b in group.blockers
+    )
+    fixes = " && ".join(dict.fromkeys(render.fix_text(b) for b in group.blockers))
     return f"IOMMU group {group.id} is not viable: {names}; fix: {fixes}"
 
 

@@ -259,3 +259,36 @@ def test_doctor_vm_memory_takes_the_one_size_convention(
         assert "--vm-memory" in err and why in err
         assert "16384M" in err, "the hint names the accepted forms"
         assert "Traceback" not in err
+
+
+def _readme_blocks(heading: str) -> list[list[str]]:
+    """The fenced output blocks of one README section, as lines."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return [
+        block.split("```", 1)[0].strip("\n").splitlines() for block in section.split("```\n")[1::2]
+    ]
+
+
+def test_the_readme_group_examples_are_what_the_cli_prints(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kata_vfio.samples import sample_host
+
+    blocks = [b for b in _readme_blocks("CLI") if b and b[0].startswith("group ")]
+    not_viable, unknown, platform = blocks
+    code, out, _ = call(capsys, ["--sample", "groups"])
+    assert code == 0
+    lines = out.splitlines()
+    start = lines.index(not_viable[0])
+    assert lines[start : start + len(not_viable)] == not_viable
+    start = lines.index(platform[0])
+    shown = [line for line in platform if line.strip() != "..."]
+    assert all(line in lines[start : start + 10] for line in shown)
+    copy = sample_host(tmp_path / "sample")
+    Path(copy.sysfs_root, "bus/pci/devices/0000:a9:00.1").unlink()
+    code, out, _ = call(capsys, run(copy, "groups"))
+    assert code == 1
+    lines = out.splitlines()
+    start = lines.index(unknown[0])
+    assert lines[start : start + len(unknown)] == unknown

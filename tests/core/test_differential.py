@@ -4,6 +4,7 @@ built from."""
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 from typing import Any
@@ -34,6 +35,33 @@ def _scan_both(spec: HostSpec, details: bool) -> tuple[Any, refscan.RefHost]:
 def test_rust_scan_equals_reference_scan(spec, details):
     rust, ref = _scan_both(spec, details)
     assert_same_host(rust, ref)
+
+
+@SETTINGS
+@given(spec=host_specs(), details=st.booleans(), data=st.data())
+def test_both_scans_agree_on_trees_that_lost_functions(spec, details, data):
+    """Remove the bus links of some functions (the kernel's group lists still name them) and
+    cut some uevents short: both scanners judge the damaged tree alike, and a group with a
+    member they cannot read is unknown."""
+    with tempfile.TemporaryDirectory() as tmp:
+        host = build_host(f"{tmp}/host", spec)
+        bdfs = [d.bdf for d in spec.devices]
+        # PFs stay: the core takes a VF's physfn from its PF's virtfn links, the reference from
+        # the VF's own link; they differ (by design) only when the PF cannot be read.
+        removable = [d.bdf for d in spec.devices if d.sriov_totalvfs is None]
+        for bdf in data.draw(st.lists(st.sampled_from(removable), max_size=2, unique=True)):
+            os.unlink(os.path.join(host.sysfs_root, "bus/pci/devices", bdf))
+        for bdf in data.draw(st.lists(st.sampled_from(bdfs), max_size=2, unique=True)):
+            uevent = os.path.join(host.sysfs_root, "bus/pci/devices", bdf, "uevent")
+            if os.path.isfile(uevent):
+                with open(uevent, "r+") as handle:
+                    handle.truncate(data.draw(st.integers(0, 40)))
+        rust = kata_vfio.scan(host.sysfs_root, host.dev_root, host.proc_root, details=details)
+        ref = refscan.scan(host.sysfs_root, host.dev_root, host.proc_root, details=details)
+    assert_same_host(rust, ref)
+    for group in rust.groups:
+        if any(b.kind == "unknown" for b in group.blockers):
+            assert group.verdict == "unknown" and not group.assignable
 
 
 def _broken(dev: DeviceSpec, *names: str) -> bool:

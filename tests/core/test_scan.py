@@ -10,6 +10,7 @@ import pytest
 
 import kata_vfio
 from kata_vfio import Bdf, errors
+from kata_vfio.host import render
 from kata_vfio.testing import FakeHost, build_host
 
 ROOT_PORT = {"id": "8086:347a", "class": "060400", "driver": "pcieport"}
@@ -162,13 +163,20 @@ def test_gpu_with_audio_on_host_driver(server: FakeHost) -> None:
     assert str(blocker.bdf) == "0000:02:00.1"
     assert blocker.driver == "snd_hda_intel"
     assert blocker.breaks_viability
-    assert "not viable" in blocker.reason
-    assert blocker.fix == "kata-vfio bind --group 13"
+    assert blocker.kind == "host-driver"
+    assert (blocker.fix.action, blocker.fix.group, blocker.fix.bdf) == ("bind-group", 13, None)
+    assert group.verdict == "not-viable"
     root = server.sysfs_root
-    assert blocker.manual == (
-        f"echo vfio-pci > {root}/bus/pci/devices/0000:02:00.1/driver_override",
-        f"echo 0000:02:00.1 > {root}/bus/pci/drivers/snd_hda_intel/unbind",
-        f"echo 0000:02:00.1 > {root}/bus/pci/drivers_probe",
+    assert blocker.writes == (
+        (f"{root}/bus/pci/devices/0000:02:00.1/driver_override", "vfio-pci"),
+        (f"{root}/bus/pci/drivers/snd_hda_intel/unbind", "0000:02:00.1"),
+        (f"{root}/bus/pci/drivers_probe", "0000:02:00.1"),
+    )
+    # The words and the command are rendered in Python, in one place.
+    assert "not viable" in render.blocker_reason(blocker)
+    assert render.fix_text(blocker) == "kata-vfio bind --group 13"
+    assert render.manual_lines(blocker)[0] == (
+        f"echo vfio-pci > {root}/bus/pci/devices/0000:02:00.1/driver_override"
     )
 
 
@@ -199,8 +207,10 @@ def test_unbound_endpoint_is_viable_but_not_ready(tmp_path: Path) -> None:
     assert group.viable and not group.assignable
     (blocker,) = group.blockers
     assert not blocker.breaks_viability
-    assert blocker.manual[-1].endswith("drivers_probe")
-    assert not any("unbind" in step for step in blocker.manual)
+    assert blocker.kind == "unbound"
+    assert group.verdict == "not-ready"
+    assert blocker.writes[-1][0].endswith("drivers_probe")
+    assert not any("unbind" in path for path, _ in blocker.writes)
 
 
 def test_group_lookups(server: FakeHost) -> None:
@@ -336,7 +346,12 @@ def test_missing_and_unreadable_attributes_do_not_fail(tmp_path: Path) -> None:
     assert gpu.numa_node is None and gpu.revision is None
     assert (gpu.vendor, gpu.device, gpu.class_code) == (0x10DE, 0x2330, 0x030200)
     assert gpu.driver == "vfio-pci"  # from the driver link when uevent is missing
-    assert gpu.bars == ()
+    # An unreadable resource is unknown BARs (None), not "no BARs" (an empty tuple).
+    assert gpu.has_details
+    assert gpu.bars is None and gpu.large_bar is None
+    # (subsystem_vendor is never read: modalias gives it.)
+    unreadable = "not-a-regular-file" if os.geteuid() == 0 else "permission-denied"
+    assert [(p.attribute, p.reason) for p in gpu.problems] == [("resource", unreadable)]
 
 
 def test_device_vanished_is_skipped(server: FakeHost) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sandbox_hosts import Zoo, cdi_registry, oci_spec
+from sandbox_hosts import Zoo, cdi_registry, gpu_server, oci_spec
 
 from kata_vfio.errors import (
     CdiInjectionError,
@@ -494,3 +494,24 @@ def test_the_vm_plan_is_neutral_and_the_command_renders_it(
         f.device_id for d in plan.devices for f in d.functions
     ]
     assert plan.vm.kernel == nvidia_config.kernel and plan.qemu_argv[0] == nvidia_config.path
+
+
+def test_unknown_bar_sizes_are_named_in_a_warning(
+    tmp_path: Path, nvidia_config: KataConfig
+) -> None:
+    """An unreadable or malformed ``resource`` is unknown BARs, not "no BARs": the plan says
+    whose window it could not size instead of silently planning a too-small one."""
+    from kata_vfio import scan
+
+    server = gpu_server(tmp_path / "host", gpus=1, nics=0)
+    gpu = next(d for d in server.host.devices if d.class_code >> 16 == 0x03)
+    assert gpu.bars  # sized when resource reads fine
+    resource = Path(server.sysfs_root, "bus/pci/devices", str(gpu.bdf), "resource")
+    resource.write_text("0x0 0xffffffffffffffff 0x200\n")  # 2^64 bytes: not the kernel's
+    host = scan(server.sysfs_root, server.dev_root, server.proc_root, details=True)
+    assert host.device(gpu.bdf).bars is None
+    node = host.group_node(gpu.bdf)
+    assert node is not None
+    plan = plan_sandbox(oci_spec([node]), host=host, config=nvidia_config)
+    (warning,) = [w for w in plan.warnings if "BAR sizes" in w]
+    assert str(gpu.bdf) in warning and "unknown" in warning

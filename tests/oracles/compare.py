@@ -1,6 +1,7 @@
 """Field-by-field comparison of two scans of one host: the Rust core's and the reference
-scanner's (or two Rust scans). Addresses compare as text; prose (blocker reasons, status
-reasons) is left out since each implementation words it its own way."""
+scanner's (or two Rust scans). Addresses compare as text; read problems, blocker kinds and
+fixes compare as data; prose (status reasons) is left out since each implementation words it
+its own way."""
 
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ DEVICE_FIELDS = (
     "is_host_bridge",
     "is_endpoint",
     "is_vfio_bound",
+    "boot_vga",
+    "platform_function",
+    "has_details",
 )
 STATUS_FIELDS = (
     "enabled",
@@ -40,6 +44,7 @@ STATUS_FIELDS = (
     "vfio_container_node",
     "iommufd_node",
     "noiommu",
+    "unreadable",
 )
 
 
@@ -48,6 +53,17 @@ def _text(value: Any) -> Any:
     if isinstance(value, tuple):
         return tuple(str(v) for v in value)
     return None if value is None else str(value)
+
+
+def problem_view(problem: Any) -> tuple[str, str, str]:
+    """A read problem as (address, attribute, reason)."""
+    return (str(problem.bdf), problem.attribute, problem.reason)
+
+
+def fix_view(fix: Any) -> tuple[Any, ...]:
+    """A structured fix as plain values."""
+    bdf = None if fix.bdf is None else str(fix.bdf)
+    return (fix.action, fix.group, bdf, fix.because, fix.platform_function)
 
 
 def device_view(dev: Any) -> dict[str, Any]:
@@ -64,6 +80,7 @@ def device_view(dev: Any) -> dict[str, Any]:
         else tuple((b.index, b.start, b.size, b.is_io, b.is_64bit, b.prefetchable) for b in bars)
     )
     view["large_bar"] = dev.large_bar
+    view["problems"] = tuple(sorted(problem_view(p) for p in dev.problems))
     view["reset_methods"] = None if dev.reset_methods is None else tuple(dev.reset_methods)
     link = dev.link
     view["link"] = (
@@ -75,22 +92,34 @@ def device_view(dev: Any) -> dict[str, Any]:
 
 
 def group_view(group: Any) -> dict[str, Any]:
-    """The comparable fields of an IOMMU group (blockers by address and driver: the Rust
-    core's wording is its own)."""
+    """The comparable fields of an IOMMU group, blockers and fixes as data."""
     return {
         "id": group.id,
         "devices": _text(group.devices),
         "endpoints": _text(group.endpoints),
         "viable": group.viable,
         "assignable": group.assignable,
-        "blockers": tuple((str(b.bdf), b.driver) for b in group.blockers),
+        "verdict": group.verdict,
+        "listing_problem": group.listing_problem,
+        "unplaced": _text(group.unplaced),
+        "blockers": tuple(
+            (
+                str(b.bdf),
+                b.driver,
+                b.kind,
+                b.breaks_viability,
+                fix_view(b.fix),
+                None if b.problem is None else problem_view(b.problem),
+            )
+            for b in group.blockers
+        ),
     }
 
 
 def status_view(status: Any) -> dict[str, Any]:
     """The comparable fields of the IOMMU status (the reasons are prose)."""
     view = {name: getattr(status, name) for name in STATUS_FIELDS}
-    for name in ("iommu_class", "firmware_tables", "cmdline"):
+    for name in ("iommu_class", "firmware_tables", "cmdline", "unreadable"):
         if view[name] is not None:
             view[name] = tuple(view[name])
     return view
@@ -110,3 +139,4 @@ def assert_same_host(rust: Any, ref: Any) -> None:
     for got, want in zip(rust_groups, ref_groups, strict=True):
         assert got == want, f"group {want['id']}"
     assert status_view(rust.iommu) == status_view(ref.iommu)
+    assert [problem_view(p) for p in rust.unreadable] == [problem_view(p) for p in ref.unreadable]

@@ -10,9 +10,19 @@ core; where the two disagree one of them has a bug.
 
 Semantics (the kernel's, as :mod:`kata_vfio._core` documents them):
 
+- every path stays inside the roots given: a link that leaves the sysfs root (absolute, or
+  ``..`` past it) is refused; attributes are opened without following a link, without
+  blocking, and read only when they are regular files;
 - a device is listed when its ``bus/pci/devices`` entry parses as an address and its vendor,
-  device and class can be read (``uevent``, else ``modalias``, else the single files); one
-  that vanishes mid-scan is left out, an unreadable optional attribute is ``None``;
+  device and class can be read (``uevent`` when it is whole, else ``modalias``, else the
+  single files); one that vanishes mid-scan is left out, one that cannot be read is listed in
+  ``unreadable`` with why; an optional attribute that is absent is ``None``, one that exists
+  but cannot be read is ``None`` and a ``problem`` (attribute, reason);
+- group members come from ``kernel/iommu_groups/N/devices`` when that listing exists (plus
+  any device whose link names the group); a member without a readable record, a driver that
+  cannot be read, or a listing that cannot be read make the group ``unknown``;
+- fixes are data: bind the group, bind the device, unbind the bridge, or none (a platform
+  function would be taken, or a member cannot be read);
 - ``upstream`` are the addresses among the components of the bus link's target, root first;
   ``physfn`` is read from the VF's own ``physfn`` link, ``virtfns`` from ``virtfnN`` links;
 - a group is *viable* when no member is an endpoint on a host driver or a bridge on a driver
@@ -24,11 +34,13 @@ Semantics (the kernel's, as :mod:`kata_vfio._core` documents them):
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+import stat
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 _BDF_RE = re.compile(r"^([0-9A-Fa-f]{4,8}):([0-9A-Fa-f]{2}):([0-9A-Fa-f]{2})\.([0-7])$")
 _SHORT_BDF_RE = re.compile(r"^([0-9A-Fa-f]{2}):([0-9A-Fa-f]{2})\.([0-7])$")
@@ -36,7 +48,7 @@ _CDEV_RE = re.compile(r"^(?:noiommu-)?vfio(0|[1-9][0-9]*)$")
 _DEC_RE = re.compile(r"^(0|[1-9][0-9]*)$")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _PATH_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
-_FILE_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY
+_FILE_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK | os.O_NOFOLLOW
 _ATTR_MAX = 4096
 _CONVENTIONAL_CONFIG = 256
 _LARGE_BAR = 1 << 32
@@ -84,6 +96,28 @@ def is_vfio_driver(driver: str | None) -> bool:
     )
 
 
+# Platform functions by class and subclass (the 16 top bits of the class code).
+_PLATFORM_CLASSES = {
+    0x0600: "host-bridge", 0x0601: "isa-bridge", 0x0602: "legacy-bus-bridge",
+    0x0603: "legacy-bus-bridge", 0x0C05: "smbus", 0x0806: "iommu",
+    0x0800: "interrupt-controller", 0x0801: "dma-controller", 0x0802: "timer", 0x0803: "rtc",
+    0x0807: "event-collector", 0x0500: "memory-controller", 0x0501: "memory-controller",
+    0x0580: "memory-controller",
+}  # fmt: skip
+
+
+def platform_function(
+    class_code: int, boot_vga: bool, *, on_root_bus: bool = False, driver: str | None = None
+) -> str | None:
+    """The platform role of a function, if any (see ``PciDevice.platform_function``)."""
+    found = _PLATFORM_CLASSES.get(class_code >> 8)
+    if found is None and boot_vga:
+        return "boot-vga"
+    if found is None and class_code >> 8 == 0x0880 and on_root_bus and driver is None:
+        return "root-complex-peripheral"
+    return found
+
+
 def _is_dma_safe(driver: str) -> bool:
     # The PCI drivers with driver_managed_dma set: vfio drivers, pci-stub, pcieport.
     return is_vfio_driver(driver) or driver in ("pci-stub", "pcieport")
@@ -102,6 +136,26 @@ class RefBar:
     is_io: bool
     is_64bit: bool
     prefetchable: bool
+
+
+@dataclass(frozen=True)
+class RefProblem:
+    """A fact of one function that exists but could not be read."""
+
+    bdf: str
+    attribute: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RefFix:
+    """A structured fix: ``action`` and its target, or why there is none."""
+
+    action: str
+    group: int | None = None
+    bdf: str | None = None
+    because: str | None = None
+    platform_function: str | None = None
 
 
 @dataclass(frozen=True)
@@ -159,9 +213,19 @@ class RefDevice(ClassRoles):
     is_pcie: bool
     vfio_cdev: str | None
     sysfs_path: str
+    boot_vga: bool = False
+    problems: tuple[RefProblem, ...] = ()
+    has_details: bool = False
     bars: tuple[RefBar, ...] | None = None
     reset_methods: tuple[str, ...] | None = None
     link: RefLink | None = None
+
+    @property
+    def platform_function(self) -> str | None:
+        """The platform role of this function, if any."""
+        return platform_function(
+            self.class_code, self.boot_vga, on_root_bus=not self.upstream, driver=self.driver
+        )
 
     @property
     def is_vfio_bound(self) -> bool:
@@ -182,8 +246,10 @@ class RefBlocker:
 
     bdf: str
     driver: str | None
-    reason: str
+    kind: str
     breaks_viability: bool
+    fix: RefFix = field(default_factory=lambda: RefFix("none"))
+    problem: RefProblem | None = None
 
 
 @dataclass(frozen=True)
@@ -196,6 +262,9 @@ class RefGroup:
     viable: bool
     assignable: bool
     blockers: tuple[RefBlocker, ...]
+    verdict: str = "assignable"
+    listing_problem: str | None = None
+    unplaced: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -215,6 +284,7 @@ class RefStatus:
     vfio_container_node: bool
     iommufd_node: bool
     noiommu: bool
+    unreadable: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -227,6 +297,7 @@ class RefHost:
     groups: tuple[RefGroup, ...]
     iommu: RefStatus
     has_details: bool
+    unreadable: tuple[RefProblem, ...] = ()
 
     def find_device(self, bdf: str) -> RefDevice | None:
         """The device at ``bdf`` (any accepted spelling), or None."""
@@ -240,23 +311,54 @@ class RefHost:
 
 # --- low-level reads --------------------------------------------------------------------
 
+_ABSENT = frozenset({errno.ENOENT, errno.ENODEV, errno.ENOTDIR, errno.ENXIO})
 
-def _read(dir_fd: int, name: str) -> str | None:
-    """One attribute as stripped text: one open, one read, one close; None on any failure."""
+
+class _Failed(Exception):
+    """An attribute that exists but could not be read, with the reason's name."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _reason(exc: OSError) -> str | None:
+    """The problem an OS error is, or None when it means "absent"."""
+    if exc.errno in _ABSENT:
+        return None
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission-denied"
+    if exc.errno == errno.EXDEV:
+        return "escapes-root"
+    if exc.errno in (errno.ELOOP, errno.EISDIR):
+        return "not-a-regular-file"
+    return "os-error"
+
+
+def _read(dir_fd: int, name: str, *, raw: bool = False) -> str | None:
+    """One attribute as text (stripped unless ``raw``): opened without following a link and
+    without blocking, read only when it is a regular file. None when absent; raises
+    :class:`_Failed` when it exists but cannot be read."""
     try:
         fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
-    except OSError:
-        return None
+    except OSError as exc:
+        reason = _reason(exc)
+        if reason is None:
+            return None
+        raise _Failed(reason) from None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _Failed("not-a-regular-file")
         data = os.read(fd, _ATTR_MAX)
-    except OSError:
-        return None
+    except OSError as exc:
+        raise _Failed(_reason(exc) or "missing") from None
     finally:
         os.close(fd)
     try:
-        return data.decode("utf-8").strip()
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
-        return None
+        raise _Failed("invalid") from None
+    return text if raw else text.strip()
 
 
 def _readlink(dir_fd: int, name: str) -> str | None:
@@ -279,14 +381,6 @@ def _listdir(dir_fd: int, name: str) -> list[str] | None:
         os.close(fd)
 
 
-def _exists(dir_fd: int, name: str) -> bool:
-    try:
-        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except OSError:
-        return False
-    return True
-
-
 def _hex(text: str | None, limit: int) -> int | None:
     if text is None or text[:2] not in ("0x", "0X") or not 2 < len(text) <= 10:
         return None
@@ -307,20 +401,102 @@ def _dec(text: str | None) -> int | None:
     return value if value >= 0 and text.lstrip("+").isdigit() else None
 
 
-def _resolve(base: str, target: str) -> str:
-    """A relative link target resolved lexically against the link's directory."""
+def _resolve(base: str, target: str) -> str | None:
+    """A relative link target resolved lexically against the link's directory; None when it
+    is absolute or climbs above the root."""
     if target.startswith("/"):
-        return target
+        return None
     parts = [p for p in base.split("/") if p]
     for part in target.split("/"):
         if part in ("", "."):
             continue
         if part == "..":
-            if parts:
-                parts.pop()
+            if not parts:
+                return None
+            parts.pop()
         else:
             parts.append(part)
     return "/".join(parts)
+
+
+class _Root:
+    """A root directory (sysfs, dev, proc) that every path is checked to stay inside: the
+    path is opened, then the kernel is asked where the descriptor really is
+    (``/proc/self/fd``); a descriptor outside the root is closed unused (``EXDEV``)."""
+
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, _DIR_FLAGS)
+        self.real = os.readlink(f"/proc/self/fd/{self.fd}")
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def open(self, rel: str, flags: int) -> int:
+        if rel.startswith("/") or _resolve("", rel) is None:
+            raise OSError(errno.EXDEV, "leaves the root", rel)
+        fd = os.open(rel or ".", flags, dir_fd=self.fd)
+        where = os.readlink(f"/proc/self/fd/{fd}")
+        if where != self.real and not where.startswith(self.real.rstrip("/") + "/"):
+            os.close(fd)
+            raise OSError(errno.EXDEV, "leaves the root", rel)
+        return fd
+
+    def _parent(self, rel: str) -> tuple[int, str]:
+        parent, _, name = rel.rpartition("/")
+        return self.open(parent, _PATH_FLAGS), name
+
+    def read(self, rel: str) -> str | None:
+        """An attribute (absent or unreadable: None)."""
+        try:
+            dfd, name = self._parent(rel)
+        except OSError:
+            return None
+        try:
+            return _read(dfd, name)
+        except _Failed:
+            return None
+        finally:
+            os.close(dfd)
+
+    def listdir(self, rel: str) -> list[str] | None:
+        """A directory's names, or None."""
+        return self.listdir_or_reason(rel)[0]
+
+    def listdir_or_reason(self, rel: str) -> tuple[list[str] | None, str | None]:
+        """A directory's names, or None and the problem (None when absent)."""
+        try:
+            fd = self.open(rel, _DIR_FLAGS)
+        except OSError as exc:
+            return None, _reason(exc)
+        try:
+            return os.listdir(fd), None
+        except OSError as exc:
+            return None, _reason(exc)
+        finally:
+            os.close(fd)
+
+    def exists(self, rel: str) -> bool:
+        """The last component exists (a link counts)."""
+        try:
+            dfd, name = self._parent(rel)
+        except OSError:
+            return False
+        try:
+            os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except OSError:
+            return False
+        finally:
+            os.close(dfd)
+        return True
+
+    def resolves(self, rel: str) -> tuple[bool, str | None]:
+        """Whether the path resolves inside the root, and the problem when it exists but
+        cannot be reached."""
+        try:
+            os.close(self.open(rel, os.O_PATH | os.O_CLOEXEC))
+        except OSError as exc:
+            return False, _reason(exc)
+        return True, None
 
 
 # --- one device -------------------------------------------------------------------------
@@ -355,8 +531,11 @@ def _id_pair(value: str) -> tuple[int | None, int | None]:
     return one(left), one(right)
 
 
-def _parse_uevent(text: str) -> _Ids:
+def _parse_uevent(text: str) -> _Ids | None:
+    """The fields of a whole ``uevent``; None when it is empty or cut short (it must end in a
+    newline, carry IDs and class, and a ``MODALIAS`` line that parses)."""
     ids = _Ids()
+    whole = False
     for line in text.splitlines():
         key, sep, value = line.partition("=")
         if not sep:
@@ -373,53 +552,110 @@ def _parse_uevent(text: str) -> _Ids:
             ids.vendor, ids.device = _id_pair(value)
         elif key == "PCI_SUBSYS_ID":
             ids.subsystem_vendor, ids.subsystem_device = _id_pair(value)
-    return ids
+        elif key == "MODALIAS":
+            whole = _MODALIAS_RE.match(value) is not None
+    return ids if whole and ids.complete() and text.endswith("\n") else None
 
 
 _MODALIAS_RE = re.compile(
-    r"^pci:v([0-9A-Fa-f]{8})d([0-9A-Fa-f]{8})"
-    r"(?:sv([0-9A-Fa-f]{8})sd([0-9A-Fa-f]{8})"
-    r"(?:bc([0-9A-Fa-f]{2})sc([0-9A-Fa-f]{2})i([0-9A-Fa-f]{2}))?)?"
+    r"^pci:v([0-9A-Fa-f]{8})d([0-9A-Fa-f]{8})sv([0-9A-Fa-f]{8})sd([0-9A-Fa-f]{8})"
+    r"bc([0-9A-Fa-f]{2})sc([0-9A-Fa-f]{2})i([0-9A-Fa-f]{2})"
 )
 
 
-def _fill_from_modalias(ids: _Ids, text: str | None) -> None:
-    match = _MODALIAS_RE.match(text or "")
-    if match is None:
-        return
-    v, d, sv, sd, bc, sc, pi = match.groups()
-
-    def u16(x: str | None) -> int | None:
-        value = None if x is None else int(x, 16)
-        return value if value is not None and value <= 0xFFFF else None
-
-    ids.vendor = ids.vendor if ids.vendor is not None else u16(v)
-    ids.device = ids.device if ids.device is not None else u16(d)
-    ids.subsystem_vendor = ids.subsystem_vendor if ids.subsystem_vendor is not None else u16(sv)
-    ids.subsystem_device = ids.subsystem_device if ids.subsystem_device is not None else u16(sd)
-    if ids.class_code is None and bc is not None:
-        ids.class_code = int(bc, 16) << 16 | int(sc, 16) << 8 | int(pi, 16)
+def _u16(text: str) -> int | None:
+    value = int(text, 16)
+    return value if value <= 0xFFFF else None
 
 
-def _read_ids(dfd: int) -> tuple[_Ids, bool] | None:
-    text = _read(dfd, "uevent")
-    ids = _parse_uevent(text) if text is not None else _Ids()
+class _DeviceReader:
+    """One device directory being read, with the problems met on the way."""
+
+    def __init__(self, dfd: int, bdf: str) -> None:
+        self.dfd = dfd
+        self.bdf = bdf
+        self.problems: list[RefProblem] = []
+
+    def note(self, attribute: str, reason: str) -> None:
+        self.problems.append(RefProblem(self.bdf, attribute, reason))
+
+    def text(self, name: str, *, raw: bool = False) -> str | None:
+        try:
+            return _read(self.dfd, name, raw=raw)
+        except _Failed as failed:
+            self.note(name, failed.reason)
+            return None
+
+    def parsed(self, name: str, parse: Callable[[str], tuple[bool, object]]) -> object:
+        """``parse`` gives (valid, value); an invalid text is a problem."""
+        text = self.text(name)
+        if text is None:
+            return None
+        ok, value = parse(text)
+        if not ok:
+            self.note(name, "invalid")
+            return None
+        return value
+
+    def link_name(self, name: str) -> str | None:
+        try:
+            target = os.readlink(name, dir_fd=self.dfd)
+        except OSError as exc:
+            reason = _reason(exc)
+            if reason is not None:
+                self.note(name, reason)
+            return None
+        return posixpath.basename(target)
+
+
+def _hex_parser(limit: int) -> Callable[[str], tuple[bool, object]]:
+    def parse(text: str) -> tuple[bool, object]:
+        value = _hex(text, 0xFFFFFFFF)
+        return (False, None) if value is None or value > limit else (True, value)
+
+    return parse
+
+
+def _read_ids(reader: _DeviceReader) -> tuple[_Ids, bool] | None:
+    text = reader.text("uevent", raw=True)
+    ids = None
+    if text is not None:
+        ids = _parse_uevent(text)
+        if ids is None:
+            reader.note("uevent", "invalid")
+    trusted = ids is not None
+    ids = ids or _Ids()
     if not ids.complete():
-        _fill_from_modalias(ids, _read(dfd, "modalias"))
+        alias = reader.parsed(
+            "modalias",
+            lambda t: (m is not None, m) if (m := _MODALIAS_RE.match(t)) else (False, None),
+        )
+        if isinstance(alias, re.Match):
+            v, d, sv, sd, bc, sc, pi = alias.groups()
+            ids.vendor = ids.vendor if ids.vendor is not None else _u16(v)
+            ids.device = ids.device if ids.device is not None else _u16(d)
+            ids.subsystem_vendor = (
+                ids.subsystem_vendor if ids.subsystem_vendor is not None else _u16(sv)
+            )
+            ids.subsystem_device = (
+                ids.subsystem_device if ids.subsystem_device is not None else _u16(sd)
+            )
+            if ids.class_code is None:
+                ids.class_code = int(bc, 16) << 16 | int(sc, 16) << 8 | int(pi, 16)
     if not ids.complete():
         if ids.vendor is None:
-            ids.vendor = _hex(_read(dfd, "vendor"), 0xFFFF)
+            ids.vendor = reader.parsed("vendor", _hex_parser(0xFFFF))  # type: ignore[assignment]
         if ids.device is None:
-            ids.device = _hex(_read(dfd, "device"), 0xFFFF)
+            ids.device = reader.parsed("device", _hex_parser(0xFFFF))  # type: ignore[assignment]
         if ids.class_code is None:
-            ids.class_code = _hex(_read(dfd, "class"), 0xFFFFFF)
+            ids.class_code = reader.parsed("class", _hex_parser(0xFFFFFF))  # type: ignore[assignment]
     if not ids.complete():
         return None
     if ids.subsystem_vendor is None:
-        ids.subsystem_vendor = _hex(_read(dfd, "subsystem_vendor"), 0xFFFF)
+        ids.subsystem_vendor = reader.parsed("subsystem_vendor", _hex_parser(0xFFFF))  # type: ignore[assignment]
     if ids.subsystem_device is None:
-        ids.subsystem_device = _hex(_read(dfd, "subsystem_device"), 0xFFFF)
-    return ids, text is not None
+        ids.subsystem_device = reader.parsed("subsystem_device", _hex_parser(0xFFFF))  # type: ignore[assignment]
+    return ids, trusted
 
 
 def _read_cdev(dfd: int) -> str | None:
@@ -430,67 +666,114 @@ def _read_cdev(dfd: int) -> str | None:
     return min(cdevs)[1] if cdevs else None
 
 
-def _read_virtfns(dfd: int) -> tuple[int | None, tuple[str, ...]]:
-    """``sriov_numvfs`` and the VFs; when the count cannot be read the ``virtfnN`` links are
-    followed up to the first missing one."""
-    numvfs = _dec(_read(dfd, "sriov_numvfs"))
+def _parse_count(text: str) -> tuple[bool, object]:
+    value = _dec(text)
+    return (value is not None and value <= 0xFFFFFFFF, value)
+
+
+def _read_sriov(reader: _DeviceReader) -> tuple[int | None, int | None, tuple[str, ...]]:
+    """``sriov_totalvfs``, ``sriov_numvfs`` and the VFs. Only PFs have ``sriov_totalvfs``
+    (readable or not); when the count cannot be read the ``virtfnN`` links are followed up to
+    the first missing one."""
+    try:
+        text = _read(reader.dfd, "sriov_totalvfs")
+    except _Failed as failed:
+        reader.note("sriov_totalvfs", failed.reason)
+        text = None
+        is_pf = True
+    else:
+        is_pf = text is not None or _exists_not_enoent(reader.dfd, "sriov_totalvfs")
+    if not is_pf:
+        return None, None, ()
+    totalvfs = None
+    if text is not None:
+        ok, value = _parse_count(text)
+        if ok and isinstance(value, int):
+            totalvfs = value
+        else:
+            reader.note("sriov_totalvfs", "invalid")
+    numvfs = reader.parsed("sriov_numvfs", _parse_count)
+    assert numvfs is None or isinstance(numvfs, int)
     found: set[str] = set()
     index = 0
     while numvfs is None or index < numvfs:
-        target = _readlink(dfd, f"virtfn{index}")
+        target = _readlink(reader.dfd, f"virtfn{index}")
         if target is None and numvfs is None:
             break
         bdf = canonical_bdf(posixpath.basename(target)) if target else None
         if bdf is not None:
             found.add(bdf)
         index += 1
-    return numvfs, tuple(sorted(found, key=bdf_key))
+    return totalvfs, numvfs, tuple(sorted(found, key=bdf_key))
 
 
-def _is_pf(dfd: int) -> bool:
-    """Only PFs have ``sriov_totalvfs`` (readable or not)."""
+def _exists_not_enoent(dfd: int, name: str) -> bool:
+    """A PF is told by ``sriov_totalvfs`` existing: only ENOENT rules it out."""
     try:
-        os.stat("sriov_totalvfs", dir_fd=dfd, follow_symlinks=False)
-    except OSError:
-        return False
+        os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    except OSError as exc:
+        return exc.errno != errno.ENOENT
     return True
 
 
-def _read_details(dfd: int) -> tuple[tuple[RefBar, ...], tuple[str, ...] | None, RefLink | None]:
+def _parse_resource(text: str) -> tuple[RefBar, ...] | None:
+    """BARs 0-5; None unless the first six lines are three ``0x`` numbers each with sane
+    ends (an unknown BAR set is not an empty one)."""
+    lines = text.splitlines()[:6]
+    if len(lines) < 6:
+        return None
     bars: list[RefBar] = []
-    for index, line in enumerate((_read(dfd, "resource") or "").splitlines()[:6]):
+    for index, line in enumerate(lines):
         fields = line.split()
-        if len(fields) < 3 or not all(f.startswith("0x") for f in fields[:3]):
-            continue
+        if len(fields) != 3 or not all(f.startswith("0x") and 2 < len(f) <= 18 for f in fields):
+            return None
         try:
-            start, end, flags = (int(f, 16) for f in fields[:3])
+            start, end, flags = (int(f, 16) for f in fields)
         except ValueError:
+            return None
+        if end == 0 or not flags & (_IORESOURCE_IO | _IORESOURCE_MEM):
             continue
-        if end == 0 or end < start or not flags & (_IORESOURCE_IO | _IORESOURCE_MEM):
-            continue
+        size = end - start + 1
+        if end < start or size >= 1 << 64:
+            return None
         bars.append(
             RefBar(
                 index=index,
                 start=start,
-                size=end - start + 1,
+                size=size,
                 is_io=bool(flags & _IORESOURCE_IO),
                 is_64bit=bool(flags & _IORESOURCE_MEM_64),
                 prefetchable=bool(flags & _IORESOURCE_PREFETCH),
             )
         )
-    reset = _read(dfd, "reset_method")
+    return tuple(bars)
+
+
+def _read_details(
+    reader: _DeviceReader,
+) -> tuple[tuple[RefBar, ...] | None, tuple[str, ...] | None, RefLink | None]:
+    try:
+        resource = _read(reader.dfd, "resource", raw=True)  # line N is BAR N
+    except _Failed as failed:
+        reader.note("resource", failed.reason)
+        bars = None
+    else:
+        if resource is None:
+            reader.note("resource", "missing")
+            bars = None
+        else:
+            bars = _parse_resource(resource)
+            if bars is None:
+                reader.note("resource", "invalid")
+    reset = reader.text("reset_method")
     link = RefLink(
-        current_speed=_speed(_read(dfd, "current_link_speed")),
-        current_width=_width(_read(dfd, "current_link_width")),
-        max_speed=_speed(_read(dfd, "max_link_speed")),
-        max_width=_width(_read(dfd, "max_link_width")),
+        current_speed=_speed(reader.text("current_link_speed")),
+        current_width=_width(reader.text("current_link_width")),
+        max_speed=_speed(reader.text("max_link_speed")),
+        max_width=_width(reader.text("max_link_width")),
     )
     empty = RefLink(None, None, None, None)
-    return (
-        tuple(bars),
-        None if reset is None else tuple(reset.split()),
-        (None if link == empty else link),
-    )
+    return bars, None if reset is None else tuple(reset.split()), None if link == empty else link
 
 
 def _speed(text: str | None) -> str | None:
@@ -502,61 +785,107 @@ def _width(text: str | None) -> int | None:
     return value if value else None
 
 
+def _parse_numa(text: str) -> tuple[bool, object]:
+    if re.fullmatch(r"[+-]?[0-9]+", text) is None:
+        return False, None
+    value = int(text)
+    if not -(1 << 63) <= value < 1 << 63:
+        return False, None
+    return True, value if 0 <= value <= 0xFFFFFFFF else None
+
+
+def _parse_revision(text: str) -> tuple[bool, object]:
+    value = _hex(text, 0xFFFFFFFF)
+    return (False, None) if value is None or value > 0xFF else (True, value)
+
+
+def _boot_vga(reader: _DeviceReader) -> bool:
+    """``1``: yes; absent or ``0``: no; anything else, or unreadable: yes (a problem)."""
+    try:
+        text = _read(reader.dfd, "boot_vga")
+    except _Failed as failed:
+        reader.note("boot_vga", failed.reason)
+        return True
+    if text is None or text == "0":
+        return False
+    if text != "1":
+        reader.note("boot_vga", "invalid")
+    return True
+
+
+_Unreadable = RefProblem
+
+
 def _read_device(
-    devices_fd: int, name: str, bdf: str, groups: dict[str, int] | None, details: bool
-) -> RefDevice | None:
-    target = _readlink(devices_fd, name)
-    if target is None:
-        return None
+    root: _Root, devices_fd: int, name: str, bdf: str, *, groups: dict[str, int] | None,
+    details: bool,
+) -> RefDevice | _Unreadable | None:  # fmt: skip
     try:
-        dfd = os.open(name, _PATH_FLAGS, dir_fd=devices_fd)
-    except OSError:
-        return None
+        target: str | None = os.readlink(name, dir_fd=devices_fd)
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:
+            target = None  # not a link: the directory itself
+        else:
+            reason = _reason(exc)
+            return None if reason is None else RefProblem(bdf, "device", reason)
+    sysfs_path = (
+        f"bus/pci/devices/{name}" if target is None else _resolve("bus/pci/devices", target)
+    )
+    if sysfs_path is None:
+        return RefProblem(bdf, "device", "escapes-root")
     try:
-        return _read_device_at(dfd, bdf, _resolve("bus/pci/devices", target), groups, details)
+        dfd = root.open(sysfs_path, _PATH_FLAGS)
+    except OSError as exc:
+        reason = _reason(exc)
+        return None if reason is None else RefProblem(bdf, "device", reason)
+    try:
+        return _read_device_at(_DeviceReader(dfd, bdf), sysfs_path, groups, details)
     finally:
         os.close(dfd)
 
 
 def _read_device_at(
-    dfd: int, bdf: str, sysfs_path: str, groups: dict[str, int] | None, details: bool
-) -> RefDevice | None:
-    found = _read_ids(dfd)
+    reader: _DeviceReader, sysfs_path: str, groups: dict[str, int] | None, details: bool
+) -> RefDevice | _Unreadable:
+    bdf = reader.bdf
+    found = _read_ids(reader)
     if found is None:
-        return None
-    ids, from_uevent = found
-    driver = ids.driver
-    if not from_uevent:
-        driver_link = _readlink(dfd, "driver")
-        driver = posixpath.basename(driver_link) if driver_link else None
-    numa = _read(dfd, "numa_node")
-    numa_node = None
-    if numa is not None and re.fullmatch(r"[+-]?\d+", numa):
-        numa_node = int(numa) if int(numa) >= 0 else None
-    override = _read(dfd, "driver_override")
-    if groups is not None:
-        group = groups.get(bdf)
-    else:
-        group_link = _readlink(dfd, "iommu_group")
-        group = _dec(posixpath.basename(group_link)) if group_link else None
+        return reader.problems[0] if reader.problems else RefProblem(bdf, "class", "missing")
+    ids, trusted = found
+    driver = ids.driver if trusted else reader.link_name("driver")
+    revision = reader.parsed("revision", _parse_revision)
+    numa_node = reader.parsed("numa_node", _parse_numa)
+    override = reader.text("driver_override")
+    group = groups.get(bdf) if groups is not None else None
+    if group is None:
+        group_link = reader.link_name("iommu_group")
+        if group_link is not None:
+            group = _dec(group_link)
+            if group is None or group > 0xFFFFFFFF:
+                reader.note("iommu_group", "invalid")
+                group = None
     try:
-        is_pcie = os.stat("config", dir_fd=dfd, follow_symlinks=False).st_size > (
+        is_pcie = os.stat("config", dir_fd=reader.dfd, follow_symlinks=False).st_size > (
             _CONVENTIONAL_CONFIG
         )
-    except OSError:
+    except OSError as exc:
+        reason = _reason(exc)
+        if reason is not None:
+            reader.note("config", reason)
         is_pcie = False
-    totalvfs = _dec(_read(dfd, "sriov_totalvfs"))
-    is_pf = totalvfs is not None or _is_pf(dfd)
-    numvfs, virtfns = _read_virtfns(dfd) if is_pf else (None, ())
-    physfn_link = _readlink(dfd, "physfn")
+    cdev = _read_cdev(reader.dfd) if is_vfio_driver(driver) else None
+    totalvfs, numvfs, virtfns = _read_sriov(reader)
+    assert ids.class_code is not None
+    boot_vga = ids.class_code >> 8 == 0x0300 and _boot_vga(reader)
+    bars, reset, link = _read_details(reader) if details else (None, None, None)
+    physfn_link = _readlink(reader.dfd, "physfn")
     upstream = tuple(b for b in map(canonical_bdf, sysfs_path.split("/")) if b is not None)
     if upstream and upstream[-1] == bdf:
         upstream = upstream[:-1]
-    bars, reset, link = _read_details(dfd) if details else (None, None, None)
-    revision = _hex(_read(dfd, "revision"), 0xFF)
     assert ids.vendor is not None
     assert ids.device is not None
-    assert ids.class_code is not None
+    assert revision is None or isinstance(revision, int)
+    assert numa_node is None or isinstance(numa_node, int)
     return RefDevice(
         bdf=bdf,
         vendor=ids.vendor,
@@ -575,8 +904,11 @@ def _read_device_at(
         sriov_numvfs=numvfs,
         upstream=upstream,
         is_pcie=is_pcie,
-        vfio_cdev=_read_cdev(dfd) if is_vfio_driver(driver) else None,
+        vfio_cdev=cdev,
         sysfs_path=sysfs_path,
+        boot_vga=boot_vga,
+        problems=tuple(reader.problems),
+        has_details=details,
         bars=bars,
         reset_methods=reset,
         link=link,
@@ -586,58 +918,156 @@ def _read_device_at(
 # --- groups -----------------------------------------------------------------------------
 
 
-def _group_listing(root_fd: int) -> dict[int, list[str]] | None:
-    names = _listdir(root_fd, "kernel/iommu_groups")
+@dataclass
+class _Listing:
+    members: dict[int, list[str]]
+    failures: dict[int, str]
+    unreadable: str | None = None
+
+
+def _group_listing(root: _Root) -> _Listing | None:
+    names, reason = root.listdir_or_reason("kernel/iommu_groups")
     if names is None:
-        return None
-    listing: dict[int, list[str]] = {}
+        return None if reason is None else _Listing({}, {}, reason)
+    listing = _Listing({}, {})
     for name in names:
-        number = _dec(name) if _DEC_RE.match(name) else None
-        if number is None:
+        if not _DEC_RE.match(name):
             continue
-        members = _listdir(root_fd, f"kernel/iommu_groups/{name}/devices")
+        number = int(name)
+        members, reason = root.listdir_or_reason(f"kernel/iommu_groups/{name}/devices")
         if members is None:
+            listing.failures[number] = reason or "missing"
+            listing.members[number] = []
             continue
-        listing[number] = [b for b in map(canonical_bdf, members) if b is not None]
+        listing.members[number] = [b for b in map(canonical_bdf, members) if b is not None]
     return listing
 
 
-def _blocker(dev: RefDevice) -> RefBlocker | None:
+def _block_kind(dev: RefDevice) -> tuple[str, RefProblem | None] | None:
+    driver_problem = next((p for p in dev.problems if p.attribute == "driver"), None)
+    if driver_problem is not None:
+        return "unknown", driver_problem
     driver = dev.driver
     if is_vfio_driver(driver):
         return None
     if not dev.is_endpoint:
         if driver is None or _is_dma_safe(driver):
             return None
-        return RefBlocker(dev.bdf, driver, f"bridge on {driver}, which uses DMA", True)
+        return "bridge-driver", None
     if driver is None:
-        return RefBlocker(dev.bdf, None, "endpoint has no driver", False)
+        return "unbound", None
     if driver == "pci-stub":
-        return RefBlocker(dev.bdf, driver, "endpoint on pci-stub", False)
-    return RefBlocker(dev.bdf, driver, f"endpoint on host driver {driver}", True)
+        return "stub", None
+    return "host-driver", None
 
 
-def _judge(group_id: int, members: Iterable[str], by_bdf: dict[str, RefDevice]) -> RefGroup:
+def _judge(
+    group_id: int,
+    members: Iterable[str],
+    by_bdf: dict[str, RefDevice],
+    unreadable: dict[str, RefProblem],
+    listing_problem: str | None,
+    unplaced: tuple[str, ...] = (),
+) -> RefGroup:
     devices = tuple(sorted(set(members), key=bdf_key))
     known = [by_bdf[b] for b in devices if b in by_bdf]
     endpoints = tuple(d.bdf for d in known if d.is_endpoint)
-    blockers = tuple(b for b in map(_blocker, known) if b is not None)
-    viable = not any(b.breaks_viability for b in blockers)
+    found: list[tuple[str, RefDevice | None, str, RefProblem | None]] = []
+    for bdf in devices:
+        dev = by_bdf.get(bdf)
+        if dev is None:
+            unread = unreadable.get(bdf, RefProblem(bdf, "device", "missing"))
+            found.append((bdf, None, "unknown", unread))
+            continue
+        block = _block_kind(dev)
+        if block is not None:
+            found.append((bdf, dev, *block))
+    unknown_member = next((b for b, _, k, _ in found if k == "unknown"), None)
+    if unknown_member is None and unplaced:
+        unknown_member = unplaced[0]
+    moved = next(
+        (
+            (d.bdf, d.platform_function)
+            for d in known
+            if d.is_endpoint and not d.is_vfio_bound and d.platform_function is not None
+        ),
+        None,
+    )
+    several = len(endpoints) > 1
+    blockers = []
+    for bdf, dev, kind, problem in found:
+        own = None if dev is None or dev.platform_function is None else (bdf, dev.platform_function)
+        fix = _fix(
+            group_id,
+            bdf,
+            kind,
+            unknown_member=unknown_member,
+            moved=moved if several else own,
+            own=own,
+            several=several,
+        )
+        blockers.append(
+            RefBlocker(
+                bdf=bdf,
+                driver=None if dev is None else dev.driver,
+                kind=kind,
+                breaks_viability=kind in ("host-driver", "bridge-driver", "unknown"),
+                fix=fix,
+                problem=problem,
+            )
+        )
+    unknown = listing_problem is not None or unknown_member is not None
+    viable = not unknown and not any(b.breaks_viability for b in blockers)
+    assignable = viable and bool(endpoints) and not blockers
+    if unknown:
+        verdict = "unknown"
+    elif not endpoints:
+        verdict = "no-endpoints"
+    elif assignable:
+        verdict = "assignable"
+    else:
+        verdict = "not-ready" if viable else "not-viable"
     return RefGroup(
         id=group_id,
         devices=devices,
         endpoints=endpoints,
         viable=viable,
-        assignable=viable and bool(endpoints) and not blockers,
-        blockers=blockers,
+        assignable=assignable,
+        blockers=tuple(blockers),
+        verdict=verdict,
+        listing_problem=listing_problem,
+        unplaced=tuple(b for b in unplaced if b not in devices),
     )
+
+
+def _fix(
+    group_id: int,
+    bdf: str,
+    kind: str,
+    *,
+    unknown_member: str | None,
+    moved: tuple[str, str] | None,
+    own: tuple[str, str] | None,
+    several: bool,
+) -> RefFix:
+    if unknown_member is not None:
+        return RefFix("none", bdf=unknown_member, because="unknown-member")
+    if kind == "bridge-driver":
+        if own is not None:
+            return RefFix("none", bdf=own[0], because="platform-function", platform_function=own[1])
+        return RefFix("unbind-bridge", bdf=bdf)
+    if moved is not None:
+        return RefFix("none", bdf=moved[0], because="platform-function", platform_function=moved[1])
+    if several:
+        return RefFix("bind-group", group=group_id)
+    return RefFix("bind-device", bdf=bdf)
 
 
 # --- host status ------------------------------------------------------------------------
 
 
 def _status(
-    root_fd: int,
+    root: _Root,
     *,
     dev_root: str,
     proc_root: str | None,
@@ -645,23 +1075,51 @@ def _status(
     linked: int,
     noiommu_groups: int,
 ) -> RefStatus:
-    iommu_class = tuple(sorted(_listdir(root_fd, "class/iommu") or ()))
-    tables = tuple(
-        t for t in ("DMAR", "IVRS", "IORT") if _exists(root_fd, f"firmware/acpi/tables/{t}")
-    )
+    unreadable: list[tuple[str, str]] = []
+    names, reason = root.listdir_or_reason("class/iommu")
+    if reason is not None:
+        unreadable.append(("sys/class/iommu", reason))
+    iommu_class = tuple(sorted(names or ()))
+    tables = tuple(t for t in ("DMAR", "IVRS", "IORT") if root.exists(f"firmware/acpi/tables/{t}"))
     cmdline = None
+    cpuinfo = None
     if proc_root is not None:
         try:
-            with open(os.path.join(proc_root, "cmdline"), encoding="utf-8") as f:
-                cmdline = tuple(a for a in f.read().split() if _iommu_argument(a))
-        except (OSError, UnicodeDecodeError):
-            cmdline = None
-    vendor = _vendor(tables, iommu_class)
-    param = _read(root_fd, "module/vfio/parameters/enable_unsafe_noiommu_mode")
+            proc = _Root(proc_root)
+        except OSError as exc:
+            reason = _reason(exc)
+            if reason is not None:
+                unreadable.append(("proc", reason))
+        else:
+            try:
+                text = _read(proc.fd, "cmdline")
+                cmdline = (
+                    None if text is None else tuple(a for a in text.split() if _iommu_argument(a))
+                )
+            except _Failed as failed:
+                unreadable.append(("proc/cmdline", failed.reason))
+            try:
+                cpuinfo = _read(proc.fd, "cpuinfo")
+            except _Failed:
+                cpuinfo = None
+            proc.close()
+    vendor = _vendor(tables, iommu_class) or _cpu_vendor(cpuinfo)
+    param = root.read("module/vfio/parameters/enable_unsafe_noiommu_mode")
+    container = iommufd = False
+    dev_vfio: list[str] = []
     try:
-        dev_vfio = os.listdir(os.path.join(dev_root, "vfio"))
+        dev = _Root(dev_root)
     except OSError:
-        dev_vfio = []
+        dev = None
+    if dev is not None:
+        container, reason = dev.resolves("vfio/vfio")
+        if reason is not None:
+            unreadable.append(("dev/vfio/vfio", reason))
+        iommufd, reason = dev.resolves("iommu")
+        if reason is not None:
+            unreadable.append(("dev/iommu", reason))
+        dev_vfio = dev.listdir("vfio") or []
+        dev.close()
     noiommu = param in ("Y", "1") or any(n.startswith("noiommu-") for n in dev_vfio)
     real_listed = None if listed is None else listed - noiommu_groups
     real_linked = max(linked - noiommu_groups, 0)
@@ -685,12 +1143,13 @@ def _status(
         firmware_tables=tables,
         cmdline=cmdline,
         cpu_vendor=vendor,
-        vfio_module=_exists(root_fd, "module/vfio"),
-        vfio_pci_driver=_exists(root_fd, "bus/pci/drivers/vfio-pci"),
-        iommufd_module=_exists(root_fd, "module/iommufd"),
-        vfio_container_node=os.path.exists(os.path.join(dev_root, "vfio", "vfio")),
-        iommufd_node=os.path.exists(os.path.join(dev_root, "iommu")),
+        vfio_module=root.exists("module/vfio"),
+        vfio_pci_driver=root.exists("bus/pci/drivers/vfio-pci"),
+        iommufd_module=root.exists("module/iommufd"),
+        vfio_container_node=container,
+        iommufd_node=iommufd,
         noiommu=noiommu,
+        unreadable=tuple(unreadable),
     )
 
 
@@ -707,6 +1166,21 @@ def _vendor(tables: tuple[str, ...], iommu_class: tuple[str, ...]) -> str | None
         for prefix, vendor in (("dmar", "intel"), ("ivhd", "amd"), ("smmu", "arm")):
             if name.startswith(prefix):
                 return vendor
+    return None
+
+
+def _cpu_vendor(cpuinfo: str | None) -> str | None:
+    for line in (cpuinfo or "").splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        key, value = key.strip(), value.strip()
+        if key == "vendor_id" and value == "GenuineIntel":
+            return "intel"
+        if key == "vendor_id" and value in ("AuthenticAMD", "HygonGenuine"):
+            return "amd"
+        if key == "CPU implementer":
+            return "arm"
     return None
 
 
@@ -728,13 +1202,13 @@ def scan(
     details: bool = False,
 ) -> RefHost:
     """Scans a host. Raises ``OSError`` only when the sysfs root or its
-    ``bus/pci/devices`` cannot be opened; everything else is tolerated."""
-    root_fd = os.open(sysfs_root, _DIR_FLAGS)
+    ``bus/pci/devices`` cannot be opened; everything else is recorded and judged."""
+    root = _Root(sysfs_root)
     try:
-        devices_fd = os.open("bus/pci/devices", _DIR_FLAGS, dir_fd=root_fd)
+        devices_fd = root.open("bus/pci/devices", _DIR_FLAGS)
         try:
             return _scan(
-                root_fd,
+                root,
                 devices_fd,
                 sysfs_root=sysfs_root,
                 dev_root=dev_root,
@@ -744,11 +1218,11 @@ def scan(
         finally:
             os.close(devices_fd)
     finally:
-        os.close(root_fd)
+        root.close()
 
 
 def _scan(
-    root_fd: int,
+    root: _Root,
     devices_fd: int,
     *,
     sysfs_root: str,
@@ -757,42 +1231,71 @@ def _scan(
     details: bool,
 ) -> RefHost:
     entries = [(b, n) for n in os.listdir(devices_fd) if (b := canonical_bdf(n)) is not None]
-    listing = _group_listing(root_fd)
+    listing = _group_listing(root)
+    usable = listing is not None and listing.unreadable is None
     group_of = (
-        {bdf: gid for gid, members in listing.items() for bdf in members} if listing else None
+        {bdf: gid for gid, members in listing.members.items() for bdf in members}
+        if listing is not None and usable
+        else None
     )
-    devices = [
-        dev
-        for bdf, name in entries
-        if (dev := _read_device(devices_fd, name, bdf, group_of, details)) is not None
-    ]
+    devices: list[RefDevice] = []
+    unreadable: list[RefProblem] = []
+    for bdf, name in entries:
+        got = _read_device(root, devices_fd, name, bdf, groups=group_of, details=details)
+        if isinstance(got, RefDevice):
+            devices.append(got)
+        elif got is not None:
+            unreadable.append(got)
     devices.sort(key=lambda d: bdf_key(d.bdf))
+    unreadable.sort(key=lambda p: bdf_key(p.bdf))
     linked: dict[int, list[str]] = {}
     for dev in devices:
         if dev.iommu_group is not None:
             linked.setdefault(dev.iommu_group, []).append(dev.bdf)
-    members = listing if listing else linked
+    failures: dict[int, str] = {}
+    if listing is None:
+        members = linked
+    elif listing.unreadable is not None:
+        members = linked
+        failures = dict.fromkeys(linked, listing.unreadable)
+    else:
+        members = {gid: list(bdfs) for gid, bdfs in listing.members.items()}
+        for gid, bdfs in linked.items():
+            members.setdefault(gid, []).extend(bdfs)
+        failures = listing.failures
     by_bdf = {d.bdf: d for d in devices}
-    groups = tuple(_judge(gid, members[gid], by_bdf) for gid in sorted(members))
-    noiommu_groups = _count_noiommu_groups(root_fd, members)
+    by_problem = {p.bdf: p for p in unreadable}
+    # Without the kernel's listing, a function whose group link cannot be read may be in any.
+    unplaced: tuple[str, ...] = ()
+    if listing is None:
+        unplaced = tuple(p.bdf for p in unreadable) + tuple(
+            d.bdf for d in devices if any(p.attribute == "iommu_group" for p in d.problems)
+        )
+    groups = tuple(
+        _judge(gid, members[gid], by_bdf, by_problem, failures.get(gid), unplaced)
+        for gid in sorted(members)
+    )
+    noiommu_groups = _count_noiommu_groups(root)
     status = _status(
-        root_fd,
+        root,
         dev_root=dev_root,
         proc_root=proc_root if proc_root is not None else default_proc_root(sysfs_root),
-        listed=None if listing is None else len(listing),
+        listed=len(listing.members) if listing is not None and usable else None,
         linked=len(linked),
         noiommu_groups=noiommu_groups,
     )
-    return RefHost(sysfs_root, dev_root, tuple(devices), groups, status, details)
+    return RefHost(sysfs_root, dev_root, tuple(devices), groups, status, details, tuple(unreadable))
 
 
-def _count_noiommu_groups(root_fd: int, members: dict[int, list[str]]) -> int:
+def _count_noiommu_groups(root: _Root) -> int:
     # Only worth the reads when vfio's noiommu mode is on.
-    param = _read(root_fd, "module/vfio/parameters/enable_unsafe_noiommu_mode")
+    param = root.read("module/vfio/parameters/enable_unsafe_noiommu_mode")
     if param not in ("Y", "1"):
         return 0
     return sum(
-        1 for gid in members if _read(root_fd, f"kernel/iommu_groups/{gid}/name") == "vfio-noiommu"
+        1
+        for name in root.listdir("kernel/iommu_groups") or ()
+        if name.isdigit() and root.read(f"kernel/iommu_groups/{name}/name") == "vfio-noiommu"
     )
 
 
@@ -800,11 +1303,14 @@ __all__ = [
     "RefBar",
     "RefBlocker",
     "RefDevice",
+    "RefFix",
     "RefGroup",
     "RefHost",
     "RefLink",
+    "RefProblem",
     "RefStatus",
     "bdf_key",
     "canonical_bdf",
+    "platform_function",
     "scan",
 ]

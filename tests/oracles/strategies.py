@@ -25,7 +25,12 @@ from kata_vfio.testing.spec import (
 )
 from kata_vfio.testing.topology import number_groups
 
-ENDPOINT_CLASSES = (0x030200, 0x030000, 0x040300, 0x020000, 0x010802, 0x0C0330, 0x068000, 0x088000)
+# GPUs, audio, NICs, NVMe, USB, NVSwitch, system peripherals, and platform functions (ISA/LPC
+# bridge, SMBus, AMD IOMMU) so that fixes which would take them are drawn too.
+ENDPOINT_CLASSES = (
+    0x030200, 0x030000, 0x040300, 0x020000, 0x010802, 0x0C0330, 0x068000, 0x088000,
+    0x060100, 0x0C0500, 0x080600,
+)  # fmt: skip
 HOST_DRIVERS = ("nvidia", "nvme", "mlx5_core", "snd_hda_intel", "xhci_hcd")
 VFIO_DRIVERS = ("vfio-pci", "vfio-pci", "mlx5_vfio_pci", "nvgrace-gpu-vfio-pci")
 BRIDGE_DRIVERS = ("pcieport", "pcieport", None, "shpchp")
@@ -63,11 +68,13 @@ def _endpoint(draw: Any, /, bdf: str, **place: Any) -> DeviceSpec:
             unique_by=lambda b: b.index,
         )
     )
+    class_code = draw(st.sampled_from(ENDPOINT_CLASSES))
     return DeviceSpec(
         bdf=bdf,
         vendor=draw(st.sampled_from((0x10DE, 0x15B3, 0x144D, 0x8086, 0x1002, 0xFFFE))),
         device=draw(st.integers(0, 0xFFFF)),
-        class_code=draw(st.sampled_from(ENDPOINT_CLASSES)),
+        class_code=class_code,
+        boot_vga=class_code == 0x030000 and draw(st.booleans()),
         subsystem_vendor=draw(st.sampled_from((0, 0x10DE, 0x1028))),
         subsystem_device=draw(st.integers(0, 0xFFFF)),
         revision=draw(st.integers(0, 0xFF)),

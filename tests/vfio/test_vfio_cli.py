@@ -132,7 +132,11 @@ def test_the_sample_host_shows_plans(capsys: pytest.CaptureFixture[str]) -> None
 
     sample = sample_host()
     host = scan(sample.sysfs_root, sample.dev_root, sample.proc_root)
-    blocked = next(g for g in host.groups if g.endpoints and not g.viable and len(g.endpoints) > 1)
+    blocked = next(
+        g
+        for g in host.groups
+        if not g.viable and len(g.endpoints) > 1 and g.blockers[0].fix.action == "bind-group"
+    )
     before = {str(d.bdf): d.driver for d in host.devices}
     assert main(["--sample", "bind", "--dry-run", "--json", str(blocked.id)]) == 0
     plan = json.loads(capsys.readouterr().out)
@@ -143,6 +147,27 @@ def test_the_sample_host_shows_plans(capsys: pytest.CaptureFixture[str]) -> None
     assert {str(d.bdf): d.driver for d in after.devices} == before, "nothing changed"
     assert main(["--sample", "restore", "--list"]) == 0
     assert "nothing to restore" in capsys.readouterr().out
+
+
+def test_the_sample_hosts_pch_group_is_never_offered_nor_bound(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from kata_vfio import scan
+    from kata_vfio.samples import sample_host
+
+    sample = sample_host()
+    host = scan(sample.sysfs_root, sample.dev_root, sample.proc_root)
+    pch = host.group_of("0000:00:1f.4")  # the SMBus, with the LPC bridge in its group
+    assert pch is not None and not pch.assignable
+    assert {b.fix.action for b in pch.blockers} == {"none"}
+    assert main(["--sample", "groups"]) in (0, 1)
+    out = capsys.readouterr().out
+    section = out[out.index(f"group {pch.id}:") :].split("\ngroup ")[0]
+    assert "kata-vfio bind" not in section.replace("kata-vfio bind refuses", "")
+    assert "ISA/LPC bridge" in section
+    assert main(["--sample", "bind", "--dry-run", "0000:00:1f.4"]) == 1
+    err = capsys.readouterr().err
+    assert "SMBus controller" in err and "--force" in err
 
 
 def test_info_on_a_tree_without_vfio_nodes_fails_with_a_hint(

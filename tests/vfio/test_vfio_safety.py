@@ -1,6 +1,7 @@
 """Devices the host is using are refused unless forced: mounted filesystems and swap on
 block devices under them (also through device-mapper), network interfaces that are up with
-an address or route, the boot VGA device and the framebuffer console."""
+an address or route, the boot VGA device and the framebuffer console; and functions the
+platform needs (LPC/ISA bridge, SMBus, ...), whatever uses them."""
 
 from __future__ import annotations
 
@@ -120,3 +121,16 @@ def test_a_device_already_on_vfio_is_not_checked_again(
     add_netdev(lab_host, "eth0", up=True)
     put(os.path.join(lab_host.proc_root, "net/route"), "Iface\teth0\neth0\t0\n")
     assert binding.bind(NIC, **bind_opts).devices[0].action == "already-bound"
+
+
+def test_platform_functions_are_refused_until_forced(
+    lab_host: FakeHost, sim: KernelSim, bind_opts: dict[str, Any]
+) -> None:
+    # The q35 ICH9 group: LPC bridge (lpc_ich), AHCI, SMBus (i801_smbus).
+    message = refusal(bind_opts, "0000:00:1f.2")
+    assert "0000:00:1f.0: it is an ISA/LPC bridge" in message
+    assert "0000:00:1f.3: it is an SMBus controller" in message
+    assert sim.state()["0000:00:1f.0"][0] == "lpc_ich"  # nothing was written
+    report = binding.bind("0000:00:1f.2", **bind_opts, force=True)
+    assert {str(d.bdf) for d in report.devices} == {"0000:00:1f.0", "0000:00:1f.2", "0000:00:1f.3"}
+    assert sim.state()["0000:00:1f.0"][0] == "vfio-pci"

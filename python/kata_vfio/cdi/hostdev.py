@@ -16,8 +16,7 @@ import stat
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from kata_vfio._atomic import read_regular_file
-from kata_vfio._numbers import decimal_digits
+from kata_vfio._core import device_numbers, lstat_beneath
 from kata_vfio.cdi.goquote import go_quote
 from kata_vfio.cdi.model import DeviceNode
 from kata_vfio.errors import CdiError, HostIOError
@@ -57,7 +56,14 @@ DeviceLookup = Callable[[str], HostDevice]
 def lstat_device(path: str) -> HostDevice:
     """The host node at ``path`` by ``lstat`` (a symlink is not followed)."""
     st = os.lstat(path)
-    mode = st.st_mode
+    found = _device(st.st_mode, st.st_rdev)
+    if found is None:
+        raise NotADeviceNodeError(path)
+    return found
+
+
+def _device(mode: int, rdev: int) -> HostDevice | None:
+    """A block, character or FIFO node from its ``lstat`` mode and device number."""
     if stat.S_ISBLK(mode):
         kind = "b"
     elif stat.S_ISCHR(mode):
@@ -65,8 +71,8 @@ def lstat_device(path: str) -> HostDevice:
     elif stat.S_ISFIFO(mode):
         kind = "p"
     else:
-        raise NotADeviceNodeError(path)
-    return HostDevice(kind, os.major(st.st_rdev), os.minor(st.st_rdev), stat.S_IMODE(mode))
+        return None
+    return HostDevice(kind, os.major(rdev), os.minor(rdev), stat.S_IMODE(mode))
 
 
 class HostDeviceTable:
@@ -94,11 +100,12 @@ class HostDeviceTable:
 class DevfsLookup:
     """Looks host nodes up in a devfs tree at ``dev_root`` instead of ``/dev``.
 
-    ``/dev/vfio/12`` is read at ``<dev_root>/vfio/12`` with ``lstat``. Where that is a plain
-    file (trees built for tests cannot hold device nodes), its numbers come from the sysfs
-    device whose ``uevent`` names it (``DEVNAME=vfio/12``, under ``<sysfs_root>/dev/char``
-    and ``dev/block``), which is how udev itself names nodes. Paths outside ``/dev`` and paths
-    with ``..`` are not found.
+    ``/dev/vfio/12`` is read at ``<dev_root>/vfio/12`` with ``lstat``, beneath the dev root
+    (a link on the way that leaves it is not followed). Where that is a plain file (trees
+    built for tests cannot hold device nodes), its numbers come from the kernel's name for it
+    (``DEVNAME=vfio/12`` in ``<sysfs_root>/dev/{char,block}/M:m/uevent``, which the Rust core
+    reads), which is how udev itself names nodes. Paths outside ``/dev`` and paths with
+    ``..`` are not found.
     """
 
     def __init__(self, dev_root: str, sysfs_root: str) -> None:
@@ -111,51 +118,23 @@ class DevfsLookup:
         parts = relative.split("/")
         if not relative or any(part in ("", ".", "..") for part in parts):
             raise FileNotFoundError(errno.ENOENT, "not a path under /dev", path)
+        code, mode, rdev = lstat_beneath(self._dev_root, relative)
         local = os.path.join(self._dev_root, *parts)
-        try:
-            return lstat_device(local)
-        except NotADeviceNodeError:
-            st = os.lstat(local)
-            found = self._devnames().get(relative)
-            if not stat.S_ISREG(st.st_mode) or found is None:
-                raise NotADeviceNodeError(path) from None
-            kind, major, minor = found
-            return HostDevice(kind, major, minor, stat.S_IMODE(st.st_mode))
+        if code:
+            raise OSError(code, os.strerror(code), local)
+        found = _device(mode, rdev)
+        if found is not None:
+            return found
+        numbers = self._devnames().get(relative)
+        if not stat.S_ISREG(mode) or numbers is None:
+            raise NotADeviceNodeError(path)
+        kind, major, minor = numbers
+        return HostDevice(kind, major, minor, stat.S_IMODE(mode))
 
     def _devnames(self) -> dict[str, tuple[str, int, int]]:
         if self._numbers is None:
-            self._numbers = {}
-            for kind, folder in (("c", "char"), ("b", "block")):
-                base = os.path.join(self._sysfs_root, "dev", folder)
-                try:
-                    names = sorted(os.listdir(base))
-                except OSError:
-                    continue
-                for name in names:
-                    entry = _uevent_devname(os.path.join(base, name, "uevent"), kind)
-                    if entry is not None:
-                        self._numbers.setdefault(entry[0], entry[1])
+            self._numbers = device_numbers(self._sysfs_root)
         return self._numbers
-
-
-def _uevent_devname(path: str, kind: str) -> tuple[str, tuple[str, int, int]] | None:
-    # A copied tree is outside input: a regular file, small, read without blocking, and
-    # numbers checked by their length before they are converted.
-    try:
-        text = read_regular_file(path, limit=_MAX_UEVENT, what="uevent").decode("utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
-    fields = dict(line.partition("=")[::2] for line in text.splitlines())
-    devname = fields.get("DEVNAME")
-    major = decimal_digits(fields.get("MAJOR", ""), max_value=_MAX_DEVNO)
-    minor = decimal_digits(fields.get("MINOR", ""), max_value=_MAX_DEVNO)
-    if not devname or major is None or minor is None:
-        return None
-    return devname, (kind, major, minor)
-
-
-_MAX_UEVENT = 4096
-_MAX_DEVNO = (1 << 32) - 1
 
 
 class NodeCompletionError(CdiError):

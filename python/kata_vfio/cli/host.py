@@ -9,7 +9,7 @@ from typing import Any
 from kata_vfio import Bdf, Host, IommuGroup, scan, vfio
 from kata_vfio.cli import _common
 from kata_vfio.errors import InvalidInputError
-from kata_vfio.host import doctor, readiness, report
+from kata_vfio.host import doctor, readiness, render, report
 from kata_vfio.host.memlock import MIN_VM_MEMORY
 from kata_vfio.units import parse_size
 
@@ -53,8 +53,13 @@ def _yes_no(value: bool) -> str:
 def _cmd_scan(args: argparse.Namespace) -> int:
     host = _scan(args, details=args.details)
     if args.json:
-        _common.print_json({"devices": [report.device_dict(d, host) for d in host.devices]})
-        return _common.EXIT_OK
+        _common.print_json(
+            {
+                "devices": [report.device_dict(d, host) for d in host.devices],
+                "unreadable": [report.problem_dict(p) for p in host.unreadable],
+            }
+        )
+        return _common.EXIT_FINDING if host.unreadable else _common.EXIT_OK
     rows = []
     for device in host.devices:
         entry = report.device_dict(device, host)
@@ -73,19 +78,11 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     _common.print_table(
         ["BDF", "CLASS", "ID", "DRIVER", "GROUP", "NUMA", "PCIE", "ASSIGNABLE"], rows
     )
-    if not host.devices:
+    for problem in host.unreadable:
+        print(render.device_unreadable_hint(problem), file=sys.stderr)
+    if not host.devices and not host.unreadable:
         print(f"no PCI devices under {host.sysfs_root}/bus/pci/devices", file=sys.stderr)
-    return _common.EXIT_OK
-
-
-def _verdict(group: IommuGroup) -> str:
-    if group.assignable:
-        return "assignable"
-    if not group.endpoints:
-        return "no endpoints (bridges only)"
-    if group.viable:
-        return "viable, not ready"
-    return "NOT VIABLE"
+    return _common.EXIT_FINDING if host.unreadable else _common.EXIT_OK
 
 
 def _cmd_groups(args: argparse.Namespace) -> int:
@@ -95,49 +92,77 @@ def _cmd_groups(args: argparse.Namespace) -> int:
             {
                 "groups": [report.group_dict(g) for g in host.groups],
                 "iommu": report.iommu_dict(host.iommu),
+                "unreadable": [report.problem_dict(p) for p in host.unreadable],
             }
         )
-        return _common.EXIT_OK if host.iommu.enabled else _common.EXIT_FINDING
+        doubtful = bool(host.unreadable) or any(g.verdict == "unknown" for g in host.groups)
+        return _common.EXIT_OK if host.iommu.enabled and not doubtful else _common.EXIT_FINDING
     if not host.groups:
         print(f"no IOMMU groups on this host: {'; '.join(host.iommu.reasons)}")
         print("run `kata-vfio doctor` for what to change, or `kata-vfio --sample groups`")
         return _common.EXIT_FINDING
-    shown = [g for g in host.groups if args.all or g.endpoints]
+    platform_only = {g.id for g in host.groups if _platform_only(host, g)}
+    shown = [
+        g
+        for g in host.groups
+        if args.all or g.verdict == "unknown" or (g.endpoints and g.id not in platform_only)
+    ]
     for group in shown:
         _print_group(host, group)
     hidden = len(host.groups) - len(shown)
     ready = sum(1 for g in host.groups if g.assignable)
     with_endpoints = sum(1 for g in host.groups if g.endpoints)
+    unknown = sum(1 for g in host.groups if g.verdict == "unknown")
     summary = f"{ready} of {with_endpoints} groups with endpoints are assignable"
+    if unknown:
+        summary += f"; {unknown} unknown (a member cannot be read)"
     if hidden:
-        summary += f"; {hidden} groups with only bridges not shown (--all shows them)"
+        summary += (
+            f"; {hidden} groups with only bridges or platform functions not shown "
+            "(--all shows them)"
+        )
     print(summary)
-    return _common.EXIT_OK
+    for problem in host.unreadable:
+        print(render.device_unreadable_hint(problem), file=sys.stderr)
+    return _common.EXIT_FINDING if unknown or host.unreadable else _common.EXIT_OK
+
+
+def _platform_only(host: Host, group: IommuGroup) -> bool:
+    """Every endpoint is a function the platform needs (CPU uncore, the PCH's LPC/SMBus)."""
+    devices = [host.find_device(b) for b in group.endpoints]
+    return bool(devices) and all(d is not None and d.platform_function for d in devices)
+
+
+def _role_text(host: Host, bdf: Bdf) -> list[str]:
+    device = host.find_device(bdf)
+    if device is None:
+        return ["(cannot be read)", "", "", ""]
+    role = "endpoint" if device.is_endpoint else "bridge, stays"
+    if device.platform_function is not None:
+        role += f", platform ({device.platform_function})"
+    return [
+        device.class_name,
+        f"{device.vendor:04x}:{device.device:04x}",
+        render.driver_text(device),
+        role,
+    ]
 
 
 def _print_group(host: Host, group: IommuGroup) -> None:
-    print(f"group {group.id}: {_verdict(group)}")
+    print(f"group {group.id}: {render.verdict_text(group)}")
     blocked = {b.bdf for b in group.blockers}
-    rows = []
-    for bdf in group.devices:
-        device = host.find_device(bdf)
-        if device is None:
-            rows.append([f"  {bdf}", "(not scanned)", "", "", "", ""])
-            continue
-        rows.append(
-            [
-                f"  {bdf}",
-                device.class_name,
-                f"{device.vendor:04x}:{device.device:04x}",
-                device.driver or "(no driver)",
-                "endpoint" if device.is_endpoint else "bridge, stays",
-                "<- blocks" if bdf in blocked else "",
-            ]
-        )
-    _common.print_table(None, rows)
+    rows = [
+        [f"  {bdf}", *_role_text(host, bdf), "<- blocks" if bdf in blocked else ""]
+        for bdf in group.devices
+    ]
+    if rows:
+        _common.print_table(None, rows)
+    listing = render.listing_text(group)
+    if listing is not None:
+        print(f"  {listing}")
     for blocker in group.blockers:
-        print(f"  {blocker.bdf}: {blocker.reason}")
-    for fix in dict.fromkeys(b.fix for b in group.blockers):
+        print(f"  {blocker.bdf}: {render.blocker_reason(blocker)}")
+    for fix in dict.fromkeys(render.fix_text(b) for b in group.blockers):
         print(f"  fix: {fix}")
 
 
@@ -160,6 +185,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
                         "node": r.node,
                         "blockers": [report.blocker_dict(b) for b in r.blockers],
                         "hint": r.hint,
+                        "state": r.state,
+                        "problem": None if r.problem is None else report.problem_dict(r.problem),
                     }
                     for r in results
                 ],
@@ -172,9 +199,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
             print(f"  {r.hint}")
             for blocker in r.blockers:
                 if blocker.bdf != r.bdf or len(r.blockers) > 1:
-                    print(f"  blocker {blocker.bdf} ({blocker.driver or 'no driver'}): ")
-                    print(f"    {blocker.reason}")
-                    print(f"    fix: {blocker.fix}")
+                    print(f"  blocker {blocker.bdf} ({blocker.driver or blocker.kind}):")
+                    print(f"    {render.blocker_reason(blocker)}")
+                    print(f"    fix: {render.fix_text(blocker)}")
         if opened is not None:
             _print_open_checks(opened)
     ok = all(r.assignable for r in results) and all(c.ok for c in opened or ())

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from kata_vfio._core import Host
-from kata_vfio.host import memlock
+from kata_vfio.host import memlock, render
 
 __all__ = ["Check", "Status", "diagnose"]
 
@@ -141,10 +141,27 @@ def _vfio_modules(host: Host) -> Check:
     )
 
 
+def _unreadable_node(host: Host, name: str, rel: str) -> Check | None:
+    """A node the scan could not look at (permission denied, a link out of the dev root):
+    say so, never "missing"."""
+    reason = dict(host.iommu.unreadable).get(f"dev/{rel}")
+    if reason is None:
+        return None
+    return Check(
+        name,
+        "warn",
+        f"{Path(host.dev_root) / rel} cannot be checked: {render.status_reason(reason)}",
+        "run kata-vfio doctor as root",
+    )
+
+
 def _container_node(host: Host) -> Check:
     path = Path(host.dev_root) / "vfio" / "vfio"
     if host.iommu.vfio_container_node:
         return Check("vfio-container-node", "pass", f"{path} exists")
+    unreadable = _unreadable_node(host, "vfio-container-node", "vfio/vfio")
+    if unreadable is not None:
+        return unreadable
     if host.iommu.iommufd_node:
         return _iommufd_only(host, path)
     status: Status = "fail" if host.iommu.vfio_module else "warn"
@@ -188,6 +205,9 @@ def _iommufd(host: Host) -> Check:
     path = Path(host.dev_root) / "iommu"
     if host.iommu.iommufd_node:
         return Check("iommufd", "pass", f"{path} exists: the cdev/iommufd path is available")
+    unreadable = _unreadable_node(host, "iommufd", "iommu")
+    if unreadable is not None:
+        return unreadable
     return Check(
         "iommufd",
         "warn",
@@ -203,7 +223,12 @@ def _node_permissions(host: Host) -> Check:
         if not node.is_vfio_device:
             continue
         local = Path(host.dev_root) / node.path.removeprefix("/dev/")
-        if local.exists() and not os.access(local, os.R_OK | os.W_OK):
+        try:
+            present = local.exists()
+        except OSError:  # the directory itself is closed to this user
+            present = False
+            unusable.append(node.path)
+        if present and not os.access(local, os.R_OK | os.W_OK):
             unusable.append(node.path)
     if not unusable:
         return Check("node-permissions", "pass", "this user can open every VFIO node present")

@@ -2,7 +2,9 @@
 
 A pure function over a scan: no I/O. A device is ready when it is an endpoint, it has an
 IOMMU group, and the group is assignable (viable, every endpoint on a vfio driver). The
-devices that must be passed together are the group's endpoints.
+devices that must be passed together are the group's endpoints. A device or group member the
+scan could not read makes the answer "unknown", never "ready". The wording of the hints is
+:mod:`kata_vfio.host.render`'s.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from kata_vfio._core import Bdf, Blocker, Host
+from kata_vfio._core import Bdf, Blocker, Host, ReadProblem
+from kata_vfio.host import render
 
 __all__ = ["DeviceReadiness", "check_devices"]
 
@@ -29,6 +32,11 @@ class DeviceReadiness:
     node: str | None
     """The VFIO node that passes the group (``/dev/vfio/<group>``), when there is a group."""
     hint: str
+    state: str = "ready"
+    """``ready``, ``blocked`` (its group is not assignable), ``unknown`` (it or a group member
+    cannot be read), ``bridge``, ``no-group`` or ``absent``."""
+    problem: ReadProblem | None = None
+    """What could not be read about the device itself."""
 
 
 def check_devices(host: Host, bdfs: Iterable[Bdf | str]) -> tuple[DeviceReadiness, ...]:
@@ -39,37 +47,38 @@ def check_devices(host: Host, bdfs: Iterable[Bdf | str]) -> tuple[DeviceReadines
 def _check_one(host: Host, bdf: Bdf) -> DeviceReadiness:
     device = host.find_device(bdf)
     if device is None:
+        problem = next((p for p in host.unreadable if p.bdf == bdf), None)
+        if problem is not None:
+            return DeviceReadiness(
+                bdf, True, None, False, (), (), None,
+                render.device_unreadable_hint(problem), "unknown", problem,
+            )  # fmt: skip
         return DeviceReadiness(
-            bdf, False, None, False, (), (), None,
-            f"no PCI device {bdf} on this host: run `kata-vfio scan` to list the devices",
-        )  # fmt: skip
+            bdf, False, None, False, (), (), None, render.absent_hint(bdf), "absent"
+        )
     if not device.is_endpoint:
-        role = "host bridge" if device.is_host_bridge else "PCI bridge or port"
         return DeviceReadiness(
             bdf, True, device.iommu_group, False, (), (), None,
-            f"{bdf} is a {role}: bridges are never passed through; pass the endpoints "
-            "behind it",
+            render.bridge_hint(device), "bridge",
         )  # fmt: skip
     group = host.group_of(bdf)
     if group is None:
-        reason = "; ".join(host.iommu.reasons[:1]) or "the IOMMU is off"
+        problem = next((p for p in device.problems if p.attribute == "iommu_group"), None)
         return DeviceReadiness(
             bdf, True, None, False, (), (), None,
-            f"{bdf} has no IOMMU group ({reason}): run `kata-vfio doctor`",
+            render.no_group_hint(device, problem, host.iommu), "unknown" if problem else
+            "no-group", problem,
         )  # fmt: skip
     node = host.group_node(bdf)
-    together = group.endpoints
-    if group.assignable:
-        others = [str(b) for b in together if b != bdf]
-        with_text = f" together with {', '.join(others)}" if others else ""
-        hint = f"ready: pass {node}{with_text}"
-    else:
-        first = group.blockers[0] if group.blockers else None
-        hint = (
-            f"group {group.id} is not ready: {first.bdf} {first.reason}; fix: {first.fix}"
-            if first is not None
-            else f"group {group.id} has no endpoints to pass"
-        )
+    state = "ready" if group.assignable else "unknown" if group.verdict == "unknown" else "blocked"
     return DeviceReadiness(
-        bdf, True, group.id, group.assignable, group.blockers, together, node, hint
+        bdf,
+        True,
+        group.id,
+        group.assignable,
+        group.blockers,
+        group.endpoints,
+        node,
+        render.group_hint(bdf, group, node),
+        state,
     )

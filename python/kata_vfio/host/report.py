@@ -8,15 +8,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from kata_vfio._core import Bar, Blocker, Host, IommuGroup, IommuStatus, PciDevice, PciLink
+from kata_vfio._core import (
+    Bar,
+    Blocker,
+    Fix,
+    Host,
+    IommuGroup,
+    IommuStatus,
+    PciDevice,
+    PciLink,
+    ReadProblem,
+)
+from kata_vfio.host import render
 
 __all__ = [
     "bar_dict",
     "blocker_dict",
     "device_dict",
+    "fix_dict",
     "group_dict",
     "iommu_dict",
     "link_dict",
+    "problem_dict",
 ]
 
 
@@ -69,12 +82,16 @@ def device_dict(device: PciDevice, host: Host | None = None) -> dict[str, Any]:
         "sriov_numvfs": device.sriov_numvfs,
         "upstream": [str(b) for b in device.upstream],
         "role": _role(device),
+        "platform_function": device.platform_function,
+        "problems": [problem_dict(p) for p in device.problems],
     }
     if host is not None:
         group = host.group_of(device.bdf)
         out["assignable"] = bool(device.is_endpoint and group is not None and group.assignable)
-    if device.bars is not None:
-        out["bars"] = [bar_dict(bar) for bar in device.bars]
+    if device.has_details:
+        # With details: BARs None means unknown (unreadable resource), not "no BARs".
+        bars = device.bars
+        out["bars"] = None if bars is None else [bar_dict(bar) for bar in bars]
         out["large_bar"] = device.large_bar
         out["reset_methods"] = None if device.reset_methods is None else list(device.reset_methods)
         out["link"] = None if device.link is None else link_dict(device.link)
@@ -89,14 +106,41 @@ def _role(device: PciDevice) -> str:
     return "endpoint"
 
 
+def problem_dict(problem: ReadProblem) -> dict[str, Any]:
+    """A fact that could not be read."""
+    return {
+        "bdf": str(problem.bdf),
+        "attribute": problem.attribute,
+        "reason": problem.reason,
+        "errno": problem.errno,
+    }
+
+
+def fix_dict(fix: Fix) -> dict[str, Any]:
+    """A structured fix: ``action`` and what it acts on, or why there is none."""
+    return {
+        "action": fix.action,
+        "group": fix.group,
+        "bdf": None if fix.bdf is None else str(fix.bdf),
+        "because": fix.because,
+        "platform_function": fix.platform_function,
+    }
+
+
 def blocker_dict(blocker: Blocker) -> dict[str, Any]:
-    """Why one member blocks its group, and the fix."""
+    """Why one member blocks its group, and the fix: ``fix`` is the command to run (None when
+    there is no safe one), ``fix_action`` the same as data, ``manual`` the sysfs writes."""
+    problem = blocker.problem
     return {
         "bdf": str(blocker.bdf),
         "driver": blocker.driver,
-        "reason": blocker.reason,
-        "fix": blocker.fix,
-        "manual": list(blocker.manual),
+        "kind": blocker.kind,
+        "reason": render.blocker_reason(blocker),
+        "problem": None if problem is None else problem_dict(problem),
+        "fix": render.fix_command(blocker.fix),
+        "fix_text": render.fix_text(blocker),
+        "fix_action": fix_dict(blocker.fix),
+        "manual": render.manual_lines(blocker),
         "breaks_viability": blocker.breaks_viability,
     }
 
@@ -109,6 +153,9 @@ def group_dict(group: IommuGroup) -> dict[str, Any]:
         "endpoints": [str(b) for b in group.endpoints],
         "viable": group.viable,
         "assignable": group.assignable,
+        "verdict": group.verdict,
+        "listing_problem": group.listing_problem,
+        "unplaced": [str(b) for b in group.unplaced],
         "blockers": [blocker_dict(b) for b in group.blockers],
     }
 
@@ -129,4 +176,5 @@ def iommu_dict(status: IommuStatus) -> dict[str, Any]:
         "vfio_container_node": status.vfio_container_node,
         "iommufd_node": status.iommufd_node,
         "noiommu": status.noiommu,
+        "unreadable": [{"path": path, "reason": reason} for path, reason in status.unreadable],
     }

@@ -26,6 +26,7 @@ from typing import Literal
 
 from kata_vfio._core import Bdf, Host, IommuGroup, PciDevice
 from kata_vfio.errors import InvalidInputError
+from kata_vfio.host.render import blocker_reason
 from kata_vfio.k8s.resources import ResourceSpec
 
 __all__ = [
@@ -313,9 +314,9 @@ def _group_problems(host: Host, group: IommuGroup, endpoints: Sequence[PciDevice
     if node.rsplit("/", 1)[-1].startswith("noiommu-"):
         problems.append(f"IOMMU group {group.id} is a no-IOMMU group: no DMA protection")
     if not group.viable:
-        problems += [f"{b.bdf}: {b.reason}" for b in group.blockers if b.breaks_viability] or [
-            f"IOMMU group {group.id} is not viable"
-        ]
+        problems += [
+            f"{b.bdf}: {blocker_reason(b)}" for b in group.blockers if b.breaks_viability
+        ] or [f"IOMMU group {group.id} is not viable"]
     problems += [
         f"{d.bdf} is {'unbound' if d.driver is None else f'on {d.driver}'}, not on a vfio "
         f"driver (kata-vfio bind --group {group.id})"

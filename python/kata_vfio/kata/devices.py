@@ -13,8 +13,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kata_vfio._core import Bdf, Host, PciDevice, classify_devnode
+from kata_vfio._core import Bdf, Host, IommuGroup, PciDevice, classify_devnode
 from kata_vfio.errors import InvalidInputError, NotAssignableError, PlanError
+from kata_vfio.host import render
 from kata_vfio.vm.devices import HostFunction, PassthroughGroup, PassthroughSlot, VfioNode
 
 __all__ = [
@@ -212,7 +213,7 @@ def _host_node(host: Host, spec_device: SpecDevice) -> tuple[str, str]:
 def _expand(host: Host, group_id: int, nodes: tuple[VfioNode, ...]) -> PassthroughGroup:
     group = host.group(group_id)
     if not group.assignable:
-        raise _not_assignable(group_id, nodes[0].path, group.blockers, group.endpoints)
+        raise _not_assignable(group, nodes[0].path)
     if not group.endpoints:
         raise PlanError(
             f"{nodes[0].path}: IOMMU group {group_id} has no endpoint function to pass",
@@ -231,22 +232,23 @@ def _key(function: HostFunction) -> Bdf:
     return function.bdf
 
 
-def _not_assignable(
-    group_id: int, path: str, blockers: Sequence[Any], endpoints: Sequence[Bdf]
-) -> NotAssignableError:
+def _not_assignable(group: IommuGroup, path: str) -> NotAssignableError:
+    group_id, blockers, endpoints = group.id, group.blockers, group.endpoints
     if blockers:
         first = blockers[0]
         driver = f" (driver {first.driver})" if first.driver else ""
         others = f" and {len(blockers) - 1} more" if len(blockers) > 1 else ""
+        command = render.fix_command(first.fix)
         return NotAssignableError(
             f"{path}: IOMMU group {group_id} is not assignable: {first.bdf}{driver} "
-            f"{first.reason}{others}",
-            hint=f"run: {first.fix}" if first.fix else None,
+            f"{render.blocker_reason(first)}{others}",
+            hint=f"run: {command}" if command else f"fix: {render.fix_text(first)}",
         )
     names = ", ".join(str(b) for b in endpoints)
+    listing = render.listing_text(group)
     return NotAssignableError(
-        f"{path}: IOMMU group {group_id} is not assignable ({names})",
-        hint=f"bind the whole group to vfio-pci: kata-vfio bind --group {group_id}",
+        f"{path}: IOMMU group {group_id} is not assignable ({listing or names})",
+        hint=None if listing else f"kata-vfio groups shows group {group_id} and why",
     )
 
 

@@ -278,6 +278,14 @@ def plan_sandbox(
         )
     if groups and not host.has_details:
         warnings.append("host scanned without details: BARs not sized (no pref64-reserve)")
+    unsized = [str(f.bdf) for g in groups for slot in g.slots for f in slot.functions]
+    unsized = [b for b in unsized if host.has_details and host.device(b).bars is None]
+    if unsized:
+        # Unknown is not "no BARs": a large BAR left out makes the guest's window too small.
+        warnings.append(
+            f"BAR sizes of {', '.join(unsized)} are unknown (resource unreadable): the 64-bit "
+            "window is planned without them"
+        )
 
     slots = sorted((s for g in groups for s in g.slots), key=lambda s: s.first)
     kind = effective.plug_port

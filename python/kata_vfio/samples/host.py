@@ -168,7 +168,7 @@ def sample_spec() -> HostSpec:
         DeviceSpec("0000:02:00.0", 0x1A03, 0x2000, 0x030000, 0x1A03, 0x2000, revision=0x52,
                    driver="ast", numa_node=0, parent="0000:01:00.0", pcie=False,
                    bars=(BarSpec(0, 64 * MIB), BarSpec(1, 256 * KIB),
-                         BarSpec(2, 128, is_io=True)))
+                         BarSpec(2, 128, is_io=True)), boot_vga=True)
     )  # fmt: skip
     d.append(DeviceSpec("0000:00:1f.0", 0x8086, 0xA1C1, 0x060100, 0x8086, 0x7270, 0x09,
                         numa_node=0, pcie=False))  # fmt: skip

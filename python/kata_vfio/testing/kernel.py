@@ -490,6 +490,8 @@ def write_device(
             irq=irq,
         ),
     }
+    if dev.class_code >> 8 == 0x0300:  # the kernel shows boot_vga on VGA functions only
+        files["boot_vga"] = "1\n" if dev.boot_vga else "0\n"
     if dev.pcie:
         files["d3cold_allowed"] = "1\n"
     if dev.reset_methods:

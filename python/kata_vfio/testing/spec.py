@@ -121,6 +121,8 @@ class DeviceSpec(ClassRoles):
     link: LinkSpec | None = None
     missing: tuple[str, ...] = ()
     unreadable: tuple[str, ...] = ()
+    boot_vga: bool = False
+    """The firmware's console (the kernel gives ``boot_vga`` to VGA-class functions only)."""
 
     @property
     def key(self) -> tuple[int, int, int, int]:
@@ -334,6 +336,7 @@ _DEVICE_KEYS = frozenset(
     {
         "bdf", "id", "class", "subsys", "rev", "driver", "override", "group", "numa", "parent",
         "pcie", "physfn", "totalvfs", "bars", "reset", "link", "missing", "unreadable",
+        "boot_vga",
     }
 )  # fmt: skip
 _HOST_KEYS = frozenset(
@@ -403,7 +406,8 @@ def device_from_dict(data: Mapping[str, Any]) -> DeviceSpec:
     ("10de:16c1"), ``rev`` (int), ``driver``, ``override``, ``group``, ``numa``, ``parent``,
     ``pcie`` (bool, default True), ``physfn``, ``totalvfs``, ``bars`` (list indexed by BAR
     number of strings like "64G mem64 pref" or null), ``reset`` (list), ``link``
-    ("32.0 GT/s PCIe x16"), ``missing`` and ``unreadable`` (attribute names).
+    ("32.0 GT/s PCIe x16"), ``missing`` and ``unreadable`` (attribute names), ``boot_vga``
+    (bool).
     """
     where = f"fake host: device {data.get('bdf', '?')!r}"
     unknown = set(data) - _DEVICE_KEYS
@@ -445,6 +449,7 @@ def device_from_dict(data: Mapping[str, Any]) -> DeviceSpec:
         link=None if link is None else _parse_link(link, where),
         missing=_str_tuple(data.get("missing", []), "missing", where),
         unreadable=_str_tuple(data.get("unreadable", []), "unreadable", where),
+        boot_vga=bool(_opt(bool, data.get("boot_vga", False), "boot_vga", where)),
     )
     spec.validate()
     return spec

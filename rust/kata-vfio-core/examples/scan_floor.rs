@@ -1,9 +1,12 @@
 //! The floor for the scan benchmark: the syscalls the scan's fields need, with no parsing and
 //! no result building. Per device: `readlinkat` of the `bus/pci/devices` link (its target is
-//! the chain of upstream bridges), `openat` of the device directory through it, one read each
-//! of `uevent`, `revision`, `numa_node` and `driver_override`, `readlinkat` of `iommu_group`,
-//! `fstatat` of `config` (PCIe or not) and an `openat` of `sriov_totalvfs` (which only PFs
-//! have: the SR-IOV role).
+//! the chain of upstream bridges), an `openat2(RESOLVE_BENEATH)` of the device directory at
+//! that target (confined to the sysfs root), one read each of `uevent`, `revision`,
+//! `numa_node` and `driver_override` (open without following links or blocking, `fstat`: a
+//! regular file only, read, close), `fstatat` of `config` (PCIe or not) and an `openat` of
+//! `sriov_totalvfs` (which only PFs have: the SR-IOV role). Per IOMMU group: the kernel's
+//! member list, `kernel/iommu_groups/N/devices` (open, `getdents`, close), which gives each
+//! device its group (no `iommu_group` readlink).
 //!
 //! Usage: `scan_floor SYSFS_ROOT [ITERATIONS] [THREADS]`. Prints one line,
 //! `floor devices=N threads=T best_ns=...`, the best wall time of ITERATIONS full walks.
@@ -13,7 +16,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, ResolveFlags};
 
 const ATTRS: [&str; 4] = ["uevent", "revision", "numa_node", "driver_override"];
 
@@ -26,27 +29,46 @@ fn open_dir(dir: BorrowedFd<'_>, name: &str) -> rustix::io::Result<OwnedFd> {
     )
 }
 
-/// Reads one attribute; returns the byte count (0 when it cannot be read).
+/// Reads one attribute as the scan must (no link followed, never blocking, a regular file
+/// only); returns the byte count (0 when it cannot be read).
 fn read_attr(dir: BorrowedFd<'_>, name: &str, buf: &mut [u8]) -> usize {
-    let Ok(fd) = rfs::openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()) else {
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK;
+    let Ok(fd) = rfs::openat(dir, name, flags, Mode::empty()) else {
         return 0;
     };
+    if !rfs::fstat(&fd).is_ok_and(|st| rfs::FileType::from_raw_mode(st.st_mode).is_file()) {
+        return 0;
+    }
     rustix::io::read(&fd, buf).unwrap_or(0)
 }
 
+/// `../../../devices/pci0000:00/0000:00:01.0` -> `devices/pci0000:00/0000:00:01.0`.
+fn below_root(target: &[u8]) -> String {
+    let text = String::from_utf8_lossy(target);
+    text.split('/')
+        .filter(|c| !c.is_empty() && *c != "..")
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// Walks some devices; the returned sum only keeps the work from being optimised away.
-fn walk(devices: BorrowedFd<'_>, names: &[String]) -> usize {
+fn walk(root: BorrowedFd<'_>, devices: BorrowedFd<'_>, names: &[String]) -> usize {
     let mut buf = [0u8; 4096];
     let mut link = [0u8; 256];
     let mut total = 0usize;
     for name in names {
-        total += rfs::readlinkat_raw(devices, name.as_str(), &mut link[..]).unwrap_or(0);
-        // O_PATH, as the scan does: the directory is only an anchor for the *at calls.
-        let Ok(dir) = rfs::openat(
-            devices,
-            name.as_str(),
+        let Ok(target) = rfs::readlinkat_raw(devices, name.as_str(), &mut link[..]) else {
+            continue;
+        };
+        total += target;
+        // O_PATH, as the scan does: the directory is only an anchor for the *at calls, opened
+        // beneath the sysfs root.
+        let Ok(dir) = rfs::openat2(
+            root,
+            below_root(&link[..target]),
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
         ) else {
             continue;
         };
@@ -54,7 +76,6 @@ fn walk(devices: BorrowedFd<'_>, names: &[String]) -> usize {
         for attr in ATTRS {
             total += read_attr(dir, attr, &mut buf);
         }
-        total += rfs::readlinkat_raw(dir, "iommu_group", &mut link[..]).unwrap_or(0);
         total += rfs::statat(dir, "config", AtFlags::SYMLINK_NOFOLLOW)
             .map_or(0, |st| usize::try_from(st.st_size).unwrap_or(0));
         total += read_attr(dir, "sriov_totalvfs", &mut buf);
@@ -63,7 +84,15 @@ fn walk(devices: BorrowedFd<'_>, names: &[String]) -> usize {
 }
 
 fn list(devices: BorrowedFd<'_>) -> rustix::io::Result<Vec<String>> {
-    let dir = rfs::Dir::read_from(devices)?;
+    names_in(rfs::Dir::read_from(devices)?)
+}
+
+/// Lists a directory through the descriptor it was opened with (no second open).
+fn list_owned(dir: OwnedFd) -> rustix::io::Result<Vec<String>> {
+    names_in(rfs::Dir::new(dir)?)
+}
+
+fn names_in(dir: rfs::Dir) -> rustix::io::Result<Vec<String>> {
     let mut names = Vec::new();
     for entry in dir {
         let entry = entry?;
@@ -79,22 +108,45 @@ fn list(devices: BorrowedFd<'_>) -> rustix::io::Result<Vec<String>> {
 fn scan_once(root: BorrowedFd<'_>, threads: usize) -> rustix::io::Result<(usize, usize)> {
     let devices = open_dir(root, "bus/pci/devices")?;
     let names = list(devices.as_fd())?;
+    let listed = groups(root)?;
     if threads <= 1 {
-        return Ok((names.len(), walk(devices.as_fd(), &names)));
+        return Ok((names.len(), listed + walk(root, devices.as_fd(), &names)));
     }
     let chunk = names.len().div_ceil(threads).max(1);
     let fd = devices.as_fd();
     let total = std::thread::scope(|scope| {
         let workers: Vec<_> = names
             .chunks(chunk)
-            .map(|part| scope.spawn(move || walk(fd, part)))
+            .map(|part| scope.spawn(move || walk(root, fd, part)))
             .collect();
         workers
             .into_iter()
             .map(|w| w.join().unwrap_or(0))
             .sum::<usize>()
     });
-    Ok((names.len(), total))
+    Ok((names.len(), listed + total))
+}
+
+/// The kernel's group member lists (`kernel/iommu_groups/N/devices`); returns the number of
+/// members seen.
+fn groups(root: BorrowedFd<'_>) -> rustix::io::Result<usize> {
+    let Ok(dir) = open_dir(root, "kernel/iommu_groups") else {
+        return Ok(0);
+    };
+    let mut members = 0;
+    for group in list(dir.as_fd())? {
+        let Ok(devices) = rfs::openat2(
+            dir.as_fd(),
+            format!("{group}/devices"),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+        ) else {
+            continue;
+        };
+        members += list_owned(devices)?.len();
+    }
+    Ok(members)
 }
 
 fn main() -> ExitCode {

@@ -15,7 +15,8 @@
 //! * A failure part-way through a group rolls back every device touched in that run.
 //! * Binding a bound device is a no-op; the journal keeps the first original state.
 //! * A device the host is using (mounted filesystem, configured network interface, boot
-//!   VGA or console) is refused unless forced.
+//!   VGA or console) or needs (a platform function: host/ISA bridge, SMBus, the IOMMU...)
+//!   is refused unless forced.
 //! * `EBUSY` answers are retried briefly, then reported.
 //! * Nothing leaves the sysfs root: reads and writes resolve beneath its fd ([`beneath`]).
 //! * `restore` and `unbind` trust the journal only as far as the device's state agrees

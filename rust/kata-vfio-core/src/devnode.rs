@@ -4,11 +4,13 @@
 //! cdev nodes `/dev/vfio/devices/vfio<M>` for exactly one function; `/dev/vfio/vfio` and
 //! `/dev/iommu` are control nodes that pass no device.
 
-use std::os::fd::BorrowedFd;
+use std::collections::BTreeMap;
+use std::os::fd::AsFd;
 
 use crate::bdf::{last_bdf_in_path, Bdf};
 use crate::sysfs::device::cdev_number;
-use crate::sysfs::io::{exists_at, list_dir_at, read_text_at, readlink_at};
+use crate::sysfs::io::read_bounded_at;
+use crate::sysfs::root::RootDir;
 
 /// The kind of a device path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -124,21 +126,22 @@ pub fn parse_dev_attr(text: &str) -> Option<(u32, u32)> {
 /// VFIO nodes the kernel registered, read from sysfs class directories: group nodes from
 /// `class/vfio`, cdevs from `class/vfio-dev` (with their function), the two control nodes from
 /// `class/misc`. Group members are filled in later from the group table.
-pub fn read_registered_nodes(sysfs: BorrowedFd<'_>) -> Vec<DevNode> {
+pub fn read_registered_nodes(sysfs: &RootDir) -> Vec<DevNode> {
     let mut nodes = Vec::new();
-    for name in list_dir_at(sysfs, "class/vfio").unwrap_or_default() {
+    for name in sysfs.list("class/vfio").unwrap_or_default() {
         let node = classify(&format!("/dev/vfio/{name}"));
         if matches!(node.kind, DevNodeKind::Group | DevNodeKind::NoIommuGroup) {
             nodes.push(node);
         }
     }
-    for name in list_dir_at(sysfs, "class/vfio-dev").unwrap_or_default() {
+    for name in sysfs.list("class/vfio-dev").unwrap_or_default() {
         let mut node = classify(&format!("/dev/vfio/devices/{name}"));
         if node.kind != DevNodeKind::Cdev {
             continue;
         }
         // class/vfio-dev/vfioN -> ../../devices/pci0000:00/.../0000:01:00.0/vfio-dev/vfioN
-        if let Some(bdf) = readlink_at(sysfs, &format!("class/vfio-dev/{name}"))
+        if let Some(bdf) = sysfs
+            .readlink(&format!("class/vfio-dev/{name}"))
             .ok()
             .and_then(|t| last_bdf_in_path(&t))
         {
@@ -147,7 +150,7 @@ pub fn read_registered_nodes(sysfs: BorrowedFd<'_>) -> Vec<DevNode> {
         nodes.push(node);
     }
     for (misc, path) in [("vfio", "/dev/vfio/vfio"), ("iommu", "/dev/iommu")] {
-        if exists_at(sysfs, &format!("class/misc/{misc}")) {
+        if sysfs.exists(&format!("class/misc/{misc}")) {
             nodes.push(classify(path));
         }
     }
@@ -168,10 +171,10 @@ fn dev_attribute(node: &DevNode) -> Option<String> {
 
 /// Fills in each node's device numbers from sysfs. Done on demand, not in every scan: it
 /// costs an open, a read and a close per node, and most callers never ask.
-pub fn fill_numbers(sysfs: BorrowedFd<'_>, nodes: &mut [DevNode]) {
+pub fn fill_numbers(sysfs: &RootDir, nodes: &mut [DevNode]) {
     for node in nodes {
         let numbers = dev_attribute(node)
-            .and_then(|attr| read_text_at(sysfs, &attr).ok())
+            .and_then(|attr| sysfs.read_text(&attr).ok())
             .and_then(|text| parse_dev_attr(&text));
         if let Some((major, minor)) = numbers {
             node.major = Some(major);
@@ -182,24 +185,95 @@ pub fn fill_numbers(sysfs: BorrowedFd<'_>, nodes: &mut [DevNode]) {
 
 /// The function behind a character device number, from the `dev/char/MAJOR:MINOR` link
 /// (`../../devices/pci0000:00/.../0000:01:00.0/vfio-dev/vfio0`): the last address in it.
-pub fn bdf_of_char_device(sysfs: BorrowedFd<'_>, major: u32, minor: u32) -> Option<Bdf> {
-    readlink_at(sysfs, &format!("dev/char/{major}:{minor}"))
+pub fn bdf_of_char_device(sysfs: &RootDir, major: u32, minor: u32) -> Option<Bdf> {
+    sysfs
+        .readlink(&format!("dev/char/{major}:{minor}"))
         .ok()
         .and_then(|t| last_bdf_in_path(&t))
 }
 
 /// The `/dev` path of a character device number, from `dev/char/M:m/uevent` `DEVNAME=`.
-pub fn devname_of_char_device(sysfs: BorrowedFd<'_>, major: u32, minor: u32) -> Option<String> {
-    let text = read_text_at(sysfs, &format!("dev/char/{major}:{minor}/uevent")).ok()?;
-    let name = text.lines().find_map(|l| l.strip_prefix("DEVNAME="))?;
-    if name.is_empty()
-        || name
+pub fn devname_of_char_device(sysfs: &RootDir, major: u32, minor: u32) -> Option<String> {
+    let text = sysfs
+        .read_text(&format!("dev/char/{major}:{minor}/uevent"))
+        .ok()?;
+    devname(&text).map(|name| format!("/dev/{name}"))
+}
+
+/// `DEVNAME=` of a device's `uevent`, when it is a clean path under `/dev` (no empty, `.` or
+/// `..` components).
+fn devname(uevent: &str) -> Option<&str> {
+    let name = uevent.lines().find_map(|l| l.strip_prefix("DEVNAME="))?;
+    let clean = !name.is_empty()
+        && !name
             .split('/')
-            .any(|c| c.is_empty() || c == "." || c == "..")
-    {
+            .any(|c| c.is_empty() || c == "." || c == "..");
+    clean.then_some(name)
+}
+
+/// Whether a device number is a character or a block device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DevKind {
+    Char,
+    Block,
+}
+
+impl DevKind {
+    /// `c` or `b`, as OCI and CDI spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Char => "c",
+            Self::Block => "b",
+        }
+    }
+}
+
+/// The longest `uevent` of a device node taken as whole (the kernel's are a few lines).
+const UEVENT_MAX: usize = 4096;
+
+/// Every device node the kernel names, from `dev/char/M:m/uevent` and `dev/block/M:m/uevent`:
+/// `DEVNAME` (relative to `/dev`, as udev names the node) -> kind, major, minor. A copied tree
+/// is outside input: an entry counts only when its `uevent` is a regular file under 4 KiB whose
+/// `MAJOR` and `MINOR` are the numbers the entry is named by. The first entry wins when two
+/// claim a name (character devices first, each kind in numeric order).
+pub fn device_numbers(sysfs: &RootDir) -> BTreeMap<String, (DevKind, u32, u32)> {
+    let mut out = BTreeMap::new();
+    for (kind, folder) in [(DevKind::Char, "dev/char"), (DevKind::Block, "dev/block")] {
+        let mut numbers: Vec<(u32, u32)> = sysfs
+            .list(folder)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|name| parse_dev_attr(name))
+            .collect();
+        numbers.sort_unstable();
+        for (major, minor) in numbers {
+            let Some(text) = read_uevent(sysfs, &format!("{folder}/{major}:{minor}")) else {
+                continue;
+            };
+            let field = |key: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .and_then(parse_kernel_decimal)
+            };
+            if field("MAJOR=") != Some(major) || field("MINOR=") != Some(minor) {
+                continue;
+            }
+            if let Some(name) = devname(&text) {
+                out.entry(name.to_owned()).or_insert((kind, major, minor));
+            }
+        }
+    }
+    out
+}
+
+/// A node's `uevent`: a regular file, read without blocking, refused past [`UEVENT_MAX`].
+fn read_uevent(sysfs: &RootDir, entry: &str) -> Option<String> {
+    let dir = sysfs.open_dir(entry).ok()?;
+    let bytes = read_bounded_at(dir.as_fd(), "uevent", UEVENT_MAX + 1).ok()?;
+    if bytes.len() > UEVENT_MAX {
         return None;
     }
-    Some(format!("/dev/{name}"))
+    String::from_utf8(bytes).ok()
 }
 
 #[cfg(test)]

@@ -1,17 +1,18 @@
 //! The immutable snapshot a scan produces, and the lookups the rest of the project needs.
 
 use std::collections::HashMap;
-use std::os::fd::AsFd;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
+
+use rustix::fs::FileType;
 
 use crate::bdf::Bdf;
 use crate::devnode::{self, DevNode, DevNodeKind};
 use crate::iommu::IommuGroup;
 use crate::pci::PciDevice;
 use crate::status::IommuStatus;
-use crate::sysfs::io::open_dir;
+use crate::sysfs::problem::ReadProblem;
+use crate::sysfs::root::RootDir;
 
 /// A host's PCI devices (numeric order), IOMMU groups (numeric order), VFIO nodes and status.
 #[derive(Debug, Clone)]
@@ -21,6 +22,8 @@ pub struct Host {
     pub proc_root: Option<PathBuf>,
     /// Shared, so bindings can hand out records without copying them.
     pub devices: Vec<Arc<PciDevice>>,
+    /// Functions listed under `bus/pci/devices` that could not be read (numeric order).
+    pub unreadable: Vec<ReadProblem>,
     pub groups: Vec<Arc<IommuGroup>>,
     pub iommu: IommuStatus,
     /// VFIO nodes the kernel registered (class/vfio, class/vfio-dev, class/misc), without
@@ -39,6 +42,7 @@ impl Host {
         dev_root: PathBuf,
         proc_root: Option<PathBuf>,
         devices: Vec<PciDevice>,
+        unreadable: Vec<ReadProblem>,
         groups: Vec<IommuGroup>,
         iommu: IommuStatus,
         mut nodes: Vec<DevNode>,
@@ -64,6 +68,7 @@ impl Host {
             dev_root,
             proc_root,
             devices,
+            unreadable,
             groups,
             iommu,
             registered: nodes,
@@ -79,8 +84,8 @@ impl Host {
     pub fn nodes(&self) -> &[DevNode] {
         self.numbered.get_or_init(|| {
             let mut nodes = self.registered.clone();
-            if let Ok(root) = open_dir(&self.sysfs_root) {
-                devnode::fill_numbers(root.as_fd(), &mut nodes);
+            if let Ok(root) = RootDir::open(&self.sysfs_root) {
+                devnode::fill_numbers(&root, &mut nodes);
             }
             nodes
         })
@@ -147,8 +152,8 @@ impl Host {
                     } else if let Some((major, minor)) = self.stat_char_device(path) {
                         node.major = Some(major);
                         node.minor = Some(minor);
-                        if let Ok(root) = open_dir(&self.sysfs_root) {
-                            node.bdfs = devnode::bdf_of_char_device(root.as_fd(), major, minor)
+                        if let Ok(root) = RootDir::open(&self.sysfs_root) {
+                            node.bdfs = devnode::bdf_of_char_device(&root, major, minor)
                                 .into_iter()
                                 .collect();
                         }
@@ -170,21 +175,23 @@ impl Host {
         {
             return Some(node.clone());
         }
-        let root = open_dir(&self.sysfs_root).ok()?;
-        let path = devnode::devname_of_char_device(root.as_fd(), major, minor)?;
+        let root = RootDir::open(&self.sysfs_root).ok()?;
+        let path = devnode::devname_of_char_device(&root, major, minor)?;
         let mut node = self.resolve_devnode(&path);
         node.major = Some(major);
         node.minor = Some(minor);
         Some(node)
     }
 
-    /// Major and minor of a character device under the dev root (`/dev/x` -> `<dev_root>/x`).
+    /// Major and minor of a character device under the dev root (`/dev/x` -> `<dev_root>/x`,
+    /// resolved beneath the dev root; the node itself is not followed).
     fn stat_char_device(&self, path: &str) -> Option<(u32, u32)> {
         let relative = path.strip_prefix("/dev/")?;
-        let meta = std::fs::symlink_metadata(self.dev_root.join(Path::new(relative))).ok()?;
-        meta.file_type()
-            .is_char_device()
-            .then(|| devnode::decode_dev(meta.rdev()))
+        let st = RootDir::open(&self.dev_root)
+            .and_then(|dev| dev.lstat(relative))
+            .ok()?;
+        (FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice)
+            .then(|| devnode::decode_dev(st.st_rdev))
     }
 }
 

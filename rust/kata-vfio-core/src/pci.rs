@@ -1,11 +1,14 @@
 //! The PCI device record and the class and driver facts the rest of the core needs.
 
 use crate::bdf::Bdf;
+use crate::sysfs::problem::{ReadFailure, ReadProblem};
 
 /// Class code of a host bridge (base 0x06, subclass 0x00).
 pub const CLASS_HOST_BRIDGE: u32 = 0x0600;
 /// Class code of a PCI-to-PCI bridge (root ports and switch ports are these too).
 pub const CLASS_PCI_BRIDGE: u32 = 0x0604;
+/// Class code of "other system peripheral" (Xeon uncore, DSA, CBDMA, ...).
+pub const CLASS_SYSTEM_PERIPHERAL_OTHER: u32 = 0x0880;
 /// A memory BAR at least this large cannot be placed below 4 GiB.
 pub const LARGE_BAR_BYTES: u64 = 1 << 32;
 
@@ -32,17 +35,129 @@ pub struct Link {
 /// Attributes read only when asked for (they cost extra reads per device).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Details {
-    pub bars: Vec<Bar>,
+    /// The non-empty BARs; `None` when `resource` could not be read or is not what the kernel
+    /// writes (unknown, which is not "no BARs").
+    pub bars: Option<Vec<Bar>>,
     pub reset_methods: Option<Vec<String>>,
     pub link: Option<Link>,
 }
 
 impl Details {
-    /// Whether a memory BAR is 4 GiB or larger.
-    pub fn large_bar(&self) -> bool {
-        self.bars
-            .iter()
-            .any(|bar| !bar.is_io && bar.size >= LARGE_BAR_BYTES)
+    /// Whether a memory BAR is 4 GiB or larger; `None` when the BARs are unknown.
+    pub fn large_bar(&self) -> Option<bool> {
+        self.bars.as_ref().map(|bars| {
+            bars.iter()
+                .any(|bar| !bar.is_io && bar.size >= LARGE_BAR_BYTES)
+        })
+    }
+}
+
+/// A function the host platform itself needs: binding it to vfio-pci (or unbinding its
+/// driver) takes it from the host, so no fix ever suggests that and binding refuses it unless
+/// forced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PlatformFunction {
+    /// 0x0600: the root complex's own function.
+    HostBridge,
+    /// 0x0601: the LPC/eSPI bridge (firmware flash, TPM, embedded controller, legacy I/O).
+    IsaBridge,
+    /// 0x0602/0x0603: EISA and MicroChannel bridges, the same role on old machines.
+    LegacyBusBridge,
+    /// 0x0c05: memory SPD, hardware monitors and voltage regulators hang off it.
+    SmBus,
+    /// 0x0806: the IOMMU (AMD IOMMU is a PCI function): the DMA isolation VFIO relies on.
+    Iommu,
+    /// 0x0800: an interrupt controller (I/O APIC, PIC).
+    InterruptController,
+    /// 0x0801: the legacy DMA controller.
+    DmaController,
+    /// 0x0802: a system timer (HPET).
+    Timer,
+    /// 0x0803: the real-time clock.
+    RealTimeClock,
+    /// 0x0807: a root complex event collector (PCIe error reporting for integrated devices).
+    EventCollector,
+    /// 0x0500/0x0501/0x0580: RAM, flash and memory controllers of the platform.
+    MemoryController,
+    /// `boot_vga` reads 1: the firmware's console and, usually, the host's.
+    BootVga,
+    /// A system peripheral (0x0880) on a root bus that no driver claims: the CPU's own
+    /// uncore registers (memory map, VT-d, RAS on Xeon stacks). Accelerators of the same
+    /// class (DSA, CBDMA) are claimed by their drivers and do not count.
+    RootComplexPeripheral,
+}
+
+impl PlatformFunction {
+    /// The platform role of a function with this class code (and `boot_vga` flag).
+    pub fn of(class_code: u32, boot_vga: bool) -> Option<Self> {
+        let function = match class_code >> 8 {
+            0x0600 => Self::HostBridge,
+            0x0601 => Self::IsaBridge,
+            0x0602 | 0x0603 => Self::LegacyBusBridge,
+            0x0c05 => Self::SmBus,
+            0x0806 => Self::Iommu,
+            0x0800 => Self::InterruptController,
+            0x0801 => Self::DmaController,
+            0x0802 => Self::Timer,
+            0x0803 => Self::RealTimeClock,
+            0x0807 => Self::EventCollector,
+            0x0500 | 0x0501 | 0x0580 => Self::MemoryController,
+            _ if boot_vga => Self::BootVga,
+            _ => return None,
+        };
+        Some(function)
+    }
+
+    /// The role of an unclaimed system peripheral on a root bus (no bridge above it).
+    pub fn root_complex(class_code: u32, on_root_bus: bool, has_driver: bool) -> Option<Self> {
+        (class_code >> 8 == CLASS_SYSTEM_PERIPHERAL_OTHER && on_root_bus && !has_driver)
+            .then_some(Self::RootComplexPeripheral)
+    }
+
+    /// A stable name (`host-bridge`, `isa-bridge`, `smbus`, `boot-vga`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::HostBridge => "host-bridge",
+            Self::IsaBridge => "isa-bridge",
+            Self::LegacyBusBridge => "legacy-bus-bridge",
+            Self::SmBus => "smbus",
+            Self::Iommu => "iommu",
+            Self::InterruptController => "interrupt-controller",
+            Self::DmaController => "dma-controller",
+            Self::Timer => "timer",
+            Self::RealTimeClock => "rtc",
+            Self::EventCollector => "event-collector",
+            Self::MemoryController => "memory-controller",
+            Self::BootVga => "boot-vga",
+            Self::RootComplexPeripheral => "root-complex-peripheral",
+        }
+    }
+
+    /// What the host loses if the function is taken, for refusals.
+    pub fn description(self) -> &'static str {
+        match self {
+            Self::HostBridge => "a host bridge, the root complex's own function",
+            Self::IsaBridge => {
+                "an ISA/LPC bridge: firmware flash, TPM, embedded controller and legacy I/O sit behind it"
+            }
+            Self::LegacyBusBridge => "a legacy bus bridge (EISA/MCA) the platform's devices sit behind",
+            Self::SmBus => {
+                "an SMBus controller: memory SPD, hardware monitors and voltage regulators sit on it"
+            }
+            Self::Iommu => "the IOMMU itself, which provides the DMA isolation VFIO relies on",
+            Self::InterruptController => "an interrupt controller the host's interrupts go through",
+            Self::DmaController => "the platform's legacy DMA controller",
+            Self::Timer => "a system timer the host keeps time with",
+            Self::RealTimeClock => "the real-time clock",
+            Self::EventCollector => {
+                "a root complex event collector, which reports PCIe errors of integrated devices"
+            }
+            Self::MemoryController => "a memory controller of the platform",
+            Self::BootVga => "the boot VGA device: the firmware's and the host's console is on it",
+            Self::RootComplexPeripheral => {
+                "a system peripheral of the root complex that no driver claims (CPU uncore registers: memory map, VT-d, RAS)"
+            }
+        }
     }
 }
 
@@ -69,9 +184,13 @@ pub struct PciDevice {
     pub upstream: Vec<Bdf>,
     pub is_pcie: bool,
     pub vfio_cdev: Option<String>,
+    /// `boot_vga` reads 1 (read for VGA-class functions only, the ones the kernel gives it).
+    pub boot_vga: bool,
     /// The real device directory, relative to the sysfs root.
     pub sysfs_path: String,
     pub details: Option<Details>,
+    /// Attributes that exist but could not be read (their values above are `None`).
+    pub problems: Vec<ReadProblem>,
 }
 
 impl PciDevice {
@@ -95,6 +214,25 @@ impl PciDevice {
 
     pub fn is_vfio_bound(&self) -> bool {
         self.driver.as_deref().is_some_and(is_vfio_driver)
+    }
+
+    /// The platform role of this function, if it has one.
+    pub fn platform_function(&self) -> Option<PlatformFunction> {
+        PlatformFunction::of(self.class_code, self.boot_vga).or_else(|| {
+            PlatformFunction::root_complex(
+                self.class_code,
+                self.upstream.is_empty(),
+                self.driver.is_some(),
+            )
+        })
+    }
+
+    /// Why `attribute` could not be read, when it could not.
+    pub fn problem(&self, attribute: &str) -> Option<ReadFailure> {
+        self.problems
+            .iter()
+            .find(|p| p.attribute == attribute)
+            .map(|p| p.failure)
     }
 }
 
@@ -185,6 +323,42 @@ mod tests {
         assert!(is_dma_safe_driver("pcieport"));
         assert!(is_dma_safe_driver("pci-stub"));
         assert!(!is_dma_safe_driver("snd_hda_intel"));
+    }
+
+    #[test]
+    fn platform_functions() {
+        assert_eq!(
+            PlatformFunction::of(0x060100, false),
+            Some(PlatformFunction::IsaBridge)
+        );
+        assert_eq!(
+            PlatformFunction::of(0x0c0500, false),
+            Some(PlatformFunction::SmBus)
+        );
+        assert_eq!(
+            PlatformFunction::of(0x080600, false),
+            Some(PlatformFunction::Iommu)
+        );
+        assert_eq!(
+            PlatformFunction::of(0x060000, false),
+            Some(PlatformFunction::HostBridge)
+        );
+        assert_eq!(
+            PlatformFunction::of(0x030000, true),
+            Some(PlatformFunction::BootVga)
+        );
+        assert_eq!(PlatformFunction::of(0x030000, false), None);
+        assert_eq!(PlatformFunction::of(0x030200, false), None);
+        assert_eq!(PlatformFunction::of(0x060400, false), None);
+        assert_eq!(PlatformFunction::of(0x050200, false), None); // CXL memory: passable
+        assert_eq!(PlatformFunction::SmBus.as_str(), "smbus");
+        assert_eq!(
+            PlatformFunction::root_complex(0x088000, true, false),
+            Some(PlatformFunction::RootComplexPeripheral)
+        );
+        assert_eq!(PlatformFunction::root_complex(0x088000, true, true), None); // ioatdma
+        assert_eq!(PlatformFunction::root_complex(0x088000, false, false), None); // behind a port
+        assert_eq!(PlatformFunction::root_complex(0x020000, true, false), None);
     }
 
     #[test]

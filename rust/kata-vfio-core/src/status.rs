@@ -1,9 +1,11 @@
 //! Whether the host has a working IOMMU and VFIO stack, and the evidence for the verdict.
 
-use std::os::fd::BorrowedFd;
+use std::io;
 use std::path::Path;
 
-use crate::sysfs::io::{exists_at, list_dir_at, read_text_at};
+use crate::sysfs::io::{is_absent, read_bounded_at};
+use crate::sysfs::problem::ReadFailure;
+use crate::sysfs::root::RootDir;
 
 /// The host's IOMMU and VFIO state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
@@ -21,6 +23,9 @@ pub struct IommuStatus {
     pub vfio_container_node: bool,
     pub iommufd_node: bool,
     pub noiommu: bool,
+    /// Evidence that exists but could not be read, by path under its root (`dev/vfio/vfio`,
+    /// `proc/cmdline`, `sys/class/iommu`): the matching facts above are unknown, not "no".
+    pub unreadable: Vec<(&'static str, ReadFailure)>,
 }
 
 /// What the device walk found about groups, for the verdict.
@@ -48,44 +53,89 @@ const CMDLINE_KEYS: &[&str] = &[
     "rd.driver.pre",
 ];
 
-/// Reads the status. `sysfs` is the open sysfs root; `dev_root` and `proc_root` are paths.
+/// The longest `/proc/cmdline` read (the kernel's own limit is 2-4 KiB on most machines).
+const CMDLINE_MAX: usize = 64 * 1024;
+/// The head of `/proc/cpuinfo` that holds the first CPU's vendor.
+const CPUINFO_HEAD: usize = 4096;
+
+/// Reads the status. `sysfs` is the open sysfs root; `dev_root` and `proc_root` are paths,
+/// read beneath themselves like the sysfs root.
 pub fn read_status(
-    sysfs: BorrowedFd<'_>,
+    sysfs: &RootDir,
     dev_root: &Path,
     proc_root: Option<&Path>,
     groups: GroupEvidence,
 ) -> IommuStatus {
-    let mut iommu_class = list_dir_at(sysfs, "class/iommu").unwrap_or_default();
+    let mut unreadable = Vec::new();
+    let mut note = |what: &'static str, err: &io::Error| {
+        if !is_absent(err) {
+            unreadable.push((what, ReadFailure::of(err)));
+        }
+    };
+    let mut iommu_class = sysfs.list("class/iommu").unwrap_or_else(|e| {
+        note("sys/class/iommu", &e);
+        Vec::new()
+    });
     iommu_class.sort();
     let firmware_tables: Vec<String> = ["DMAR", "IVRS", "IORT"]
         .iter()
-        .filter(|t| exists_at(sysfs, &format!("firmware/acpi/tables/{t}")))
+        .filter(|t| sysfs.exists(&format!("firmware/acpi/tables/{t}")))
         .map(|t| (*t).to_owned())
         .collect();
-    let cmdline = proc_root
-        .and_then(|p| std::fs::read_to_string(p.join("cmdline")).ok())
-        .map(|text| iommu_arguments(&text));
-    let cpu_vendor = vendor_from_evidence(&firmware_tables, &iommu_class)
-        .or_else(|| proc_root.and_then(vendor_from_cpuinfo));
+    let proc = proc_root.map(RootDir::open);
+    let cmdline = match &proc {
+        Some(Ok(proc)) => match read_bounded_at(proc.fd(), "cmdline", CMDLINE_MAX) {
+            Ok(bytes) => Some(iommu_arguments(&String::from_utf8_lossy(&bytes))),
+            Err(e) => {
+                note("proc/cmdline", &e);
+                None
+            }
+        },
+        Some(Err(e)) => {
+            note("proc", e);
+            None
+        }
+        None => None,
+    };
+    let cpu_vendor = vendor_from_evidence(&firmware_tables, &iommu_class).or_else(|| match &proc {
+        Some(Ok(proc)) => vendor_from_cpuinfo(proc),
+        _ => None,
+    });
 
-    let noiommu_param = read_text_at(sysfs, "module/vfio/parameters/enable_unsafe_noiommu_mode")
+    let noiommu_param = sysfs
+        .read_text("module/vfio/parameters/enable_unsafe_noiommu_mode")
         .is_ok_and(|v| v == "Y" || v == "1");
-    let noiommu_nodes = std::fs::read_dir(dev_root.join("vfio")).is_ok_and(|mut entries| {
-        entries.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("noiommu-")))
+    let dev = RootDir::open(dev_root);
+    let mut dev_node = |rel: &'static str, what: &'static str| match &dev {
+        Ok(dev) => match dev.stat(rel) {
+            Ok(_) => true,
+            Err(e) => {
+                note(what, &e);
+                false
+            }
+        },
+        Err(_) => false,
+    };
+    let vfio_container_node = dev_node("vfio/vfio", "dev/vfio/vfio");
+    let iommufd_node = dev_node("iommu", "dev/iommu");
+    let noiommu_nodes = dev.as_ref().is_ok_and(|dev| {
+        dev.list("vfio")
+            .is_ok_and(|names| names.iter().any(|n| n.starts_with("noiommu-")))
     });
 
     let mut status = IommuStatus {
         group_count: groups.listed.unwrap_or(groups.linked).max(groups.linked),
-        vfio_module: exists_at(sysfs, "module/vfio"),
-        vfio_pci_driver: exists_at(sysfs, "bus/pci/drivers/vfio-pci"),
-        iommufd_module: exists_at(sysfs, "module/iommufd"),
-        vfio_container_node: dev_root.join("vfio/vfio").exists(),
-        iommufd_node: dev_root.join("iommu").exists(),
+        vfio_module: sysfs.exists("module/vfio"),
+        vfio_pci_driver: sysfs.exists("bus/pci/drivers/vfio-pci"),
+        iommufd_module: sysfs.exists("module/iommufd"),
+        vfio_container_node,
+        iommufd_node,
         noiommu: noiommu_param || noiommu_nodes,
         iommu_class,
         firmware_tables,
         cmdline,
         cpu_vendor,
+        unreadable,
         ..IommuStatus::default()
     };
     let (enabled, reasons) = verdict(&status, groups);
@@ -200,12 +250,9 @@ fn vendor_from_evidence(tables: &[String], class: &[String]) -> Option<String> {
     from_table.or_else(from_class).map(str::to_owned)
 }
 
-fn vendor_from_cpuinfo(proc_root: &Path) -> Option<String> {
-    use std::io::Read;
-    let mut head = [0u8; 4096];
-    let mut file = std::fs::File::open(proc_root.join("cpuinfo")).ok()?;
-    let n = file.read(&mut head).ok()?;
-    let text = String::from_utf8_lossy(&head[..n]);
+fn vendor_from_cpuinfo(proc: &RootDir) -> Option<String> {
+    let head = read_bounded_at(proc.fd(), "cpuinfo", CPUINFO_HEAD).ok()?;
+    let text = String::from_utf8_lossy(&head);
     text.lines().find_map(|line| {
         let (key, value) = line.split_once(':')?;
         match (key.trim(), value.trim()) {

@@ -22,8 +22,9 @@ mod _core {
     use crate::paths::PyHostPaths;
     #[pymodule_export]
     use crate::scan::{
-        classify_devnode, read_details, scan, PyBar, PyBlocker, PyDevNode, PyHost, PyIommuGroup,
-        PyIommuStatus, PyPciDevice, PyPciLink,
+        classify_devnode, device_numbers, lstat_beneath, read_details, scan, PyBar, PyBlocker,
+        PyDevNode, PyFix, PyHost, PyIommuGroup, PyIommuStatus, PyPciDevice, PyPciLink,
+        PyReadProblem,
     };
     // VFIO/iommufd handles and the ABI table (issue 5).
     #[pymodule_export]

@@ -4,12 +4,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use kata_vfio_core::devnode::DevNode;
-use kata_vfio_core::iommu::{Blocker, IommuGroup};
+use kata_vfio_core::iommu::{BlockKind, Blocker, Fix, IommuGroup, NoFix};
 use kata_vfio_core::pci::{Bar, Link, PciDevice};
 use kata_vfio_core::status::IommuStatus;
+use kata_vfio_core::sysfs::problem::ReadProblem;
+use kata_vfio_core::sysfs::root::RootDir;
 use kata_vfio_core::{Bdf, Host, ScanOptions};
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyDict, PyTuple};
 
 use crate::bdf::{extract_bdf, PyBdf};
 use crate::errors::BindingResult;
@@ -36,6 +38,8 @@ record!("Bar", PyBar, Bar);
 record!("PciLink", PyPciLink, Link);
 record!("PciDevice", PyPciDevice, Arc<PciDevice>);
 record!("Blocker", PyBlocker, Blocker);
+record!("Fix", PyFix, Fix);
+record!("ReadProblem", PyReadProblem, ReadProblem);
 record!("IommuGroup", PyIommuGroup, Arc<IommuGroup>);
 record!("IommuStatus", PyIommuStatus, IommuStatus);
 record!("DevNode", PyDevNode, DevNode);
@@ -211,11 +215,30 @@ impl PyPciDevice {
         self.0.is_vfio_bound()
     }
     #[getter]
+    fn boot_vga(&self) -> bool {
+        self.0.boot_vga
+    }
+    #[getter]
+    fn platform_function(&self) -> Option<&'static str> {
+        self.0
+            .platform_function()
+            .map(kata_vfio_core::pci::PlatformFunction::as_str)
+    }
+    #[getter]
+    fn problems<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, self.0.problems.iter().map(|p| PyReadProblem(*p)))
+    }
+    #[getter]
+    fn has_details(&self) -> bool {
+        self.0.details.is_some()
+    }
+    #[getter]
     fn bars<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
         self.0
             .details
             .as_ref()
-            .map(|d| PyTuple::new(py, d.bars.iter().map(|b| PyBar(*b))))
+            .and_then(|d| d.bars.as_ref())
+            .map(|bars| PyTuple::new(py, bars.iter().map(|b| PyBar(*b))))
             .transpose()
     }
     #[getter]
@@ -223,7 +246,7 @@ impl PyPciDevice {
         self.0
             .details
             .as_ref()
-            .map(kata_vfio_core::pci::Details::large_bar)
+            .and_then(kata_vfio_core::pci::Details::large_bar)
     }
     #[getter]
     fn reset_methods<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
@@ -261,6 +284,79 @@ impl PyPciDevice {
 }
 
 #[pymethods]
+impl PyReadProblem {
+    #[getter]
+    fn bdf(&self) -> PyBdf {
+        PyBdf(self.0.bdf)
+    }
+    #[getter]
+    fn attribute(&self) -> &'static str {
+        self.0.attribute
+    }
+    #[getter]
+    fn reason(&self) -> &'static str {
+        self.0.failure.as_str()
+    }
+    #[getter]
+    fn errno(&self) -> Option<i32> {
+        self.0.failure.errno()
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "ReadProblem(bdf='{}', attribute='{}', reason='{}')",
+            self.0.bdf,
+            self.0.attribute,
+            self.0.failure.as_str()
+        )
+    }
+}
+
+#[pymethods]
+impl PyFix {
+    #[getter]
+    fn action(&self) -> &'static str {
+        self.0.as_str()
+    }
+    #[getter]
+    fn group(&self) -> Option<u32> {
+        match self.0 {
+            Fix::BindGroup { group } => Some(group),
+            _ => None,
+        }
+    }
+    #[getter]
+    fn bdf(&self) -> Option<PyBdf> {
+        match self.0 {
+            Fix::BindGroup { .. } => None,
+            Fix::BindDevice { bdf } | Fix::UnbindBridge { bdf } => Some(PyBdf(bdf)),
+            Fix::Nothing(why) => Some(PyBdf(why.bdf())),
+        }
+    }
+    #[getter]
+    fn because(&self) -> Option<&'static str> {
+        match self.0 {
+            Fix::Nothing(why) => Some(why.as_str()),
+            _ => None,
+        }
+    }
+    #[getter]
+    fn platform_function(&self) -> Option<&'static str> {
+        match self.0 {
+            Fix::Nothing(NoFix::PlatformFunction { function, .. }) => Some(function.as_str()),
+            _ => None,
+        }
+    }
+    fn __repr__(&self) -> String {
+        let target = match self.0 {
+            Fix::BindGroup { group } => format!("group={group}"),
+            Fix::BindDevice { bdf } | Fix::UnbindBridge { bdf } => format!("bdf='{bdf}'"),
+            Fix::Nothing(why) => format!("because='{}', bdf='{}'", why.as_str(), why.bdf()),
+        };
+        format!("Fix(action='{}', {target})", self.0.as_str())
+    }
+}
+
+#[pymethods]
 impl PyBlocker {
     #[getter]
     fn bdf(&self) -> PyBdf {
@@ -271,16 +367,37 @@ impl PyBlocker {
         self.0.driver.clone()
     }
     #[getter]
-    fn reason(&self) -> String {
-        self.0.reason()
+    fn group(&self) -> u32 {
+        self.0.group
     }
     #[getter]
-    fn fix(&self) -> String {
-        self.0.fix()
+    fn kind(&self) -> &'static str {
+        self.0.kind.as_str()
     }
     #[getter]
-    fn manual<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        PyTuple::new(py, self.0.manual())
+    fn problem(&self) -> Option<PyReadProblem> {
+        match self.0.kind {
+            BlockKind::Unknown { attribute, failure } => Some(PyReadProblem(ReadProblem {
+                bdf: self.0.bdf,
+                attribute,
+                failure,
+            })),
+            _ => None,
+        }
+    }
+    #[getter]
+    fn fix(&self) -> PyFix {
+        PyFix(self.0.fix)
+    }
+    #[getter]
+    fn writes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let writes: Vec<(String, String)> = self
+            .0
+            .manual_writes()
+            .into_iter()
+            .map(|(path, value)| (path.to_string_lossy().into_owned(), value))
+            .collect();
+        PyTuple::new(py, writes)
     }
     #[getter]
     fn breaks_viability(&self) -> bool {
@@ -288,10 +405,11 @@ impl PyBlocker {
     }
     fn __repr__(&self) -> String {
         format!(
-            "Blocker(bdf='{}', driver={}, reason='{}')",
+            "Blocker(bdf='{}', driver={}, kind='{}', fix='{}')",
             self.0.bdf,
             opt_text(self.0.driver.as_deref()),
-            self.0.reason()
+            self.0.kind.as_str(),
+            self.0.fix.as_str()
         )
     }
 }
@@ -317,6 +435,20 @@ impl PyIommuGroup {
     #[getter]
     fn assignable(&self) -> bool {
         self.0.assignable
+    }
+    #[getter]
+    fn verdict(&self) -> &'static str {
+        self.0.verdict.as_str()
+    }
+    #[getter]
+    fn unplaced<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        bdf_tuple(py, &self.0.unplaced)
+    }
+    #[getter]
+    fn listing_problem(&self) -> Option<&'static str> {
+        self.0
+            .listing_failure
+            .map(kata_vfio_core::sysfs::problem::ReadFailure::as_str)
     }
     #[getter]
     fn blockers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
@@ -399,6 +531,16 @@ impl PyIommuStatus {
     #[getter]
     fn noiommu(&self) -> bool {
         self.0.noiommu
+    }
+    #[getter]
+    fn unreadable<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(
+            py,
+            self.0
+                .unreadable
+                .iter()
+                .map(|(what, failure)| (*what, failure.as_str())),
+        )
     }
     fn __repr__(&self) -> String {
         format!(
@@ -493,7 +635,7 @@ impl PyHost {
         crate::errors::BindingError::from(kata_vfio_core::Error::NotFound {
             what,
             name,
-            hint: Some("run `kata-vfio scan` to list what this host has".to_owned()),
+            hint: Some("the scan did not find it on this host".to_owned()),
         })
         .into()
     }
@@ -546,6 +688,10 @@ impl PyHost {
     #[getter]
     fn iommu(&self, py: Python<'_>) -> Py<PyIommuStatus> {
         self.iommu.clone_ref(py)
+    }
+    #[getter]
+    fn unreadable<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, self.inner.unreadable.iter().map(|p| PyReadProblem(*p)))
     }
     #[getter]
     fn devnodes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
@@ -634,8 +780,30 @@ pub fn scan(
         details,
         threads,
     };
-    let host = py.detach(move || kata_vfio_core::scan(&options))?;
+    let root = options.sysfs_root.clone();
+    let host = py.detach(move || no_panic(&root, || kata_vfio_core::scan(&options)))?;
     Ok(PyHost::from_core(py, host, paths)?)
+}
+
+/// Runs a read of the tree at `root`, turning a panic (a bug, whatever the tree holds) into
+/// an error of the project's own instead of a `PanicException` in Python.
+fn no_panic<T>(
+    root: &std::path::Path,
+    read: impl FnOnce() -> kata_vfio_core::Result<T>,
+) -> kata_vfio_core::Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).unwrap_or_else(|payload| {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(kata_vfio_core::Error::Io {
+            op: "scan",
+            path: root.to_path_buf(),
+            source: std::io::Error::other(format!("internal error: {what}")),
+            hint: Some("this is a bug in kata-vfio: please report it with the tree read".into()),
+        })
+    })
 }
 
 /// Reads one device with its detail attributes.
@@ -647,6 +815,42 @@ pub fn read_details(
 ) -> BindingResult<PyPciDevice> {
     let bdf = extract_bdf(bdf)?;
     let root = PathBuf::from(sysfs_root);
-    let device = py.detach(move || kata_vfio_core::sysfs::read_one_device(&root, bdf))?;
+    let device =
+        py.detach(move || no_panic(&root, || kata_vfio_core::sysfs::read_one_device(&root, bdf)))?;
     Ok(PyPciDevice(Arc::new(device)))
 }
+
+/// Every device node the kernel names under `sysfs_root` (`dev/char`, `dev/block`): `DEVNAME`
+/// -> (`c` or `b`, major, minor), read beneath the root with the GIL released.
+#[pyfunction]
+pub fn device_numbers<'py>(py: Python<'py>, sysfs_root: &str) -> PyResult<Bound<'py, PyDict>> {
+    let root = PathBuf::from(sysfs_root);
+    let table = py.detach(move || {
+        RootDir::open(&root)
+            .map(|root| kata_vfio_core::devnode::device_numbers(&root))
+            .unwrap_or_default()
+    });
+    let out = PyDict::new(py);
+    for (name, (kind, major, minor)) in table {
+        out.set_item(name, (kind.as_str(), major, minor))?;
+    }
+    Ok(out)
+}
+
+/// `lstat` of `relative` beneath `root` (links on the way followed while they stay inside;
+/// the last component itself not followed): `(0, st_mode, st_rdev)`, or `(errno, 0, 0)` when
+/// it fails (`EXDEV` for a path that would leave the root).
+#[pyfunction]
+pub fn lstat_beneath(py: Python<'_>, root: &str, relative: &str) -> (i32, u32, u64) {
+    let root = PathBuf::from(root);
+    let relative = relative.to_owned();
+    py.detach(move || {
+        let found = RootDir::open(&root).and_then(|root| root.lstat(&relative));
+        match found {
+            Ok(st) => (0, st.st_mode, st.st_rdev),
+            Err(e) => (e.raw_os_error().unwrap_or(EIO), 0, 0),
+        }
+    })
+}
+
+const EIO: i32 = 5;

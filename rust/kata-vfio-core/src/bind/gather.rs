@@ -176,7 +176,8 @@ fn driver_of_module(bus: &PciBus, module: &ModuleName) -> DriverName {
 }
 
 /// What the plan needs to know about each device: its target driver and module, whether
-/// it has `driver_override`, and (for devices not bound yet) why the host is using it.
+/// it has `driver_override`, and (for devices not bound yet) why the host is using or
+/// needs it.
 pub fn candidates(
     env: &Env<'_>,
     devices: BTreeMap<Bdf, DeviceFacts>,
@@ -192,7 +193,11 @@ pub fn candidates(
         let in_use = if already_bound(&facts.state, &target, forced.is_some()) {
             Vec::new()
         } else {
-            safety::in_use_reasons(&env.bus, &env.proc_root, bdf)?
+            let mut reasons: Vec<String> = safety::platform_reason(&env.bus, &facts)
+                .into_iter()
+                .collect();
+            reasons.extend(safety::in_use_reasons(&env.bus, &env.proc_root, bdf)?);
+            reasons
         };
         out.push(Candidate {
             has_override: env.bus.has_override(bdf),

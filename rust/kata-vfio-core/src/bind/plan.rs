@@ -169,7 +169,7 @@ pub struct Candidate {
     pub module: ModuleName,
     /// The device has a `driver_override` attribute.
     pub has_override: bool,
-    /// Why the host is using it (asked only of devices that are not bound yet).
+    /// Why the host is using or needs it (asked only of devices that are not bound yet).
     pub in_use: Vec<String>,
 }
 
@@ -285,14 +285,14 @@ pub fn plan_bind(
         if !ctx.force {
             return Err(refused(
                 format!(
-                    "refusing to take devices the host is using: {}",
+                    "refusing to take devices the host is using or needs: {}",
                     refusals.join("; ")
                 ),
                 "stop using them first, or pass --force to take them anyway",
             ));
         }
         plan.messages.push(format!(
-            "--force: taking devices the host is using: {}",
+            "--force: taking devices the host is using or needs: {}",
             refusals.join("; ")
         ));
     }

@@ -1,7 +1,9 @@
 //! Refusals: a device the host is using must not be taken away without `--force`. A device
 //! is in use when it backs a mounted filesystem or swap (block devices under it, and the
 //! device-mapper/md devices stacked on them), has a network interface that is up with an
-//! address or a route, or is the boot VGA device or drives the framebuffer console.
+//! address or a route, or is the boot VGA device or drives the framebuffer console. A
+//! platform function (host/ISA/LPC bridge, SMBus, the IOMMU, interrupt controllers, timers,
+//! memory controllers) is refused for what it is, whatever uses it ([`platform_reason`]).
 //!
 //! `bind` asks before taking a device from its host driver, and `restore`/`unbind` ask
 //! before unbinding anything but a vfio driver (a journal entry must not make them take a
@@ -12,9 +14,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use super::beneath::read_file_capped;
-use super::sysfs::{normalize_link, BusPaths, PciBus};
-use crate::bdf::Bdf;
+use super::sysfs::{normalize_link, BusPaths, DeviceFacts, PciBus};
+use crate::bdf::{bdfs_in_path, Bdf};
 use crate::error::Result;
+use crate::pci::PlatformFunction;
 
 /// Interface flag `IFF_UP` from `<linux/if.h>`.
 const IFF_UP: u32 = 0x1;
@@ -56,6 +59,28 @@ fn read_proc(proc_root: &Path, name: &str) -> String {
     read_file_capped(&proc_root.join(name), PROC_MAX)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default()
+}
+
+/// Why taking this function would take something the host platform needs: by its class, or
+/// as an unclaimed system peripheral on a root bus (the boot VGA is judged by
+/// [`in_use_reasons`], which reads `boot_vga`).
+pub fn platform_reason(bus: &PciBus, facts: &DeviceFacts) -> Option<String> {
+    let on_root_bus = || {
+        bus.device_sysfs_path(facts.bdf)
+            .is_some_and(|path| bdfs_in_path(&path).len() <= 1)
+    };
+    let class = facts.class_code;
+    PlatformFunction::of(class, false)
+        .or_else(|| {
+            PlatformFunction::root_complex(class, on_root_bus(), facts.state.driver.is_some())
+        })
+        .map(|function| {
+            format!(
+                "it is {} ({}); binding it to vfio takes it from the host",
+                function.description(),
+                function.as_str()
+            )
+        })
 }
 
 /// A framebuffer console (fbcon) is bound to a virtual terminal.
@@ -219,6 +244,33 @@ fn interface_busy(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bind::DriverState;
+
+    fn facts(class_code: u32) -> DeviceFacts {
+        DeviceFacts {
+            bdf: Bdf::parse("00:1f.0").unwrap(),
+            class_code,
+            group: Some(13),
+            modalias: None,
+            state: DriverState::default(),
+        }
+    }
+
+    #[test]
+    fn platform_functions_are_refused_with_the_reason() {
+        let bus = PciBus::open(std::env::temp_dir()).unwrap();
+        let isa = platform_reason(&bus, &facts(0x060100)).unwrap();
+        assert!(isa.starts_with("it is an ISA/LPC bridge"), "{isa}");
+        assert!(isa.contains("(isa-bridge)"));
+        assert!(platform_reason(&bus, &facts(0x0c0500))
+            .unwrap()
+            .contains("SMBus"));
+        assert!(platform_reason(&bus, &facts(0x080600))
+            .unwrap()
+            .contains("IOMMU"));
+        assert_eq!(platform_reason(&bus, &facts(0x030200)), None); // a GPU
+        assert_eq!(platform_reason(&bus, &facts(0x020000)), None); // a NIC
+    }
 
     #[test]
     fn unescapes_mount_points() {

@@ -14,9 +14,13 @@ pub struct Uevent {
     pub subsystem_device: Option<u16>,
 }
 
-/// Parses a PCI device's `uevent` (`DRIVER=`, `PCI_CLASS=`, `PCI_ID=`, `PCI_SUBSYS_ID=`).
-pub fn parse_uevent(text: &str) -> Uevent {
+/// Parses a PCI device's `uevent` (`DRIVER=`, `PCI_CLASS=`, `PCI_ID=`, `PCI_SUBSYS_ID=`),
+/// given untrimmed. `None` unless the text is whole: the kernel writes `DRIVER=` first (only
+/// when bound) and the PCI lines after it, `MODALIAS=` last, each ending in a newline; an
+/// empty or cut-off file says nothing, not "no driver".
+pub fn parse_uevent(text: &str) -> Option<Uevent> {
     let mut out = Uevent::default();
+    let mut whole = false;
     for line in text.lines() {
         let Some((key, value)) = line.split_once('=') else {
             continue;
@@ -30,10 +34,12 @@ pub fn parse_uevent(text: &str) -> Uevent {
             }
             "PCI_ID" => (out.vendor, out.device) = parse_id_pair(value),
             "PCI_SUBSYS_ID" => (out.subsystem_vendor, out.subsystem_device) = parse_id_pair(value),
+            "MODALIAS" => whole = parse_modalias(value).class_code.is_some(),
             _ => {}
         }
     }
-    out
+    let complete = out.vendor.is_some() && out.device.is_some() && out.class_code.is_some();
+    (whole && complete && text.ends_with('\n')).then_some(out)
 }
 
 fn parse_id_pair(value: &str) -> (Option<u16>, Option<u16>) {
@@ -130,34 +136,47 @@ mod ioresource {
     pub const MEM_64: u64 = 0x0010_0000;
 }
 
+/// How many BAR lines `resource` starts with (the ROM, bridge windows and SR-IOV BARs follow).
+const BAR_LINES: usize = 6;
+
 /// BARs 0-5 from `resource` (`0x<start> 0x<end> 0x<flags>` per line); empty BARs are left
-/// out. Lines that do not parse are skipped.
-pub fn parse_resource(text: &str) -> Vec<Bar> {
+/// out. `None` when the text is not what the kernel writes: fewer than six lines, a line that
+/// is not three hex numbers, an end below its start, or a size that does not fit 64 bits (an
+/// unknown BAR set is not "no BARs": BAR sizes feed the guest's 64-bit window).
+pub fn parse_resource(text: &str) -> Option<Vec<Bar>> {
     let mut bars = Vec::new();
-    for (index, line) in text.lines().take(6).enumerate() {
+    let mut lines = 0;
+    for (index, line) in text.lines().take(BAR_LINES).enumerate() {
+        lines += 1;
         let mut fields = line.split_whitespace().map(parse_hex64);
-        let (Some(Some(start)), Some(Some(end)), Some(Some(flags))) =
-            (fields.next(), fields.next(), fields.next())
+        let (Some(Some(start)), Some(Some(end)), Some(Some(flags)), None) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
         else {
-            continue;
+            return None;
         };
-        if end == 0 || end < start || flags & (ioresource::IO | ioresource::MEM) == 0 {
+        if end == 0 || flags & (ioresource::IO | ioresource::MEM) == 0 {
             continue;
         }
+        // `0x0 0xffffffffffffffff` would be 2^64 bytes: no BAR is that large.
+        let size = end.checked_sub(start)?.checked_add(1)?;
         bars.push(Bar {
-            index: u8::try_from(index).unwrap_or(u8::MAX),
+            index: u8::try_from(index).ok()?,
             start,
-            size: end - start + 1,
+            size,
             is_io: flags & ioresource::IO != 0,
             is_64bit: flags & ioresource::MEM_64 != 0,
             prefetchable: flags & ioresource::PREFETCH != 0,
         });
     }
-    bars
+    (lines == BAR_LINES).then_some(bars)
 }
 
+/// `0x` and 1 to 16 hex digits (what `%#018llx` prints, and no more).
 fn parse_hex64(text: &str) -> Option<u64> {
     let digits = text.strip_prefix("0x")?;
+    if digits.is_empty() || digits.len() > 16 {
+        return None;
+    }
     u64::from_str_radix(digits, 16).ok()
 }
 
@@ -183,7 +202,7 @@ mod tests {
     #[test]
     fn uevent_fields() {
         let text = "DRIVER=vfio-pci\nPCI_CLASS=30200\nPCI_ID=10DE:2330\nPCI_SUBSYS_ID=10DE:16C1\nPCI_SLOT_NAME=0000:01:00.0\nMODALIAS=pci:v000010DEd00002330sv000010DEsd000016C1bc03sc02i00\n";
-        let ev = parse_uevent(text);
+        let ev = parse_uevent(text).unwrap();
         assert_eq!(ev.driver.as_deref(), Some("vfio-pci"));
         assert_eq!(ev.class_code, Some(0x030200));
         assert_eq!((ev.vendor, ev.device), (Some(0x10de), Some(0x2330)));
@@ -191,7 +210,14 @@ mod tests {
             (ev.subsystem_vendor, ev.subsystem_device),
             (Some(0x10de), Some(0x16c1))
         );
-        assert_eq!(parse_uevent("PCI_CLASS=60400\n").driver, None);
+        // Empty or cut short: no verdict on the driver either way.
+        assert_eq!(parse_uevent(""), None);
+        assert_eq!(parse_uevent("PCI_CLASS=60400\n"), None);
+        let cut = &text[..text.find("MODALIAS").unwrap() + 20];
+        assert_eq!(parse_uevent(cut), None);
+        assert_eq!(parse_uevent(text.trim_end()), None);
+        let unbound = &text[text.find("PCI_CLASS").unwrap()..];
+        assert_eq!(parse_uevent(unbound).unwrap().driver, None);
     }
 
     #[test]
@@ -234,7 +260,7 @@ mod tests {
                     0x000000000000e000 0x000000000000e07f 0x0000000000040101\n\
                     0x0000000000000000 0x0000000000000000 0x0000000000000000\n\
                     0x00000000fc000000 0x00000000fc07ffff 0x0000000000046200\n";
-        let bars = parse_resource(text);
+        let bars = parse_resource(text).unwrap();
         assert_eq!(bars.len(), 3);
         assert_eq!(bars[0].size, 16 << 20);
         assert!(!bars[0].is_64bit && !bars[0].prefetchable && !bars[0].is_io);
@@ -243,5 +269,26 @@ mod tests {
         assert!(bars[1].is_64bit && bars[1].prefetchable);
         assert!(bars[2].is_io);
         assert_eq!(bars[2].size, 0x80);
+    }
+
+    #[test]
+    fn resource_that_is_not_the_kernels_is_unknown() {
+        let empty = "0x0000000000000000 0x0000000000000000 0x0000000000000000\n";
+        assert_eq!(parse_resource(&empty.repeat(13)), Some(vec![]));
+        // 2^64 bytes: overflow, not a panic.
+        let huge = format!("0x0 0xffffffffffffffff 0x200\n{}", empty.repeat(12));
+        assert_eq!(parse_resource(&huge), None);
+        let backwards = format!("0x2000 0x1000 0x200\n{}", empty.repeat(12));
+        assert_eq!(parse_resource(&backwards), None);
+        let garbage = format!("0x1000 zz 0x200\n{}", empty.repeat(12));
+        assert_eq!(parse_resource(&garbage), None);
+        assert_eq!(parse_resource(&empty.repeat(3)), None); // truncated
+        let shifted = format!("\n{}", empty.repeat(13));
+        assert_eq!(parse_resource(&shifted), None); // line N is BAR N
+        assert_eq!(parse_resource(""), None);
+        let extra = format!("0x0 0xfff 0x200 0x1\n{}", empty.repeat(12));
+        assert_eq!(parse_resource(&extra), None);
+        let max = format!("0x0 0xfffffffffffffffe 0x200\n{}", empty.repeat(12));
+        assert_eq!(parse_resource(&max).unwrap()[0].size, u64::MAX);
     }
 }

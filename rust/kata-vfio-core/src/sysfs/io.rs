@@ -2,7 +2,9 @@
 //!
 //! Every open is relative to an already open directory, so the kernel never re-resolves the
 //! `bus/pci/devices/<bdf>` symlink, and links are read with `readlinkat` (never realpath).
-//! Names passed here are compile-time constants or parsed values, never raw outside strings.
+//! Names passed here are single components (compile-time constants or parsed values, never
+//! raw outside strings); paths of several components go through [`super::root::RootDir`],
+//! which resolves them beneath the root.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -15,7 +17,7 @@ use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 /// page; `uevent` of a PCI device is about 200 bytes.
 pub const ATTR_BUF: usize = 4096;
 
-/// Opens a directory by absolute (or cwd-relative) path.
+/// Opens a directory by absolute (or cwd-relative) path: a root the user gave.
 pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
     rfs::open(
         path,
@@ -25,24 +27,13 @@ pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
     .map_err(io::Error::from)
 }
 
-/// Opens a subdirectory (following a final symlink, as sysfs device links need).
+/// Opens a subdirectory by its name alone (one component; a link there is not followed).
+/// Paths of several components go through [`super::root::open_beneath`].
 pub fn open_dir_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<OwnedFd> {
     rfs::openat(
         dir,
         name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(io::Error::from)
-}
-
-/// Opens a directory only as an anchor for `*at` calls (`O_PATH`): cheaper than a full open,
-/// and all the device walk needs (it never lists a device directory through this fd).
-pub fn open_anchor_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<OwnedFd> {
-    rfs::openat(
-        dir,
-        name,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
         Mode::empty(),
     )
     .map_err(io::Error::from)
@@ -64,18 +55,19 @@ impl Default for AttrReader {
 }
 
 impl AttrReader {
-    /// An attribute as trimmed text (open, one read, close). Invalid UTF-8 is an error.
+    /// An attribute as trimmed text: opened without following a link and without blocking,
+    /// accepted only when it is a regular file (a FIFO, device node or directory where an
+    /// attribute should be is a [`NotRegularFile`] error, never a hang), then one read.
+    /// Invalid UTF-8 is an `InvalidData` error.
     pub fn text(&mut self, dir: BorrowedFd<'_>, name: &str) -> io::Result<&str> {
-        let fd = rfs::openat(
-            dir,
-            name,
-            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY,
-            Mode::empty(),
-        )?;
+        self.raw(dir, name).map(str::trim)
+    }
+
+    /// The same as [`Self::text`], untrimmed (to tell a whole file from a cut-off one).
+    pub fn raw(&mut self, dir: BorrowedFd<'_>, name: &str) -> io::Result<&str> {
+        let fd = open_attr(dir, name)?;
         let (bytes, _) = rustix::io::read(fd.as_fd(), &mut self.buf[..])?;
-        let text = std::str::from_utf8(bytes)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        Ok(text.trim())
+        std::str::from_utf8(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
 
     /// A symlink's target. Targets longer than the buffer are an error (sysfs links are far
@@ -90,6 +82,63 @@ impl AttrReader {
         }
         std::str::from_utf8(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
+}
+
+/// The error of an attribute that is not a regular file (a FIFO, a device node, a directory
+/// or a link where the kernel puts a file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotRegularFile;
+
+impl std::fmt::Display for NotRegularFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("not a regular file")
+    }
+}
+
+impl std::error::Error for NotRegularFile {}
+
+/// Whether `err` is a [`NotRegularFile`] (or the kernel's way of saying so: a link where
+/// `O_NOFOLLOW` forbids one, a directory read).
+pub fn is_not_regular(err: &io::Error) -> bool {
+    err.get_ref()
+        .is_some_and(<dyn std::error::Error + Send + Sync>::is::<NotRegularFile>)
+        || matches!(err.raw_os_error(), Some(ELOOP | EISDIR))
+}
+
+const ELOOP: i32 = 40;
+const EISDIR: i32 = 21;
+
+/// Opens an attribute for reading: `O_NOFOLLOW` (attributes are never links), `O_NONBLOCK`
+/// (a FIFO must not hang the open), and a regular file only (`fstat`), so nothing but a
+/// plain file is ever read.
+pub fn open_attr(dir: BorrowedFd<'_>, name: &str) -> io::Result<OwnedFd> {
+    let fd = rfs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )?;
+    let st = rfs::fstat(&fd)?;
+    if rfs::FileType::from_raw_mode(st.st_mode) != rfs::FileType::RegularFile {
+        return Err(io::Error::other(NotRegularFile));
+    }
+    Ok(fd)
+}
+
+/// Reads at most `limit` bytes of a regular file (opened as [`open_attr`] does), in as many
+/// reads as it takes (procfs files report size 0 and may come in pieces).
+pub fn read_bounded_at(dir: BorrowedFd<'_>, name: &str, limit: usize) -> io::Result<Vec<u8>> {
+    let fd = open_attr(dir, name)?;
+    let mut out = vec![0u8; limit];
+    let mut filled = 0;
+    while filled < limit {
+        match rustix::io::read(&fd, &mut out[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    out.truncate(filled);
+    Ok(out)
 }
 
 /// Reads an attribute as trimmed, owned text (off the hot path: the device walk uses one
@@ -122,11 +171,6 @@ pub fn link_basename(target: &str) -> &str {
 pub fn size_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<u64> {
     let st = rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
     Ok(u64::try_from(st.st_size).unwrap_or(0))
-}
-
-/// Whether `name` exists under `dir` (a symlink counts even if dangling).
-pub fn exists_at(dir: BorrowedFd<'_>, name: &str) -> bool {
-    rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).is_ok()
 }
 
 /// The names in a directory, without `.` and `..`; names that are not UTF-8 are skipped.

@@ -1,8 +1,11 @@
-//! Reading the PCI part of sysfs into a [`Host`](crate::host::Host) snapshot.
+//! Reading the PCI part of sysfs into a [`Host`](crate::host::Host) snapshot, every path
+//! resolved beneath the root given ([`root`]), every unreadable fact recorded ([`problem`]).
 
 pub mod attrs;
 pub mod device;
 pub mod io;
+pub mod problem;
+pub mod root;
 mod scan;
 
 pub use scan::{read_one_device, scan, ScanOptions};
