@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use kata_vfio_core::uevent::{self, Batch, Monitor, Uevent};
-use pyo3::exceptions::PyValueError;
+use kata_vfio_core::Error;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -124,9 +124,11 @@ impl PyUeventMonitor {
             None => None,
             Some(t) if t.is_finite() && t >= 0.0 => Some(Duration::from_secs_f64(t.min(1e6))),
             Some(t) => {
-                return Err(PyValueError::new_err(format!(
-                    "timeout must be a non-negative number of seconds, not {t}"
-                ))
+                return Err(Error::invalid(
+                    "timeout",
+                    t.to_string(),
+                    "must be a non-negative number of seconds",
+                )
                 .into())
             }
         };
