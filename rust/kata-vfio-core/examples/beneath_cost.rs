@@ -1,7 +1,7 @@
 //! What root confinement costs binding: reading `bus/pci/devices/<bdf>/driver_override` (a
 //! `..`-laden relative link, then an attribute) for every device of a sysfs tree, three ways:
 //! a plain `openat` from the root's fd (follows anything, the old way), `openat2` with
-//! `RESOLVE_BENEATH` (what binding uses), and the component walk (its fallback on kernels
+//! `RESOLVE_BENEATH` (what the scan and binding use), and the component walk (its fallback on kernels
 //! before 5.6). All three read the same bytes; the ratios are to the plain open.
 //!
 //! Usage: `beneath_cost SYSFS_ROOT [ROUNDS]`. Prints `devices=N plain_ns=.. beneath_ns=..
@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use kata_vfio_core::bind::beneath::{open_beneath, walk_beneath, ATTR_MAX};
+use kata_vfio_core::beneath::{open_beneath, walk_beneath, ATTR_MAX};
 use rustix::fs::{self as rfs, Mode, OFlags};
 
 type Opener = fn(BorrowedFd<'_>, &Path) -> std::io::Result<OwnedFd>;
@@ -27,11 +27,11 @@ fn plain(root: BorrowedFd<'_>, rel: &Path) -> std::io::Result<OwnedFd> {
 }
 
 fn beneath(root: BorrowedFd<'_>, rel: &Path) -> std::io::Result<OwnedFd> {
-    open_beneath(root, rel, FLAGS, false)
+    open_beneath(root, rel, FLAGS, Mode::empty())
 }
 
 fn walk(root: BorrowedFd<'_>, rel: &Path) -> std::io::Result<OwnedFd> {
-    walk_beneath(root, rel, FLAGS, false)
+    walk_beneath(root, rel, FLAGS, Mode::empty())
 }
 
 /// The best time of `rounds` passes reading every path; also the bytes read (all ways agree).

@@ -18,7 +18,8 @@
 //!   VGA or console) or needs (a platform function: host/ISA bridge, SMBus, the IOMMU...)
 //!   is refused unless forced.
 //! * `EBUSY` answers are retried briefly, then reported.
-//! * Nothing leaves the sysfs root: reads and writes resolve beneath its fd ([`beneath`]).
+//! * Nothing leaves the roots given: sysfs reads and writes, and the procfs and devfs looks,
+//!   resolve beneath their root's fd ([`crate::beneath`]).
 //! * `restore` and `unbind` trust the journal only as far as the device's state agrees
 //!   with it, and never unbind a device the host uses or a group a VM holds ([`restore`]).
 //!
@@ -26,7 +27,6 @@
 //! decisions and writes) and applied ([`apply`]).
 
 pub mod apply;
-pub mod beneath;
 pub mod gather;
 pub mod holders;
 pub mod journal;

@@ -5,12 +5,10 @@
 //! `/dev/iommu` are control nodes that pass no device.
 
 use std::collections::BTreeMap;
-use std::os::fd::AsFd;
 
 use crate::bdf::{last_bdf_in_path, Bdf};
+use crate::beneath::RootDir;
 use crate::sysfs::device::cdev_number;
-use crate::sysfs::io::read_bounded_at;
-use crate::sysfs::root::RootDir;
 
 /// The kind of a device path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -141,7 +139,7 @@ pub fn read_registered_nodes(sysfs: &RootDir) -> Vec<DevNode> {
         }
         // class/vfio-dev/vfioN -> ../../devices/pci0000:00/.../0000:01:00.0/vfio-dev/vfioN
         if let Some(bdf) = sysfs
-            .readlink(&format!("class/vfio-dev/{name}"))
+            .read_link(format!("class/vfio-dev/{name}"))
             .ok()
             .and_then(|t| last_bdf_in_path(&t))
         {
@@ -150,7 +148,7 @@ pub fn read_registered_nodes(sysfs: &RootDir) -> Vec<DevNode> {
         nodes.push(node);
     }
     for (misc, path) in [("vfio", "/dev/vfio/vfio"), ("iommu", "/dev/iommu")] {
-        if sysfs.exists(&format!("class/misc/{misc}")) {
+        if sysfs.exists(format!("class/misc/{misc}")) {
             nodes.push(classify(path));
         }
     }
@@ -187,7 +185,7 @@ pub fn fill_numbers(sysfs: &RootDir, nodes: &mut [DevNode]) {
 /// (`../../devices/pci0000:00/.../0000:01:00.0/vfio-dev/vfio0`): the last address in it.
 pub fn bdf_of_char_device(sysfs: &RootDir, major: u32, minor: u32) -> Option<Bdf> {
     sysfs
-        .readlink(&format!("dev/char/{major}:{minor}"))
+        .read_link(format!("dev/char/{major}:{minor}"))
         .ok()
         .and_then(|t| last_bdf_in_path(&t))
 }
@@ -195,7 +193,7 @@ pub fn bdf_of_char_device(sysfs: &RootDir, major: u32, minor: u32) -> Option<Bdf
 /// The `/dev` path of a character device number, from `dev/char/M:m/uevent` `DEVNAME=`.
 pub fn devname_of_char_device(sysfs: &RootDir, major: u32, minor: u32) -> Option<String> {
     let text = sysfs
-        .read_text(&format!("dev/char/{major}:{minor}/uevent"))
+        .read_text(format!("dev/char/{major}:{minor}/uevent"))
         .ok()?;
     devname(&text).map(|name| format!("/dev/{name}"))
 }
@@ -268,11 +266,9 @@ pub fn device_numbers(sysfs: &RootDir) -> BTreeMap<String, (DevKind, u32, u32)> 
 
 /// A node's `uevent`: a regular file, read without blocking, refused past [`UEVENT_MAX`].
 fn read_uevent(sysfs: &RootDir, entry: &str) -> Option<String> {
-    let dir = sysfs.open_dir(entry).ok()?;
-    let bytes = read_bounded_at(dir.as_fd(), "uevent", UEVENT_MAX + 1).ok()?;
-    if bytes.len() > UEVENT_MAX {
-        return None;
-    }
+    let bytes = sysfs
+        .read_capped(format!("{entry}/uevent"), UEVENT_MAX)
+        .ok()?;
     String::from_utf8(bytes).ok()
 }
 

@@ -7,12 +7,12 @@ use std::sync::{Arc, OnceLock};
 use rustix::fs::FileType;
 
 use crate::bdf::Bdf;
+use crate::beneath::RootDir;
 use crate::devnode::{self, DevNode, DevNodeKind};
 use crate::iommu::IommuGroup;
 use crate::pci::PciDevice;
 use crate::status::IommuStatus;
 use crate::sysfs::problem::ReadProblem;
-use crate::sysfs::root::RootDir;
 
 /// A host's PCI devices (numeric order), IOMMU groups (numeric order), VFIO nodes and status.
 #[derive(Debug, Clone)]

@@ -1,9 +1,12 @@
 //! kata-vfio-core: the host side of VFIO passthrough, in plain Rust (no Python).
 //!
 //! Facts are read from sysfs/devfs into immutable snapshots ([`sysfs::scan`]); the group
-//! rules ([`iommu`]) and device-node resolution ([`devnode`]) work on those snapshots.
+//! rules ([`iommu`]) and device-node resolution ([`devnode`]) work on those snapshots. Every
+//! path under a root the caller gives is resolved beneath it ([`beneath`]), for the scan and
+//! for binding alike.
 
 pub mod bdf;
+pub mod beneath;
 pub mod bind;
 pub mod devnode;
 pub mod error;

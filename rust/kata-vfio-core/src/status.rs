@@ -3,9 +3,9 @@
 use std::io;
 use std::path::Path;
 
+use crate::beneath::RootDir;
 use crate::sysfs::io::{is_absent, read_bounded_at};
 use crate::sysfs::problem::ReadFailure;
-use crate::sysfs::root::RootDir;
 
 /// The host's IOMMU and VFIO state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
@@ -79,7 +79,7 @@ pub fn read_status(
     iommu_class.sort();
     let firmware_tables: Vec<String> = ["DMAR", "IVRS", "IORT"]
         .iter()
-        .filter(|t| sysfs.exists(&format!("firmware/acpi/tables/{t}")))
+        .filter(|t| sysfs.exists(format!("firmware/acpi/tables/{t}")))
         .map(|t| (*t).to_owned())
         .collect();
     let proc = proc_root.map(RootDir::open);

@@ -3,12 +3,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use kata_vfio_core::beneath::RootDir;
 use kata_vfio_core::devnode::DevNode;
 use kata_vfio_core::iommu::{BlockKind, Blocker, Fix, IommuGroup, NoFix};
 use kata_vfio_core::pci::{Bar, Link, PciDevice};
 use kata_vfio_core::status::IommuStatus;
 use kata_vfio_core::sysfs::problem::ReadProblem;
-use kata_vfio_core::sysfs::root::RootDir;
 use kata_vfio_core::{Bdf, Host, ScanOptions};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};

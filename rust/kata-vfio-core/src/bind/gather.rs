@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::beneath::read_file_capped;
 use super::modules;
 use super::names::{DriverName, ModuleName};
 use super::plan::{already_bound, Candidate};
@@ -13,6 +12,7 @@ use super::safety;
 use super::sysfs::{DeviceFacts, PciBus};
 use super::{Env, GroupMode};
 use crate::bdf::Bdf;
+use crate::beneath::RootDir;
 use crate::error::{Error, Result};
 
 /// The devices a request covers, in numeric order, with the messages that explain the
@@ -107,8 +107,8 @@ pub fn expand(
 fn kernel_release(env: &Env<'_>) -> Option<String> {
     let text = match &env.kernel_release {
         Some(r) => r.clone(),
-        None => read_file_capped(&env.proc_root.join("sys/kernel/osrelease"), 4096)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
+        None => RootDir::open(&env.proc_root)
+            .and_then(|proc| proc.read_text("sys/kernel/osrelease"))
             .ok()?,
     };
     let release = text.trim();

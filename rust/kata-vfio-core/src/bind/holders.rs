@@ -11,12 +11,12 @@
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{self as rfs, FileType, Mode, OFlags};
+use rustix::fs::{FileType, OFlags};
 use rustix::io::Errno;
 
-use super::beneath::read_file_capped;
 use super::sysfs::PciBus;
 use crate::bdf::Bdf;
+use crate::beneath::{readlink_at, RootDir};
 
 /// A process holding a VFIO node open.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +27,8 @@ pub struct Holder {
     pub node: PathBuf,
 }
 
-/// Why `bdf` (on a vfio driver) cannot be unbound now; `None` when nothing holds it.
+/// Why `bdf` (on a vfio driver) cannot be unbound now; `None` when nothing holds it. The
+/// nodes are looked up beneath the dev root and the holders beneath the proc root.
 pub fn busy_reason(
     bus: &PciBus,
     dev_root: &Path,
@@ -35,15 +36,16 @@ pub fn busy_reason(
     bdf: Bdf,
     group: Option<u32>,
 ) -> Option<String> {
+    let dev = RootDir::open(dev_root).ok();
     let mut nodes = Vec::new();
     let mut kernel_busy = None;
     if let Some(id) = group {
         for name in [id.to_string(), format!("noiommu-{id}")] {
-            let node = dev_root.join("vfio").join(name);
-            if group_open_elsewhere(&node) {
-                kernel_busy = Some(node.clone());
+            let rel = Path::new("vfio").join(name);
+            if dev.as_ref().is_some_and(|d| group_open_elsewhere(d, &rel)) {
+                kernel_busy = Some(dev_root.join(&rel));
             }
-            nodes.push(node);
+            nodes.push(dev_root.join(rel));
         }
     }
     if let Some(cdev) = bus.vfio_cdev(bdf) {
@@ -73,28 +75,17 @@ pub fn busy_reason(
 }
 
 /// Opens a group node to see whether the kernel says it is open elsewhere (`EBUSY`). Only a
-/// character device is opened, never through a symlink; the fd is closed at once.
-fn group_open_elsewhere(node: &Path) -> bool {
-    let Ok(anchor) = rfs::open(
-        node,
-        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) else {
-        return false;
-    };
-    let is_char = rfs::fstat(anchor.as_fd())
+/// character device is opened, never through a symlink, never outside the dev root; the fd
+/// is closed at once.
+fn group_open_elsewhere(dev: &RootDir, rel: &Path) -> bool {
+    let is_char = dev
+        .lstat(rel)
         .is_ok_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::CharacterDevice);
     if !is_char {
         return false;
     }
-    matches!(
-        rfs::open(
-            node,
-            OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
-            Mode::empty(),
-        ),
-        Err(Errno::BUSY)
-    )
+    dev.open_file(rel, OFlags::RDWR | OFlags::NONBLOCK | OFlags::NOCTTY)
+        .is_err_and(|e| e.raw_os_error() == Some(Errno::BUSY.raw_os_error()))
 }
 
 /// The processes with an fd on any of `nodes` (by the fd links' targets), in pid order.
@@ -102,27 +93,29 @@ pub fn holders_of(proc_root: &Path, nodes: &[PathBuf]) -> Vec<Holder> {
     if nodes.is_empty() {
         return Vec::new();
     }
-    let Ok(entries) = std::fs::read_dir(proc_root) else {
+    let Ok(proc) = RootDir::open(proc_root) else {
         return Vec::new();
     };
-    let mut pids: Vec<u32> = entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+    let mut pids: Vec<u32> = proc
+        .list("")
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|n| n.parse().ok())
         .collect();
     pids.sort_unstable();
     let mut out = Vec::new();
     for pid in pids {
-        let dir = proc_root.join(pid.to_string());
-        let Ok(fds) = std::fs::read_dir(dir.join("fd")) else {
+        let fd_dir = format!("{pid}/fd");
+        let (Ok(fds), Ok(anchor)) = (proc.list(&fd_dir), proc.open_dir(&fd_dir)) else {
             continue; // gone, or not ours to read
         };
-        let held: Vec<&PathBuf> = fds
-            .flatten()
-            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
-            .filter_map(|target| nodes.iter().find(|n| **n == target))
-            .collect();
-        if let Some(node) = held.first() {
-            let comm = read_file_capped(&dir.join("comm"), 256)
+        let held = fds
+            .iter()
+            .filter_map(|fd| readlink_at(anchor.as_fd(), fd).ok())
+            .find_map(|target| nodes.iter().find(|n| n.as_os_str() == target.as_str()));
+        if let Some(node) = held {
+            let comm = proc
+                .read_capped(format!("{pid}/comm"), 256)
                 .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
                 .unwrap_or_default();
             out.push(Holder {
@@ -132,7 +125,7 @@ pub fn holders_of(proc_root: &Path, nodes: &[PathBuf]) -> Vec<Holder> {
                 } else {
                     comm
                 },
-                node: (*node).clone(),
+                node: node.clone(),
             });
         }
     }
@@ -174,7 +167,10 @@ mod tests {
 
     #[test]
     fn a_regular_file_is_never_opened_as_a_group() {
-        assert!(!group_open_elsewhere(Path::new("/etc/hostname")));
-        assert!(!group_open_elsewhere(Path::new("/nonexistent/vfio/12")));
+        let etc = RootDir::open(Path::new("/etc")).expect("/etc");
+        assert!(!group_open_elsewhere(&etc, Path::new("hostname")));
+        assert!(!group_open_elsewhere(&etc, Path::new("vfio/12")));
+        // Never outside the dev root, whatever a link in it says.
+        assert!(!group_open_elsewhere(&etc, Path::new("../dev/null")));
     }
 }

@@ -21,10 +21,10 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
-use super::beneath::{read_regular, require_regular};
 use super::names::DriverName;
 use super::sysfs::DriverState;
 use crate::bdf::Bdf;
+use crate::beneath::{read_capped, require_regular};
 use crate::error::{Error, Result};
 
 const MAGIC: &str = "# kata-vfio binding journal v1: `kata-vfio restore` puts this device back";
@@ -233,7 +233,7 @@ impl StateDir {
             Err(Errno::LOOP) => return Err("it is a symlink".to_owned()),
             Err(e) => return Err(io::Error::from(e).to_string()),
         };
-        let bytes = read_regular(fd.as_fd(), ENTRY_MAX).map_err(|e| e.to_string())?;
+        let bytes = read_capped(fd.as_fd(), ENTRY_MAX).map_err(|e| e.to_string())?;
         let text = std::str::from_utf8(&bytes).map_err(|_| "it is not UTF-8 text".to_owned())?;
         let entry = JournalEntry::parse(text)?;
         if entry.bdf != bdf {

@@ -5,8 +5,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::beneath::read_file_capped;
 use super::names::ModuleName;
+use crate::beneath::read_file_capped;
 use crate::error::{Error, Result};
 
 /// The `PATH` modprobe runs with (it may run `install` commands of its configuration).

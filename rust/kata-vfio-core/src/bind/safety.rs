@@ -13,11 +13,12 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use super::beneath::read_file_capped;
-use super::sysfs::{normalize_link, BusPaths, DeviceFacts, PciBus};
+use super::sysfs::{BusPaths, DeviceFacts, PciBus};
 use crate::bdf::{bdfs_in_path, Bdf};
+use crate::beneath::RootDir;
 use crate::error::Result;
 use crate::pci::PlatformFunction;
+use crate::sysfs::io::resolve_relative;
 
 /// Interface flag `IFF_UP` from `<linux/if.h>`.
 const IFF_UP: u32 = 0x1;
@@ -30,7 +31,7 @@ pub fn in_use_reasons(bus: &PciBus, proc_root: &Path, bdf: Bdf) -> Result<Vec<St
     let dir = BusPaths::device_rel(bdf);
     if bus
         .read_attr(&dir.join("boot_vga"))?
-        .is_some_and(|v| v.trim() == "1")
+        .is_some_and(|v| v == "1")
     {
         reasons.push("it is the boot VGA device (the host console may be on it)".to_owned());
     }
@@ -56,7 +57,8 @@ pub fn in_use_reasons(bus: &PciBus, proc_root: &Path, bdf: Bdf) -> Result<Vec<St
 /// A procfs file as text; empty when missing or unreadable (the check then finds nothing
 /// there, as on a host without that table).
 fn read_proc(proc_root: &Path, name: &str) -> String {
-    read_file_capped(&proc_root.join(name), PROC_MAX)
+    RootDir::open(proc_root)
+        .and_then(|proc| proc.read_capped(name, PROC_MAX))
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default()
 }
@@ -97,7 +99,7 @@ fn framebuffer_console_bound(bus: &PciBus) -> bool {
             .ok()
             .flatten()
             .unwrap_or_default();
-        name.contains("frame buffer") && bound.trim() == "1"
+        name.contains("frame buffer") && bound == "1"
     })
 }
 
@@ -113,8 +115,10 @@ fn block_reasons(bus: &PciBus, proc_root: &Path, bdf: Bdf) -> Result<Vec<String>
         .into_iter()
         .filter(|name| {
             bus.root_dir()
-                .read_link(&class_block.join(name))
-                .is_ok_and(|t| normalize_link(&t).starts_with(&prefix))
+                .read_link(class_block.join(name))
+                .is_ok_and(|t| {
+                    resolve_relative("class/block", &t).is_some_and(|p| p.starts_with(&prefix))
+                })
         })
         .collect();
     // Follow holders (dm, md, bcache) so LVM or RAID on the disk counts too.
@@ -129,18 +133,14 @@ fn block_reasons(bus: &PciBus, proc_root: &Path, bdf: Bdf) -> Result<Vec<String>
     let swaps = swap_devices(proc_root);
     let mut reasons = Vec::new();
     for name in &seen {
-        let devnum = bus
-            .read_attr(&class_block.join(name).join("dev"))?
-            .map(|d| d.trim().to_owned());
+        let devnum = bus.read_attr(&class_block.join(name).join("dev"))?;
         if let Some(points) = devnum.as_ref().and_then(|d| mounts.get(d)) {
             reasons.push(format!(
                 "block device {name} is mounted at {}",
                 points.join(", ")
             ));
         }
-        let dm_name = bus
-            .read_attr(&class_block.join(name).join("dm/name"))?
-            .map(|n| n.trim().to_owned());
+        let dm_name = bus.read_attr(&class_block.join(name).join("dm/name"))?;
         if swaps.contains(name) || dm_name.is_some_and(|n| swaps.contains(&n)) {
             reasons.push(format!("block device {name} is in use as swap"));
         }
@@ -212,7 +212,7 @@ fn interface_busy(
         .and_then(|f| super::sysfs::parse_hex(&f))
         .unwrap_or(0);
     let operstate = bus.read_attr(&dir.join("operstate"))?.unwrap_or_default();
-    if flags & IFF_UP == 0 && operstate.trim() != "up" {
+    if flags & IFF_UP == 0 && operstate != "up" {
         return Ok(None);
     }
     let route = read_proc(proc_root, "net/route");

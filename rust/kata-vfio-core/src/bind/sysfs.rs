@@ -1,6 +1,6 @@
 //! What binding reads from and writes to sysfs. Every path is built from a parsed [`Bdf`]
 //! or a validated [`DriverName`] under the configured root, and every read and write goes
-//! through that root's directory fd ([`Root`]), so nothing a tree contains (an absolute
+//! through that root's directory fd ([`RootDir`]), so nothing a tree contains (an absolute
 //! symlink, a `..` chain, a FIFO where an attribute should be) reaches outside it or blocks.
 //! Writes go through a [`SysfsWriter`] so tests can put a simulator of the kernel behind
 //! them.
@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::beneath::Root;
 use super::names::DriverName;
 use crate::bdf::Bdf;
+use crate::beneath::RootDir;
 use crate::error::{Error, Result};
+use crate::sysfs::io::resolve_relative;
 
 const ENOENT: i32 = 2;
 const EBUSY: i32 = 16;
@@ -29,7 +30,7 @@ pub trait SysfsWriter: Send + Sync {
 /// the whole value; on the real `/sys`, only files of sysfs.
 #[derive(Debug, Clone)]
 pub struct FsWriter {
-    root: Arc<Root>,
+    root: Arc<RootDir>,
 }
 
 impl FsWriter {
@@ -160,7 +161,7 @@ impl BusPaths {
 #[derive(Debug, Clone)]
 pub struct PciBus {
     paths: BusPaths,
-    root: Arc<Root>,
+    root: Arc<RootDir>,
 }
 
 impl std::ops::Deref for PciBus {
@@ -175,7 +176,7 @@ impl PciBus {
     /// Opens the bus under `sysfs_root` (normally `/sys`, which must then be a sysfs).
     pub fn open(sysfs_root: impl Into<PathBuf>) -> Result<Self> {
         let path = sysfs_root.into();
-        let root = Root::open(&path).map_err(|e| {
+        let root = RootDir::open_sysfs(&path).map_err(|e| {
             Error::io("open sysfs root", &path, e)
                 .with_hint("give the root of a sysfs tree (/sys, or a copy with bus/pci)")
         })?;
@@ -191,13 +192,13 @@ impl PciBus {
     }
 
     /// The open root, for reads below it.
-    pub fn root_dir(&self) -> &Root {
+    pub fn root_dir(&self) -> &RootDir {
         &self.root
     }
 
-    /// A text attribute below the root; `None` when it does not exist.
+    /// A text attribute below the root, trimmed; `None` when it does not exist.
     pub fn read_attr(&self, rel: &Path) -> Result<Option<String>> {
-        match self.root.read_attr(rel) {
+        match self.root.read_text(rel) {
             Ok(text) => Ok(Some(text)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io("read", self.root.path().join(rel), e)),
@@ -225,12 +226,12 @@ impl PciBus {
 
     /// Whether the driver is registered (its directory exists).
     pub fn has_driver(&self, driver: &DriverName) -> bool {
-        self.root.is_dir(&BusPaths::driver_rel(driver))
+        self.root.is_dir(BusPaths::driver_rel(driver))
     }
 
     /// Whether the device's directory is there.
     pub fn has_device(&self, bdf: Bdf) -> bool {
-        self.root.is_dir(&BusPaths::device_rel(bdf))
+        self.root.is_dir(BusPaths::device_rel(bdf))
     }
 
     /// Reads the facts binding needs; `DeviceNotFound` when the device is not present.
@@ -266,9 +267,7 @@ impl PciBus {
             group: self
                 .link_name(&dir.join("iommu_group"))?
                 .and_then(|n| n.parse().ok()),
-            modalias: self
-                .read_attr(&dir.join("modalias"))?
-                .map(|s| s.trim().to_owned()),
+            modalias: self.read_attr(&dir.join("modalias"))?,
             state: self.state(bdf)?,
         })
     }
@@ -278,7 +277,6 @@ impl PciBus {
         let dir = BusPaths::device_rel(bdf);
         let driver_override = self
             .read_attr(&dir.join("driver_override"))?
-            .map(|s| s.trim_end_matches('\n').to_owned())
             .filter(|s| !s.is_empty() && s != "(null)");
         Ok(DriverState {
             driver: self.link_name(&dir.join("driver"))?,
@@ -289,7 +287,7 @@ impl PciBus {
     /// Whether the device has a `driver_override` attribute (PCI, Linux 3.16+).
     pub fn has_override(&self, bdf: Bdf) -> bool {
         self.root
-            .exists(&BusPaths::device_rel(bdf).join("driver_override"))
+            .exists(BusPaths::device_rel(bdf).join("driver_override"))
     }
 
     /// The device's vfio cdev (`vfio0`, from `vfio-dev/`), when it has one.
@@ -342,24 +340,15 @@ impl PciBus {
         ))
         .ok()
         .flatten()
-        .is_some_and(|v| v.trim() == "Y" || v.trim() == "1")
+        .is_some_and(|v| v == "Y" || v == "1")
     }
 
     /// The device's real directory relative to the root (`devices/pci0000:00/...`), from
-    /// the target of its `bus/pci/devices` link.
+    /// the target of its `bus/pci/devices` link (`None` for one that leaves the root).
     pub fn device_sysfs_path(&self, bdf: Bdf) -> Option<String> {
-        let target = self.root.read_link(&BusPaths::device_rel(bdf)).ok()?;
-        Some(normalize_link(&target))
+        let target = self.root.read_link(BusPaths::device_rel(bdf)).ok()?;
+        resolve_relative("bus/pci/devices", &target)
     }
-}
-
-/// `../../../devices/pci0000:00/0000:00:01.0` -> `devices/pci0000:00/0000:00:01.0`.
-pub fn normalize_link(target: &str) -> String {
-    target
-        .split('/')
-        .filter(|c| !c.is_empty() && *c != "." && *c != "..")
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 /// Parses `0x030200` (any case, surrounding whitespace allowed).
@@ -408,14 +397,6 @@ pub fn write_with_retry(
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
-
-    #[test]
-    fn normalizes_link_targets() {
-        assert_eq!(
-            normalize_link("../../../devices/pci0000:00/0000:00:01.0/0000:01:00.0"),
-            "devices/pci0000:00/0000:00:01.0/0000:01:00.0"
-        );
-    }
 
     #[test]
     fn parses_hex_attributes() {

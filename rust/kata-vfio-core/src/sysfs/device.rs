@@ -17,8 +17,8 @@ use rustix::fs::{Mode, OFlags};
 use super::attrs::{self, Uevent};
 use super::io::{is_absent, link_basename, list_dir_at, resolve_relative, size_at, AttrReader};
 use super::problem::{ReadFailure, ReadProblem};
-use super::root::{open_beneath, RootDir};
 use crate::bdf::{bdfs_in_path, last_bdf_in_path, Bdf};
+use crate::beneath::{open_beneath, RootDir};
 use crate::pci::{is_vfio_driver, Details, Link, PciDevice};
 
 /// Known vfio cdev names by function, from `class/vfio-dev` (read once per scan instead of

@@ -3,32 +3,23 @@
 //! Every open is relative to an already open directory, so the kernel never re-resolves the
 //! `bus/pci/devices/<bdf>` symlink, and links are read with `readlinkat` (never realpath).
 //! Names passed here are single components (compile-time constants or parsed values, never
-//! raw outside strings); paths of several components go through [`super::root::RootDir`],
-//! which resolves them beneath the root.
+//! raw outside strings); paths of several components go through [`crate::beneath`], which
+//! resolves them beneath the root and holds the file checks these reads share.
 
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::Path;
 
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 
+use crate::beneath::{list_dir, read_bounded, require_regular};
+
 /// The size of the stack buffer for attribute reads. sysfs text attributes are at most one
 /// page; `uevent` of a PCI device is about 200 bytes.
-pub const ATTR_BUF: usize = 4096;
-
-/// Opens a directory by absolute (or cwd-relative) path: a root the user gave.
-pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
-    rfs::open(
-        path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(io::Error::from)
-}
+pub const ATTR_BUF: usize = crate::beneath::ATTR_MAX;
 
 /// Opens a subdirectory by its name alone (one component; a link there is not followed).
-/// Paths of several components go through [`super::root::open_beneath`].
+/// Paths of several components go through [`crate::beneath::open_beneath`].
 pub fn open_dir_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<OwnedFd> {
     rfs::openat(
         dir,
@@ -57,8 +48,8 @@ impl Default for AttrReader {
 impl AttrReader {
     /// An attribute as trimmed text: opened without following a link and without blocking,
     /// accepted only when it is a regular file (a FIFO, device node or directory where an
-    /// attribute should be is a [`NotRegularFile`] error, never a hang), then one read.
-    /// Invalid UTF-8 is an `InvalidData` error.
+    /// attribute should be is a [`crate::beneath::NotRegularFile`] error, never a hang), then
+    /// one read. Invalid UTF-8 is an `InvalidData` error.
     pub fn text(&mut self, dir: BorrowedFd<'_>, name: &str) -> io::Result<&str> {
         self.raw(dir, name).map(str::trim)
     }
@@ -84,30 +75,6 @@ impl AttrReader {
     }
 }
 
-/// The error of an attribute that is not a regular file (a FIFO, a device node, a directory
-/// or a link where the kernel puts a file).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NotRegularFile;
-
-impl std::fmt::Display for NotRegularFile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("not a regular file")
-    }
-}
-
-impl std::error::Error for NotRegularFile {}
-
-/// Whether `err` is a [`NotRegularFile`] (or the kernel's way of saying so: a link where
-/// `O_NOFOLLOW` forbids one, a directory read).
-pub fn is_not_regular(err: &io::Error) -> bool {
-    err.get_ref()
-        .is_some_and(<dyn std::error::Error + Send + Sync>::is::<NotRegularFile>)
-        || matches!(err.raw_os_error(), Some(ELOOP | EISDIR))
-}
-
-const ELOOP: i32 = 40;
-const EISDIR: i32 = 21;
-
 /// Opens an attribute for reading: `O_NOFOLLOW` (attributes are never links), `O_NONBLOCK`
 /// (a FIFO must not hang the open), and a regular file only (`fstat`), so nothing but a
 /// plain file is ever read.
@@ -118,48 +85,13 @@ pub fn open_attr(dir: BorrowedFd<'_>, name: &str) -> io::Result<OwnedFd> {
         OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::NOFOLLOW,
         Mode::empty(),
     )?;
-    let st = rfs::fstat(&fd)?;
-    if rfs::FileType::from_raw_mode(st.st_mode) != rfs::FileType::RegularFile {
-        return Err(io::Error::other(NotRegularFile));
-    }
+    require_regular(fd.as_fd())?;
     Ok(fd)
 }
 
-/// Reads at most `limit` bytes of a regular file (opened as [`open_attr`] does), in as many
-/// reads as it takes (procfs files report size 0 and may come in pieces).
+/// Reads at most `limit` bytes of the regular file `name` (opened as [`open_attr`] does).
 pub fn read_bounded_at(dir: BorrowedFd<'_>, name: &str, limit: usize) -> io::Result<Vec<u8>> {
-    let fd = open_attr(dir, name)?;
-    let mut out = vec![0u8; limit];
-    let mut filled = 0;
-    while filled < limit {
-        match rustix::io::read(&fd, &mut out[filled..])? {
-            0 => break,
-            n => filled += n,
-        }
-    }
-    out.truncate(filled);
-    Ok(out)
-}
-
-/// Reads an attribute as trimmed, owned text (off the hot path: the device walk uses one
-/// [`AttrReader`] per thread instead). Invalid UTF-8 is an `InvalidData` error.
-pub fn read_text_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<String> {
-    AttrReader::default().text(dir, name).map(str::to_owned)
-}
-
-/// Reads a symlink's target relative to `dir`.
-pub fn readlink_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<String> {
-    let mut buf = [0u8; 1024];
-    let len = rfs::readlinkat_raw(dir, name, &mut buf)?;
-    if len == buf.len() {
-        // Truncated: fall back to the allocating call.
-        let owned = rfs::readlinkat(dir, name, Vec::new())?;
-        return owned
-            .into_string()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
-    }
-    String::from_utf8(buf[..len].to_vec())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    read_bounded(open_attr(dir, name)?.as_fd(), limit)
 }
 
 /// The final component of a link target (`../../../kernel/iommu_groups/12` -> `12`).
@@ -171,21 +103,6 @@ pub fn link_basename(target: &str) -> &str {
 pub fn size_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<u64> {
     let st = rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
     Ok(u64::try_from(st.st_size).unwrap_or(0))
-}
-
-/// The names in a directory, without `.` and `..`; names that are not UTF-8 are skipped.
-pub fn list_dir(dir: OwnedFd) -> io::Result<Vec<String>> {
-    let mut names = Vec::new();
-    for entry in rfs::Dir::new(dir)? {
-        let entry = entry?;
-        let Ok(name) = entry.file_name().to_str() else {
-            continue;
-        };
-        if name != "." && name != ".." {
-            names.push(name.to_owned());
-        }
-    }
-    Ok(names)
 }
 
 /// Lists a subdirectory of `dir`.

@@ -3,8 +3,9 @@
 
 use std::io;
 
-use super::io::{is_absent, is_not_regular};
+use super::io::is_absent;
 use crate::bdf::Bdf;
+use crate::beneath::is_not_regular;
 
 const EPERM: i32 = 1;
 const EACCES: i32 = 13;
@@ -80,7 +81,7 @@ pub struct ReadProblem {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sysfs::io::NotRegularFile;
+    use crate::beneath::NotRegularFile;
 
     #[test]
     fn classifies_errors() {
@@ -92,7 +93,7 @@ mod tests {
         assert_eq!(of(40), ReadFailure::NotRegularFile);
         assert_eq!(of(5), ReadFailure::Os(5));
         assert_eq!(
-            ReadFailure::of(&io::Error::other(NotRegularFile)),
+            ReadFailure::of(&io::Error::other(NotRegularFile { kind: None })),
             ReadFailure::NotRegularFile
         );
         assert_eq!(

@@ -1,6 +1,6 @@
 //! The host scan: one pass over `bus/pci/devices`, the group listing, the VFIO nodes and the
 //! IOMMU status, tolerant of devices that come and go while it runs. Every path is resolved
-//! beneath the sysfs root ([`super::root`]).
+//! beneath the sysfs root ([`crate::beneath`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -8,10 +8,10 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 use super::device::{read_device, CdevMap, DeviceRead, WalkContext};
-use super::io::{is_absent, list_dir, AttrReader};
+use super::io::{is_absent, AttrReader};
 use super::problem::{ReadFailure, ReadProblem};
-use super::root::RootDir;
 use crate::bdf::Bdf;
+use crate::beneath::{list_dir, open_beneath, RootDir};
 use crate::devnode::{read_registered_nodes, DevNode, DevNodeKind};
 use crate::error::{Error, Result};
 use crate::host::Host;
@@ -73,7 +73,7 @@ fn root_hint(err: &io::Error, what: &str) -> String {
 
 /// Opens the sysfs root and its `bus/pci/devices`.
 fn open_bus(sysfs_root: &Path) -> Result<(RootDir, std::os::fd::OwnedFd)> {
-    let root = RootDir::open(sysfs_root).map_err(|e| {
+    let root = RootDir::open_sysfs(sysfs_root).map_err(|e| {
         let hint = root_hint(&e, "the sysfs root");
         Error::io("open sysfs root", sysfs_root, e).with_hint(hint)
     })?;
@@ -325,9 +325,9 @@ fn read_group_listing(root: &RootDir) -> Option<GroupListing> {
 
 /// The PCI functions in `N/devices` (other names, platform devices, are left out).
 fn list_group(groups_dir: BorrowedFd<'_>, name: &str) -> io::Result<Vec<Bdf>> {
-    let dir = super::root::open_beneath(
+    let dir = open_beneath(
         groups_dir,
-        &format!("{name}/devices"),
+        format!("{name}/devices"),
         rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
         rustix::fs::Mode::empty(),
     )?;
@@ -381,7 +381,7 @@ fn noiommu_groups(root: &RootDir) -> Vec<u32> {
         .iter()
         .filter_map(|n| n.parse::<u32>().ok())
         .filter(|g| {
-            root.read_text(&format!("kernel/iommu_groups/{g}/name"))
+            root.read_text(format!("kernel/iommu_groups/{g}/name"))
                 .is_ok_and(|name| name == "vfio-noiommu")
         })
         .collect()
