@@ -846,6 +846,9 @@ class BindReport:
     @property
     def messages(self) -> tuple[str, ...]: ...
     @property
+    def overridden(self) -> tuple[str, ...]:
+        """The refusals ``force=True`` overrode, one per reason."""
+    @property
     def problems(self) -> tuple[str, ...]:
         """Journal files that were damaged and skipped, each saying why."""
     def __eq__(self, value: object, /) -> bool: ...

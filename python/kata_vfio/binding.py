@@ -23,8 +23,10 @@ Rules, in short:
   device the call never reached has no journal entry.
 - **Idempotent.** Binding a bound device writes nothing and keeps the first journal entry.
 - **Refusals.** A device backing a mounted filesystem or swap, with a network interface that
-  is up with an address or route, or the boot VGA/console device, is refused unless
-  ``force=True`` (the report's messages then say what was overridden). :func:`restore` and
+  is up with an address or route, or the boot VGA/console device, and a platform function
+  (host/ISA/LPC bridge, SMBus, the IOMMU...) are refused unless ``force=True`` (the report's
+  ``overridden`` then says what was). A refusal's hint names the steps that help, in words
+  for the CLI and the API alike (``--force (force=True) acts anyway``). :func:`restore` and
   :func:`unbind` act on a journal entry only when the device's driver and override are ones
   a bind passes through (the target, none, or the recorded original), ask the same in-use
   questions before unbinding anything but a vfio driver, and refuse a device whose IOMMU
@@ -57,14 +59,17 @@ Tests inject a :class:`~kata_vfio.testing.kernel_sim.KernelSim` through ``sysfs_
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from kata_vfio import _core
 from kata_vfio._core import Bdf, BindOutcome, BindReport, HostPaths, JournalEntry, SysfsWrite
+from kata_vfio.errors import KataVfioError
+from kata_vfio.host import render
 
 __all__ = [
     "DEFAULT_STATE_DIR",
@@ -111,6 +116,18 @@ def _as_list(devices: Devices) -> list[Bdf | str]:
     return list(devices)
 
 
+@contextlib.contextmanager
+def _remedies_worded() -> Iterator[None]:
+    """The core names the steps that help as data (``force``, ``restore``...): an error
+    raised inside gets them in words in its hint (:func:`kata_vfio.host.render.with_remedies`)."""
+    try:
+        yield
+    except KataVfioError as exc:
+        if exc.remedies:
+            exc.hint = render.with_remedies(exc.hint, exc.remedies)
+        raise
+
+
 def _modprobe(paths: HostPaths) -> str | None:
     """The modprobe a bind may run: ``paths.modprobe`` on this machine's ``/sys``; on a copied
     or fake tree only one named on purpose (never the real ``/sbin/modprobe``)."""
@@ -145,22 +162,23 @@ def bind(
         a write failed (everything touched was rolled back).
     """
     paths = paths or HostPaths()
-    return _core.bind_devices(
-        _as_list(devices),
-        sysfs_root=paths.sysfs,
-        dev_root=paths.devfs,
-        proc_root=paths.procfs,
-        state_dir=state_dir,
-        group=group,
-        driver=driver,
-        force=force,
-        dry_run=dry_run,
-        modules_root=modules_root,
-        kernel_release=kernel_release,
-        modprobe=_modprobe(paths),
-        module_loader=module_loader,
-        sysfs_writer=sysfs_writer,
-    )
+    with _remedies_worded():
+        return _core.bind_devices(
+            _as_list(devices),
+            sysfs_root=paths.sysfs,
+            dev_root=paths.devfs,
+            proc_root=paths.procfs,
+            state_dir=state_dir,
+            group=group,
+            driver=driver,
+            force=force,
+            dry_run=dry_run,
+            modules_root=modules_root,
+            kernel_release=kernel_release,
+            modprobe=_modprobe(paths),
+            module_loader=module_loader,
+            sysfs_writer=sysfs_writer,
+        )
 
 
 def unbind(
@@ -180,22 +198,23 @@ def unbind(
 
     Every device is checked before the first write (the journal checks of :func:`restore`,
     and that no process holds its group or cdev open); ``force=True`` acts anyway and says
-    what it overrode in the report's messages.
+    what it overrode in the report's ``overridden``.
 
     :raises kata_vfio.errors.BindError: refused (nothing was written), or a write failed.
     """
     paths = paths or HostPaths()
-    return _core.unbind_devices(
-        _as_list(devices),
-        sysfs_root=paths.sysfs,
-        dev_root=paths.devfs,
-        proc_root=paths.procfs,
-        state_dir=state_dir,
-        group=group,
-        force=force,
-        dry_run=dry_run,
-        sysfs_writer=sysfs_writer,
-    )
+    with _remedies_worded():
+        return _core.unbind_devices(
+            _as_list(devices),
+            sysfs_root=paths.sysfs,
+            dev_root=paths.devfs,
+            proc_root=paths.procfs,
+            state_dir=state_dir,
+            group=group,
+            force=force,
+            dry_run=dry_run,
+            sysfs_writer=sysfs_writer,
+        )
 
 
 def restore(
@@ -221,16 +240,17 @@ def restore(
         (their entries are kept for the next try; the others were restored).
     """
     paths = paths or HostPaths()
-    return _core.restore_devices(
-        None if devices is None else _as_list(devices),
-        sysfs_root=paths.sysfs,
-        dev_root=paths.devfs,
-        proc_root=paths.procfs,
-        state_dir=state_dir,
-        force=force,
-        dry_run=dry_run,
-        sysfs_writer=sysfs_writer,
-    )
+    with _remedies_worded():
+        return _core.restore_devices(
+            None if devices is None else _as_list(devices),
+            sysfs_root=paths.sysfs,
+            dev_root=paths.devfs,
+            proc_root=paths.procfs,
+            state_dir=state_dir,
+            force=force,
+            dry_run=dry_run,
+            sysfs_writer=sysfs_writer,
+        )
 
 
 @dataclass(frozen=True)
@@ -246,7 +266,8 @@ def read_journal(state_dir: str = DEFAULT_STATE_DIR) -> Journal:
     """The journal in ``state_dir``, read without the lock and without changing anything (a
     missing directory is an empty journal; an unsafe one raises
     :class:`~kata_vfio.errors.BindError`)."""
-    entries, problems = _core.binding_journal(state_dir)
+    with _remedies_worded():
+        entries, problems = _core.binding_journal(state_dir)
     return Journal(entries, problems)
 
 
@@ -284,5 +305,6 @@ def report_dict(report: BindReport) -> dict[str, Any]:
         "writes": [{"path": w.path, "value": w.value} for w in report.writes],
         "modules": list(report.modules),
         "messages": list(report.messages),
+        "overridden": list(report.overridden),
         "problems": list(report.problems),
     }

@@ -66,12 +66,22 @@ __all__ = [
 
 
 class KataVfioError(Exception):
-    """Base of every error raised by kata_vfio."""
+    """Base of every error raised by kata_vfio.
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    ``remedies`` names the steps of this tool that would help, as data (``force``,
+    ``restore``, ``check-iommu``, ``bind-group``, ``name-driver``, ``state-dir``,
+    ``list-devices``): the Rust
+    core sets them, :func:`kata_vfio.host.render.remedy_text` words them, and the public
+    functions that raise such an error have already added those words to ``hint``.
+    """
+
+    def __init__(
+        self, message: str, *, hint: str | None = None, remedies: tuple[str, ...] = ()
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.remedies = tuple(remedies)
 
     def __str__(self) -> str:
         return self.message
@@ -99,8 +109,9 @@ class HostIOError(KataVfioError, OSError):
         errno: int | None = None,
         path: str | None = None,
         hint: str | None = None,
+        remedies: tuple[str, ...] = (),
     ) -> None:
-        KataVfioError.__init__(self, message, hint=hint)
+        KataVfioError.__init__(self, message, hint=hint, remedies=remedies)
         # OSError's own attributes, so callers can use the familiar names.
         self.errno = errno
         self.filename = path

@@ -80,6 +80,7 @@ Mode = Literal["legacy", "iommufd"]
 VFIO_TYPE1V2_IOMMU = 3
 VFIO_NOIOMMU_IOMMU = 8
 EPERM = 1
+ENOENT = 2
 ENODEV = 19
 
 _REGION_NAMES = ("BAR0", "BAR1", "BAR2", "BAR3", "BAR4", "BAR5", "ROM", "CONFIG", "VGA")
@@ -327,6 +328,8 @@ def _open_legacy(
     except KataVfioError as exc:
         if isinstance(exc, VfioError) and exc.errno == EPERM and step.endswith("SET_CONTAINER"):
             exc.hint = _blocker_hint(target)
+        elif isinstance(exc, VfioError) and exc.errno == ENOENT and step.startswith("open group"):
+            exc.hint = render.missing_group_node_hint(target.group)
         trace.failed(step, exc)
         for handle in reversed(opened):
             handle.close()

@@ -24,6 +24,7 @@ from kata_vfio.errors import (
     NotAssignableError,
     VfioError,
 )
+from kata_vfio.host import render
 from kata_vfio.qemu.fds import open_for_qemu
 from kata_vfio.testing import FakeHost
 
@@ -54,7 +55,11 @@ def test_a_missing_group_node_says_to_bind(tmp_path: Path) -> None:
     with pytest.raises(VfioError) as info:
         VfioGroup.open(12, str(tmp_path))
     assert info.value.errno == errno.ENOENT
-    assert info.value.hint is not None and "kata-vfio bind" in info.value.hint
+    # The core says why and names the step as data; kata_vfio.host.render words it.
+    assert info.value.hint is not None and "not bound to vfio-pci" in info.value.hint
+    assert info.value.remedies == ("bind-group",)
+    worded = render.with_remedies(info.value.hint, info.value.remedies)
+    assert worded is not None and "kata-vfio bind --group" in worded
     with pytest.raises(VfioError, match="noiommu-12"):
         VfioGroup.open(12, str(tmp_path), noiommu=True)
 

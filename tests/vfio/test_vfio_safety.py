@@ -20,7 +20,9 @@ from kata_vfio.testing.kernel_sim import KernelSim
 def refusal(opts: dict[str, Any], bdf: str = NIC) -> str:
     with pytest.raises(BindError, match="refusing to take devices the host is using") as info:
         binding.bind(bdf, **opts)
-    assert info.value.hint is not None and "--force" in info.value.hint
+    # The core names the step as data; binding words it for the CLI and the API alike.
+    assert info.value.remedies == ("force",)
+    assert info.value.hint is not None and "--force (force=True)" in info.value.hint
     return str(info.value)
 
 

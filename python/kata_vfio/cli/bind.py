@@ -178,6 +178,8 @@ def _print_report(report: BindReport, args: argparse.Namespace, state_dir: str) 
         return
     for message in report.messages:
         print(message)
+    for reason in report.overridden:
+        print(f"--force: {reason}")
     if report.devices:
         _common.print_table(
             ["BDF", "GROUP", "DRIVER BEFORE", "DRIVER AFTER", "ACTION"],

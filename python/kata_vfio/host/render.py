@@ -1,9 +1,11 @@
-"""How the scan's facts read to a person: the one place that turns verdicts, blocker kinds,
-structured fixes and read problems into sentences and ``kata-vfio`` commands.
+"""How the core's facts read to a person: the one place that turns verdicts, blocker kinds,
+structured fixes, read problems and the remedies of errors into sentences and ``kata-vfio``
+commands.
 
 The Rust core returns data only (``Blocker.kind``, ``Blocker.fix.action``, ``ReadProblem``
-reasons); everything a user reads about them is worded here, so the CLI, the sandbox planner
-and the errors of the VFIO helpers say the same thing the same way.
+reasons, ``KataVfioError.remedies``); everything a user reads about them is worded here, so
+the CLI, the sandbox planner, the node inventory and the errors of the VFIO and binding
+helpers say the same thing the same way.
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ __all__ = [
     "group_hint",
     "listing_text",
     "manual_lines",
+    "missing_group_node_hint",
     "no_group_hint",
     "platform_reason",
     "problem_text",
+    "remedy_text",
     "status_reason",
     "verdict_text",
+    "with_remedies",
 ]
 
 _VERDICTS = {
@@ -223,6 +228,14 @@ def group_hint(bdf: Bdf, group: IommuGroup, node: str | None) -> str:
     return f"group {group.id} has no endpoints to pass"
 
 
+def missing_group_node_hint(group: int) -> str:
+    """A group whose ``/dev/vfio`` node is not there."""
+    return (
+        f"no such group node: the devices of IOMMU group {group} are not bound to vfio-pci "
+        f"(`kata-vfio bind --group {group}`), or the IOMMU is off (`kata-vfio doctor`)"
+    )
+
+
 def listing_text(group: IommuGroup) -> str | None:
     """Why the group's member list is unknown, when it is."""
     if group.unplaced:
@@ -235,3 +248,29 @@ def listing_text(group: IommuGroup) -> str | None:
         return None
     what = _PROBLEMS.get(group.listing_problem, group.listing_problem)
     return f"kernel/iommu_groups/{group.id}/devices {what}: its members cannot be checked"
+
+
+_REMEDIES = {
+    "force": "--force (force=True) acts anyway and says what it overrode",
+    "restore": "`kata-vfio restore` (binding.restore()) puts the journaled devices back and "
+    "may be run again",
+    "check-iommu": "`kata-vfio doctor` shows the IOMMU state and the boot argument to add",
+    "bind-group": "`kata-vfio bind --group` (binding.bind(..., group=True)) binds every "
+    "endpoint of the group",
+    "name-driver": "name the driver explicitly (--driver, driver=)",
+    "state-dir": "or use another state directory (--state-dir, state_dir=)",
+    "list-devices": "`kata-vfio scan` lists the devices",
+}
+
+
+def remedy_text(remedy: str) -> str:
+    """One remedy of an error (:attr:`~kata_vfio.errors.KataVfioError.remedies`) as the step
+    to take, naming the CLI option and the API argument alike."""
+    return _REMEDIES.get(remedy, remedy)
+
+
+def with_remedies(hint: str | None, remedies: tuple[str, ...]) -> str | None:
+    """The core's hint followed by its remedies in words (``stop using them first; --force
+    (force=True) acts anyway ...``); the hint alone when there are none."""
+    parts = ([hint] if hint else []) + [remedy_text(r) for r in remedies]
+    return "; ".join(parts) or None

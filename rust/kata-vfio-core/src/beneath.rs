@@ -1,5 +1,5 @@
-//! Root confinement: every path under a given root (`--sysfs-root`, `--dev-root`,
-//! `--proc-root`) is resolved beneath it, so no read or write leaves the tree given. The scan
+//! Root confinement: every path under a given root (the sysfs, dev or proc root a caller
+//! names) is resolved beneath it, so no read or write leaves the tree given. The scan
 //! (reads), binding (reads and writes), the device-node lookup and the IOMMU status all open
 //! through here.
 //!

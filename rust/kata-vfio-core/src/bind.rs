@@ -160,8 +160,10 @@ pub struct Report {
     pub writes: Vec<SysfsWrite>,
     /// Modules loaded (or to load).
     pub modules: Vec<String>,
-    /// Notes for the user (whole-group expansion, skipped bridges, what `--force` overrode).
+    /// Notes for the user (whole-group expansion, skipped bridges, variant drivers).
     pub messages: Vec<String>,
+    /// The refusals the request's force option overrode, one per reason (`<bdf>: <why>`).
+    pub overridden: Vec<String>,
     /// Journal files that could not be used (damaged, oversized, not regular files): each
     /// was skipped, and says why.
     pub problems: Vec<String>,
@@ -183,7 +185,7 @@ pub fn bind(env: &Env<'_>, req: &BindRequest) -> Result<Report> {
         force: req.force,
     };
     let plan = plan::plan_bind(ctx, &candidates, &|d| env.bus.has_driver(d))?;
-    report.messages.extend(plan.messages.iter().cloned());
+    report.overridden.extend(plan.overridden.iter().cloned());
     report.devices.extend(plan.already.iter().cloned());
     apply::load_modules(&env.bus, env.loader, &plan, req.dry_run, &mut report)?;
     if req.dry_run {

@@ -1,5 +1,7 @@
 //! The one error type of the core. OS failures keep the path and the errno, and every error
-//! can say in one line what the user should do about it.
+//! can say in one line what the user should do about it. Where that is a step of this tool
+//! (act anyway, restore, look at the IOMMU state...), the error names it as data
+//! ([`Remedy`]): the core spells no command or option, the caller words it.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -40,6 +42,7 @@ pub enum Error {
         #[source]
         source: io::Error,
         hint: Option<String>,
+        remedies: Vec<Remedy>,
     },
 
     /// Binding, unbinding or restoring a driver failed or was refused. `message` says what
@@ -49,6 +52,7 @@ pub enum Error {
         message: String,
         errno: Option<i32>,
         hint: Option<String>,
+        remedies: Vec<Remedy>,
     },
 
     /// The thing asked for does not exist on this host (a BDF that is not present, say).
@@ -57,7 +61,44 @@ pub enum Error {
         what: &'static str,
         name: String,
         hint: Option<String>,
+        remedies: Vec<Remedy>,
     },
+}
+
+/// A step of this tool that would help with an error, as data; the Python layer words it
+/// (`kata_vfio.host.render.remedy_text`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Remedy {
+    /// The operation's force option acts anyway (and reports what it overrode).
+    Force,
+    /// A restore puts the journaled devices back; it may be run again.
+    Restore,
+    /// The host's IOMMU state (and the boot argument it lacks) explains the refusal.
+    CheckIommu,
+    /// Binding every endpoint of the device's IOMMU group to vfio-pci.
+    BindGroup,
+    /// Naming the driver explicitly instead of the one looked up.
+    NameDriver,
+    /// Another state directory for the journal.
+    OtherStateDir,
+    /// The list of the host's PCI devices.
+    ListDevices,
+}
+
+impl Remedy {
+    /// A stable name: `force`, `restore`, `check-iommu`, `bind-group`, `name-driver`,
+    /// `state-dir`, `list-devices`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Force => "force",
+            Self::Restore => "restore",
+            Self::CheckIommu => "check-iommu",
+            Self::BindGroup => "bind-group",
+            Self::NameDriver => "name-driver",
+            Self::OtherStateDir => "state-dir",
+            Self::ListDevices => "list-devices",
+        }
+    }
 }
 
 impl Error {
@@ -99,6 +140,26 @@ impl Error {
             *hint = Some(text.into());
         }
         self
+    }
+
+    /// A bind refusal or failure, with the one line on what to do and the steps that help.
+    pub fn bind(message: impl Into<String>, hint: impl Into<String>, remedies: &[Remedy]) -> Self {
+        Self::Bind {
+            message: message.into(),
+            errno: None,
+            hint: Some(hint.into()),
+            remedies: remedies.to_vec(),
+        }
+    }
+
+    /// The steps of this tool that would help (bind, VFIO and not-found errors).
+    pub fn remedies(&self) -> &[Remedy] {
+        match self {
+            Self::Bind { remedies, .. }
+            | Self::Vfio { remedies, .. }
+            | Self::NotFound { remedies, .. } => remedies,
+            _ => &[],
+        }
     }
 
     /// The errno of an OS failure.

@@ -19,6 +19,6 @@ pub mod uevent;
 pub mod vfio;
 
 pub use bdf::Bdf;
-pub use error::{Error, Result};
+pub use error::{Error, Remedy, Result};
 pub use host::Host;
 pub use sysfs::{scan, ScanOptions};

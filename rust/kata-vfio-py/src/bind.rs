@@ -298,6 +298,11 @@ impl PyBindReport {
     fn messages<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         PyTuple::new(py, &self.0.messages)
     }
+    /// The refusals `force=True` overrode, one per reason.
+    #[getter]
+    fn overridden<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, &self.0.overridden)
+    }
     /// Journal files that were damaged and skipped, each saying why.
     #[getter]
     fn problems<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {

@@ -1,12 +1,12 @@
 //! Errors across the boundary. Each Python exception the bindings raise is declared once,
 //! here, by importing its class from `kata_vfio/errors.py` (where the hierarchy lives, under
 //! `KataVfioError`); one `From` impl turns a core error into the matching exception, with its
-//! errno, path and hint kept. Binding functions return [`BindingResult`], so `?` converts
+//! errno, path, hint and remedies (names of the steps that help, worded in Python) kept. Binding functions return [`BindingResult`], so `?` converts
 //! core errors and Python errors alike.
 
 use kata_vfio_core::Error;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyTuple};
 
 pyo3::import_exception!(kata_vfio.errors, BdfError);
 pyo3::import_exception!(kata_vfio.errors, BindError);
@@ -61,6 +61,10 @@ fn raise(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
     };
     let kwargs = PyDict::new(py);
     kwargs.set_item("hint", err.hint())?;
+    if !err.remedies().is_empty() {
+        let names: Vec<&str> = err.remedies().iter().map(|r| r.as_str()).collect();
+        kwargs.set_item("remedies", PyTuple::new(py, names)?)?;
+    }
     if let Error::Io { .. } | Error::Vfio { .. } | Error::Bind { .. } = err {
         kwargs.set_item("errno", err.errno())?;
         kwargs.set_item("path", err.path().map(|p| p.to_string_lossy().into_owned()))?;

@@ -636,6 +636,7 @@ impl PyHost {
             what,
             name,
             hint: Some("the scan did not find it on this host".to_owned()),
+            remedies: Vec::new(),
         })
         .into()
     }

@@ -11,7 +11,7 @@ use super::plan::{bind_step, bind_steps, restore_steps, BindPlan, Step, StepKind
 use super::sysfs::{self, DriverState, PciBus, SysfsWrite};
 use super::{Action, DeviceOutcome, Env, Report};
 use crate::bdf::Bdf;
-use crate::error::{Error, Result};
+use crate::error::{Error, Remedy, Result};
 
 const ENODEV: i32 = 19;
 
@@ -38,6 +38,7 @@ fn write_failed(step: &Step, e: &io::Error) -> Error {
             Some(40) => "the attribute is a symlink; a real sysfs attribute never is".to_owned(),
             _ => "check `dmesg` for the driver's message".to_owned(),
         }),
+        remedies: Vec::new(),
     }
 }
 
@@ -86,6 +87,7 @@ pub fn load_modules(
             hint: Some(format!(
                 "install or unblock the module (modprobe {module}), then retry"
             )),
+            remedies: Vec::new(),
         })?;
         if !bus.has_driver(driver) {
             return Err(Error::Bind {
@@ -94,7 +96,8 @@ pub fn load_modules(
                     bus.driver_dir(driver).display()
                 ),
                 errno: None,
-                hint: Some("name the driver explicitly with --driver".to_owned()),
+                hint: Some("the module may register the driver under another name".to_owned()),
+                remedies: vec![Remedy::NameDriver],
             });
         }
     }
@@ -152,6 +155,7 @@ pub fn bind_moves(env: &Env<'_>, plan: &BindPlan, report: &mut Report) -> Result
                     ),
                     errno: None,
                     hint: Some(format!("check `dmesg` for {}'s probe error", m.target)),
+                    remedies: Vec::new(),
                 });
             }
             Ok(after)
@@ -202,16 +206,17 @@ fn rollback(
             restored.join(", ")
         }
     );
+    let mut remedies = cause.remedies().to_vec();
     if !failed.is_empty() {
-        message = format!(
-            "{message}; could not roll back {} (run `kata-vfio restore`)",
-            failed.join(", ")
-        );
+        message = format!("{message}; could not roll back {}", failed.join(", "));
+        // Their journal entries are kept: a restore puts them back.
+        remedies.push(Remedy::Restore);
     }
     Error::Bind {
         message,
         errno,
         hint,
+        remedies,
     }
 }
 
@@ -246,10 +251,8 @@ pub fn restore_one(
                     .map_or("no driver", DriverName::as_str)
             ),
             errno: None,
-            hint: Some(
-                "check `dmesg`; the journal entry is kept so `kata-vfio restore` can retry"
-                    .to_owned(),
-            ),
+            hint: Some("check `dmesg`; the journal entry is kept".to_owned()),
+            remedies: vec![Remedy::Restore],
         });
     }
     Ok(after)

@@ -36,6 +36,7 @@ pub fn expand(
                 hint: Some(
                     "name the endpoints behind it; bridges do not block viability".to_owned(),
                 ),
+                remedies: Vec::new(),
             });
         }
         let Some(group) = facts.group else {

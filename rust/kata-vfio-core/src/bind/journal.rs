@@ -25,7 +25,7 @@ use super::names::DriverName;
 use super::sysfs::DriverState;
 use crate::bdf::Bdf;
 use crate::beneath::{read_capped, require_regular};
-use crate::error::{Error, Result};
+use crate::error::{Error, Remedy, Result};
 
 const MAGIC: &str = "# kata-vfio binding journal v1: `kata-vfio restore` puts this device back";
 const SUFFIX: &str = ".journal";
@@ -151,9 +151,10 @@ fn unsafe_dir(path: &Path, why: &str) -> Error {
         errno: None,
         hint: Some(
             "the journal must be writable by this user only: fix its owner and mode \
-             (chown, chmod 700), or give another --state-dir"
+             (chown, chmod 700)"
                 .to_owned(),
         ),
+        remedies: vec![Remedy::OtherStateDir],
     }
 }
 
@@ -362,6 +363,7 @@ impl Journal {
                 ),
                 errno: None,
                 hint: Some("check the device by hand, then delete the file".to_owned()),
+                remedies: Vec::new(),
             }
         })
     }

@@ -28,7 +28,7 @@ pub struct Modprobe {
     pub program: PathBuf,
 }
 
-/// Loads nothing: for trees that are not this host's (`--sysfs-root`), where running the
+/// Loads nothing: for trees that are not this host's (a copied sysfs root), where running the
 /// real modprobe would change the host instead of the tree.
 #[derive(Debug, Clone)]
 pub struct NoModules {

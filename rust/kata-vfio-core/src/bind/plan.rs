@@ -10,7 +10,7 @@ use super::names::{is_vfio_driver, DriverName, ModuleName};
 use super::sysfs::{BusPaths, DeviceFacts, DriverState};
 use super::{Action, DeviceOutcome};
 use crate::bdf::Bdf;
-use crate::error::{Error, Result};
+use crate::error::{Error, Remedy, Result};
 
 /// The kind of a sysfs write, for the error handling it needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,10 +75,11 @@ pub fn bind_step(paths: &BusPaths, bdf: Bdf, driver: &DriverName) -> Step {
 pub fn parse_driver(name: &str, bdf: Bdf, what: &str) -> Result<DriverName> {
     DriverName::parse(name).map_err(|e| Error::Bind {
         message: format!(
-            "{bdf}: its {what} {name:?} is not a driver name kata-vfio can restore ({e})"
+            "{bdf}: its {what} {name:?} is not a valid driver name, so it could not be restored ({e})"
         ),
         errno: None,
         hint: Some("clear or fix it by hand first".to_owned()),
+        remedies: Vec::new(),
     })
 }
 
@@ -179,9 +180,9 @@ pub struct PlanContext<'a> {
     pub paths: &'a BusPaths,
     /// vfio runs without an IOMMU (`enable_unsafe_noiommu_mode`).
     pub noiommu: bool,
-    /// A driver was forced (`--driver`): only that driver counts as bound.
+    /// A driver was named: only that driver counts as bound.
     pub forced_driver: bool,
-    /// Take devices the host is using anyway (`--force`).
+    /// Take devices the host is using or needs anyway (the force option).
     pub force: bool,
 }
 
@@ -206,16 +207,8 @@ pub struct BindPlan {
     pub moves: Vec<Move>,
     /// Drivers not registered yet, with the module that provides each.
     pub modules: Vec<(DriverName, ModuleName)>,
-    /// Notes (what `--force` overrode).
-    pub messages: Vec<String>,
-}
-
-fn refused(message: String, hint: &str) -> Error {
-    Error::Bind {
-        message,
-        errno: None,
-        hint: Some(hint.to_owned()),
-    }
+    /// The refusals the force option overrode, one per reason (`<bdf>: <reason>`).
+    pub overridden: Vec<String>,
 }
 
 /// Plans a bind of `candidates` (numeric order); `registered` says whether a driver is
@@ -231,15 +224,17 @@ pub fn plan_bind(
     for c in candidates {
         let bdf = c.facts.bdf;
         if c.facts.group.is_none() && !ctx.noiommu {
-            return Err(refused(
+            return Err(Error::bind(
                 format!("{bdf} has no IOMMU group: the IOMMU is off, so vfio-pci cannot take it"),
-                "enable the IOMMU (intel_iommu=on or amd_iommu=on on the kernel command line) and reboot; `kata-vfio check` shows the state",
+                "enable the IOMMU (intel_iommu=on or amd_iommu=on on the kernel command line) and reboot",
+                &[Remedy::CheckIommu],
             ));
         }
         if !c.has_override {
-            return Err(refused(
+            return Err(Error::bind(
                 format!("{bdf} has no driver_override attribute"),
                 "driver_override needs Linux 3.16 or later",
+                &[],
             ));
         }
     }
@@ -283,18 +278,16 @@ pub fn plan_bind(
     }
     if !refusals.is_empty() {
         if !ctx.force {
-            return Err(refused(
+            return Err(Error::bind(
                 format!(
                     "refusing to take devices the host is using or needs: {}",
                     refusals.join("; ")
                 ),
-                "stop using them first, or pass --force to take them anyway",
+                "stop using them first",
+                &[Remedy::Force],
             ));
         }
-        plan.messages.push(format!(
-            "--force: taking devices the host is using or needs: {}",
-            refusals.join("; ")
-        ));
+        plan.overridden = refusals;
     }
     let mut needed: BTreeMap<&DriverName, &ModuleName> = BTreeMap::new();
     for (m, c) in plan.moves.iter().filter_map(|m| {
@@ -461,7 +454,11 @@ mod tests {
         };
         let plan = plan_bind(forced, &[busy.clone()], &|_| true).expect("forced");
         assert_eq!(plan.moves.len(), 1);
-        assert!(plan.messages[0].starts_with("--force: taking"), "{plan:?}");
+        assert_eq!(
+            plan.overridden,
+            ["0000:04:00.0: block device nvme0n1p2 is mounted at /"],
+            "{plan:?}"
+        );
         // In use but already bound: nothing moves, nothing is refused.
         busy.facts.state = state(Some("vfio-pci"), Some("vfio-pci"));
         assert!(plan_bind(ctx(&paths), &[busy], &|_| true).is_ok());

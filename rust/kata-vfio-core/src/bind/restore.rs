@@ -7,7 +7,7 @@
 //! in-use questions as `bind` (mounted filesystem or swap, configured interface, boot VGA
 //! or console). Before unbinding a vfio driver, `restore` and `unbind` check that nothing
 //! holds the device's group or cdev open (the write would block until the holder lets go).
-//! `--force` overrides each check, and the report says what it overrode.
+//! The force option overrides each check, and the report says what it overrode.
 
 use super::apply::{planned, restore_one, run_steps};
 use super::gather::expand;
@@ -19,7 +19,7 @@ use super::safety;
 use super::sysfs::{DriverState, PciBus};
 use super::{Action, DeviceOutcome, Env, GroupMode, Report};
 use crate::bdf::Bdf;
-use crate::error::{Error, Result};
+use crate::error::{Error, Remedy, Result};
 
 /// The locked journal and its entries; a dry run only reads the entries (no lock, no
 /// directory created).
@@ -94,10 +94,10 @@ fn unbind_blockers(
         .collect())
 }
 
-/// With `--force`, blockers become messages; without, they are the refusal.
-fn settle(blockers: Vec<String>, force: bool, messages: &mut Vec<String>) -> Vec<String> {
+/// Forced, blockers become what the report says was overridden; else they are the refusal.
+fn settle(blockers: Vec<String>, force: bool, overridden: &mut Vec<String>) -> Vec<String> {
     if force {
-        messages.extend(blockers.into_iter().map(|b| format!("--force: {b}")));
+        overridden.extend(blockers);
         Vec::new()
     } else {
         blockers
@@ -105,14 +105,11 @@ fn settle(blockers: Vec<String>, force: bool, messages: &mut Vec<String>) -> Vec
 }
 
 fn refusal(what: &str, blockers: &[String]) -> Error {
-    Error::Bind {
-        message: format!("refusing to {what}: {}", blockers.join("; ")),
-        errno: None,
-        hint: Some(
-            "stop what uses the device (a VM holding its group) or check it by hand; the journal entries are kept; --force acts anyway"
-                .to_owned(),
-        ),
-    }
+    Error::bind(
+        format!("refusing to {what}: {}", blockers.join("; ")),
+        "stop what uses the device (a VM holding its group) or check it by hand; the journal entries are kept",
+        &[Remedy::Force],
+    )
 }
 
 /// The entries `devices` select: the devices themselves and every entry of their IOMMU
@@ -183,7 +180,7 @@ pub fn restore(
         let blockers = settle(
             restore_blockers(env, entry, &before, &steps)?,
             force,
-            &mut report.messages,
+            &mut report.overridden,
         );
         if !blockers.is_empty() {
             failures.push(format!("refused: {}", blockers.join("; ")));
@@ -226,11 +223,11 @@ pub fn restore(
         if !report.problems.is_empty() {
             message = format!("{message}; {}", report.problems.join("; "));
         }
-        return Err(Error::Bind {
+        return Err(Error::bind(
             message,
-            errno: None,
-            hint: Some("the failed devices keep their journal entries; fix the cause and run `kata-vfio restore` again (--force acts on a refused one anyway)".to_owned()),
-        });
+            "the failed devices keep their journal entries; fix the cause",
+            &[Remedy::Restore, Remedy::Force],
+        ));
     }
     Ok(report)
 }
@@ -284,7 +281,7 @@ pub fn unbind(
         };
         plans.push((*bdf, facts, plan));
     }
-    let blockers = settle(blockers, force, &mut report.messages);
+    let blockers = settle(blockers, force, &mut report.overridden);
     if !blockers.is_empty() {
         return Err(refusal("unbind", &blockers));
     }

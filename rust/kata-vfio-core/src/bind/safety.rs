@@ -1,4 +1,4 @@
-//! Refusals: a device the host is using must not be taken away without `--force`. A device
+//! Refusals: a device the host is using must not be taken away unless forced. A device
 //! is in use when it backs a mounted filesystem or swap (block devices under it, and the
 //! device-mapper/md devices stacked on them), has a network interface that is up with an
 //! address or a route, or is the boot VGA device or drives the framebuffer console. A

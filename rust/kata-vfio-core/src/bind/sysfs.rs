@@ -13,7 +13,7 @@ use std::time::Duration;
 use super::names::DriverName;
 use crate::bdf::Bdf;
 use crate::beneath::RootDir;
-use crate::error::{Error, Result};
+use crate::error::{Error, Remedy, Result};
 use crate::sysfs::io::resolve_relative;
 
 const ENOENT: i32 = 2;
@@ -242,9 +242,10 @@ impl PciBus {
                 what: "PCI device",
                 name: bdf.to_string(),
                 hint: Some(format!(
-                    "no {} on this host (or it leads outside the sysfs root): check the address with `kata-vfio scan`",
+                    "no {} on this host (or it leads outside the sysfs root)",
                     self.device_dir(bdf).display()
                 )),
+                remedies: vec![Remedy::ListDevices],
             });
         }
         let class_text = self.read_attr(&dir.join("class"))?.ok_or_else(|| {

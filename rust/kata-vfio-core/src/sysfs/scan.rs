@@ -205,6 +205,7 @@ pub fn read_one_device(sysfs_root: &Path, bdf: Bdf) -> Result<PciDevice> {
             what: "PCI device",
             name,
             hint: Some(format!("it is not under {}", devices_path.display())),
+            remedies: Vec::new(),
         }),
         DeviceRead::Unreadable(problem) => {
             let path = devices_path.join(&name).join(problem.attribute);

@@ -28,7 +28,7 @@ pub use dma::DmaBuffer;
 pub use iommufd::{IommuFd, IovaRanges};
 pub use legacy::{Container, Group, GroupStatus, IommuInfo};
 
-use crate::error::Error;
+use crate::error::{Error, Remedy};
 
 const EPERM: i32 = 1;
 const ENOENT: i32 = 2;
@@ -52,15 +52,15 @@ fn hint_for(op: &str, errno: Option<i32>) -> Option<String> {
         }
         ("VFIO_GROUP_SET_CONTAINER", EPERM) => {
             "the group is not viable: every endpoint in it must be bound to vfio-pci (or be \
-             unbound); bind the whole group with `kata-vfio bind --group`"
+             unbound), so bind the whole group"
         }
         ("open group" | "open container" | "open cdev" | "open iommufd", EPERM | EACCES) => {
             "permission denied: run as root, or give this user the node (udev rule or chown) \
              and allow it in the device cgroup (/dev/vfio/vfio, /dev/vfio/<group>, /dev/iommu)"
         }
         ("open group", ENOENT) => {
-            "no such group node: the group's devices are not bound to vfio-pci (kata-vfio \
-             bind), or the IOMMU is off"
+            "no such group node: the group's devices are not bound to vfio-pci, or the IOMMU \
+             is off"
         }
         ("open container", ENOENT) => "no /dev/vfio/vfio: load the vfio module (modprobe vfio-pci)",
         ("open iommufd", ENOENT) => {
@@ -112,12 +112,21 @@ fn hint_for(op: &str, errno: Option<i32>) -> Option<String> {
 
 /// Wraps an OS error from a VFIO operation with its op, path and hint.
 pub(crate) fn vfio_error(op: &'static str, path: &Path, source: io::Error) -> Error {
-    let hint = hint_for(op, source.raw_os_error());
+    let errno = source.raw_os_error();
+    let hint = hint_for(op, errno);
+    // A group node that is missing, or a group the kernel finds not viable: bind it whole.
+    let remedies = match (op, errno) {
+        ("open group", Some(ENOENT)) | ("VFIO_GROUP_SET_CONTAINER", Some(EPERM)) => {
+            vec![Remedy::BindGroup]
+        }
+        _ => Vec::new(),
+    };
     Error::Vfio {
         op,
         path: path.to_path_buf(),
         source,
         hint,
+        remedies,
     }
 }
 
