@@ -6,8 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
-from k8s_hosts import HostBuilder, scan
+from k8s_hosts import HostBuilder, private_sample, scan
 
+from kata_vfio import Bdf
 from kata_vfio.cdi.names import device_name_problem
 from kata_vfio.errors import InvalidInputError
 from kata_vfio.k8s.inventory import build_inventory, list_devfs_nodes, resolve_iommu_mode
@@ -153,3 +154,40 @@ def test_resolve_iommu_mode(sample_scan, tmp_path: Path) -> None:  # type: ignor
     assert resolve_iommu_mode(scan(b.build(tmp_path)), "auto") == "legacy"
     with pytest.raises(InvalidInputError, match="invalid IOMMU mode 'fast'"):
         resolve_iommu_mode(sample_scan, "fast")
+
+
+def test_a_group_the_scan_cannot_fully_read_is_unhealthy_with_the_reason(tmp_path: Path) -> None:
+    """Never more optimistic than the kernel: a member listed in kernel/iommu_groups whose
+    device directory is gone (or a member list that cannot be read) makes the group's verdict
+    "unknown", and its unit Unhealthy, naming why; the inventory itself does not fail."""
+    host = private_sample(tmp_path)
+    gpu, audio = "0000:a9:00.0", "0000:a9:00.1"
+    # Read whole, the group is not viable: its audio function is on snd_hda_intel.
+    group = scan(host).group_of(gpu)
+    assert group is not None and group.verdict == "not-viable"
+    Path(host.sysfs_root, "bus/pci/devices", audio).unlink()
+    unread = scan(host)
+    group = unread.group_of(gpu)
+    assert group is not None and group.verdict == "unknown"
+    unit = build_inventory(unread, default_resources(), "legacy").resource("nvidia.com/pgpu")
+    rtx = unit.unit(gpu)
+    assert rtx is not None and not rtx.healthy
+    assert rtx.bdfs == (Bdf(gpu),)  # the unread member is not offered as a function
+    (reason,) = [r for r in rtx.reasons if audio in r]
+    assert reason.startswith(f"IOMMU group {group.id} is unknown: {audio}: ")
+    assert "device directory is missing" in reason
+    # The other units are as healthy as before.
+    assert [u.id for u in unit.healthy] == HEALTHY_GPUS
+
+    # A member list that leads out of the tree: every group is unknown, every unit Unhealthy.
+    listing = Path(host.sysfs_root, "kernel/iommu_groups")
+    listing.rename(tmp_path / "elsewhere")
+    listing.symlink_to(tmp_path / "elsewhere")
+    escaped = build_inventory(scan(host), default_resources(), "legacy")
+    assert escaped.units and not any(u.healthy for u in escaped.units)
+    for u in escaped.units:
+        assert any(
+            r.startswith(f"IOMMU group {u.group} is unknown: kernel/iommu_groups/{u.group}/devices")
+            and "leaves the sysfs root" in r
+            for r in u.reasons
+        ), u.reasons

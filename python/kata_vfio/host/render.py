@@ -29,6 +29,7 @@ __all__ = [
     "problem_text",
     "remedy_text",
     "status_reason",
+    "unknown_reasons",
     "verdict_text",
     "with_remedies",
 ]
@@ -234,6 +235,20 @@ def missing_group_node_hint(group: int) -> str:
         f"no such group node: the devices of IOMMU group {group} are not bound to vfio-pci "
         f"(`kata-vfio bind --group {group}`), or the IOMMU is off (`kata-vfio doctor`)"
     )
+
+
+def unknown_reasons(group: IommuGroup) -> list[str]:
+    """Why the group's verdict is ``unknown``, one sentence a cause (a member that cannot be
+    read, a member list that cannot be); empty for any other verdict."""
+    if group.verdict != "unknown":
+        return []
+    reasons = [f"{b.bdf}: {blocker_reason(b)}" for b in group.blockers if b.kind == "unknown"]
+    listing = listing_text(group)
+    if listing is not None:
+        reasons.append(listing)
+    return [f"IOMMU group {group.id} is unknown: {r}" for r in reasons] or [
+        f"IOMMU group {group.id} is unknown: a member cannot be read"
+    ]
 
 
 def listing_text(group: IommuGroup) -> str | None:

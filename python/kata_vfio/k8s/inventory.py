@@ -26,7 +26,7 @@ from typing import Literal
 
 from kata_vfio._core import Bdf, Host, IommuGroup, PciDevice
 from kata_vfio.errors import InvalidInputError
-from kata_vfio.host.render import blocker_reason
+from kata_vfio.host.render import blocker_reason, unknown_reasons
 from kata_vfio.k8s.resources import ResourceSpec
 
 __all__ = [
@@ -213,7 +213,9 @@ def build_inventory(
     for spec in resources:
         units = []
         for group in host.groups:
-            members = [host.device(b) for b in group.devices]
+            # A member the kernel lists but the scan could not read is not among the
+            # devices; the group's verdict is then "unknown" and the unit Unhealthy.
+            members = [d for d in map(host.find_device, group.devices) if d is not None]
             selected = [d for d in members if spec.matches(d)]
             if not selected:
                 continue
@@ -313,7 +315,16 @@ def _group_problems(host: Host, group: IommuGroup, endpoints: Sequence[PciDevice
     node = host.group_node(endpoints[0].bdf) or ""
     if node.rsplit("/", 1)[-1].startswith("noiommu-"):
         problems.append(f"IOMMU group {group.id} is a no-IOMMU group: no DMA protection")
-    if not group.viable:
+    if group.verdict == "unknown":
+        # Never more optimistic than the kernel: a member, or the member list, that cannot be
+        # read may hide a driver that makes the kernel refuse the group.
+        problems += unknown_reasons(group)
+        problems += [
+            f"{b.bdf}: {blocker_reason(b)}"
+            for b in group.blockers
+            if b.breaks_viability and b.kind != "unknown"
+        ]
+    elif not group.viable:
         problems += [
             f"{b.bdf}: {blocker_reason(b)}" for b in group.blockers if b.breaks_viability
         ] or [f"IOMMU group {group.id} is not viable"]
