@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kata_vfio._echo import echo
 from kata_vfio.errors import InvalidInputError
 from kata_vfio.host import memlock
 from kata_vfio.host.memlock import MemlockLimit
@@ -29,12 +30,16 @@ def test_sizes_parse_with_binary_units(number: int, unit: str, suffix: str, lowe
     assert memlock.parse_size(text.lower() if lower else text) == number << SHIFTS[unit]
 
 
-@given(st.text(max_size=12))
+@given(st.text(max_size=12) | st.text(min_size=60, max_size=300) | st.from_regex(r"[0-9]{70,200}"))
 def test_any_text_parses_or_fails_with_our_error(text: str) -> None:
     try:
         size = memlock.parse_size(text)
     except InvalidInputError as exc:
-        assert repr(text) in str(exc)
+        # The input is echoed as kata_vfio._echo quotes outside input: whole when short, its
+        # head and its length when long (never megabytes of it).
+        message = str(exc)
+        assert echo(text) in message
+        assert repr(text) in message or f"... ({len(text)} characters)" in message
         assert exc.hint is not None
     else:
         assert size >= 0
