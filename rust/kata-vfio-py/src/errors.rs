@@ -69,6 +69,11 @@ fn raise(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
     Ok(PyErr::from_value(instance))
 }
 
+/// A bad argument from Python (a value out of range): `InvalidInputError`, a `ValueError`.
+pub fn invalid_input(message: String) -> PyErr {
+    InvalidInputError::new_err((message,))
+}
+
 /// A handle used after `close()` (or detached while in use), as Python's files raise
 /// `ValueError` for a closed file.
 pub fn handle_error(message: String) -> PyErr {
