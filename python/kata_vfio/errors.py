@@ -24,8 +24,8 @@ same classes: its bindings import each one by name and convert every core error 
      |    +-- NotADeviceNodeError             a CDI host path that is not a device node
      +-- HandleError (ValueError)             a VFIO handle used after close()
      +-- NotAssignableError                   a device or group that cannot be passed through
-     +-- KubernetesError                      a kubelet API call or the Kubernetes extra
      +-- PlanError                            a sandbox or container plan
+     +-- KubernetesError                      a kubelet API call failed or was refused
      +-- QemuError                            QEMU failed
      |    +-- QemuStartError                  ... to start (exit code, argv, stderr)
      |    +-- QmpError                        ... a QMP command

@@ -1,8 +1,9 @@
 //! Errors across the boundary. Each Python exception the bindings raise is declared once,
 //! here, by importing its class from `kata_vfio/errors.py` (where the hierarchy lives, under
 //! `KataVfioError`); one `From` impl turns a core error into the matching exception, with its
-//! errno, path, hint and remedies (names of the steps that help, worded in Python) kept. Binding functions return [`BindingResult`], so `?` converts
-//! core errors and Python errors alike.
+//! errno, path, hint and remedies (names of the steps that help, worded in Python) kept.
+//! Binding functions return [`BindingResult`], so `?` converts core errors and Python errors
+//! alike.
 
 use kata_vfio_core::Error;
 use pyo3::prelude::*;
@@ -71,6 +72,11 @@ fn raise(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
     }
     let instance = class.call((err.to_string(),), Some(&kwargs))?;
     Ok(PyErr::from_value(instance))
+}
+
+/// A bad argument from Python (a value out of range): `InvalidInputError`, a `ValueError`.
+pub fn invalid_input(message: String) -> PyErr {
+    InvalidInputError::new_err((message,))
 }
 
 /// A handle used after `close()` (or detached while in use), as Python's files raise

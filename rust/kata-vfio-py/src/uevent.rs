@@ -6,11 +6,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use kata_vfio_core::uevent::{self, Batch, Monitor, Uevent};
-use kata_vfio_core::Error;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::errors::{handle_error, BindingResult};
+use crate::errors::{handle_error, invalid_input, BindingResult};
 
 const MONITOR: &str = "uevent monitor";
 
@@ -124,11 +123,9 @@ impl PyUeventMonitor {
             None => None,
             Some(t) if t.is_finite() && t >= 0.0 => Some(Duration::from_secs_f64(t.min(1e6))),
             Some(t) => {
-                return Err(Error::invalid(
-                    "timeout",
-                    t.to_string(),
-                    "must be a non-negative number of seconds",
-                )
+                return Err(invalid_input(format!(
+                    "timeout must be a non-negative number of seconds, not {t}"
+                ))
                 .into())
             }
         };
