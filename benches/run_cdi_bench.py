@@ -1,6 +1,11 @@
 """CDI benchmarks, reported as ratios against baselines measured in the same run.
 
     python benches/run_cdi_bench.py [--quick] [--output benches/CDI-RESULTS.md]
+        [--results benches/results/cdi.json]
+
+``--results`` adds the run's summary figures to that file (``tools/figures.py`` renders them
+into the README); ``--smoke`` (CI) measures a tiny corpus once: it proves the runner works, its
+figures mean nothing.
 
 Measures, on 100 spec files holding 10,000 devices (nvidia-ctk-shaped: two device nodes per
 device, spec-level env, hooks and mounts):
@@ -58,6 +63,9 @@ from kata_vfio.cdi.yamlgo import HAS_LIBYAML, load_yaml
 # The shared data is found as the tests find it (beside the checkout or a folder above).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from shared_paths import SHARED_DATA
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_results import record_run
 
 FILES = 100
 DEVICES_PER_FILE = 100
@@ -209,14 +217,14 @@ def strict_yaml_parse(directory: Path, pure_python: bool) -> None:
         load_yaml(path.read_bytes(), pure_python=pure_python)
 
 
-def measure(quick: bool) -> dict[str, Any]:
-    repeat = 3 if quick else 5
+def measure(quick: bool, smoke: bool = False) -> dict[str, Any]:
+    repeat = 1 if smoke else 3 if quick else 5
     results: dict[str, Any] = {"load_before": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         for fmt in ("yaml", "json"):
             directory = root / fmt
-            write_corpus(directory, fmt)
+            write_corpus(directory, fmt, FILES, DEVICES_PER_FILE)
             load, parse, ratio = paired(
                 lambda d=directory: full_load(d),
                 lambda d=directory, f=fmt: parse_only(d, f),
@@ -257,7 +265,7 @@ def measure(quick: bool) -> dict[str, Any]:
         libyaml, pure, ratio = paired(
             lambda: strict_yaml_parse(yaml_dir, False),
             lambda: strict_yaml_parse(yaml_dir, True),
-            1 if quick else 2,
+            1 if quick or smoke else 2,
         )
         results["loader"] = {"libyaml_s": libyaml, "pure_python_s": pure, "ratio": ratio}
     results["load_after"] = os.getloadavg()[0]
@@ -349,14 +357,35 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--output", help="write the Markdown report here")
+    parser.add_argument("--results", help="add the run's summary figures to this JSON file")
+    parser.add_argument("--smoke", action="store_true", help="CI: a tiny corpus, one round")
     args = parser.parse_args(argv)
-    results = measure(args.quick)
+    if args.smoke:
+        global FILES, DEVICES_PER_FILE, MANY_NODES
+        FILES, DEVICES_PER_FILE, MANY_NODES = 4, 10, 2_000
+    results = measure(args.quick, args.smoke)
     text = report(results)
     print(text)
     print(json.dumps(results, indent=2), file=sys.stderr)
     if args.output:
         Path(args.output).write_text(text)
+    if args.results:
+        record_run(Path(args.results), "cdi", summary(results))
     return 0
+
+
+def summary(results: dict[str, Any]) -> dict[str, Any]:
+    """The figures the README quotes (tools/figures.py renders them)."""
+    return {
+        "files": FILES,
+        "devices": FILES * DEVICES_PER_FILE,
+        "refresh_over_load_yaml": results["yaml"]["refresh_ratio"],
+        "refresh_over_load_json": results["json"]["refresh_ratio"],
+        "inject_over_deepcopy": results["inject"]["ratio"],
+        "injected": INJECTED,
+        "many_nodes": MANY_NODES,
+        "many_over_few": results["many_nodes"]["ratio"],
+    }
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Node agent benchmarks: percentiles and ratios against baselines measured in the same run.
 
     python benches/run_k8s_bench.py [--quick] [--duration S] [--real-uevents] [--output FILE]
+        [--results benches/results/k8s.json] [--smoke]
 
 Everything talks to the real gRPC servers over unix sockets, with the fake kubelet from
 ``tests/k8s`` (built from the official protos) as the client, as the kubelet would:
@@ -54,6 +55,7 @@ from fake_kubelet import API, PB, FakeKubelet, PluginClient  # noqa: E402
 from k8s_hosts import HostBuilder, RunningAgent  # noqa: E402
 
 import kata_vfio  # noqa: E402
+from bench_results import record_run  # noqa: E402
 from kata_vfio.k8s.cdispec import CdiSpecWriter  # noqa: E402
 from kata_vfio.k8s.watch import HostWatcher, KernelEvents, NoEvents, WatchConfig  # noqa: E402
 from kata_vfio.samples import sample_host  # noqa: E402
@@ -61,6 +63,27 @@ from kata_vfio.testing import HostSpec, build_host  # noqa: E402
 from kata_vfio.testing.spec import DeviceSpec  # noqa: E402
 from kata_vfio.testing.topology import number_groups, switch  # noqa: E402
 from trees import bench_host  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class Counts:
+    """How much each measurement does: the full run, ``--quick``, or ``--smoke`` (CI: every
+    path once or twice, so the runner cannot rot; its figures mean nothing)."""
+
+    calls: int = 1000
+    bursts: int = 20
+    warmup: int = 50
+    flips: int = 1000
+    rescans: int = 300
+    reregistrations: int = 30
+    settle: float = 30.0
+    plateau: int = 1000
+
+
+QUICK = Counts(calls=200, bursts=4, flips=100, rescans=100, reregistrations=5, settle=5.0,
+               plateau=100)  # fmt: skip
+SMOKE = Counts(calls=5, bursts=1, warmup=2, flips=4, rescans=3, reregistrations=1, settle=0.5,
+               plateau=21)  # fmt: skip
 
 GPU = "0000:18:00.0"
 
@@ -158,7 +181,7 @@ def _gpu_host(root: Path, units: int) -> Any:
     return builder.build(root / "host")
 
 
-def measure_allocate(root: Path, quick: bool) -> dict[str, Any]:
+def measure_allocate(root: Path, counts: Counts) -> dict[str, Any]:
     agent = AgentProcess(root, _gpu_host(root, 64))
     try:
         watch = agent.client.watch()
@@ -174,13 +197,13 @@ def measure_allocate(root: Path, quick: bool) -> dict[str, Any]:
         stub = agent.client.stub
         noop = lambda: stub.GetDevicePluginOptions(PB.Empty(), timeout=10)  # noqa: E731
         allocate = lambda: stub.Allocate(allocate_request(), timeout=10)  # noqa: E731
-        for _ in range(50):  # warm the channel and the server's threads
+        for _ in range(counts.warmup):  # warm the channel and the server's threads
             allocate()
             noop()
-        calls = 200 if quick else 1000
+        calls = counts.calls
         seq_alloc = [timed(allocate) for _ in range(calls)]
         seq_noop = [timed(noop) for _ in range(calls)]
-        rounds = 4 if quick else 20
+        rounds = counts.bursts
         conc_alloc = burst(agent.socket, lambda s: s.Allocate(allocate_request()), 100, rounds)
         conc_noop = burst(agent.socket, lambda s: s.GetDevicePluginOptions(PB.Empty()), 100, rounds)
     finally:
@@ -212,7 +235,7 @@ def _switched_host(root: Path) -> Any:
     return build_host(root / "host16", HostSpec(devices=number_groups(devices), numa_nodes=2))
 
 
-def measure_preferred(root: Path, quick: bool) -> dict[str, Any]:
+def measure_preferred(root: Path, counts: Counts) -> dict[str, Any]:
     node = AgentProcess(root / "p", _switched_host(root))
     try:
         watch = node.client.watch()
@@ -226,10 +249,10 @@ def measure_preferred(root: Path, quick: bool) -> dict[str, Any]:
             must = rng.sample(available, rng.randint(0, 2))
             node.client.preferred(available, must, rng.randint(len(must) or 1, 8))
 
-        for _ in range(50):
+        for _ in range(counts.warmup):
             preferred()
             noop()
-        calls = 200 if quick else 1000
+        calls = counts.calls
         pref = [timed(preferred) for _ in range(calls)]
         base = [timed(noop) for _ in range(calls)]
     finally:
@@ -256,12 +279,12 @@ def _real_uevent_trigger() -> Callable[[], None] | None:
     return trigger
 
 
-def measure_health(root: Path, quick: bool, real_uevents: bool) -> dict[str, Any]:
+def measure_health(root: Path, counts: Counts, real_uevents: bool) -> dict[str, Any]:
     host = sample_host(root / "sample")
     trigger = _real_uevent_trigger() if real_uevents else None
     kernel = KernelEvents() if trigger is not None else None
     node = Node(root / "h", host, events=kernel)
-    flips = 100 if quick else 1000
+    flips = counts.flips
     watch = node.client.watch()
     watch.next()
     latencies: list[float] = []
@@ -292,7 +315,7 @@ def measure_health(root: Path, quick: bool, real_uevents: bool) -> dict[str, Any
     config = WatchConfig(host.paths, node.agent.config.watch.resources)
     watcher = HostWatcher(config, CdiSpecWriter(str(root / "h" / "cdi-baseline")), NoEvents())
     watcher.refresh("baseline")
-    rescans = [timed(lambda: watcher.refresh("bench")) for _ in range(100 if quick else 300)]
+    rescans = [timed(lambda: watcher.refresh("bench")) for _ in range(counts.rescans)]
     return {
         "source": "kernel uevents (netlink)" if trigger is not None else "injected events",
         "flips": flips,
@@ -302,14 +325,14 @@ def measure_health(root: Path, quick: bool, real_uevents: bool) -> dict[str, Any
     }
 
 
-def measure_reregistration(root: Path, quick: bool) -> dict[str, Any]:
+def measure_reregistration(root: Path, counts: Counts) -> dict[str, Any]:
     """Kubelet restarts (its socket recreated, the plugin's removed): time from the new
     ``kubelet.sock`` to the plugin's new registration."""
     node = Node(root / "r", sample_host(root / "r-sample"))
     delays = []
     rng = random.Random(3)
     try:
-        for _ in range(5 if quick else 30):
+        for _ in range(counts.reregistrations):
             time.sleep(rng.uniform(0, 1))  # a restart comes at any point of the agent's poll
             node.kubelet.restart()
             started = time.perf_counter()
@@ -487,24 +510,71 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=None, help="idle run (default 600 s)")
     parser.add_argument("--real-uevents", action="store_true", help="real kernel uevents")
     parser.add_argument("--output", default=None, help="write the Markdown report here")
+    parser.add_argument("--results", help="add the run's summary figures to this JSON file")
+    parser.add_argument("--smoke", action="store_true", help="CI: every path once, 1 s idle")
     args = parser.parse_args()
+    counts = SMOKE if args.smoke else QUICK if args.quick else Counts()
     if args.duration is None:
-        args.duration = 20.0 if args.quick else 600.0
+        args.duration = 1.0 if args.smoke else 20.0 if args.quick else 600.0
     with tempfile.TemporaryDirectory(prefix="kata-vfio-k8s-bench-") as tmp:
         root = Path(tmp)
         results = {
-            "allocate": measure_allocate(root / "a", args.quick),
-            "preferred": measure_preferred(root / "p", args.quick),
-            "health": measure_health(root / "h", args.quick, args.real_uevents),
-            "reregistration": measure_reregistration(root / "r", args.quick),
-            "idle": measure_idle(root / "i", args.duration, 5.0 if args.quick else 30.0),
-            "plateau": measure_plateau(root / "q", 100 if args.quick else 1000),
+            "allocate": measure_allocate(root / "a", counts),
+            "preferred": measure_preferred(root / "p", counts),
+            "health": measure_health(root / "h", counts, args.real_uevents),
+            "reregistration": measure_reregistration(root / "r", counts),
+            "idle": measure_idle(root / "i", args.duration, counts.settle),
+            "plateau": measure_plateau(root / "q", counts.plateau),
         }
     text = report(results, args)
     print(text)
     if args.output:
         Path(args.output).write_text(text)
+    if args.results:
+        record_run(Path(args.results), "k8s", summary(results))
     return 0
+
+
+def summary(results: dict[str, Any]) -> dict[str, Any]:
+    """The figures the README quotes (tools/figures.py renders them): milliseconds, ratios
+    taken here (each run's own), the idle share in percent of a core and MiB."""
+    a, p, h = results["allocate"], results["preferred"], results["health"]
+    figures: dict[str, Any] = {"units": a["units"], "preferred_units": p["units"]}
+    for key, label in (("sequential", "one"), ("concurrent", "burst")):
+        alloc, noop = a[key]
+        figures[f"allocate_{label}"] = {
+            "p50_ms": alloc["p50"] * 1e3,
+            "p99_ms": alloc["p99"] * 1e3,
+            "noop_p50_ms": noop["p50"] * 1e3,
+            "noop_p99_ms": noop["p99"] * 1e3,
+            "p99_over_noop": alloc["p99"] / noop["p99"],
+        }
+    figures["preferred"] = {
+        "p50_ms": p["preferred"]["p50"] * 1e3,
+        "p99_ms": p["preferred"]["p99"] * 1e3,
+        "p50_over_noop": p["preferred"]["p50"] / p["noop"]["p50"],
+        "p99_over_noop": p["preferred"]["p99"] / p["noop"]["p99"],
+    }
+    if h["latency"]:
+        figures["health"] = {
+            "source": h["source"],
+            "flips": h["flips"],
+            "lost": h["lost"],
+            "p50_ms": h["latency"]["p50"] * 1e3,
+            "p99_ms": h["latency"]["p99"] * 1e3,
+            "rescan_ms": h["rescan"]["p50"] * 1e3,
+        }
+    r, i, q = results["reregistration"], results["idle"], results["plateau"]
+    figures["reregistration"] = {"p50_ms": r["p50"] * 1e3, "max_ms": r["max"] * 1e3}
+    figures["idle"] = {
+        "functions": i["functions"],
+        "minutes": i["duration"] / 60,
+        "cpu_percent": i["cpu_share"] * 100,
+        "rss_growth_mib": i["rss_growth"] / 2**20,
+        "plateau_rescans": q["rescans"] - 20,
+        "plateau_growth_mib": (q["rss_end"] - q["rss_warm"]) / 2**20,
+    }
+    return figures
 
 
 if __name__ == "__main__":

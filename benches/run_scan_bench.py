@@ -15,7 +15,10 @@ Also: resident memory per device of a held Host (RSS delta in a fresh process), 
 ``import kata_vfio``, and with ``--syscalls`` the syscall counts per device (strace -c).
 
 Usage: ``python benches/run_scan_bench.py [--sizes 100,1000,10000] [--repeat 5]
-[--write benches/RESULTS.md]``.
+[--write benches/RESULTS.md] [--results benches/results/scan.json]``; ``--results`` adds the
+run's summary figures to that file, which ``tools/figures.py`` renders into the README.
+``--smoke`` (CI) runs every contender once on a small tree: it proves the runner works, its
+figures mean nothing.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO / "tests"))  # the reference scanner lives with the test oracles
 
 import kata_vfio  # noqa: E402
+from bench_results import record_run  # noqa: E402
 from kata_vfio.testing import FakeHost  # noqa: E402
 from naive_scan import naive_scan  # noqa: E402
 from oracles import refscan  # noqa: E402
@@ -161,7 +165,7 @@ def rss_per_device(which: str, host: FakeHost, count: int) -> float:
     return int(out.strip()) / count
 
 
-def import_cost(repeat: int = 21) -> tuple[float, float]:
+def import_cost(repeat: int) -> tuple[float, float]:
     """(median over paired runs of ``python -c 'import kata_vfio'`` minus ``python -c pass``,
     self-reported cumulative import time of kata_vfio from ``-X importtime``)."""
 
@@ -261,7 +265,11 @@ def main() -> int:
     parser.add_argument("--floor", help="path of a built scan_floor example")
     parser.add_argument("--syscalls", action="store_true", help="count syscalls with strace")
     parser.add_argument("--write", help="also write the report (markdown) to this file")
+    parser.add_argument("--results", help="add the run's summary figures to this JSON file")
+    parser.add_argument("--smoke", action="store_true", help="CI: tiny tree, one round")
     args = parser.parse_args()
+    if args.smoke:
+        args.sizes, args.repeat = "100", 1
     sizes = [int(s) for s in args.sizes.split(",")]
     binary = floor_binary(args.floor)
     has_lspci = shutil.which("lspci") is not None
@@ -275,9 +283,10 @@ def main() -> int:
     memory = []
     syscalls = []
     cpu_rows = []
+    per_size: dict[int, dict[str, float]] = {}
     for count in sizes:
         host = bench_host(count)
-        rounds = args.repeat if count < 10_000 else max(3, args.repeat // 2)
+        rounds = args.repeat if count < 10_000 or args.smoke else max(3, args.repeat // 2)
         timers: dict[str, Timer] = {
             "rust": rust_scan,
             "ref": reference_scan,
@@ -302,15 +311,23 @@ def main() -> int:
             f"{median_ratio(per_round, 'ref', 'rust'):.1f} |"
         )
         print(lines[-1], flush=True)
+        figures = per_size[count] = {
+            "rust_over_floor_wall": median_ratio(per_round, "rust", "floor"),
+            "naive_over_rust": median_ratio(per_round, "naive", "rust"),
+            "lspci_over_rust": median_ratio(per_round, "lspci", "rust"),
+            "reference_over_rust": median_ratio(per_round, "ref", "rust"),
+        }
         if binary:
-            cpu = cpu_per_scan(binary, host, 6 if count < 10_000 else 4)
+            cpu = cpu_per_scan(binary, host, 3 if args.smoke else 6 if count < 10_000 else 4)
             (ru, rs), (fu, fs) = cpu["rust"], cpu["floor"]
+            figures["rust_over_floor_cpu"] = (ru + rs) / (fu + fs)
             cpu_rows.append(
                 f"| {count:,} | {fmt_ms(ru)} | {fmt_ms(rs)} | {fmt_ms(fu)} | {fmt_ms(fs)} | "
                 f"{(ru + rs) / (fu + fs):.2f} |"
             )
+        figures["rss_per_function"] = rss_per_device("rust", host, count)
         memory.append(
-            f"| {count:,} | {rss_per_device('rust', host, count):.0f} | "
+            f"| {count:,} | {figures['rss_per_function']:.0f} | "
             f"{rss_per_device('ref', host, count):.0f} |"
         )
         if args.syscalls and binary:
@@ -324,7 +341,7 @@ def main() -> int:
             per_rust = syscalls_per_device(rust_cmd, count)
             per_floor = syscalls_per_device([binary, host.sysfs_root, "1", "1"], count)
             syscalls.append(f"| {count:,} | {per_floor:.1f} | {per_rust:.1f} |")
-    wall, self_reported = import_cost()
+    wall, self_reported = import_cost(3 if args.smoke else 21)
     report = [
         "# Scan benchmark",
         "",
@@ -367,7 +384,33 @@ def main() -> int:
     print(text)
     if args.write:
         Path(args.write).write_text(text)
+    if args.results:
+        record_run(Path(args.results), "scan", summary(per_size, wall))
     return 0
+
+
+def summary(per_size: dict[int, dict[str, float]], import_s: float) -> dict[str, object]:
+    """The figures the README quotes (tools/figures.py): those of the largest tree, lspci per
+    size, the reference scan's range over sizes; a ratio that could not be taken (no lspci,
+    no floor) is left out."""
+    largest = max(per_size)
+    top = per_size[largest]
+
+    def known(value: float) -> bool:
+        return value == value  # not NaN
+
+    figures: dict[str, object] = {"largest": largest, "import_ms": import_s * 1e3}
+    for key in ("rust_over_floor_cpu", "rust_over_floor_wall", "naive_over_rust",
+                "rss_per_function"):  # fmt: skip
+        if key in top and known(top[key]):
+            figures[key] = top[key]
+    lspci = {str(n): f["lspci_over_rust"] for n, f in per_size.items()}
+    lspci = {size: ratio for size, ratio in lspci.items() if known(ratio)}
+    if lspci:
+        figures["lspci_over_rust"] = lspci
+    references = [f["reference_over_rust"] for f in per_size.values()]
+    figures["reference_over_rust"] = [min(references), max(references)]
+    return figures
 
 
 if __name__ == "__main__":

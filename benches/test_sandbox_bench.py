@@ -1,7 +1,11 @@
 """Sandbox and container planning benchmarks (pytest-benchmark), and the results runner.
 
     pytest benches/test_sandbox_bench.py --benchmark-enable      # pytest-benchmark tables
-    python benches/test_sandbox_bench.py [--rounds N]             # writes SANDBOX-RESULTS.md
+    python benches/test_sandbox_bench.py [--rounds N] [--results benches/results/sandbox.json]
+                                                                  # writes SANDBOX-RESULTS.md
+
+``--results`` adds the run's ratios to that file (``tools/figures.py`` renders them into the
+README); ``--smoke`` (CI) takes two rounds: it proves the runner works, its figures mean nothing.
 
 The machine: a fake server with 8 GPUs (L40S, each with its HD-audio function in the same
 IOMMU group) and 4 ConnectX-7 NICs, every one on vfio-pci, two NUMA nodes; CDI specs for the
@@ -33,10 +37,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "kata"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # shared_paths
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_results
 
 from sandbox_hosts import FakeServer, cdi_registry, gpu_server
 
 import kata_vfio._core as core
+from bench_results import record_run
 from kata_vfio.cdi import Registry
 from kata_vfio.kata.config import KataConfig
 from kata_vfio.kata.container import plan_container
@@ -157,7 +163,11 @@ def main() -> int:
     )
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--output", default=str(Path(__file__).with_name("SANDBOX-RESULTS.md")))
+    parser.add_argument("--results", help="add the run's ratios to this JSON file")
+    parser.add_argument("--smoke", action="store_true", help="CI: two rounds")
     args = parser.parse_args()
+    if args.smoke:
+        args.rounds = 2
     with tempfile.TemporaryDirectory() as directory:
         setup = build(Path(directory))
         host = scan(setup)
@@ -196,6 +206,12 @@ def main() -> int:
     ]
     Path(args.output).write_text("\n".join(lines))
     sys.stdout.write("\n".join(lines))
+    if args.results:
+        figures = {
+            "sandbox_over_scan": sandbox_s / scan_s,
+            "container_over_scan": container_s / scan_s,
+        }
+        record_run(Path(args.results), "sandbox", figures)
     return 0
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from kvlab import cache, topology, vm
+from kvlab.ci import lab_unavailable
 from kvlab.errors import LabError
 from kvlab.kernels import Kernel
 
@@ -124,7 +125,9 @@ def test_real_qemu_builds_the_lab_topology(tmp_path: Path) -> None:
     """
     qemu = shutil.which("qemu-system-x86_64")
     if qemu is None:
-        pytest.skip("qemu-system-x86_64 is not installed (Debian package qemu-system-x86)")
+        lab_unavailable(
+            "qemu-system-x86_64 is not installed (Debian package qemu-system-x86)", os.environ
+        )
     argv = vm.qemu_argv(_config(out=str(tmp_path)))
     for option in ("-kernel", "-initrd", "-append", "-serial"):
         at = argv.index(option)

@@ -1,0 +1,74 @@
+"""The CI switch: a lab that cannot run skips on a developer's machine and fails in CI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from kvlab.ci import CI_VARIABLE, in_ci, lab_unavailable, unavailable_outcome
+
+REASON = "lab (lab kernel) cannot run here: flex is not installed (install the Debian package flex)"
+
+
+@pytest.mark.parametrize("value", ["1", "true", "yes", "on", "ci"])
+def test_a_set_variable_turns_the_skip_into_a_failure(value: str) -> None:
+    outcome = unavailable_outcome(REASON, {CI_VARIABLE: value})
+    assert outcome.action == "fail"
+    assert outcome.message.startswith(REASON)
+    assert CI_VARIABLE in outcome.message
+
+
+@pytest.mark.parametrize("environ", [{}, {CI_VARIABLE: ""}, {CI_VARIABLE: "0"}, {"CI": "1"}])
+def test_without_the_variable_the_lab_skips_with_the_reason(environ: dict[str, str]) -> None:
+    assert not in_ci(environ)
+    outcome = unavailable_outcome(REASON, environ)
+    assert outcome.action == "skip"
+    assert outcome.message == REASON
+
+
+def test_lab_unavailable_fails_in_ci_and_skips_locally() -> None:
+    with pytest.raises(pytest.fail.Exception, match="flex is not installed"):
+        lab_unavailable(REASON, {CI_VARIABLE: "1"})
+    with pytest.raises(pytest.skip.Exception, match="flex is not installed"):
+        lab_unavailable(REASON, {})
+
+
+def test_pytest_reports_a_failure_not_a_skip_in_ci(tmp_path: Path) -> None:
+    """End to end through pytest itself: the same test is skipped, then failed."""
+    lab_tools = Path(__file__).resolve().parents[2] / "tools" / "lab"
+    (tmp_path / "test_unavailable.py").write_text(
+        textwrap.dedent(
+            f"""
+            import os, sys
+            sys.path.insert(0, {str(lab_tools)!r})
+            from kvlab.ci import lab_unavailable
+
+            def test_lab():
+                lab_unavailable({REASON!r}, os.environ)
+            """
+        )
+    )
+
+    def run(extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k != CI_VARIABLE} | extra
+        return subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "."],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    local = run({})
+    assert local.returncode == 0, local.stdout
+    assert "1 skipped" in local.stdout
+    ci = run({CI_VARIABLE: "1"})
+    assert ci.returncode == 1, ci.stdout
+    assert "1 failed" in ci.stdout
+    assert "flex is not installed" in ci.stdout

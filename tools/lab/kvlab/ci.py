@@ -1,0 +1,52 @@
+"""Whether a lab that cannot run here is skipped (a developer's machine) or fails (CI).
+
+On a developer's machine a missing QEMU or kernel package is no reason to fail the suite: the
+lab tests skip with what is missing. In CI the lab is what proves binding and passthrough on a
+real kernel, so a lab that could not be prepared must fail the run, never pass it silently.
+`.ci/run` exports ``KATA_VFIO_CI=1`` for that.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Literal, NoReturn
+
+CI_VARIABLE = "KATA_VFIO_CI"
+# Values that leave the switch off (an exported but empty or explicitly false variable).
+_OFF = ("", "0", "false", "no", "off")
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What to do with a lab that cannot run: ``skip`` or ``fail``, and the message."""
+
+    action: Literal["skip", "fail"]
+    message: str
+
+
+def in_ci(environ: Mapping[str, str]) -> bool:
+    """True when ``environ`` says this is a CI run (``KATA_VFIO_CI`` set and not off)."""
+    return environ.get(CI_VARIABLE, "").strip().lower() not in _OFF
+
+
+def unavailable_outcome(reason: str, environ: Mapping[str, str]) -> Outcome:
+    """Skip with ``reason`` locally; fail with it, saying why, in CI."""
+    if in_ci(environ):
+        return Outcome(
+            "fail",
+            f"{reason} [{CI_VARIABLE} is set: in CI the lab must run; install what is named "
+            "or fix tools/lab/lab prepare]",
+        )
+    return Outcome("skip", reason)
+
+
+def lab_unavailable(reason: str, environ: Mapping[str, str]) -> NoReturn:
+    """Ends the current test: ``pytest.skip`` locally, ``pytest.fail`` in CI."""
+    # Imported here: only the test side calls this; the lab tool never imports pytest.
+    import pytest  # noqa: PLC0415
+
+    outcome = unavailable_outcome(reason, environ)
+    if outcome.action == "fail":
+        pytest.fail(outcome.message, pytrace=False)
+    pytest.skip(outcome.message)
