@@ -78,12 +78,13 @@ class Counts:
     reregistrations: int = 30
     settle: float = 30.0
     plateau: int = 1000
+    idle_functions: int = 2000
 
 
 QUICK = Counts(calls=200, bursts=4, flips=100, rescans=100, reregistrations=5, settle=5.0,
                plateau=100)  # fmt: skip
 SMOKE = Counts(calls=5, bursts=1, warmup=2, flips=4, rescans=3, reregistrations=1, settle=0.5,
-               plateau=21)  # fmt: skip
+               plateau=21, idle_functions=200)  # fmt: skip
 
 GPU = "0000:18:00.0"
 
@@ -356,10 +357,12 @@ def _proc_cpu_rss(pid: int) -> tuple[float, int]:
     return cpu, rss
 
 
-def _idle_agent(root: Path, interval: str, measure: Callable[[int], dict[str, Any]]) -> Any:
+def _idle_agent(
+    root: Path, interval: str, measure: Callable[[int], dict[str, Any]], functions: int
+) -> Any:
     """The agent as its own process on the 2,000-function host, registered, with the
     kubelet's ListAndWatch open; ``measure(pid)`` runs meanwhile."""
-    host = bench_host(2000)
+    host = bench_host(functions)
     plugin_dir = root / "device-plugins"
     kubelet = FakeKubelet(str(plugin_dir)).start()
     agent = subprocess.Popen(
@@ -381,10 +384,10 @@ def _idle_agent(root: Path, interval: str, measure: Callable[[int], dict[str, An
         agent.terminate()
         agent.wait(60)
         kubelet.stop()
-    return {"functions": 2000, "units": units, **facts}
+    return {"functions": functions, "units": units, **facts}
 
 
-def measure_idle(root: Path, duration: float, settle: float) -> dict[str, Any]:
+def measure_idle(root: Path, duration: float, settle: float, functions: int) -> dict[str, Any]:
     """CPU and RSS over ``duration`` at the default 30 s rescan."""
 
     def measure(pid: int) -> dict[str, Any]:
@@ -401,10 +404,10 @@ def measure_idle(root: Path, duration: float, settle: float) -> dict[str, Any]:
             "rss_growth": rss1 - rss0,
         }
 
-    return _idle_agent(root / "idle", "30", measure)
+    return _idle_agent(root / "idle", "30", measure, functions)
 
 
-def measure_plateau(root: Path, rescans: int) -> dict[str, Any]:
+def measure_plateau(root: Path, rescans: int, functions: int) -> dict[str, Any]:
     """RSS across many rescans (every 0.2 s): after the first 20 it must stay flat (a leak
     would grow with every rescan)."""
 
@@ -417,7 +420,7 @@ def measure_plateau(root: Path, rescans: int) -> dict[str, Any]:
         return {"rescans": rescans, "rss_first": rss_first, "rss_warm": rss_warm,
                 "rss_end": rss_end}  # fmt: skip
 
-    return _idle_agent(root / "plateau", "0.2", measure)
+    return _idle_agent(root / "plateau", "0.2", measure, functions)
 
 
 def _ms(value: float) -> str:
@@ -523,8 +526,8 @@ def main() -> int:
             "preferred": measure_preferred(root / "p", counts),
             "health": measure_health(root / "h", counts, args.real_uevents),
             "reregistration": measure_reregistration(root / "r", counts),
-            "idle": measure_idle(root / "i", args.duration, counts.settle),
-            "plateau": measure_plateau(root / "q", counts.plateau),
+            "idle": measure_idle(root / "i", args.duration, counts.settle, counts.idle_functions),
+            "plateau": measure_plateau(root / "q", counts.plateau, counts.idle_functions),
         }
     text = report(results, args)
     print(text)

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +21,23 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 GUEST = Path(__file__).resolve().parent / "guest"
 sys.path.insert(0, str(REPO / "tools" / "lab"))
+sys.path.insert(0, str(REPO / "benches"))  # bench_results: the wall times as a results file
 
 from kvlab import initramfs, kernels, proc, vm  # noqa: E402 (needs the path above)
-from kvlab.ci import lab_unavailable  # noqa: E402
+from kvlab.ci import lab_figures, lab_unavailable  # noqa: E402
 from kvlab.errors import LabError, LabUnavailableError  # noqa: E402
+
+from bench_results import record_run  # noqa: E402
 
 # The two lab kernels: Debian's own (legacy VFIO only) and the built one (iommufd + cdev).
 SUITES = ("debian", "lab")
 # Generous: a nested QEMU (TCG inside TCG) takes minutes on a busy 2-core machine.
 BOOT_TIMEOUT_S = 1800.0
 _WALL_TIMES: dict[str, tuple[float, float | None]] = {}
+# Set to a results file (benches/results/lab.json) to add this run's wall times to it; then
+# python tools/figures.py renders them into the README.
+RESULTS_VARIABLE = "KATA_VFIO_LAB_RESULTS"
+_LOADED_AT = time.monotonic()  # about when pytest started collecting the lab
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,11 +127,27 @@ def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     return _RUNS[suite]
 
 
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Report each lab boot's wall time, as the README promises CI does."""
+def _lab_only(config: pytest.Config) -> bool:
+    """Whether this session ran the lab alone (its wall time is then `pytest tests/lab`)."""
+    here = Path(__file__).resolve().parent
+    paths = [Path(arg.split("::")[0]).resolve() for arg in config.args]
+    return bool(paths) and all(path == here or here in path.parents for path in paths)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """Report each lab boot's wall time, as the README promises CI does; with
+    KATA_VFIO_LAB_RESULTS set, add them to that results file."""
     for suite, (wall, started) in sorted(_WALL_TIMES.items()):
         when = "?" if started is None else f"{started:.1f}"
         terminalreporter.write_line(
             f"lab: {suite} kernel: boot + checks {wall:.1f} s wall "
             f"(checks started at {when} s of guest uptime)"
         )
+    target = os.environ.get(RESULTS_VARIABLE)
+    session_s = time.monotonic() - _LOADED_AT if _lab_only(config) else None
+    figures = lab_figures(
+        {suite: wall for suite, (wall, _) in _WALL_TIMES.items()}, SUITES, session_s
+    )
+    if target and figures is not None:
+        record_run(Path(target), "lab", figures)
+        terminalreporter.write_line(f"lab: wall times added to {target} (tools/figures.py)")

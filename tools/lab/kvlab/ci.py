@@ -50,3 +50,17 @@ def lab_unavailable(reason: str, environ: Mapping[str, str]) -> NoReturn:
     if outcome.action == "fail":
         pytest.fail(outcome.message, pytrace=False)
     pytest.skip(outcome.message)
+
+
+def lab_figures(
+    wall_times: Mapping[str, float], suites: tuple[str, ...], session_s: float | None
+) -> dict[str, float] | None:
+    """A lab run's figures for its results file (benches/results/lab.json, rendered into the
+    README by tools/figures.py): each kernel's boot + checks in seconds, and the whole session
+    when it ran the lab alone; None unless every kernel booted (a partial run proves less)."""
+    if set(wall_times) != set(suites):
+        return None
+    figures = {f"{suite}_s": round(wall_times[suite], 1) for suite in suites}
+    if session_s is not None:
+        figures["session_s"] = round(session_s, 1)
+    return figures
