@@ -31,7 +31,9 @@ from oracles import refscan
 from oracles.compare import assert_same_host
 from shared_paths import SNAPSHOTS, copy_snapshot, snapshot_names
 
-GPU = "0000:a9:00.0"  # L40S on vfio-pci; its HDMI audio function shares group 85
+GPU = (
+    "0000:a9:00.0"  # RTX 6000 Ada (10de:26b1) on vfio-pci; its HDMI audio function shares group 85
+)
 AUDIO = "0000:a9:00.1"
 H100 = "0000:18:00.0"  # alone in its group, on vfio-pci
 NOBODY = 65534

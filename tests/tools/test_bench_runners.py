@@ -5,17 +5,18 @@ reads, fails here instead of on the day someone wants new figures."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tools"))
+import figures  # noqa: E402 (tools/figures.py)
+
 # runner script -> (results name, its report option)
 RUNNERS = {
     "run_scan_bench.py": ("scan", "--write"),
@@ -23,15 +24,6 @@ RUNNERS = {
     "test_sandbox_bench.py": ("sandbox", "--output"),
     "run_k8s_bench.py": ("k8s", "--output"),
 }
-
-
-def _figures_tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("figures_tool", REPO / "tools" / "figures.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +53,6 @@ def test_each_runner_writes_its_report_and_one_run(smoke_runs: Path, name: str) 
 
 
 def test_the_readme_blocks_render_from_fresh_results(smoke_runs: Path) -> None:
-    figures = _figures_tool()
     shutil.copy(REPO / "benches" / "results" / "lab.json", smoke_runs / "results" / "lab.json")
     results = figures.load_results(smoke_runs / "results")
     for name, (_, render) in figures.BLOCKS.items():

@@ -3,29 +3,17 @@ figure typed by hand (or a results file changed without re-rendering) fails here
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _load_tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("figures_tool", REPO / "tools" / "figures.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-figures = _load_tool()
+sys.path.insert(0, str(REPO / "tools"))
 sys.path.insert(0, str(REPO / "tools" / "lab"))
+import figures  # noqa: E402 (tools/figures.py)
 from kvlab.ci import lab_figures  # noqa: E402
 
 from bench_results import record_run  # noqa: E402 (benches/ is on the path via the tool)
@@ -57,9 +45,15 @@ def test_a_block_without_markers_is_an_error() -> None:
         figures.render_file("no markers here\n", ["k8s"], figures.load_results())
 
 
-def test_check_mode_exits_1_on_a_stale_block(tmp_path: Path) -> None:
-    results = tmp_path / "results"
-    shutil.copytree(REPO / "benches" / "results", results)
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    """A copy of the committed results files, to add runs to."""
+    copy = tmp_path / "results"
+    shutil.copytree(REPO / "benches" / "results", copy)
+    return copy
+
+
+def test_check_mode_exits_1_on_a_stale_block(results: Path) -> None:
     data = json.loads((results / "sandbox.json").read_text())
     data["runs"][0]["figures"]["sandbox_over_scan"] = 3.0
     (results / "sandbox.json").write_text(json.dumps(data))
@@ -77,9 +71,7 @@ def test_ranges_span_every_run_and_equal_ends_print_once() -> None:
     assert figures.fmt(None, ".1f") == "not measured"
 
 
-def test_a_new_run_widens_the_range_in_the_readme(tmp_path: Path) -> None:
-    results = tmp_path / "results"
-    shutil.copytree(REPO / "benches" / "results", results)
+def test_a_new_run_widens_the_range_in_the_readme(results: Path) -> None:
     record_run(results / "cdi.json", "cdi", {
         "files": 100, "devices": 10000, "refresh_over_load_yaml": 0.0003,
         "refresh_over_load_json": 0.002, "inject_over_deepcopy": 2.9, "injected": 8,
@@ -91,9 +83,7 @@ def test_a_new_run_widens_the_range_in_the_readme(tmp_path: Path) -> None:
     assert "0.03%-0.08% (YAML)" in block
 
 
-def test_runs_of_another_size_are_not_mixed_in(tmp_path: Path) -> None:
-    results = tmp_path / "results"
-    shutil.copytree(REPO / "benches" / "results", results)
+def test_runs_of_another_size_are_not_mixed_in(results: Path) -> None:
     record_run(results / "scan.json", "scan", {
         "largest": 100, "import_ms": 4.0, "rust_over_floor_cpu": 3.0,
         "rust_over_floor_wall": 3.0, "naive_over_rust": 9.0, "rss_per_function": 5000,
@@ -105,9 +95,7 @@ def test_runs_of_another_size_are_not_mixed_in(tmp_path: Path) -> None:
     assert "6.4x at 100" not in block and "6.0x at 100" in block
 
 
-def test_the_lab_records_what_the_lab_block_renders(tmp_path: Path) -> None:
-    results = tmp_path / "results"
-    shutil.copytree(REPO / "benches" / "results", results)
+def test_the_lab_records_what_the_lab_block_renders(results: Path) -> None:
     (results / "lab.json").unlink()
     walls = {"debian": 171.04, "lab": 199.5}
     assert lab_figures({"debian": 171.0}, ("debian", "lab"), None) is None
