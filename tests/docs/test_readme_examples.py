@@ -390,3 +390,53 @@ def test_readme_example(check: Callable[[Path], None], tmp_path: Path) -> None:
     if shutil.which("bash") is None:
         pytest.skip("needs bash")
     check(tmp_path)
+
+
+# --- commands named in the prose ----------------------------------------------------------------
+
+GLOBAL_OPTIONS = {"--sample", "--sysfs-root", "--dev-root", "--proc-root"}
+# Inline commands concrete enough to run here, and the exit codes the README allows them:
+# memlock reads this process's own limit (0: it covers the VM, 1: it does not).
+RUNNABLE_INLINE = {
+    "kata-vfio --sample groups": {0},
+    "kata-vfio memlock 64G --devices 2 --viommu": {0, 1},
+}
+
+
+def inline_commands() -> list[str]:
+    """Every `kata-vfio ...` code span outside the fenced blocks, on one line."""
+    text = re.sub(r"^```.*?^```", "", README.read_text(), flags=re.DOTALL | re.MULTILINE)
+    return sorted({" ".join(m.split()) for m in re.findall(r"`(kata-vfio[^`]*)`", text)})
+
+
+def command_paths(command: str) -> tuple[list[list[str]], set[str]]:
+    """The subcommand paths a synopsis names (``a|b`` is two) and the options it uses."""
+    words = command.split()[1:]
+    path_words: list[list[str]] = [[]]
+    for word in words:
+        if word.startswith(("-", "[", "<")) or not re.fullmatch(r"[a-z][a-z0-9|-]*", word):
+            break
+        path_words = [[*p, alt] for p in path_words for alt in word.split("|")]
+    options = set(re.findall(r"--[a-z][a-z-]*", command)) - GLOBAL_OPTIONS
+    return path_words, options
+
+
+def test_every_inline_command_exists_with_its_options(tmp_path: Path) -> None:
+    commands = inline_commands()
+    assert "kata-vfio check BDF..." in commands  # the prose is read
+    for command in commands:
+        paths, options = command_paths(command)
+        for path in paths:
+            done = run(f"kata-vfio {' '.join(path)} --help", tmp_path)
+            assert done.returncode == 0, f"README names {command!r}: {done.stderr}"
+            for option in options:
+                assert option in done.stdout, f"README: {command!r}: no {option} in its --help"
+
+
+def test_the_concrete_inline_commands_run(tmp_path: Path) -> None:
+    commands = inline_commands()
+    for command, codes in RUNNABLE_INLINE.items():
+        assert command in commands, f"README no longer names {command!r}"
+        done = run(command, tmp_path)
+        assert done.returncode in codes, f"{command}: exit {done.returncode}\n{done.stderr}"
+        assert done.stdout.strip()
