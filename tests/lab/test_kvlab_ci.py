@@ -9,7 +9,14 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from kvlab.ci import CI_VARIABLE, in_ci, lab_unavailable, unavailable_outcome
+from kvlab.ci import (
+    CI_VARIABLE,
+    in_ci,
+    k8s_latencies,
+    lab_figures,
+    lab_unavailable,
+    unavailable_outcome,
+)
 
 REASON = "lab (lab kernel) cannot run here: flex is not installed (install the Debian package flex)"
 
@@ -72,3 +79,29 @@ def test_pytest_reports_a_failure_not_a_skip_in_ci(tmp_path: Path) -> None:
     assert ci.returncode == 1, ci.stdout
     assert "1 failed" in ci.stdout
     assert "flex is not installed" in ci.stdout
+
+
+def test_the_lab_figures_need_every_kernel() -> None:
+    suites = ("debian", "lab")
+    assert lab_figures({"debian": 150.0}, suites, 300.0) is None
+    assert lab_figures({"debian": 150.04, "lab": 180.0}, suites, None) == {
+        "debian_s": 150.0,
+        "lab_s": 180.0,
+    }
+    assert lab_figures({"debian": 1.0, "lab": 2.0}, suites, 400.26) == {
+        "debian_s": 1.0,
+        "lab_s": 2.0,
+        "session_s": 400.3,
+    }
+
+
+def test_k8s_latencies_span_the_kernels_and_skip_what_was_not_seen() -> None:
+    def guest(away: object, back: object) -> dict[str, object]:
+        facts = {"away": {"seen": "Unhealthy", "latency_s": away}, "back": {"seen": None}}
+        if back is not None:
+            facts["back"] = {"seen": "Healthy", "latency_s": back}
+        return {"checks": {"k8s": {"status": "done", "facts": facts}}}
+
+    got = k8s_latencies([guest(0.571, 0.43), guest(0.9, None), {"checks": {}}])
+    assert got == {"k8s_unhealthy_s": [0.57, 0.9], "k8s_healthy_s": [0.43, 0.43]}
+    assert k8s_latencies([]) == {}

@@ -9,8 +9,8 @@ real kernel, so a lab that could not be prepared must fail the run, never pass i
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import Literal, NoReturn
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal, NoReturn
 
 CI_VARIABLE = "KATA_VFIO_CI"
 # Values that leave the switch off (an exported but empty or explicitly false variable).
@@ -64,3 +64,17 @@ def lab_figures(
     if session_s is not None:
         figures["session_s"] = round(session_s, 1)
     return figures
+
+
+def k8s_latencies(results: Iterable[Mapping[str, Any]]) -> dict[str, list[float]]:
+    """From each kernel's guest results, the device-plugin check's time from the first sysfs
+    write to the health change seen in ListAndWatch (driver away from vfio: Unhealthy; back:
+    Healthy), as ``[low, high]`` over the kernels; a check that saw nothing gives nothing."""
+    seen: dict[str, list[float]] = {"k8s_unhealthy_s": [], "k8s_healthy_s": []}
+    for result in results:
+        facts = (result.get("checks", {}).get("k8s") or {}).get("facts") or {}
+        for key, name in (("away", "k8s_unhealthy_s"), ("back", "k8s_healthy_s")):
+            latency = (facts.get(key) or {}).get("latency_s")
+            if isinstance(latency, (int, float)):
+                seen[name].append(round(float(latency), 2))
+    return {name: [min(values), max(values)] for name, values in seen.items() if values}
