@@ -31,6 +31,7 @@ __all__ = [
     "api_status",
     "default_kubeconfig",
     "load_api_client",
+    "to_json",
 ]
 
 REQUEST_TIMEOUT = 10.0
@@ -128,10 +129,12 @@ def api_status(exc: ApiException) -> tuple[int, str, str]:
     return int(exc.status or 0), reason, message
 
 
-def api_failure(what: str, exc: BaseException) -> KubernetesError:
-    """A :class:`KubernetesError` for a failed call: ``what`` names the call and the object
-    ("read ResourceClaim gpu/claim-1"), then the API server's status and message, or the
-    transport error."""
+def api_failure(
+    what: str, exc: BaseException, error: type[KubernetesError] = KubernetesError
+) -> KubernetesError:
+    """A :class:`KubernetesError` (or the subclass ``error``) for a failed call: ``what`` names
+    the call and the object ("read ResourceClaim gpu/claim-1"), then the API server's status
+    and message, or the transport error."""
     if isinstance(exc, ApiException):
         code, reason, message = api_status(exc)
         detail = f"HTTP {code} {reason}" + (f": {message}" if message else "")
@@ -139,10 +142,16 @@ def api_failure(what: str, exc: BaseException) -> KubernetesError:
             401: "the credentials were refused: check the service account token or kubeconfig",
             403: "grant the RBAC of `kata-vfio k8s manifests --dra` to the driver's account",
         }.get(code, "see the API server's answer above")
-        return KubernetesError(f"{what} failed: {detail}", hint=hint)
+        return error(f"{what} failed: {detail}", hint=hint)
     if isinstance(exc, urllib3.exceptions.HTTPError):
-        return KubernetesError(
+        return error(
             f"{what} failed: the API server did not answer ({type(exc).__name__}: {exc})",
             hint="check that the API server is reachable from this node",
         )
-    return KubernetesError(f"{what} failed: {exc}", hint="see the API server's log")
+    return error(f"{what} failed: {exc}", hint="see the API server's log")
+
+
+def to_json(api_client: kubernetes.client.ApiClient, obj: object) -> Any:
+    """A model the client returned as its JSON document (the API's field names): the same
+    shape in every client release, whatever its model classes look like."""
+    return api_client.sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
