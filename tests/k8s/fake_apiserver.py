@@ -281,7 +281,12 @@ class FakeApiServer:
         for fault in self._faults:
             if fault.times > 0 and fault.method == method and fault.path.search(path):
                 fault.times -= 1
-                reason = {403: "Forbidden", 500: "InternalError", 503: "ServiceUnavailable"}
+                reason = {
+                    403: "Forbidden",
+                    409: "Conflict",
+                    500: "InternalError",
+                    503: "ServiceUnavailable",
+                }
                 raise ApiError(
                     fault.code, reason.get(fault.code, "Unknown"), f"injected {fault.code}"
                 )

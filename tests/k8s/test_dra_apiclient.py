@@ -4,7 +4,6 @@ failures worded as KubernetesError, against the fake API server through the real
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import kubernetes
@@ -15,27 +14,21 @@ from kata_vfio.errors import InvalidInputError, KubernetesError
 from kata_vfio.k8s.dra.apiclient import api_failure, default_kubeconfig, load_api_client
 
 
-@pytest.fixture
-def server() -> Iterator[FakeApiServer]:
-    with FakeApiServer() as fake:
-        yield fake
-
-
 def test_a_kubeconfig_reaches_the_server_with_its_token(
-    server: FakeApiServer, tmp_path: Path
+    apiserver: FakeApiServer, tmp_path: Path
 ) -> None:
-    node = server.add_node("worker-1")
-    client = load_api_client(str(server.write_kubeconfig(tmp_path / "kubeconfig")))
+    node = apiserver.add_node("worker-1")
+    client = load_api_client(str(apiserver.write_kubeconfig(tmp_path / "kubeconfig")))
     read = kubernetes.client.CoreV1Api(client).read_node("worker-1")
     assert read.metadata.uid == node["metadata"]["uid"]
-    assert server.requests[-1].path == "/api/v1/nodes/worker-1"
+    assert apiserver.requests[-1].path == "/api/v1/nodes/worker-1"
 
 
 def test_a_refused_token_is_a_kubernetes_error_with_the_status(
-    server: FakeApiServer, tmp_path: Path
+    apiserver: FakeApiServer, tmp_path: Path
 ) -> None:
-    server.add_node("worker-1")
-    path = server.write_kubeconfig(tmp_path / "kubeconfig", token="wrong")
+    apiserver.add_node("worker-1")
+    path = apiserver.write_kubeconfig(tmp_path / "kubeconfig", token="wrong")
     api = kubernetes.client.CoreV1Api(load_api_client(str(path)))
     with pytest.raises(kubernetes.client.ApiException) as raised:
         api.read_node("worker-1")
@@ -45,9 +38,11 @@ def test_a_refused_token_is_a_kubernetes_error_with_the_status(
     assert "token" in (error.hint or "")
 
 
-def test_a_missing_node_names_the_reason_and_message(server: FakeApiServer, tmp_path: Path) -> None:
+def test_a_missing_node_names_the_reason_and_message(
+    apiserver: FakeApiServer, tmp_path: Path
+) -> None:
     api = kubernetes.client.CoreV1Api(
-        load_api_client(str(server.write_kubeconfig(tmp_path / "kc")))
+        load_api_client(str(apiserver.write_kubeconfig(tmp_path / "kc")))
     )
     with pytest.raises(kubernetes.client.ApiException) as raised:
         api.read_node("nope")
@@ -106,13 +101,13 @@ def test_a_directory_is_no_kubeconfig(tmp_path: Path) -> None:
 
 
 def test_without_a_kubeconfig_the_default_file_is_read(
-    server: FakeApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    apiserver: FakeApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    path = server.write_kubeconfig(tmp_path / "from-env")
+    path = apiserver.write_kubeconfig(tmp_path / "from-env")
     monkeypatch.setenv("KUBECONFIG", f"{path}:{tmp_path / 'second'}")
     assert default_kubeconfig() == str(path)
-    assert load_api_client(None).configuration.host == server.url
+    assert load_api_client(None).configuration.host == apiserver.url
     monkeypatch.delenv("KUBECONFIG")
     monkeypatch.setenv("HOME", str(tmp_path))
     assert default_kubeconfig() == str(tmp_path / ".kube" / "config")

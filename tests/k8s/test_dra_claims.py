@@ -3,9 +3,6 @@ server; the UID check, the not-allocated, gone and failing cases, each naming th
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from fake_apiserver import FakeApiServer
 from hypothesis import given
@@ -13,22 +10,10 @@ from hypothesis import strategies as st
 from kubernetes.client import ApiClient
 
 from kata_vfio.errors import ClaimError, ClaimGoneError, KubernetesError
-from kata_vfio.k8s.dra.apiclient import load_api_client
 from kata_vfio.k8s.dra.claims import ClaimReader, allocated_devices
 from kata_vfio.k8s.dra.ports import AllocatedDevice, ClaimRef, ClaimSource
 
 DRIVER = "vfio.kata-vfio.io"
-
-
-@pytest.fixture
-def server() -> Iterator[FakeApiServer]:
-    with FakeApiServer() as fake:
-        yield fake
-
-
-@pytest.fixture
-def client(server: FakeApiServer, tmp_path: Path) -> ApiClient:
-    return load_api_client(str(server.write_kubeconfig(tmp_path / "kubeconfig")))
 
 
 def _result(request: str, device: str, *, driver: str = DRIVER, pool: str = "node-1") -> dict:
@@ -41,9 +26,9 @@ def _ref(claim: dict) -> ClaimRef:
 
 
 def test_the_allocation_results_come_back_in_order(
-    server: FakeApiServer, client: ApiClient
+    apiserver: FakeApiServer, api_client: ApiClient
 ) -> None:
-    claim = server.add_claim(
+    claim = apiserver.add_claim(
         "gpu-jobs",
         "train-0",
         [
@@ -52,22 +37,22 @@ def test_the_allocation_results_come_back_in_order(
             _result("nic", "eth-0", driver="net.example.com"),
         ],
     )
-    reader: ClaimSource = ClaimReader(client)
+    reader: ClaimSource = ClaimReader(api_client)
     assert reader.allocated(_ref(claim)) == [
         AllocatedDevice("gpus", DRIVER, "node-1", "pci-0000-18-00-0"),
         AllocatedDevice("gpus", DRIVER, "node-1", "pci-0000-2a-00-0"),
         AllocatedDevice("nic", "net.example.com", "node-1", "eth-0"),
     ]
-    assert server.requests[-1].path == (
+    assert apiserver.requests[-1].path == (
         "/apis/resource.k8s.io/v1/namespaces/gpu-jobs/resourceclaims/train-0"
     )
-    assert server.writes() == []
+    assert apiserver.writes() == []
 
 
 def test_driver_and_pool_filters_keep_this_nodes_devices(
-    server: FakeApiServer, client: ApiClient
+    apiserver: FakeApiServer, api_client: ApiClient
 ) -> None:
-    claim = server.add_claim(
+    claim = apiserver.add_claim(
         "ns",
         "c",
         [
@@ -76,44 +61,46 @@ def test_driver_and_pool_filters_keep_this_nodes_devices(
             _result("b", "x", driver="other.example.com"),
         ],
     )
-    reader = ClaimReader(client, driver=DRIVER, pool="node-1")
+    reader = ClaimReader(api_client, driver=DRIVER, pool="node-1")
     assert [d.device for d in reader.allocated(_ref(claim))] == ["pci-0000-18-00-0"]
 
 
-def test_a_recreated_claim_is_gone(server: FakeApiServer, client: ApiClient) -> None:
-    old = server.add_claim("ns", "c", [_result("a", "pci-0000-18-00-0")])
-    server.delete_claim("ns", "c")
-    new = server.add_claim("ns", "c", [_result("a", "pci-0000-19-00-0")])
+def test_a_recreated_claim_is_gone(apiserver: FakeApiServer, api_client: ApiClient) -> None:
+    old = apiserver.add_claim("ns", "c", [_result("a", "pci-0000-18-00-0")])
+    apiserver.delete_claim("ns", "c")
+    new = apiserver.add_claim("ns", "c", [_result("a", "pci-0000-19-00-0")])
     with pytest.raises(ClaimGoneError, match="deleted and created again") as raised:
-        ClaimReader(client).allocated(_ref(old))
+        ClaimReader(api_client).allocated(_ref(old))
     assert new["metadata"]["uid"] in str(raised.value)
     assert "ns/c" in str(raised.value)
 
 
-def test_a_deleted_claim_is_gone_not_failed(server: FakeApiServer, client: ApiClient) -> None:
-    claim = server.add_claim("ns", "c", [_result("a", "pci-0000-18-00-0")])
-    server.delete_claim("ns", "c")
+def test_a_deleted_claim_is_gone_not_failed(
+    apiserver: FakeApiServer, api_client: ApiClient
+) -> None:
+    claim = apiserver.add_claim("ns", "c", [_result("a", "pci-0000-18-00-0")])
+    apiserver.delete_claim("ns", "c")
     with pytest.raises(ClaimGoneError, match=r"ResourceClaim ns/c \(uid .*\) no longer exists"):
-        ClaimReader(client).allocated(_ref(claim))
+        ClaimReader(api_client).allocated(_ref(claim))
 
 
 def test_an_unallocated_claim_is_an_error_naming_it(
-    server: FakeApiServer, client: ApiClient
+    apiserver: FakeApiServer, api_client: ApiClient
 ) -> None:
-    claim = server.add_claim("ns", "pending", None)
+    claim = apiserver.add_claim("ns", "pending", None)
     with pytest.raises(ClaimError, match=r"ResourceClaim ns/pending .* is not allocated") as raised:
-        ClaimReader(client).allocated(_ref(claim))
+        ClaimReader(api_client).allocated(_ref(claim))
     assert not isinstance(raised.value, ClaimGoneError)
 
 
 @pytest.mark.parametrize(("code", "reason"), [(403, "Forbidden"), (500, "InternalError")])
 def test_an_api_failure_names_the_claim_and_status(
-    server: FakeApiServer, client: ApiClient, code: int, reason: str
+    apiserver: FakeApiServer, api_client: ApiClient, code: int, reason: str
 ) -> None:
-    claim = server.add_claim("ns", "c", [_result("a", "pci-0000-18-00-0")])
-    server.fail("GET", "/resourceclaims/c$", code)
+    claim = apiserver.add_claim("ns", "c", [_result("a", "pci-0000-18-00-0")])
+    apiserver.fail("GET", "/resourceclaims/c$", code)
     with pytest.raises(ClaimError) as raised:
-        ClaimReader(client).allocated(_ref(claim))
+        ClaimReader(api_client).allocated(_ref(claim))
     assert isinstance(raised.value, KubernetesError)
     assert not isinstance(raised.value, ClaimGoneError)
     assert str(raised.value).startswith(f"read ResourceClaim {_ref(claim)} failed: HTTP {code}")
@@ -121,18 +108,18 @@ def test_an_api_failure_names_the_claim_and_status(
     if code == 403:
         assert "RBAC" in (raised.value.hint or "")
     # The next read succeeds: nothing is cached from the failure.
-    assert ClaimReader(client).allocated(_ref(claim))
+    assert ClaimReader(api_client).allocated(_ref(claim))
 
 
 @pytest.mark.parametrize(
     ("namespace", "name"), [("a/b", "c"), ("ns", "../x"), ("NS", "c"), ("ns", "c" * 254)]
 )
 def test_a_reference_that_is_no_api_name_is_refused_before_any_request(
-    server: FakeApiServer, client: ApiClient, namespace: str, name: str
+    apiserver: FakeApiServer, api_client: ApiClient, namespace: str, name: str
 ) -> None:
     with pytest.raises(ClaimError, match="is not a DNS"):
-        ClaimReader(client).allocated(ClaimRef(namespace, name, "u"))
-    assert server.requests == []
+        ClaimReader(api_client).allocated(ClaimRef(namespace, name, "u"))
+    assert apiserver.requests == []
 
 
 def test_a_result_without_a_device_is_refused() -> None:

@@ -11,6 +11,7 @@ never a traceback from inside the client.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from typing import Any
@@ -30,6 +31,7 @@ __all__ = [
     "api_failure",
     "api_status",
     "default_kubeconfig",
+    "from_json",
     "load_api_client",
     "to_json",
 ]
@@ -155,3 +157,25 @@ def to_json(api_client: kubernetes.client.ApiClient, obj: object) -> Any:
     """A model the client returned as its JSON document (the API's field names): the same
     shape in every client release, whatever its model classes look like."""
     return api_client.sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
+
+
+def from_json(api_client: kubernetes.client.ApiClient, document: Any, model: str) -> Any:
+    """The client's model ``model`` (``"V1ResourceSlice"``) of a JSON document, decoded as
+    the client decodes an answer (the reverse of :func:`to_json`)."""
+    text = json.dumps(document)
+    deserialize: Any = api_client.deserialize
+    if _DESERIALIZE_TAKES_TEXT:
+        return deserialize(text, model, "application/json")
+    return deserialize(_Answer(text), model)
+
+
+# Since release 35 ``deserialize`` takes the answer's text and content type; before, an object
+# with the text in ``data``.
+_DESERIALIZE_TAKES_TEXT = (
+    "content_type" in inspect.signature(kubernetes.client.ApiClient.deserialize).parameters
+)
+
+
+class _Answer:
+    def __init__(self, data: str) -> None:
+        self.data = data
