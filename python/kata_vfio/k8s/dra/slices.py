@@ -46,6 +46,7 @@ __all__ = [
     "PCI_BUS_ID",
     "SlicePublisher",
     "build_slices",
+    "check_driver_name",
     "device_entry",
     "quantity",
 ]
@@ -118,7 +119,7 @@ def build_slices(
     as such). ``owner`` is an ``ownerReferences`` entry (the Node). Each document has
     ``metadata.generateName``; :class:`SlicePublisher` gives it the name of a slice it
     replaces."""
-    _check_name("driver name", driver, 63)
+    check_driver_name(driver)
     _check_name("node name", node, 253)
     devices: dict[str, dict[str, Any]] = {}
     for unit in units:
@@ -156,6 +157,12 @@ def build_slices(
 def _generate_name(node: str, driver: str) -> str:
     # The API server appends 5 characters to a generateName; keep the whole under 253.
     return f"{node}-{driver}"[:247].rstrip(".-") + "-"
+
+
+def check_driver_name(driver: str) -> None:
+    """Refuses a driver name that is not a DNS subdomain of at most 63 characters (the API's
+    rule for ``spec.driver`` and attribute domains) with :class:`InvalidInputError`."""
+    _check_name("driver name", driver, 63)
 
 
 def _check_name(what: str, name: str, limit: int) -> None:
