@@ -26,6 +26,8 @@ same classes: its bindings import each one by name and convert every core error 
      +-- NotAssignableError                   a device or group that cannot be passed through
      +-- PlanError                            a sandbox or container plan
      +-- KubernetesError                      a kubelet API call failed or was refused
+     |    +-- ClaimError                      a ResourceClaim cannot be read or used
+     |         +-- ClaimGoneError             ... it no longer exists (or has another UID)
      +-- QemuError                            QEMU failed
      |    +-- QemuStartError                  ... to start (exit code, argv, stderr)
      |    +-- QmpError                        ... a QMP command
@@ -48,6 +50,8 @@ __all__ = [
     "CdiInjectionError",
     "CdiNameError",
     "CdiSpecError",
+    "ClaimError",
+    "ClaimGoneError",
     "ConfigError",
     "DeviceNotFoundError",
     "HandleError",
@@ -130,6 +134,16 @@ class HostIOError(KataVfioError, OSError):
 class KubernetesError(KataVfioError):
     """A kubelet API (device plugin registration, Pod Resources) failed or refused, or the
     Kubernetes extra is not installed; the message names the socket or the call."""
+
+
+class ClaimError(KubernetesError):
+    """A ResourceClaim cannot be read from the API server, or is not allocated; the message
+    names the claim (``namespace/name``, UID)."""
+
+
+class ClaimGoneError(ClaimError):
+    """A ResourceClaim no longer exists: the API server answers 404, or the name now belongs
+    to a claim with another UID."""
 
 
 class NotAssignableError(KataVfioError):

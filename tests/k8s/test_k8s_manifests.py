@@ -14,7 +14,15 @@ import pytest
 import yaml
 
 from kata_vfio.cli import main
-from kata_vfio.k8s.manifests import containerd_snippet, daemonset, kata_snippet, runtime_class
+from kata_vfio.k8s.manifests import (
+    containerd_snippet,
+    daemonset,
+    device_class,
+    dra_daemonset,
+    dra_rbac,
+    kata_snippet,
+    runtime_class,
+)
 from kata_vfio.k8s.resources import parse_resource
 from kata_vfio.kata.config import load_config
 
@@ -113,3 +121,113 @@ def test_cli_prints_applyable_yaml(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["k8s", "manifests", "--json", "--only", "runtimeclass"]) == 0
     assert json.loads(capsys.readouterr().out)["runtimeclass"]["kind"] == "RuntimeClass"
     assert main(["k8s", "manifests", "--resource", "a.com/b=1", "--only", "daemonset"]) == 2
+
+
+def test_dra_daemonset_runs_the_plugin_with_its_node_name_and_mounts() -> None:
+    document = dra_daemonset(
+        [parse_resource("nvidia.com/pgpu=10de:2330")], driver="gpu.example.com", image="r/kv:1"
+    )
+    obj = _round_trip(document, "V1DaemonSet")
+    pod = obj.spec.template.spec
+    (container,) = pod.containers
+    assert container.args[:2] == ["k8s", "dra-plugin"]
+    assert "--driver-name=gpu.example.com" in container.args
+    assert "--node-name=$(NODE_NAME)" in container.args
+    assert "--resource=nvidia.com/pgpu=10de:2330" in container.args
+    (env,) = container.env
+    assert (env.name, env.value_from.field_ref.field_path) == ("NODE_NAME", "spec.nodeName")
+    assert container.security_context.privileged
+    paths = {v.name: v.host_path.path for v in pod.volumes}
+    assert sorted(paths.values()) == [
+        "/dev",
+        "/sys",
+        "/var/lib/kata-vfio/dra",
+        "/var/lib/kubelet/plugins",
+        "/var/lib/kubelet/plugins_registry",
+        "/var/run/cdi",
+    ]
+    assert {m.name: m.mount_path for m in container.volume_mounts} == paths
+    state = next(a for a in container.args if a.startswith("--state-dir="))
+    assert state.split("=", 1)[1] in paths.values(), "the state dir survives the pod"
+    assert pod.service_account_name == "kata-vfio-dra-plugin"
+    assert pod.automount_service_account_token is None, "the plugin needs its token"
+
+
+def test_dra_rbac_grants_slices_claims_and_nodes_only() -> None:
+    account, role, binding = dra_rbac("gpu")
+    sa = _round_trip(account, "V1ServiceAccount")
+    assert (sa.metadata.name, sa.metadata.namespace) == ("kata-vfio-dra-plugin", "gpu")
+    rules = {
+        (group, resource): sorted(rule.verbs)
+        for rule in _round_trip(role, "V1ClusterRole").rules
+        for group in rule.api_groups
+        for resource in rule.resources
+    }
+    assert rules == {
+        ("resource.k8s.io", "resourceslices"): sorted(
+            ["get", "list", "watch", "create", "update", "patch", "delete"]
+        ),
+        ("resource.k8s.io", "resourceclaims"): ["get"],
+        ("", "nodes"): ["get"],
+    }
+    bound = _round_trip(binding, "V1ClusterRoleBinding")
+    assert bound.role_ref.name == role["metadata"]["name"]
+    (subject,) = bound.subjects
+    assert (subject.kind, subject.name, subject.namespace) == (
+        "ServiceAccount",
+        "kata-vfio-dra-plugin",
+        "gpu",
+    )
+
+
+def test_device_class_selects_the_drivers_devices_with_cel() -> None:
+    obj = _round_trip(device_class("gpu.example.com"), "V1DeviceClass")
+    assert obj.metadata.name == "gpu.example.com"
+    (selector,) = obj.spec.selectors
+    assert selector.cel.expression == 'device.driver == "gpu.example.com"'
+
+
+def test_cli_prints_the_dra_documents(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["k8s", "manifests", "--dra", "--driver-name", "vfio.example.com"]) == 0
+    documents = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert [d["kind"] for d in documents] == [
+        "DaemonSet",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "DeviceClass",
+        "RuntimeClass",
+    ]
+    models = ["V1DaemonSet", "V1ServiceAccount", "V1ClusterRole", "V1ClusterRoleBinding",
+              "V1DeviceClass", "V1RuntimeClass"]  # fmt: skip
+    for document, model in zip(documents, models, strict=True):
+        _round_trip(document, model)
+    assert "vfio.example.com" in documents[4]["spec"]["selectors"][0]["cel"]["expression"]
+    assert (
+        "--driver-name=vfio.example.com"
+        in (documents[0]["spec"]["template"]["spec"]["containers"][0]["args"])
+    )
+    assert main(["k8s", "manifests", "--dra", "--only", "rbac"]) == 0
+    rbac = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert [d["kind"] for d in rbac] == ["ServiceAccount", "ClusterRole", "ClusterRoleBinding"]
+    assert main(["k8s", "manifests", "--dra", "--json", "--only", "deviceclass"]) == 0
+    assert json.loads(capsys.readouterr().out)["deviceclass"]["metadata"]["name"] == (
+        "vfio.kata-vfio.io"
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--only", "rbac"],
+        ["--driver-name", "x.io"],
+        ["--dra", "--driver-name", "Not_A.Domain"],
+    ],
+)
+def test_cli_refuses_dra_pieces_without_dra_or_with_a_bad_driver(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["k8s", "manifests", *argv]) == 2
+    err = capsys.readouterr().err
+    assert "--dra" in err or "Not_A.Domain" in err
+    assert "Traceback" not in err

@@ -105,9 +105,20 @@ def register(subparsers: Any) -> None:
         help="containerd's name for the Kata runtime (default kata-qemu-nvidia-gpu)",
     )
     sub.add_argument(
+        "--dra",
+        action="store_true",
+        help="the DRA kubelet plugin (DaemonSet, RBAC, DeviceClass) instead of the device plugin",
+    )
+    sub.add_argument(
+        "--driver-name",
+        default=None,
+        metavar="NAME",
+        help="with --dra: the DRA driver and DeviceClass name (default vfio.kata-vfio.io)",
+    )
+    sub.add_argument(
         "--only",
-        choices=("daemonset", "runtimeclass", "containerd", "kata"),
-        help="print one piece, as is",
+        choices=("daemonset", "rbac", "deviceclass", "runtimeclass", "containerd", "kata"),
+        help="print one piece, as is (rbac and deviceclass with --dra)",
     )
 
 
@@ -253,14 +264,23 @@ def _cmd_manifests(args: argparse.Namespace) -> int:
         "containerd": manifests.containerd_snippet(handler),
         "kata": manifests.kata_snippet(),
     }
+    yaml_pieces = ["daemonset", "runtimeclass"]
+    if args.dra or args.driver_name is not None or args.only in ("rbac", "deviceclass"):
+        if not args.dra:
+            raise InvalidInputError(
+                "--driver-name, --only rbac and --only deviceclass are DRA pieces",
+                hint="add --dra",
+            )
+        _dra_pieces(args, resources, pieces)
+        yaml_pieces = ["daemonset", "rbac", "deviceclass", "runtimeclass"]
     if getattr(args, "json", False):
         _common.print_json(pieces if args.only is None else {args.only: pieces[args.only]})
         return _common.EXIT_OK
     if args.only is not None:
         piece = pieces[args.only]
-        sys.stdout.write(piece if isinstance(piece, str) else _yaml([piece]))
+        sys.stdout.write(piece if isinstance(piece, str) else _yaml(_documents([piece])))
         return _common.EXIT_OK
-    sys.stdout.write(_yaml([pieces["daemonset"], pieces["runtimeclass"]]))
+    sys.stdout.write(_yaml(_documents([pieces[key] for key in yaml_pieces])))
     for title, key in (
         ("containerd (/etc/containerd/config.toml)", "containerd"),
         ("Kata (configuration-qemu-nvidia-gpu.toml)", "kata"),
@@ -268,6 +288,28 @@ def _cmd_manifests(args: argparse.Namespace) -> int:
         sys.stdout.write(f"\n# --- {title} ---\n")
         sys.stdout.write("".join(f"# {line}".rstrip() + "\n" for line in pieces[key].splitlines()))
     return _common.EXIT_OK
+
+
+def _dra_pieces(args: argparse.Namespace, resources: list[Any], pieces: dict[str, Any]) -> None:
+    from kata_vfio.k8s import manifests  # noqa: PLC0415 (as in _cmd_manifests)
+    from kata_vfio.k8s.dra.slices import check_driver_name  # noqa: PLC0415
+
+    driver = args.driver_name or manifests.DEFAULT_DRIVER_NAME
+    check_driver_name(driver)
+    pieces["daemonset"] = manifests.dra_daemonset(
+        resources,
+        driver=driver,
+        image=args.image or manifests.DEFAULT_IMAGE,
+        namespace=args.namespace,
+        iommu_mode=args.iommu_mode,
+    )
+    pieces["rbac"] = manifests.dra_rbac(args.namespace)
+    pieces["deviceclass"] = manifests.device_class(driver)
+
+
+def _documents(pieces: list[Any]) -> list[Any]:
+    """One YAML document per object (a piece may be a list of objects, as RBAC is)."""
+    return [doc for piece in pieces for doc in (piece if isinstance(piece, list) else [piece])]
 
 
 def _yaml(documents: list[Any]) -> str:

@@ -12,6 +12,14 @@ The DaemonSet runs ``kata-vfio k8s device-plugin`` on every node with exactly wh
   start). ``/sys`` and ``/proc/cmdline`` need no mount: sysfs shows the host's PCI tree in any
   container, and the kernel command line is not namespaced.
 
+With ``--dra`` the node agent is the DRA kubelet plugin (``kata-vfio k8s dra-plugin``) instead:
+its DaemonSet mounts the kubelet's plugin and registration directories, the CDI directory,
+``/sys`` and ``/dev`` (it binds groups to vfio-pci and names their nodes) and its state
+directory (checkpoint and binding journal), and reads its node's name from the downward API.
+It talks to the API server with a ServiceAccount whose ClusterRole allows exactly what it
+does: its ResourceSlices (every verb), ResourceClaims (get) and Nodes (get, for the slices'
+owner). A DeviceClass named after the driver selects its devices with CEL.
+
 The containerd snippet turns CDI on (containerd 1.7 needs it; 2.x has it on by default) and
 declares the Kata runtime with ``pod_annotations`` limited to ``io.katacontainers.*``: never
 let containerd pass ``cdi.k8s.io/*`` pod annotations through, or any pod author can name any
@@ -31,10 +39,15 @@ from kata_vfio.k8s.deviceplugin import DEFAULT_PLUGIN_DIR
 from kata_vfio.k8s.resources import ResourceSpec
 
 __all__ = [
+    "DEFAULT_DRA_STATE_DIR",
+    "DEFAULT_DRIVER_NAME",
     "DEFAULT_IMAGE",
     "DEFAULT_RUNTIME_HANDLER",
     "containerd_snippet",
     "daemonset",
+    "device_class",
+    "dra_daemonset",
+    "dra_rbac",
     "kata_snippet",
     "runtime_class",
 ]
@@ -42,6 +55,12 @@ __all__ = [
 DEFAULT_IMAGE = f"kata-vfio:{__version__}"
 DEFAULT_RUNTIME_HANDLER = "kata-qemu-nvidia-gpu"
 APP = "kata-vfio-device-plugin"
+DRA_APP = "kata-vfio-dra-plugin"
+DEFAULT_DRIVER_NAME = "vfio.kata-vfio.io"
+DEFAULT_DRA_STATE_DIR = "/var/lib/kata-vfio/dra"
+DRA_PLUGINS_DIR = "/var/lib/kubelet/plugins"
+DRA_REGISTRY_DIR = "/var/lib/kubelet/plugins_registry"
+_PART_OF = {"app.kubernetes.io/part-of": "kata-vfio"}
 
 
 def _hostpath(name: str, path: str, kind: str) -> dict[str, Any]:
@@ -163,3 +182,132 @@ pcie_root_port = {root_ports}
 # feature gate); with this set, cdi.k8s.io/ annotations are not trusted.
 pod_resource_api_sock = "{DEFAULT_POD_RESOURCES_SOCKET}"
 """
+
+
+def device_class(driver: str = DEFAULT_DRIVER_NAME) -> dict[str, Any]:
+    """The DeviceClass (``resource.k8s.io/v1``) of the driver's devices, named after the
+    driver; a ResourceClaim asks for ``deviceClassName: <driver>``."""
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "DeviceClass",
+        "metadata": {"name": driver, "labels": dict(_PART_OF)},
+        "spec": {"selectors": [{"cel": {"expression": f'device.driver == "{driver}"'}}]},
+    }
+
+
+def dra_rbac(namespace: str = "kube-system") -> list[dict[str, Any]]:
+    """The DRA plugin's ServiceAccount, ClusterRole and ClusterRoleBinding: its ResourceSlices,
+    reading ResourceClaims, reading Nodes; nothing more."""
+    meta = {"name": DRA_APP, "labels": dict(_PART_OF)}
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {**meta, "namespace": namespace},
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": dict(meta),
+            "rules": [
+                {
+                    "apiGroups": ["resource.k8s.io"],
+                    "resources": ["resourceslices"],
+                    "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
+                },
+                {
+                    "apiGroups": ["resource.k8s.io"],
+                    "resources": ["resourceclaims"],
+                    "verbs": ["get"],
+                },
+                {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]},
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": dict(meta),
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": DRA_APP,
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": DRA_APP, "namespace": namespace}],
+        },
+    ]
+
+
+def dra_daemonset(
+    resources: Sequence[ResourceSpec],
+    *,
+    driver: str = DEFAULT_DRIVER_NAME,
+    image: str = DEFAULT_IMAGE,
+    namespace: str = "kube-system",
+    iommu_mode: str = "auto",
+    state_dir: str = DEFAULT_DRA_STATE_DIR,
+) -> dict[str, Any]:
+    """The DaemonSet (``apps/v1``) of the DRA kubelet plugin for ``driver``, serving
+    ``resources`` (none: the plugin's default)."""
+    args = [
+        "k8s",
+        "dra-plugin",
+        f"--driver-name={driver}",
+        "--node-name=$(NODE_NAME)",
+        f"--iommu-mode={iommu_mode}",
+        f"--state-dir={state_dir}",
+        "--cleanup",
+    ]
+    args += [f"--resource={r}" for r in resources]
+    labels = {"app.kubernetes.io/name": DRA_APP, **_PART_OF}
+    mounts = [
+        ("plugins", DRA_PLUGINS_DIR, "DirectoryOrCreate"),
+        ("plugins-registry", DRA_REGISTRY_DIR, "Directory"),
+        ("cdi", DEFAULT_CDI_DIR, "DirectoryOrCreate"),
+        ("sys", "/sys", "Directory"),
+        ("dev", "/dev", "Directory"),
+        ("state", state_dir, "DirectoryOrCreate"),
+    ]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": DRA_APP, "namespace": namespace, "labels": dict(labels)},
+        "spec": {
+            "selector": {"matchLabels": {"app.kubernetes.io/name": DRA_APP}},
+            "updateStrategy": {"type": "RollingUpdate"},
+            "template": {
+                "metadata": {"labels": dict(labels)},
+                "spec": {
+                    "serviceAccountName": DRA_APP,
+                    "priorityClassName": "system-node-critical",
+                    # Kernel uevents reach the host's network namespace only.
+                    "hostNetwork": True,
+                    "dnsPolicy": "ClusterFirstWithHostNet",
+                    "terminationGracePeriodSeconds": 30,
+                    "tolerations": [{"operator": "Exists"}],
+                    "containers": [
+                        {
+                            "name": "dra-plugin",
+                            "image": image,
+                            "command": ["kata-vfio"],
+                            "args": args,
+                            "env": [
+                                {
+                                    "name": "NODE_NAME",
+                                    "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}},
+                                }
+                            ],
+                            "securityContext": {"privileged": True},
+                            "resources": {
+                                "requests": {"cpu": "10m", "memory": "64Mi"},
+                                "limits": {"memory": "256Mi"},
+                            },
+                            "volumeMounts": [
+                                {"name": name, "mountPath": path} for name, path, _ in mounts
+                            ],
+                        }
+                    ],
+                    "volumes": [_hostpath(name, path, kind) for name, path, kind in mounts],
+                },
+            },
+        },
+    }
