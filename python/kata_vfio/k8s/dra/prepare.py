@@ -33,6 +33,7 @@ one, which describes bindings the reboot undid, is removed unread rather than re
 
 from __future__ import annotations
 
+import dataclasses
 import errno as errno_codes
 import logging
 import os
@@ -51,6 +52,7 @@ from kata_vfio.k8s.dra.claimspec import ClaimSpecs, validate_claim_uid
 from kata_vfio.k8s.dra.ports import AllocatedDevice, ClaimRef, ClaimSource, unit_id_of
 from kata_vfio.k8s.inventory import (
     Inventory,
+    ResourceUnits,
     Unit,
     build_inventory,
     list_devfs_nodes,
@@ -66,6 +68,7 @@ __all__ = [
     "Preparer",
     "StepHook",
     "dra_inventory",
+    "with_refusals",
 ]
 
 DEFAULT_DEADLINE = 30.0
@@ -135,6 +138,47 @@ def dra_inventory(access: HostAccess) -> Inventory:
         devfs_nodes=list_devfs_nodes(host),
         bind_on_prepare=True,
     )
+
+
+def _bind_group(
+    access: HostAccess, bdfs: Sequence[str], journal_dir: str, *, dry_run: bool = False
+) -> binding.BindReport:
+    return binding.bind(
+        list(bdfs),
+        group=True,
+        dry_run=dry_run,
+        paths=access.paths,
+        state_dir=journal_dir,
+        modules_root=access.modules_root,
+        kernel_release=access.kernel_release,
+        module_loader=access.module_loader,
+        sysfs_writer=access.sysfs_writer,
+    )
+
+
+def with_refusals(inventory: Inventory, access: HostAccess, journal_dir: str) -> Inventory:
+    """``inventory`` with a reason on each Healthy unit not on vfio yet whose binding would be
+    refused (a member backs a mounted filesystem, has a live interface, is the boot VGA...):
+    a dry run of the prepare's bind, which writes nothing. The scheduler must not be offered
+    a unit whose prepare is certain to fail."""
+    resources = []
+    for entry in inventory.resources:
+        units = [_refusal_checked(u, access, journal_dir) for u in entry.units]
+        resources.append(ResourceUnits(entry.resource, tuple(units)))
+    return dataclasses.replace(inventory, resources=tuple(resources))
+
+
+def _refusal_checked(unit: Unit, access: HostAccess, journal_dir: str) -> Unit:
+    if not unit.healthy or all(f.vfio_bound for f in unit.functions):
+        return unit
+    try:
+        _bind_group(access, [str(b) for b in unit.bdfs], journal_dir, dry_run=True)
+    except BindError as exc:
+        if exc.errno is None:
+            return dataclasses.replace(unit, reasons=(f"prepare would be refused: {exc}",))
+    except KataVfioError:
+        pass  # a device that vanished: the next rescan says so
+    return unit
 
 
 @dataclass
@@ -366,19 +410,9 @@ class Preparer:
         return tuple(units)
 
     def _bind(self, unit: PreparedUnit) -> None:
-        access = self.access
         started = time.monotonic()
         try:
-            report = binding.bind(
-                list(unit.bdfs),
-                group=True,
-                paths=access.paths,
-                state_dir=self.journal_dir,
-                modules_root=access.modules_root,
-                kernel_release=access.kernel_release,
-                module_loader=access.module_loader,
-                sysfs_writer=access.sysfs_writer,
-            )
+            report = _bind_group(self.access, unit.bdfs, self.journal_dir)
         except BindError as exc:
             reason = (
                 "refused"
