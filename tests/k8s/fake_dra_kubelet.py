@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from fake_kubelet import first_matching
 
 from kata_vfio.k8s.grpcapi import load_api
 
@@ -138,11 +139,9 @@ class HealthWatch:
             pass
 
     def until(self, predicate: Any, timeout: float = 15.0) -> dict[str, tuple[str, str]]:
-        deadline = time.monotonic() + timeout
-        while True:
-            update = self.updates.get(timeout=max(deadline - time.monotonic(), 0.001))
-            if predicate(update):
-                return update
+        """The first update for which ``predicate(update)`` holds."""
+        result: dict[str, tuple[str, str]] = first_matching(self.updates, predicate, timeout)
+        return result
 
     def cancel(self) -> None:
         self._call.cancel()
