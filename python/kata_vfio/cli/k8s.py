@@ -68,22 +68,11 @@ def register(subparsers: Any) -> None:
         metavar="DIR",
         help=f"where the CDI specs are written (default {DEFAULT_CDI_DIR})",
     )
-    sub.add_argument(
-        "--rescan-interval",
-        type=_seconds,
-        default=30.0,
-        metavar="S",
-        help="rescan the host every S seconds besides kernel uevents (default 30)",
-    )
+    _add_watch_options(sub)
     sub.add_argument(
         "--device-specs",
         action="store_true",
         help="also answer Allocate with the device nodes (for runtimes without CDI)",
-    )
-    sub.add_argument(
-        "--no-uevents",
-        action="store_true",
-        help="do not listen to kernel uevents (rescan on the timer only)",
     )
 
     _add_dra_plugin(commands)
@@ -175,22 +164,26 @@ def _add_dra_plugin(commands: Any) -> None:
         metavar="S",
         help="seconds a prepare or unprepare call may take (default 30; the kubelet waits 45)",
     )
+    _add_watch_options(sub)
     sub.add_argument(
+        "--cleanup",
+        action="store_true",
+        help="delete this node's ResourceSlices when stopped by SIGTERM/SIGINT",
+    )
+
+
+def _add_watch_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--rescan-interval",
         type=_seconds,
         default=30.0,
         metavar="S",
         help="rescan the host every S seconds besides kernel uevents (default 30)",
     )
-    sub.add_argument(
+    parser.add_argument(
         "--no-uevents",
         action="store_true",
         help="do not listen to kernel uevents (rescan on the timer only)",
-    )
-    sub.add_argument(
-        "--cleanup",
-        action="store_true",
-        help="delete this node's ResourceSlices when stopped by SIGTERM/SIGINT",
     )
 
 
