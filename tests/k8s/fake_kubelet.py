@@ -90,6 +90,16 @@ class FakeKubelet:
         return PluginClient(os.path.join(self.plugin_dir, endpoint))
 
 
+def first_matching(updates: queue.SimpleQueue[Any], predicate: Any, timeout: float) -> Any:
+    """The first item of ``updates`` for which ``predicate`` holds (queue.Empty after
+    ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        update = updates.get(timeout=max(deadline - time.monotonic(), 0.001))
+        if predicate(update):
+            return update
+
+
 class Watch:
     """A ListAndWatch stream read in a thread; responses as ``{id: (health, numa)}``."""
 
@@ -117,11 +127,7 @@ class Watch:
 
     def until(self, predicate: Any, timeout: float = 10.0) -> dict[str, tuple[str, int | None]]:
         """The first update for which ``predicate(update)`` holds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            update = self.updates.get(timeout=max(deadline - time.monotonic(), 0.001))
-            if predicate(update):
-                return update
+        return first_matching(self.updates, predicate, timeout)
 
     def cancel(self) -> None:
         """Hangs up, as the kubelet does when it stops."""

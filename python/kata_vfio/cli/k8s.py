@@ -1,13 +1,15 @@
-"""``kata-vfio k8s device-plugin | inventory | manifests``: the Kubernetes node agent.
+"""``kata-vfio k8s device-plugin | dra-plugin | inventory | manifests``: the Kubernetes node
+agent.
 
-``device-plugin`` runs in the foreground until SIGTERM or SIGINT and logs every decision to
-stderr (through a queue, so a slow log reader never delays a kubelet call). ``inventory``
-prints the units the agent would advertise, with the reasons for Unhealthy ones.
+``device-plugin`` and ``dra-plugin`` run in the foreground until SIGTERM or SIGINT and log
+every decision to stderr (through a queue, so a slow log reader never delays a kubelet call).
+``inventory`` prints the units the agent would advertise, with the reasons for Unhealthy ones.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import logging.handlers
 import queue
@@ -20,7 +22,7 @@ from typing import Any
 
 from kata_vfio import scan
 from kata_vfio.cli import _common
-from kata_vfio.errors import InvalidInputError
+from kata_vfio.errors import InvalidInputError, KubernetesError
 from kata_vfio.k8s.cdispec import DEFAULT_CDI_DIR
 from kata_vfio.k8s.inventory import (
     IOMMU_MODES,
@@ -35,6 +37,8 @@ from kata_vfio.k8s.watch import WatchConfig
 __all__ = ["register"]
 
 _DEFAULT_PLUGIN_DIR = "/var/lib/kubelet/device-plugins"
+_DRA_PLUGIN_DIR = "/var/lib/kubelet/plugins"
+_DRA_REGISTRY_DIR = "/var/lib/kubelet/plugins_registry"
 
 
 def register(subparsers: Any) -> None:
@@ -64,23 +68,14 @@ def register(subparsers: Any) -> None:
         metavar="DIR",
         help=f"where the CDI specs are written (default {DEFAULT_CDI_DIR})",
     )
-    sub.add_argument(
-        "--rescan-interval",
-        type=_seconds,
-        default=30.0,
-        metavar="S",
-        help="rescan the host every S seconds besides kernel uevents (default 30)",
-    )
+    _add_watch_options(sub)
     sub.add_argument(
         "--device-specs",
         action="store_true",
         help="also answer Allocate with the device nodes (for runtimes without CDI)",
     )
-    sub.add_argument(
-        "--no-uevents",
-        action="store_true",
-        help="do not listen to kernel uevents (rescan on the timer only)",
-    )
+
+    _add_dra_plugin(commands)
 
     sub = _common.add_subcommand(
         commands, "inventory", _cmd_inventory, "list the units the device plugin would offer"
@@ -139,6 +134,77 @@ def _add_inventory_options(parser: argparse.ArgumentParser) -> None:
         help="legacy: /dev/vfio/<group>; iommufd: the group's cdevs and /dev/iommu; auto: "
         "iommufd when the host has both (default)",
     )
+
+
+def _add_dra_plugin(commands: Any) -> None:
+    sub = _common.add_subcommand(
+        commands,
+        "dra-plugin",
+        _cmd_dra_plugin,
+        "prepare whole IOMMU groups for DRA ResourceClaims (foreground; SIGTERM stops it)",
+    )
+    sub.add_argument(
+        "--driver-name", required=True, metavar="NAME", help="the DRA driver name (DNS subdomain)"
+    )
+    sub.add_argument(
+        "--node-name", required=True, metavar="NODE", help="this node's name (the slices' pool)"
+    )
+    _add_inventory_options(sub)
+    for option, default, what in (
+        ("--plugin-dir", _DRA_PLUGIN_DIR, "the kubelet's plugins directory (dra.sock inside)"),
+        ("--registry-dir", _DRA_REGISTRY_DIR, "the kubelet's plugin registration directory"),
+        ("--cdi-dir", DEFAULT_CDI_DIR, "where the per-claim CDI specs are written"),
+    ):
+        sub.add_argument(option, default=default, metavar="DIR", help=f"{what} (default {default})")
+    sub.add_argument(
+        "--state-dir",
+        default=None,
+        metavar="DIR",
+        help="checkpoint and binding journal (default <plugin-dir>/<driver-name>)",
+    )
+    sub.add_argument(
+        "--kubeconfig",
+        default=None,
+        metavar="FILE",
+        help="the API server's kubeconfig (default: the pod's service account)",
+    )
+    sub.add_argument(
+        "--deadline",
+        type=_deadline,
+        default=30.0,
+        metavar="S",
+        help="seconds a prepare or unprepare call may take (default 30; the kubelet waits 45)",
+    )
+    _add_watch_options(sub)
+    sub.add_argument(
+        "--cleanup",
+        action="store_true",
+        help="delete this node's ResourceSlices when stopped by SIGTERM/SIGINT",
+    )
+
+
+def _add_watch_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--rescan-interval",
+        type=_seconds,
+        default=30.0,
+        metavar="S",
+        help="rescan the host every S seconds besides kernel uevents (default 30)",
+    )
+    parser.add_argument(
+        "--no-uevents",
+        action="store_true",
+        help="do not listen to kernel uevents (rescan on the timer only)",
+    )
+
+
+def _deadline(text: str) -> float:
+    value = _seconds(text)
+    if not 1 <= value <= 40:
+        raise argparse.ArgumentTypeError(
+            f"{text} s is out of range (1 to 40: the kubelet waits 45)"
+        )
+    return value
 
 
 def _seconds(text: str) -> float:
@@ -342,6 +408,59 @@ def _cmd_device_plugin(args: argparse.Namespace) -> int:
         )
         run_device_plugin(config, stop)
     return _common.EXIT_OK
+
+
+def _cmd_dra_plugin(args: argparse.Namespace) -> int:
+    # Imported here: grpc and the kubernetes client are only needed by this command.
+    from kata_vfio.k8s.dra.plugin import DraConfig, run_dra_plugin, validate_driver_name  # noqa: PLC0415
+    from kata_vfio.k8s.dra.prepare import HostAccess  # noqa: PLC0415
+
+    validate_driver_name(args.driver_name)
+    watch = _watch_config(args)
+    config = DraConfig(
+        driver=args.driver_name,
+        node=args.node_name,
+        access=HostAccess(paths=watch.paths, resources=watch.resources, iommu_mode=args.iommu_mode),
+        plugin_dir=args.plugin_dir,
+        registry_dir=args.registry_dir,
+        cdi_dir=args.cdi_dir,
+        state_dir=args.state_dir,
+        deadline=args.deadline,
+        rescan_interval=args.rescan_interval,
+        uevents=not args.no_uevents,
+        cleanup=args.cleanup,
+    )
+    claims, slices = _api_ports(args.kubeconfig, config.driver, config.node)
+    stop = threading.Event()
+    with _queued_logging(), _stop_on_signals(stop):
+        logging.getLogger("kata_vfio").info(
+            "kata-vfio DRA plugin %s on node %s: %s; endpoint %s, CDI dir %s, state dir %s",
+            config.driver,
+            config.node,
+            ", ".join(str(r) for r in config.access.resources),
+            config.endpoint,
+            config.cdi_dir,
+            config.state,
+        )
+        run_dra_plugin(config, stop, claims, slices)
+    return _common.EXIT_OK
+
+
+def _api_ports(kubeconfig: str | None, driver: str, node: str) -> tuple[Any, Any]:
+    """The API-server side of the DRA plugin: claims read and slices published with the
+    official client (``kata_vfio.k8s.dra.apiclient``, ``.claims``, ``.slices``)."""
+    # By name until those modules are merged beside this command (their own branch).
+    try:
+        apiclient = importlib.import_module("kata_vfio.k8s.dra.apiclient")
+        claims = importlib.import_module("kata_vfio.k8s.dra.claims")
+        slices = importlib.import_module("kata_vfio.k8s.dra.slices")
+    except ImportError as exc:
+        raise KubernetesError(
+            f"the DRA plugin's API-server side is not installed: {exc}",
+            hint="install a kata-vfio that has kata_vfio.k8s.dra.claims and .slices",
+        ) from None
+    client = apiclient.load_api_client(kubeconfig)
+    return claims.ClaimReader(client), slices.SlicePublisher(client, driver, node)
 
 
 class _RecordQueue(logging.handlers.QueueHandler):

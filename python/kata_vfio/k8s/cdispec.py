@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from kata_vfio._atomic import remove_file
@@ -44,7 +44,14 @@ from kata_vfio.k8s.inventory import (
     ResourceUnits,
 )
 
-__all__ = ["DEFAULT_CDI_DIR", "CdiSpecWriter", "SpecChange", "resource_spec"]
+__all__ = [
+    "DEFAULT_CDI_DIR",
+    "CdiSpecWriter",
+    "SpecChange",
+    "remove_temporaries",
+    "resource_spec",
+    "vfio_spec",
+]
 
 DEFAULT_CDI_DIR = "/var/run/cdi"
 
@@ -75,19 +82,33 @@ def resource_spec(
             old = previous.device(unit.id)
             paths = () if old is None else tuple(n.path for n in old.container_edits.device_nodes)
         if paths:
-            edits = ContainerEdits(device_nodes=tuple(DeviceNode(path=p) for p in paths))
-            devices.append(Device(name=unit.id, container_edits=edits))
+            devices.append((unit.id, paths))
     if not devices:
         return None
+    return vfio_spec(units.resource.name, devices, mode)
+
+
+def vfio_spec(kind: str, devices: Sequence[tuple[str, Sequence[str]]], mode: IommuMode) -> Spec:
+    """A validated spec of ``kind`` whose devices (``(name, node paths)``) carry VFIO nodes,
+    with the mode's control node (``/dev/vfio/vfio`` or ``/dev/iommu``) as a spec-level edit.
+    Raises :class:`~kata_vfio.errors.CdiSpecError` for an invalid kind or name."""
     control = VFIO_CONTAINER_NODE if mode == "legacy" else IOMMUFD_NODE
     spec = Spec(
         version="",
-        kind=units.resource.name,
-        devices=tuple(devices),
+        kind=kind,
+        devices=tuple(
+            Device(
+                name=name,
+                container_edits=ContainerEdits(
+                    device_nodes=tuple(DeviceNode(path=p) for p in paths)
+                ),
+            )
+            for name, paths in devices
+        ),
         container_edits=ContainerEdits(device_nodes=(DeviceNode(path=control),)),
     )
     spec = dataclasses.replace(spec, version=minimum_version(spec))
-    validate_spec(spec, source=f"CDI spec for {units.resource.name}")
+    validate_spec(spec, source=f"CDI spec for {kind}")
     return spec
 
 
@@ -126,7 +147,7 @@ class CdiSpecWriter:
         name = units.resource.name
         path = self.path_for(name)
         if name not in self._written:
-            _remove_temporaries(path)
+            remove_temporaries(path)
             self._written[name] = self._read_existing(path)
         old_spec, old_bytes = self._written[name]
         spec = resource_spec(units, mode, old_spec)
@@ -165,9 +186,9 @@ class CdiSpecWriter:
         return spec, dump_spec(spec)
 
 
-def _remove_temporaries(path: str) -> None:
+def remove_temporaries(path: str) -> None:
     """Removes what a writer killed mid-write left (``.<name>.XXXX.tmp``, which CDI never
-    reads): this agent is the only writer of this file name."""
+    reads); the caller must be the only writer of this file name."""
     directory, base = os.path.split(path)
     try:
         names = os.listdir(directory)

@@ -19,13 +19,10 @@ message naming it: a silent skip would start a pod without its device.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import stat
 import threading
 from collections.abc import Iterator, Sequence
-from concurrent import futures
 from typing import Any
 
 import grpc
@@ -35,6 +32,7 @@ from kata_vfio.k8s.grpcapi import load_api
 from kata_vfio.k8s.inventory import IOMMUFD_NODE, VFIO_CONTAINER_NODE, Inventory, Unit
 from kata_vfio.k8s.preferred import preferred_allocation
 from kata_vfio.k8s.resources import ResourceSpec
+from kata_vfio.k8s.unixgrpc import UnixGrpcServer, rpc_error
 from kata_vfio.k8s.watch import InventoryFeed
 
 __all__ = [
@@ -51,8 +49,6 @@ KUBELET_SOCKET = "kubelet.sock"
 API_VERSION = "v1beta1"
 HEALTHY = "Healthy"
 UNHEALTHY = "Unhealthy"
-# The kernel's limit for a unix socket path (sun_path, without the NUL).
-_SUN_PATH_MAX = 107
 # A ListAndWatch stream wakes on a change, when the kubelet hangs up (an RPC callback) and at
 # shutdown; this is only the longest it sleeps otherwise.
 _STREAM_TICK = 30.0
@@ -230,66 +226,31 @@ class PluginServer:
         self.service = service
         self.plugin_dir = plugin_dir
         self.path = os.path.join(plugin_dir, socket_name(service.resource))
-        self.workers = workers
-        self._server: grpc.Server | None = None
-        self._identity: tuple[int, int] | None = None
-        if len(self.path.encode()) > _SUN_PATH_MAX:
-            raise KubernetesError(
-                f"the socket path {self.path} is longer than a unix socket allows "
-                f"({_SUN_PATH_MAX} bytes)",
-                hint="use a shorter --plugin-dir or resource name",
-            )
+        api = load_api("deviceplugin/v1beta1")
+        self._server = UnixGrpcServer(
+            self.path,
+            lambda server: api.services.add_DevicePluginServicer_to_server(service, server),
+            name=service.resource.name,
+            hint=f"check that {plugin_dir} exists and is writable (the kubelet's "
+            "device-plugins directory, mounted from the host)",
+            workers=workers,
+        )
 
     def start(self) -> None:
         """Serves on a fresh socket (a stale one a killed agent left is replaced)."""
-        self._remove_stale()
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.workers))
-        api = load_api("deviceplugin/v1beta1")
-        api.services.add_DevicePluginServicer_to_server(self.service, server)
-        try:
-            port = server.add_insecure_port(f"unix:{self.path}")
-        except RuntimeError as exc:
-            port = 0
-            detail = str(exc)
-        else:
-            detail = ""
-        if port == 0:
-            raise KubernetesError(
-                f"cannot listen on {self.path}{': ' + detail if detail else ''}",
-                hint=f"check that {self.plugin_dir} exists and is writable (the kubelet's "
-                "device-plugins directory, mounted from the host)",
-            )
-        server.start()
-        os.chmod(self.path, 0o600)
-        st = os.stat(self.path)
-        self._identity = (st.st_dev, st.st_ino)
-        self._server = server
-        log.info("%s: serving on %s", self.service.resource.name, self.path)
+        self._server.start()
 
     def stop(self, grace: float = 1.0) -> None:
         """Stops serving and removes the socket if it is still this server's."""
-        server, self._server = self._server, None
-        if server is not None:
-            server.stop(grace).wait()
-        if self.socket_present():
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
-        self._identity = None
+        self._server.stop(grace)
 
     def restart(self) -> None:
         """A new server on a new socket (after the kubelet removed ours)."""
-        self.stop(grace=0)
-        self.start()
+        self._server.restart()
 
     def socket_present(self) -> bool:
         """Our socket file is still there (the kubelet removes it when it restarts)."""
-        if self._identity is None:
-            return False
-        try:
-            st = os.lstat(self.path)
-        except OSError:
-            return False
-        return (st.st_dev, st.st_ino) == self._identity
+        return self._server.socket_present()
 
     def register(self, kubelet_socket: str, timeout: float = 5.0) -> None:
         """``Registration.Register`` with the kubelet; raises :class:`KubernetesError` naming
@@ -307,7 +268,7 @@ class PluginServer:
             except grpc.RpcError as exc:
                 raise KubernetesError(
                     f"registering {self.service.resource.name} with the kubelet at "
-                    f"{kubelet_socket} failed: {_rpc_error(exc)}",
+                    f"{kubelet_socket} failed: {rpc_error(exc)}",
                     hint="check that the kubelet runs and that no other plugin registered "
                     "this resource name",
                 ) from None
@@ -317,23 +278,3 @@ class PluginServer:
             kubelet_socket,
             os.path.basename(self.path),
         )
-
-    def _remove_stale(self) -> None:
-        try:
-            st = os.lstat(self.path)
-        except FileNotFoundError:
-            return
-        if not stat.S_ISSOCK(st.st_mode):
-            raise KubernetesError(
-                f"{self.path} exists and is not a socket",
-                hint="remove it; the plugin directory holds only the kubelet's sockets",
-            )
-        os.unlink(self.path)
-        log.info("%s: removed the stale socket %s", self.service.resource.name, self.path)
-
-
-def _rpc_error(exc: grpc.RpcError) -> str:
-    code = exc.code() if isinstance(exc, grpc.Call) else None
-    details = exc.details() if isinstance(exc, grpc.Call) else None
-    name = code.name if code is not None else "error"
-    return f"{name}: {details}" if details else name

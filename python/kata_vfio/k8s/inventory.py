@@ -191,16 +191,23 @@ def build_inventory(
     mode: IommuMode,
     *,
     devfs_nodes: Collection[str] | None = None,
+    bind_on_prepare: bool = False,
 ) -> Inventory:
     """The units of each resource on ``host`` (see the module docstring). A group that holds
     functions of two resources belongs to the first one given; the other lists it Unhealthy.
 
     A unit's nodes must be registered by the kernel (the scan's ``devnodes``) and, when
-    ``devfs_nodes`` is given (:func:`list_devfs_nodes`), present in the devfs too."""
+    ``devfs_nodes`` is given (:func:`list_devfs_nodes`), present in the devfs too.
+
+    ``bind_on_prepare`` is the DRA driver's view: it binds a unit's group to vfio when a claim
+    is prepared, so a function on its host driver (or none) is no reason against the unit, and
+    neither are the VFIO nodes that binding will create; every other reason stays (no IOMMU, a
+    bridge on a DMA driver, a member that cannot be read, a no-IOMMU group)."""
     problems = _host_problems(host, mode)
     context = _Context(
         host,
         mode,
+        bind_on_prepare,
         _NodeCheck(
             frozenset(n.path for n in host.devnodes),
             None if devfs_nodes is None else frozenset(devfs_nodes),
@@ -264,6 +271,7 @@ class _NodeCheck:
 class _Context:
     host: Host
     mode: IommuMode
+    bind_on_prepare: bool
     nodes: _NodeCheck
     host_problems: tuple[str, ...]
 
@@ -293,7 +301,7 @@ def _unit(
     )
     primary = selected[0]
     reasons = list(context.host_problems)
-    reasons += _group_problems(context.host, group, endpoints)
+    reasons += _group_problems(context, group, endpoints)
     nodes, node_problems = _nodes(context, group, endpoints)
     reasons += node_problems
     return Unit(
@@ -308,7 +316,10 @@ def _unit(
     )
 
 
-def _group_problems(host: Host, group: IommuGroup, endpoints: Sequence[PciDevice]) -> list[str]:
+def _group_problems(
+    context: _Context, group: IommuGroup, endpoints: Sequence[PciDevice]
+) -> list[str]:
+    host = context.host
     if not endpoints:
         return [f"IOMMU group {group.id} holds only bridges: nothing to pass through"]
     problems = []
@@ -325,9 +336,17 @@ def _group_problems(host: Host, group: IommuGroup, endpoints: Sequence[PciDevice
             if b.breaks_viability and b.kind != "unknown"
         ]
     elif not group.viable:
-        problems += [
-            f"{b.bdf}: {blocker_reason(b)}" for b in group.blockers if b.breaks_viability
-        ] or [f"IOMMU group {group.id} is not viable"]
+        blockers = [
+            b
+            for b in group.blockers
+            if b.breaks_viability and not (context.bind_on_prepare and b.kind == "host-driver")
+        ]
+        if blockers or not context.bind_on_prepare:
+            problems += [f"{b.bdf}: {blocker_reason(b)}" for b in blockers] or [
+                f"IOMMU group {group.id} is not viable"
+            ]
+    if context.bind_on_prepare:
+        return problems
     problems += [
         f"{d.bdf} is {'unbound' if d.driver is None else f'on {d.driver}'}, not on a vfio "
         f"driver (kata-vfio bind --group {group.id})"
@@ -347,10 +366,14 @@ def _nodes(
     if not endpoints:
         return (), []
     registered = context.nodes
+    # Binding creates the nodes of a group that is not on vfio yet.
+    pending = context.bind_on_prepare and not all(d.is_vfio_bound for d in endpoints)
     if context.mode == "legacy":
         node = context.host.group_node(endpoints[0].bdf) or f"/dev/vfio/{group.id}"
-        problem = registered.problem(node)
+        problem = None if pending else registered.problem(node)
         return (node,), [] if problem is None else [problem]
+    if pending:
+        return (), []
     paths = []
     problems = []
     for device in endpoints:

@@ -20,7 +20,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -191,17 +191,29 @@ class WatchConfig:
     iommu_mode: str = "auto"
     rescan_interval: float = 30.0
     details: bool = False
+    bind_on_prepare: bool = False
+    """The DRA driver's view of the units (see :func:`~kata_vfio.k8s.inventory.build_inventory`)."""
 
 
 class HostWatcher:
     """Scans, builds the inventory, syncs the CDI specs and publishes (see the module
     docstring). Create it, call :meth:`refresh` once (the first inventory, specs written),
-    then :meth:`run` in a thread until ``stop`` is set."""
+    then :meth:`run` in a thread until ``stop`` is set.
 
-    def __init__(self, config: WatchConfig, writer: CdiSpecWriter, events: EventSource) -> None:
+    Without a ``writer`` no spec is written (the DRA driver writes one per claim); ``review``
+    may add reasons to units before they are published (the DRA driver's refusals)."""
+
+    def __init__(
+        self,
+        config: WatchConfig,
+        writer: CdiSpecWriter | None,
+        events: EventSource,
+        review: Callable[[Inventory], Inventory] | None = None,
+    ) -> None:
         self.config = config
         self.writer = writer
         self.events = events
+        self.review = review
         self.feed: InventoryFeed | None = None
         self.scans = 0
 
@@ -215,8 +227,14 @@ class HostWatcher:
             host = scan(config.paths, details=config.details, threads=threads)
             mode = resolve_iommu_mode(host, config.iommu_mode)
             inventory = build_inventory(
-                host, config.resources, mode, devfs_nodes=list_devfs_nodes(host)
+                host,
+                config.resources,
+                mode,
+                devfs_nodes=list_devfs_nodes(host),
+                bind_on_prepare=config.bind_on_prepare,
             )
+            if self.review is not None:
+                inventory = self.review(inventory)
         except KataVfioError as exc:
             if self.feed is None:
                 raise
@@ -261,6 +279,8 @@ class HostWatcher:
             due = time.monotonic() + interval
 
     def _write_specs(self, inventory: Inventory) -> Inventory:
+        if self.writer is None:
+            return inventory
         error = None
         try:
             for change in self.writer.sync(inventory):
