@@ -4,7 +4,8 @@ client to the fake API server (HTTP on 127.0.0.1), against one GET through the s
     pytest benches/test_dra_slices_bench.py --benchmark-enable
 
 Percentiles and ratios come from ``benches/run_dra_slices_bench.py``
-(DRA-SLICES-RESULTS.md). Without ``--benchmark-enable`` (the project default) each test runs once, as a smoke test.
+(DRA-SLICES-RESULTS.md). Without ``--benchmark-enable`` (the project default) each test runs
+once, as a smoke test.
 """
 
 from __future__ import annotations
