@@ -212,7 +212,10 @@ def k8s_block(results: dict[str, Runs]) -> str:
     plateau = span(runs, "idle.plateau_growth_mib")
     leak = "no leak" if plateau is not None and plateau[1] < 1 else "check for a leak"
     minutes = float(latest(runs, "idle.minutes"))
-    s = lambda path, spec, suffix="": fmt(span(runs, path), spec, suffix)  # noqa: E731
+
+    def s(path: str, spec: str, suffix: str = "") -> str:
+        return fmt(span(runs, path), spec, suffix)
+
     rows = [
         (
             f"`Allocate`, {latest(runs, 'units')} units, one call at a time "
