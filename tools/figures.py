@@ -361,8 +361,10 @@ def render_file(text: str, names: Iterable[str], results: dict[str, Runs]) -> st
     for name in names:
         if marked_block(text, name) is None:
             raise SystemExit(f"the figures block {name!r} has no markers in its file")
+        match = _pattern(name).search(text)
+        assert match is not None  # checked above
         rendered = BLOCKS[name][1](results) + "\n"
-        text = _pattern(name).sub(lambda m, r=rendered: m.group(1) + r + m.group(3), text)
+        text = text[: match.start(2)] + rendered + text[match.end(2) :]
     return text
 
 
