@@ -19,8 +19,6 @@ from typing import Any
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
-Figure = float | list[float] | dict[str, Any]
-
 
 def load(path: Path) -> dict[str, Any]:
     """The results file at ``path``; a clear error when it is missing or malformed."""

@@ -212,7 +212,10 @@ def k8s_block(results: dict[str, Runs]) -> str:
     plateau = span(runs, "idle.plateau_growth_mib")
     leak = "no leak" if plateau is not None and plateau[1] < 1 else "check for a leak"
     minutes = float(latest(runs, "idle.minutes"))
-    s = lambda path, spec, suffix="": fmt(span(runs, path), spec, suffix)  # noqa: E731
+
+    def s(path: str, spec: str, suffix: str = "") -> str:
+        return fmt(span(runs, path), spec, suffix)
+
     rows = [
         (
             f"`Allocate`, {latest(runs, 'units')} units, one call at a time "
@@ -358,8 +361,10 @@ def render_file(text: str, names: Iterable[str], results: dict[str, Runs]) -> st
     for name in names:
         if marked_block(text, name) is None:
             raise SystemExit(f"the figures block {name!r} has no markers in its file")
+        match = _pattern(name).search(text)
+        assert match is not None  # checked above
         rendered = BLOCKS[name][1](results) + "\n"
-        text = _pattern(name).sub(lambda m, r=rendered: m.group(1) + r + m.group(3), text)
+        text = text[: match.start(2)] + rendered + text[match.end(2) :]
     return text
 
 
