@@ -165,8 +165,9 @@ class Checkpoint:
         except OSError as exc:
             if exc.errno == errno_codes.ENOENT:
                 raise FileNotFoundError(self.path) from None
+            why = "it is a symbolic link" if exc.errno == errno_codes.ELOOP else exc.strerror
             raise HostIOError(
-                f"cannot open the checkpoint {self.path}: {exc.strerror}",
+                f"cannot open the checkpoint {self.path}: {why}",
                 errno=exc.errno,
                 path=self.path,
                 hint="it must be a regular file, not a link, owned by the plugin's user",
