@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from guestlib import cli_check_open
 from kvlab import topology
 
 REPO = Path(__file__).resolve().parents[3]
@@ -101,16 +102,6 @@ def _preparer(state: str, cdi: str, claims: MemoryClaims, writer: Any = None) ->
     return preparer
 
 
-def _check_open(bdf: str) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-m", "kata_vfio", "check", "--open", bdf, "--json"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return {"rc": done.returncode, "stderr": done.stderr[-2000:]}
-
-
 def _prepare_and_unprepare(state: str, cdi: str) -> dict[str, Any]:
     facts: dict[str, Any] = {}
     claims = MemoryClaims()
@@ -126,7 +117,7 @@ def _prepare_and_unprepare(state: str, cdi: str) -> dict[str, Any]:
     facts["spec_nodes"] = nodes
     facts["spec_control"] = spec.get("containerEdits", {}).get("deviceNodes", [])
     facts["nodes_exist"] = {n: os.path.exists(n) for n in nodes}
-    facts["check_open"] = {b: _check_open(b) for b in PAIR}
+    facts["check_open"] = {b: cli_check_open(b) for b in PAIR}
     facts["repeat_same"] = preparer.prepare(claim, Deadline(30)) == result
     facts["unprepare_error"] = preparer.unprepare(claim, Deadline(30)).error
     facts["drivers_unprepared"] = {b: _driver(b) for b in PAIR}
