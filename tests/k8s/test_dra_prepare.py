@@ -31,6 +31,7 @@ from kata_vfio import binding
 from kata_vfio.k8s.dra.ports import AllocatedDevice, ClaimRef
 from kata_vfio.k8s.dra.prepare import ClaimResult, Deadline, dra_inventory, with_refusals
 from kata_vfio.k8s.inventory import build_inventory
+from kata_vfio.testing.kernel_sim import KernelSim
 
 UID = "4a7d3c1e-1111-4c2b-9d5e-000000000001"
 UID2 = "4a7d3c1e-2222-4c2b-9d5e-000000000002"
@@ -276,3 +277,45 @@ def test_two_claims_at_once_are_prepared_one_after_the_other(rig: DraRig) -> Non
         thread.join(30)
     assert sorted(r.error for r in results) == ["", ""]
     assert vfio_bound(rig) == [PAIR, "0000:05:00.1", GPU, "0000:81:00.1"]
+
+
+def test_a_gpu_with_a_variant_driver_goes_to_it_and_back_to_nvidia(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    rig.sim = KernelSim.for_host(
+        rig.host,
+        modules={"vfio_pci": "vfio-pci", "nvgrace_gpu_vfio_pci": "nvgrace_gpu_vfio_pci"},
+    )
+    aliases = Path(rig.host.root) / "modules/lib/modules/6.12.0-test"
+    aliases.mkdir(parents=True)
+    (aliases / "modules.alias").write_text(
+        "alias vfio_pci:v*d*sv*sd*bc*sc*i* vfio_pci\n"
+        "alias vfio_pci:v000010DEd000026B9sv*sd*bc*sc*i* nvgrace_gpu_vfio_pci\n"
+    )
+    preparer = rig.preparer()
+    claim = rig.claims.add(UID, GPU, request="gpu")
+    assert preparer.prepare(claim, Deadline(30)).error == ""
+    drivers = rig.drivers()
+    assert (drivers[GPU], drivers["0000:81:00.1"]) == ("nvgrace_gpu_vfio_pci", "vfio-pci")
+    assert preparer.unprepare(claim, Deadline(30)).error == ""
+    drivers = rig.drivers()
+    assert (drivers[GPU], drivers["0000:81:00.1"]) == ("nvidia", "snd_hda_intel")
+
+
+def test_an_unprepare_while_a_vm_holds_the_group_is_refused_then_retried(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, cdev=False)
+    preparer = rig.preparer()
+    claim = rig.claims.add(UID, PAIR)
+    assert preparer.prepare(claim, Deadline(30)).error == ""
+    # As /proc shows a QEMU that has the group open (the node as this host's devfs names it).
+    fd_dir = Path(rig.host.proc_root) / "4242" / "fd"
+    fd_dir.mkdir(parents=True)
+    (fd_dir.parent / "comm").write_text("qemu-system-x86\n")
+    (fd_dir / "7").symlink_to(os.path.join(rig.host.dev_root, "vfio/12"))
+    refused = preparer.unprepare(claim, Deadline(30))
+    assert "restoring the devices of" in refused.error and "qemu" in refused.error, refused
+    record = preparer.checkpoint.get(UID)
+    assert record is not None and record.state == "unpreparing"
+    assert vfio_bound(rig) == [PAIR, "0000:05:00.1"]
+    (fd_dir / "7").unlink()  # the VM is gone; the kubelet retries
+    assert preparer.unprepare(claim, Deadline(30)).error == ""
+    assert rig.drivers()[PAIR] == "e1000e" and preparer.checkpoint.get(UID) is None
