@@ -319,3 +319,12 @@ def test_an_unprepare_while_a_vm_holds_the_group_is_refused_then_retried(tmp_pat
     (fd_dir / "7").unlink()  # the VM is gone; the kubelet retries
     assert preparer.unprepare(claim, Deadline(30)).error == ""
     assert rig.drivers()[PAIR] == "e1000e" and preparer.checkpoint.get(UID) is None
+
+
+def test_a_state_directory_that_fails_is_a_claim_error_not_a_crash(rig: DraRig) -> None:
+    before = rig.sim.state()
+    preparer = rig.preparer()
+    preparer.checkpoint.path = str(rig.state_dir / "missing-dir" / "checkpoint.json")
+    result = preparer.prepare(rig.claims.add(UID, PAIR), Deadline(30))
+    assert "the plugin's state failed" in result.error, result.error
+    assert rig.sim.state() == before, "nothing was bound before the record could be written"

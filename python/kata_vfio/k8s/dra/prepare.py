@@ -279,6 +279,11 @@ class Preparer:
         except (_ClaimFailed, _TimedOut) as exc:
             log.error("%s %s failed: %s", verb, claim, exc)
             return ClaimResult(error=f"{verb} {claim}: {exc}")
+        except KataVfioError as exc:
+            # The state directory failed under us (disk full, removed): the record says
+            # what was done, and the next call or start finishes or undoes it.
+            log.error("%s %s failed in the state directory: %s", verb, claim, exc)
+            return ClaimResult(error=f"{verb} {claim}: the plugin's state failed: {exc}")
         finally:
             self._lock.release()
         log.info("%s %s done in %.3f s", verb, claim, time.monotonic() - started)
