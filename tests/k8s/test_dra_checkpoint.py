@@ -19,18 +19,25 @@ from kata_vfio.k8s.dra.ports import ClaimRef
 
 BOOT = "b0b0b0b0-0000-4000-8000-000000000000"
 names = st.text("abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=20)
+bdfs = st.builds(
+    "{:04x}:{:02x}:{:02x}.{}".format,
+    st.integers(0, 0xFFFF),
+    st.integers(0, 0xFF),
+    st.integers(0, 0x1F),
+    st.integers(0, 7),
+)
 units = st.builds(
     PreparedUnit,
     device=names,
     requests=st.lists(names, min_size=1, max_size=3).map(tuple),
     unit_id=names,
     group=st.integers(0, 4096),
-    bdfs=st.lists(names, min_size=1, max_size=4).map(tuple),
+    bdfs=st.lists(bdfs, min_size=1, max_size=4).map(tuple),
     cdi_id=st.one_of(st.just(""), names),
 )
 records = st.builds(
     ClaimRecord,
-    claim=st.builds(ClaimRef, names, names, names),
+    claim=st.builds(ClaimRef, names, names, st.uuids().map(str)),
     state=st.sampled_from(["preparing", "prepared", "unpreparing"]),
     units=st.lists(units, max_size=3).map(tuple),
 )
@@ -89,7 +96,7 @@ def test_another_boot_drops_the_records(tmp_path: Path) -> None:
     state = str(tmp_path / "state")
     checkpoint = Checkpoint(state, BOOT)
     checkpoint.load()
-    checkpoint.put(ClaimRecord(ClaimRef("ns", "c", "u1"), "prepared", ()))
+    checkpoint.put(ClaimRecord(ClaimRef("ns", "c", "u-1"), "prepared", ()))
     later = Checkpoint(state, "another-boot")
     dropped = later.load()
     assert dropped is not None and f"boot {BOOT}" in dropped and len(later) == 0
@@ -116,3 +123,27 @@ def test_the_boot_id_is_read_and_checked(tmp_path: Path) -> None:
     path.unlink()
     with pytest.raises(HostIOError):
         read_boot_id(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("uid", "../../etc/cron.d/x"), ("functions", ["0000:05:00.0/../../../x"])],
+)
+def test_a_record_naming_a_path_outside_is_damage(
+    tmp_path: Path, field: str, value: object
+) -> None:
+    state = tmp_path / "state"
+    checkpoint = Checkpoint(str(state), BOOT)
+    checkpoint.load()
+    unit = PreparedUnit("pci-0000-05-00-0", ("nic",), "0000:05:00.0", 12, ("0000:05:00.0",))
+    checkpoint.put(ClaimRecord(ClaimRef("ns", "c", "u-1"), "prepared", (unit,)))
+    document = json.loads((state / "checkpoint.json").read_text())
+    claim = document["claims"][0]
+    if field == "uid":
+        claim["uid"] = value
+    else:
+        claim["units"][0]["functions"] = value
+    (state / "checkpoint.json").write_text(json.dumps(document))
+    again = Checkpoint(str(state), BOOT)
+    dropped = again.load()
+    assert dropped is not None and "is damaged" in dropped and len(again) == 0
