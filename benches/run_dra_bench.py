@@ -10,10 +10,10 @@ audio function), the kernel simulator answering the sysfs writes:
   time spent inside sysfs writes (what the kernel does: unbind, probe; on real hardware the
   wait for the drivers) and everything else (claim read, scans, journal, checkpoint and CDI
   spec writes, each fsynced); against the bare :func:`kata_vfio.binding.bind` and
-  :func:`~kata_vfio.binding.restore` of the same groups measured in the same run (the
+  :func:`~kata_vfio.binding.restore` of the same groups, interleaved round by round (the
   primitive the plugin adds its bookkeeping to);
 * the same prepare through the plugin's gRPC server (``dra.sock``, the fake kubelet as the
-  client): the gRPC share of a kubelet call;
+  client), interleaved with direct calls on a second host: the gRPC share of a kubelet call;
 * endurance: ``--cycles`` (default 500) prepare/unprepare cycles of the two-unit claim, each
   with a new claim UID: CDI specs left, devices left on vfio, checkpoint records left, and
   the RSS growth after the first 20 cycles (the allocator's warm-up).
@@ -95,10 +95,36 @@ def new_claim(rig: DraRig, *bdfs: str) -> ClaimRef:
     return rig.claims.add(str(uuid.uuid4()), *bdfs)
 
 
+def bare_cycle(rig: DraRig, bdfs: tuple[str, ...], journal: str) -> tuple[float, float]:
+    """The primitive alone: bind each unit's group, restore them; the two times."""
+    access = rig.access()
+    start = time.perf_counter()
+    for bdf in bdfs:
+        binding.bind(
+            bdf,
+            paths=access.paths,
+            state_dir=journal,
+            modules_root=access.modules_root,
+            kernel_release=access.kernel_release,
+            module_loader=access.module_loader,
+            sysfs_writer=access.sysfs_writer,
+        )
+    bound = time.perf_counter() - start
+    start = time.perf_counter()
+    binding.restore(
+        list(bdfs), paths=access.paths, state_dir=journal, sysfs_writer=access.sysfs_writer
+    )
+    return bound, time.perf_counter() - start
+
+
 def measure_calls(rig: DraRig, bdfs: tuple[str, ...], rounds: int) -> dict[str, Any]:
+    """Prepare/unprepare and the bare bind/restore, interleaved round by round (a shared
+    machine's load then weighs on both alike)."""
     timer = WriteTimer(rig)
     preparer = rig.preparer()
-    rows: dict[str, list[float]] = {k: [] for k in ("prep", "prep_io", "unprep", "unprep_io")}
+    keys = ("prep", "prep_io", "unprep", "unprep_io", "bind", "restore")
+    rows: dict[str, list[float]] = {k: [] for k in keys}
+    journal = str(rig.state_dir / "bare-journal")
     for _ in range(rounds):
         claim = new_claim(rig, *bdfs)
         timer.take()
@@ -110,31 +136,15 @@ def measure_calls(rig: DraRig, bdfs: tuple[str, ...], rounds: int) -> dict[str, 
         assert preparer.unprepare(claim, Deadline(30)).error == ""
         rows["unprep"].append(time.perf_counter() - start)
         rows["unprep_io"].append(timer.take())
-    bare: dict[str, list[float]] = {"bind": [], "restore": []}
-    journal = str(rig.state_dir / "bare-journal")
-    access = rig.access()
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for bdf in bdfs:
-            binding.bind(
-                bdf,
-                paths=access.paths,
-                state_dir=journal,
-                modules_root=access.modules_root,
-                kernel_release=access.kernel_release,
-                module_loader=access.module_loader,
-                sysfs_writer=access.sysfs_writer,
-            )
-        bare["bind"].append(time.perf_counter() - start)
-        start = time.perf_counter()
-        binding.restore(
-            list(bdfs), paths=access.paths, state_dir=journal, sysfs_writer=access.sysfs_writer
-        )
-        bare["restore"].append(time.perf_counter() - start)
-    return {**rows, **bare, "writes": timer.count}
+        bound, restored = bare_cycle(rig, bdfs, journal)
+        rows["bind"].append(bound)
+        rows["restore"].append(restored)
+    return rows
 
 
-def measure_grpc(rig: DraRig, root: Path, rounds: int) -> dict[str, list[float]]:
+def measure_grpc(rig: DraRig, direct: DraRig, root: Path, rounds: int) -> dict[str, list[float]]:
+    """Through dra.sock (``rig``, the plugin in this process) and the direct call (``direct``,
+    another host), interleaved."""
     config = DraConfig(
         driver=DRIVER,
         node=NODE,
@@ -153,10 +163,11 @@ def measure_grpc(rig: DraRig, root: Path, rounds: int) -> dict[str, list[float]]
         kwargs={"events": ManualEvents()},
     )
     thread.start()
+    preparer = direct.preparer()
     try:
         kubelet = FakeDraKubelet(config.registry_dir)
         client = kubelet.plugin(kubelet.register(DRIVER))
-        out: dict[str, list[float]] = {"prep": [], "unprep": []}
+        out: dict[str, list[float]] = {k: [] for k in ("prep", "unprep", "dprep", "dunprep")}
         for _ in range(rounds):
             claim = new_claim(rig, PAIR)
             ref = (claim.namespace, claim.name, claim.uid)
@@ -166,6 +177,13 @@ def measure_grpc(rig: DraRig, root: Path, rounds: int) -> dict[str, list[float]]
             start = time.perf_counter()
             assert client.unprepare(ref) == {claim.uid: ""}
             out["unprep"].append(time.perf_counter() - start)
+            claim = new_claim(direct, PAIR)
+            start = time.perf_counter()
+            assert preparer.prepare(claim, Deadline(30)).error == ""
+            out["dprep"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            assert preparer.unprepare(claim, Deadline(30)).error == ""
+            out["dunprep"].append(time.perf_counter() - start)
         client.close()
         return out
     finally:
@@ -241,7 +259,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
     ]
     grpc_rows = results["grpc"]
     for key, name in (("prep", "NodePrepareResources"), ("unprep", "NodeUnprepareResources")):
-        direct = percentile(one[key], 50)
+        direct = percentile(grpc_rows["d" + key], 50)
         lines.append(
             f"| {name} | {ms(percentile(grpc_rows[key], 50))} | "
             f"{ms(percentile(grpc_rows[key], 99))} | {ms(direct)} | "
@@ -284,7 +302,10 @@ def main() -> int:
         results["two"] = run_in(
             base / "two", lambda rig, _: measure_calls(rig, (PAIR, GPU), rounds)
         )
-        results["grpc"] = run_in(base / "grpc", lambda rig, root: measure_grpc(rig, root, rounds))
+        results["grpc"] = run_in(
+            base / "grpc",
+            lambda rig, root: measure_grpc(rig, make_rig(root / "direct"), root, rounds),
+        )
         results["endurance"] = run_in(base / "end", lambda rig, _: endurance(rig, args.cycles))
     text = report(results, args)
     print(text)

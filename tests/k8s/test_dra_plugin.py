@@ -16,6 +16,7 @@ from fake_dra_kubelet import FakeDraKubelet
 from kata_vfio.errors import KubernetesError
 from kata_vfio.k8s.dra.plugin import DraConfig, run_dra_plugin
 from kata_vfio.k8s.dra.ports import device_name
+from kata_vfio.k8s.dra.service import DraPluginService
 from kata_vfio.k8s.watch import ManualEvents
 
 UID = "9b0f0c52-0000-4d1e-8f00-00000000000a"
@@ -171,3 +172,33 @@ def test_a_clean_stop_removes_the_sockets_and_with_cleanup_the_slices(
     assert plugin.slices.deleted == 1
     # The prepared claim stays: its pod still runs.
     assert os.listdir(rig.cdi_dir) == [f"k8s.{DRIVER}-unit_{UID}.yaml"]
+
+
+def test_health_is_sent_again_before_the_kubelet_would_time_it_out(
+    running: RunningPlugin,
+) -> None:
+    kubelet = FakeDraKubelet(running.config.registry_dir)
+    client = kubelet.plugin(kubelet.register(DRIVER))
+    watch = client.watch_health()
+    first = watch.until(lambda u: len(u) == 4)
+    # Nothing changes on the host; the list comes again within a heartbeat (0.2 s here).
+    assert watch.until(lambda u: True, timeout=5) == first
+    watch.cancel()
+    client.close()
+
+
+class _Context:
+    def __init__(self, remaining: float | None) -> None:
+        self.remaining = remaining
+
+    def time_remaining(self) -> float | None:
+        return self.remaining
+
+
+@pytest.mark.parametrize(("remaining", "expected"), [(None, 30.0), (45.0, 30.0), (10.0, 8.0)])
+def test_a_call_gets_the_nearer_of_our_deadline_and_the_kubelet_s(
+    rig: DraRig, remaining: float | None, expected: float
+) -> None:
+    service = DraPluginService(rig.preparer(), "dra/v1", 30.0)
+    deadline = service._deadline(_Context(remaining))  # type: ignore[arg-type]
+    assert deadline.seconds == pytest.approx(expected)

@@ -4,9 +4,11 @@ nothing, idempotency, the deadline, and recovery after a reboot."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -24,9 +26,12 @@ from dra_fakes import (
     write_boot_id,
 )
 
+import kata_vfio
 from kata_vfio import binding
 from kata_vfio.k8s.dra.ports import AllocatedDevice, ClaimRef
-from kata_vfio.k8s.dra.prepare import Deadline
+from kata_vfio.k8s.dra.prepare import ClaimResult, Deadline, dra_inventory, with_refusals
+from kata_vfio.k8s.inventory import build_inventory
+from kata_vfio.testing.kernel_sim import KernelSim
 
 UID = "4a7d3c1e-1111-4c2b-9d5e-000000000001"
 UID2 = "4a7d3c1e-2222-4c2b-9d5e-000000000002"
@@ -229,3 +234,97 @@ def test_a_prepared_claim_that_is_gone_is_released_at_start(rig: DraRig) -> None
     restarted = rig.preparer()
     restarted.release_gone()
     assert rig.sim.state() == before
+
+
+def test_a_device_the_kernel_keeps_busy_fails_fast_as_busy(rig: DraRig) -> None:
+    before = rig.sim.state()
+    preparer = rig.preparer()
+    rig.sim.fail_next("e1000e/unbind", errno.EBUSY, times=100)
+    result = preparer.prepare(rig.claims.add(UID, PAIR), Deadline(30))
+    assert "pci-0000-05-00-0 (group 12): busy:" in result.error, result.error
+    assert rig.sim.state() == before
+
+
+def test_the_dra_view_offers_groups_still_on_their_host_drivers(rig: DraRig) -> None:
+    access = rig.access()
+    dra = {u.id: u for u in dra_inventory(access).units}
+    assert dra[PAIR].healthy and dra[GPU].healthy
+    assert dra[PAIR].nodes == ()  # iommufd: the cdevs appear when the group is bound
+    host = kata_vfio.scan(access.paths, details=True)
+    plugin = {u.id: u for u in build_inventory(host, access.resources, "iommufd").units}
+    assert not plugin[PAIR].healthy
+    assert any("host driver e1000e" in r for r in plugin[PAIR].reasons), plugin[PAIR].reasons
+    # The refusals a prepare would meet are reasons too, without a write.
+    refused = {
+        u.id: u
+        for u in with_refusals(dra_inventory(access), access, str(rig.state_dir / "dry")).units
+    }
+    assert not refused[LIVE_NIC].healthy and not refused[DISK_NIC].healthy
+    assert refused[PAIR].healthy and rig.sim.log == []
+
+
+def test_two_claims_at_once_are_prepared_one_after_the_other(rig: DraRig) -> None:
+    preparer = rig.preparer()
+    claims = [rig.claims.add(UID, PAIR), rig.claims.add(UID2, GPU, request="gpu")]
+    results: list[ClaimResult] = []
+    threads = [
+        threading.Thread(target=lambda c=c: results.append(preparer.prepare(c, Deadline(30))))
+        for c in claims
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(r.error for r in results) == ["", ""]
+    assert vfio_bound(rig) == [PAIR, "0000:05:00.1", GPU, "0000:81:00.1"]
+
+
+def test_a_gpu_with_a_variant_driver_goes_to_it_and_back_to_nvidia(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    rig.sim = KernelSim.for_host(
+        rig.host,
+        modules={"vfio_pci": "vfio-pci", "nvgrace_gpu_vfio_pci": "nvgrace_gpu_vfio_pci"},
+    )
+    aliases = Path(rig.host.root) / "modules/lib/modules/6.12.0-test"
+    aliases.mkdir(parents=True)
+    (aliases / "modules.alias").write_text(
+        "alias vfio_pci:v*d*sv*sd*bc*sc*i* vfio_pci\n"
+        "alias vfio_pci:v000010DEd000026B9sv*sd*bc*sc*i* nvgrace_gpu_vfio_pci\n"
+    )
+    preparer = rig.preparer()
+    claim = rig.claims.add(UID, GPU, request="gpu")
+    assert preparer.prepare(claim, Deadline(30)).error == ""
+    drivers = rig.drivers()
+    assert (drivers[GPU], drivers["0000:81:00.1"]) == ("nvgrace_gpu_vfio_pci", "vfio-pci")
+    assert preparer.unprepare(claim, Deadline(30)).error == ""
+    drivers = rig.drivers()
+    assert (drivers[GPU], drivers["0000:81:00.1"]) == ("nvidia", "snd_hda_intel")
+
+
+def test_an_unprepare_while_a_vm_holds_the_group_is_refused_then_retried(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, cdev=False)
+    preparer = rig.preparer()
+    claim = rig.claims.add(UID, PAIR)
+    assert preparer.prepare(claim, Deadline(30)).error == ""
+    # As /proc shows a QEMU that has the group open (the node as this host's devfs names it).
+    fd_dir = Path(rig.host.proc_root) / "4242" / "fd"
+    fd_dir.mkdir(parents=True)
+    (fd_dir.parent / "comm").write_text("qemu-system-x86\n")
+    (fd_dir / "7").symlink_to(os.path.join(rig.host.dev_root, "vfio/12"))
+    refused = preparer.unprepare(claim, Deadline(30))
+    assert "restoring the devices of" in refused.error and "qemu" in refused.error, refused
+    record = preparer.checkpoint.get(UID)
+    assert record is not None and record.state == "unpreparing"
+    assert vfio_bound(rig) == [PAIR, "0000:05:00.1"]
+    (fd_dir / "7").unlink()  # the VM is gone; the kubelet retries
+    assert preparer.unprepare(claim, Deadline(30)).error == ""
+    assert rig.drivers()[PAIR] == "e1000e" and preparer.checkpoint.get(UID) is None
+
+
+def test_a_state_directory_that_fails_is_a_claim_error_not_a_crash(rig: DraRig) -> None:
+    before = rig.sim.state()
+    preparer = rig.preparer()
+    preparer.checkpoint.path = str(rig.state_dir / "missing-dir" / "checkpoint.json")
+    result = preparer.prepare(rig.claims.add(UID, PAIR), Deadline(30))
+    assert "the plugin's state failed" in result.error, result.error
+    assert rig.sim.state() == before, "nothing was bound before the record could be written"

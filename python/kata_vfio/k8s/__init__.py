@@ -19,7 +19,9 @@ Serving and calling the kubelet (the ``k8s`` extra: grpcio, grpcio-tools, protob
 * :mod:`~kata_vfio.k8s.watch`: rescans on uevents and a timer, the inventory feed;
 * :mod:`~kata_vfio.k8s.deviceplugin` and :mod:`~kata_vfio.k8s.agent`: the device plugin
   (``run_device_plugin``);
-* :mod:`~kata_vfio.k8s.podresources`: the Pod Resources client.
+* :mod:`~kata_vfio.k8s.podresources`: the Pod Resources client;
+* :mod:`~kata_vfio.k8s.dra`: the DRA kubelet plugin (``run_dra_plugin``): claims prepared by
+  binding whole groups with the journal, one CDI spec per claim, a boot-keyed checkpoint.
 
 Importing this package imports none of them.
 """

@@ -8,14 +8,11 @@ device opens, a half-bound group is refused with a hint naming the blocker.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import kernel_facts as kf
-from guestlib import bound
+from guestlib import bound, cli_check_open
 from kvlab import topology
 
 from kata_vfio import vfio
@@ -94,30 +91,16 @@ def _iommufd() -> dict[str, Any]:
     return facts
 
 
-def _cli_check_open(bdf: str) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-m", "kata_vfio", "check", "--open", bdf, "--json"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    try:
-        output = json.loads(done.stdout)
-    except json.JSONDecodeError:
-        output = None
-    return {"rc": done.returncode, "output": output, "stderr": done.stderr[-2000:]}
-
-
 def _check_open(modes: list[vfio.Mode]) -> dict[str, Any]:
     facts: dict[str, Any] = {}
     with bound([NIC], group=True):
         facts["bound"] = {m: vfio.check_open(NIC, mode=m).to_dict() for m in modes}
-        facts["bound_cli"] = _cli_check_open(NIC)
+        facts["bound_cli"] = cli_check_open(NIC)
     half = topology.NIC_MULTI
     with bound([half[0]], group=False):
         facts["half_drivers"] = {bdf: kf.driver_of(bdf) for bdf in half}
         facts["half"] = {m: vfio.check_open(half[0], mode=m).to_dict() for m in modes}
-        facts["half_cli"] = _cli_check_open(half[0])
+        facts["half_cli"] = cli_check_open(half[0])
     return facts
 
 

@@ -32,6 +32,7 @@ CHECKS = (
     "check_dma",
     "check_refusals",
     "check_k8s",
+    "check_dra",
     "check_nested",
 )
 

@@ -26,8 +26,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from kata_vfio._atomic import atomic_write, read_regular_fd, read_regular_file
+from kata_vfio._core import Bdf
 from kata_vfio._trust import make_directories
 from kata_vfio.errors import HostIOError, InvalidInputError
+from kata_vfio.k8s.dra.claimspec import validate_claim_uid
 from kata_vfio.k8s.dra.ports import ClaimRef
 
 __all__ = [
@@ -165,8 +167,9 @@ class Checkpoint:
         except OSError as exc:
             if exc.errno == errno_codes.ENOENT:
                 raise FileNotFoundError(self.path) from None
+            why = "it is a symbolic link" if exc.errno == errno_codes.ELOOP else exc.strerror
             raise HostIOError(
-                f"cannot open the checkpoint {self.path}: {exc.strerror}",
+                f"cannot open the checkpoint {self.path}: {why}",
                 errno=exc.errno,
                 path=self.path,
                 hint="it must be a regular file, not a link, owned by the plugin's user",
@@ -237,6 +240,7 @@ def _decode_record(entry: object) -> ClaimRecord:
     if not isinstance(units, list):
         raise InvalidInputError("a claim's 'units' is not a list")
     claim = ClaimRef(_text(entry, "namespace"), _text(entry, "name"), _text(entry, "uid"))
+    validate_claim_uid(claim.uid)
     return ClaimRecord(claim, state, tuple(_decode_unit(u) for u in units))  # type: ignore[arg-type]
 
 
@@ -246,12 +250,15 @@ def _decode_unit(entry: object) -> PreparedUnit:
     group = entry.get("group")
     if not isinstance(group, int) or isinstance(group, bool) or group < 0:
         raise InvalidInputError(f"unit group {group!r} is not a group number")
+    bdfs = _texts(entry, "functions")
+    for bdf in bdfs:
+        Bdf(bdf)  # a BdfError (an InvalidInputError) marks the file damaged
     return PreparedUnit(
         device=_text(entry, "device"),
         requests=_texts(entry, "requests"),
         unit_id=_text(entry, "unit"),
         group=group,
-        bdfs=_texts(entry, "functions"),
+        bdfs=bdfs,
         cdi_id=_text(entry, "cdi", empty_ok=True),
     )
 

@@ -235,14 +235,17 @@ class Preparer:
 
     def release_gone(self) -> None:
         """Unprepares prepared claims that no longer exist (a periodic check: pods
-        force-deleted while the plugin was away)."""
-        if not self._lock.acquire(timeout=0):
-            return  # a kubelet call is running; the next round looks again
+        force-deleted while the plugin was away). The API server is asked without the lock,
+        so a slow answer never holds up a kubelet call."""
+        gone = [r.claim.uid for r in self.prepared() if self._is_gone(r)]
+        if not gone or not self._lock.acquire(timeout=0):
+            return  # nothing to do, or a kubelet call is running: the next round looks again
         try:
-            self._busy = _Busy("the check for claims that no longer exist")
-            for record in self.checkpoint:
-                if record.state == "prepared":
-                    self._release_if_gone(record)
+            self._busy = _Busy("the release of claims that no longer exist")
+            for uid in gone:
+                record = self.checkpoint.get(uid)
+                if record is not None and record.state == "prepared":
+                    self._release_quietly(record, "its claim no longer exists")
         finally:
             self._lock.release()
 
@@ -279,6 +282,11 @@ class Preparer:
         except (_ClaimFailed, _TimedOut) as exc:
             log.error("%s %s failed: %s", verb, claim, exc)
             return ClaimResult(error=f"{verb} {claim}: {exc}")
+        except KataVfioError as exc:
+            # The state directory failed under us (disk full, removed): the record says
+            # what was done, and the next call or start finishes or undoes it.
+            log.error("%s %s failed in the state directory: %s", verb, claim, exc)
+            return ClaimResult(error=f"{verb} {claim}: the plugin's state failed: {exc}")
         finally:
             self._lock.release()
         log.info("%s %s done in %.3f s", verb, claim, time.monotonic() - started)
@@ -540,18 +548,28 @@ class Preparer:
         log.info("recovered: %d claim(s) prepared", len(kept))
 
     def _release_if_gone(self, record: ClaimRecord) -> None:
+        if self._is_gone(record):
+            self._release_quietly(record, "its claim no longer exists")
+
+    def _is_gone(self, record: ClaimRecord) -> bool:
+        """Whether the API server says the claim is gone (an error that is not a 404 keeps
+        the claim: its pod may still run)."""
         try:
             self.claims.allocated(record.claim)
         except ClaimGoneError as exc:
             log.warning("%s: %s; unpreparing it", record.claim, exc)
-            try:
-                self._release(record, "its claim no longer exists")
-            except _ClaimFailed as failed:
-                log.error("%s", failed)
+            return True
         except KataVfioError as exc:
             log.warning(
                 "%s: cannot tell whether it still exists (%s); keeping it", record.claim, exc
             )
+        return False
+
+    def _release_quietly(self, record: ClaimRecord, why: str) -> None:
+        try:
+            self._release(record, why)
+        except (_ClaimFailed, KataVfioError) as exc:
+            log.error("%s: releasing it failed, retried later: %s", record.claim, exc)
 
     def _restore_orphans(self) -> None:
         covered = {b for r in self.checkpoint for u in r.units for b in u.bdfs}
