@@ -89,15 +89,20 @@ def test_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "cdi", "validate", str(good))
     assert code == 0
     assert out.startswith(f"ok       {good}: example.com/device, 2 device(s)")
-    code, out, _ = run(
-        capsys, "cdi", "validate", "--json", str(good), str(bad), str(tmp_path / "missing.yaml")
-    )
+    code, out, _ = run(capsys, "cdi", "validate", "--json", str(good), str(bad))
     assert code == 1
     files = json.loads(out)["files"]
-    assert [f["valid"] for f in files] == [True, False, False]
+    assert [f["valid"] for f in files] == [True, False]
     assert files[0]["devices"] == ["example.com/device=0", "example.com/device=all"]
     assert "unknown field 'name'" in files[1]["errors"][0]
-    assert "No such file" in files[2]["errors"][0]
+    # A file that is not there is bad input (exit 2), named, before anything is read.
+    missing = tmp_path / "missing.yaml"
+    code, out, err = run(capsys, "cdi", "validate", "--json", str(good), str(missing))
+    assert (code, out) == (2, "")
+    assert f"{str(missing)!r} does not exist" in err
+    code, out, err = run(capsys, "cdi", "validate", str(tmp_path))
+    assert (code, out) == (2, "")
+    assert "is a directory, not a file" in err
     code, _, err = run(capsys, "cdi", "validate")
     assert code == 2
     assert "FILE" in err

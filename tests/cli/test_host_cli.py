@@ -151,7 +151,14 @@ def test_doctor_on_fake_host(fake: FakeHost, capsys: pytest.CaptureFixture[str])
     assert checks["assignable-groups"]["status"] == "pass"
     assert set(checks) >= {"kernel-arguments", "memlock", "node-permissions", "iommufd"}
     assert all(c["status"] in ("pass", "warn", "fail") for c in checks.values())
-    assert code == (1 if any(c["status"] == "fail" for c in checks.values()) else 0)
+    assert code == (0 if all(c["status"] == "pass" for c in checks.values()) else 1)
+    assert json.loads(out)["host"] == {
+        "sysfs": fake.sysfs_root, "devfs": fake.dev_root, "procfs": fake.proc_root,
+    }  # fmt: skip
+    code, out, _ = call(capsys, run(fake, "doctor"))
+    assert out.splitlines()[0] == (
+        f"host read: sysfs {fake.sysfs_root}, devfs {fake.dev_root}, procfs {fake.proc_root}"
+    )
 
 
 def test_doctor_without_iommu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

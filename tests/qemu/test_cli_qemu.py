@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -129,8 +130,11 @@ def test_run_ports_hotplug_error_and_stop(
 def test_qmp_socket_that_does_not_answer(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    path = tmp_path / "none.sock"
+    with socket.socket(socket.AF_UNIX) as bound:  # a socket nobody listens on any more
+        bound.bind(str(path))
     start = time.monotonic()
-    assert main(["qemu", "ports", "--qmp", str(tmp_path / "none.sock"), "--qmp-timeout", "1"]) == 1
+    assert main(["qemu", "ports", "--qmp", str(path), "--qmp-timeout", "1"]) == 1
     assert "cannot connect to QMP socket" in capsys.readouterr().err
     assert time.monotonic() - start < 30
 
@@ -148,7 +152,8 @@ def test_timeouts_must_be_finite_positive_seconds(
     argv: list[str], value: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     *command, option = argv
-    assert main([*command, f"{option}={value}"]) == 2
+    # Options are read in order: the timeout goes first, so its error is the one reported.
+    assert main([*command[:2], f"{option}={value}", *command[2:]]) == 2
     err = capsys.readouterr().err
     assert "is not a number of seconds" in err and "Traceback" not in err
     assert len(err) < 400

@@ -95,8 +95,8 @@ def test_unbind_returns_the_group(
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["bind", "0000:00:10.0"], 1, "bridges are never bound"),
-        (["bind", "0000:09:00.0"], 1, "0000:09:00.0 not found"),
+        (["bind", "0000:00:10.0"], 2, "bridges are never bound"),
+        (["bind", "0000:09:00.0"], 2, "0000:09:00.0 not found"),
         (["bind", "01:00.0/.."], 2, "invalid PCI address"),
         (["bind", "--driver", "../x", "0000:01:00.0"], 2, "invalid driver name"),
         (["bind", "--group", "--only", "0000:01:00.0"], 2, "not allowed with argument"),

@@ -49,7 +49,13 @@ def register(subparsers: Any) -> None:
     sub = _common.add_subcommand(
         commands, "validate", _cmd_validate, "check CDI spec files strictly"
     )
-    sub.add_argument("files", nargs="+", metavar="FILE", help="spec file (.yaml or .json)")
+    sub.add_argument(
+        "files",
+        nargs="+",
+        type=_common.input_file,
+        metavar="FILE",
+        help="spec file (.yaml or .json)",
+    )
 
     sub = _common.add_subcommand(
         commands, "generate", _cmd_generate, "write CDI specs for the host's VFIO devices"
@@ -67,7 +73,10 @@ def register(subparsers: Any) -> None:
         "--cdev", action="store_true", help="one device per function with its VFIO cdev node"
     )
     sub.add_argument(
-        "--output-dir", metavar="DIR", help="write <vendor>-<class>.yaml there instead of printing"
+        "--output-dir",
+        type=_common.directory_or_missing,
+        metavar="DIR",
+        help="write <vendor>-<class>.yaml there instead of printing",
     )
     sub.add_argument("--no-all", action="store_true", help="leave out the 'all' device")
     sub.add_argument(
@@ -85,11 +94,19 @@ def register(subparsers: Any) -> None:
         commands, "inject", _cmd_inject, "inject CDI devices into an OCI spec, in place"
     )
     target = sub.add_mutually_exclusive_group(required=True)
-    target.add_argument("--bundle", metavar="DIR", help="OCI bundle (its config.json is edited)")
-    target.add_argument("--oci-spec", metavar="FILE", help="OCI runtime spec file to edit")
+    target.add_argument(
+        "--bundle",
+        type=_common.bundle_dir,
+        metavar="DIR",
+        help="OCI bundle (its config.json is edited)",
+    )
+    target.add_argument(
+        "--oci-spec", type=_common.input_file, metavar="FILE", help="OCI runtime spec file to edit"
+    )
     sub.add_argument(
         "--device",
         action="append",
+        type=_common.cdi_device_name,
         default=[],
         metavar="NAME",
         help="qualified device name vendor.com/class=name (repeatable)",
@@ -197,7 +214,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         "pci_ids": args.pci_id,
     }
     specs: tuple[Spec, ...]
-    if args.kind:
+    if args.kind is not None:
         specs = (generate_vfio_spec(host, kind=args.kind, **options),)
     else:
         specs = generate_vfio_specs(host, **options)

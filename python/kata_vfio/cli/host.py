@@ -214,22 +214,26 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     if args.vm_memory is not None:
         vm_memory = parse_size(args.vm_memory, what="--vm-memory", minimum=MIN_VM_MEMORY)
     checks = doctor.diagnose(host, vm_memory=vm_memory)
+    tree = {"sysfs": host.sysfs_root, "devfs": host.dev_root, "procfs": host.paths.procfs}
     if args.json:
         _common.print_json(
             {
+                "host": tree,
                 "checks": [
                     {"name": c.name, "status": c.status, "detail": c.detail, "hint": c.hint}
                     for c in checks
-                ]
+                ],
             }
         )
     else:
+        print(f"host read: sysfs {tree['sysfs']}, devfs {tree['devfs']}, procfs {tree['procfs']}")
         for c in checks:
             print(f"[{c.status:4}] {c.name}: {c.detail}")
             if c.hint and c.status != "pass":
                 print(f"       hint: {c.hint}")
-    failed = any(c.status == "fail" for c in checks)
-    return _common.EXIT_FINDING if failed else _common.EXIT_OK
+    # A warning is a finding too: something to look at before a VM is started.
+    clean = all(c.status == "pass" for c in checks)
+    return _common.EXIT_OK if clean else _common.EXIT_FINDING
 
 
 def _add_open_options(sub: argparse.ArgumentParser) -> None:

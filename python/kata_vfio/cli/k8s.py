@@ -55,12 +55,14 @@ def register(subparsers: Any) -> None:
     sub.add_argument(
         "--plugin-dir",
         default=_DEFAULT_PLUGIN_DIR,
+        type=_common.directory_or_missing,
         metavar="DIR",
         help=f"the kubelet's device-plugin directory (default {_DEFAULT_PLUGIN_DIR})",
     )
     sub.add_argument(
         "--cdi-dir",
         default=DEFAULT_CDI_DIR,
+        type=_common.directory_or_missing,
         metavar="DIR",
         help=f"where the CDI specs are written (default {DEFAULT_CDI_DIR})",
     )
@@ -241,11 +243,13 @@ def _cmd_manifests(args: argparse.Namespace) -> int:
 
     resources = [parse_resource(text) for text in args.resources]
     parse_resources(args.resources)  # refuses a name given twice
-    handler = args.runtime_handler or manifests.DEFAULT_RUNTIME_HANDLER
+    handler = (
+        manifests.DEFAULT_RUNTIME_HANDLER if args.runtime_handler is None else args.runtime_handler
+    )
     pieces: dict[str, Any] = {
         "daemonset": manifests.daemonset(
             resources,
-            image=args.image or manifests.DEFAULT_IMAGE,
+            image=manifests.DEFAULT_IMAGE if args.image is None else args.image,
             namespace=args.namespace,
             iommu_mode=args.iommu_mode,
         ),
