@@ -42,7 +42,7 @@ from kata_vfio._trust import untrusted_path, untrusted_reason
 from kata_vfio.cdi.encode import dump_spec, format_for_path
 from kata_vfio.cdi.goquote import go_quote
 from kata_vfio.cdi.hostdev import DeviceLookup
-from kata_vfio.cdi.inject import InjectionResult, inject_edits
+from kata_vfio.cdi.inject import InjectionResult, inject_edits, is_applied
 from kata_vfio.cdi.loader import parse_spec, read_spec_fd
 from kata_vfio.cdi.model import ContainerEdits, Device, Spec
 from kata_vfio.cdi.names import is_qualified_name, parse_qualifier, qualified_name
@@ -272,6 +272,26 @@ class Registry:
                 edits.append(found.source.spec.container_edits)
             edits.append(found.device.container_edits)
         return inject_edits(spec, edits, devices=tuple(names), lookup=device_lookup or self._lookup)
+
+    def already_injected(
+        self,
+        spec: Mapping[str, Any],
+        names: Sequence[str],
+        *,
+        device_lookup: DeviceLookup | None = None,
+    ) -> tuple[str, ...]:
+        """The ``names`` whose every edit is already in ``spec`` (an earlier injection of
+        them): injecting them again would repeat entries, so a re-run skips them. A name that
+        cannot be injected is not among them (:meth:`inject` then says why)."""
+        present = []
+        for name in dict.fromkeys(names):
+            try:
+                result = self.inject(spec, [name], device_lookup=device_lookup)
+            except CdiInjectionError:
+                continue
+            if is_applied(spec, result.added):
+                present.append(name)
+        return tuple(present)
 
     def write_spec(
         self,

@@ -251,10 +251,14 @@ def _cmd_inject(args: argparse.Namespace) -> int:
         names.extend(annotated)
     # Each device once, as containerd merges its two sources.
     names = list(dict.fromkeys(names))
-    summary: dict[str, Any] = {"spec": path, "devices": names}
+    registry = _registry(args, _device_lookup(args))
+    # Devices an earlier run injected are skipped: a re-run changes nothing.
+    present = registry.already_injected(spec, names) if names else ()
+    names = [name for name in names if name not in present]
+    summary: dict[str, Any] = {"spec": path, "devices": names, "already_injected": list(present)}
     edited = spec
     if names:
-        result = _registry(args, _device_lookup(args)).inject(spec, names)
+        result = registry.inject(spec, names)
         edited = result.spec
         summary.update(result.to_document())
     removed: dict[str, str] = {}
@@ -277,7 +281,8 @@ def _cmd_inject(args: argparse.Namespace) -> int:
 
 def _print_inject_summary(summary: dict[str, Any]) -> None:
     added = summary.get("added", {})
-    lines = [f"injected {name}" for name in summary["devices"]]
+    lines = [f"already injected {name}" for name in summary["already_injected"]]
+    lines += [f"injected {name}" for name in summary["devices"]]
     lines += [
         f"  device {d['path']} ({d['type']} {d['major']}:{d['minor']})"
         for d in added.get("devices", [])

@@ -11,6 +11,8 @@ From the sandbox's OCI spec, a CDI registry, the Kata configuration and a host s
    annotations; the kubelet decides allocations); else the ``cdi.k8s.io/*`` annotations, which
    are then trusted, and the plan says so;
 3. every ``cdi.k8s.io/`` annotation is stripped, so container creation cannot inject again;
+   with cold-plug off nothing was injected, so nothing is stripped: the request stays in the
+   spec for whatever plugs the devices later (the plan warns that they are not cold-plugged);
 4. ``linux.devices`` are classified exactly and each VFIO group expanded to all its endpoint
    functions; a group that is not assignable is refused before anything is launched;
 5. the PCIe topology is planned (functions of one device on one port, ports in numeric order,
@@ -262,9 +264,14 @@ def plan_sandbox(
             f"CDI devices {', '.join(names)} not cold-plugged: cold_plug_vfio is 'no-port'"
         )
 
-    stripped = strip_annotations(spec_annotations(injected))
-    final_spec = with_annotations(injected, stripped.annotations)
-    removed = tuple(sorted(stripped.removed))
+    if effective.cold_plug:
+        stripped = strip_annotations(spec_annotations(injected))
+        final_spec = with_annotations(injected, stripped.annotations)
+        removed = tuple(sorted(stripped.removed))
+    else:
+        # Nothing injected: stripping would delete the only record of the request.
+        final_spec = with_annotations(injected, spec_annotations(injected))
+        removed = ()
 
     spec_devices = classify_spec_devices(final_spec)
     groups = resolve_groups(host, spec_devices, require_iommufd=effective.confidential_guest)
