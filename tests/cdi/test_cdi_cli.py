@@ -174,7 +174,7 @@ def test_inject_from_annotations_and_strip_in_place(
     assert code == 0
     summary = json.loads(out)
     assert summary["devices"] == [first]
-    assert summary["removedAnnotations"] == {"cdi.k8s.io/vfio": first}
+    assert summary["removed_annotations"] == {"cdi.k8s.io/vfio": first}
     assert summary["written"] is True
     group = first.split("=")[1]
     assert [dev["path"] for dev in summary["added"]["devices"]] == [

@@ -172,8 +172,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             if result["valid"]:
                 print(
                     f"ok       {result['path']}: {result['kind']}, {len(result['devices'])} "
-                    f"device(s), cdiVersion {result['cdiVersion']} "
-                    f"(needs {result['minimumVersion']})"
+                    f"device(s), cdiVersion {result['cdi_version']} "
+                    f"(needs {result['minimum_version']})"
                 )
             else:
                 print(f"invalid  {result['path']}")
@@ -195,8 +195,8 @@ def _validate_one(path: str) -> dict[str, Any]:
     result.update(
         valid=True,
         kind=spec.kind,
-        cdiVersion=spec.version,
-        minimumVersion=minimum_version(spec),
+        cdi_version=spec.version,
+        minimum_version=minimum_version(spec),
         devices=list(spec.qualified_names()),
     )
     if not path.endswith((".yaml", ".json")):
@@ -267,7 +267,7 @@ def _cmd_inject(args: argparse.Namespace) -> int:
         removed = stripped.removed
         if removed:
             edited = oci.with_annotations(edited, stripped.annotations)
-    summary["removedAnnotations"] = removed
+    summary["removed_annotations"] = removed
     changed = edited != spec
     if changed and not args.dry_run:
         oci.write_oci_spec(path, edited)
@@ -291,7 +291,7 @@ def _print_inject_summary(summary: dict[str, Any]) -> None:
     lines += [f"  mount {m['source']} -> {m['destination']}" for m in added.get("mounts", [])]
     lines += [f"  hook {h['lifecycle']} {h['path']}" for h in added.get("hooks", [])]
     lines += [
-        f"removed annotation {key}={value}" for key, value in summary["removedAnnotations"].items()
+        f"removed annotation {key}={value}" for key, value in summary["removed_annotations"].items()
     ]
     if not lines:
         lines.append("nothing to do: no devices requested and no CDI annotations to remove")

@@ -1,0 +1,112 @@
+"""``--json`` keys are one style, snake_case, in every command.
+
+Every subcommand found in the parser is either run here with ``--json`` on a copy of the
+sample host, or listed with the reason it cannot run without a live VM or kernel; a new
+subcommand fails until it is one or the other. Documents of other formats embedded in the
+output (an OCI spec, CDI specs, Kubernetes objects, annotation maps) keep their own keys.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from cli_world import World, build_world, leaf_commands, plan_args
+
+SNAKE = re.compile(r"[a-z][a-z0-9]*(_[a-z0-9]+)*\Z")
+# Subtrees whose keys belong to another format or are data (annotation keys, port ids...).
+FOREIGN = (
+    "/spec",  # an OCI runtime spec
+    "/specs",  # CDI specs
+    "/daemonset", "/runtimeclass",  # Kubernetes objects
+    "*/annotations*", "/removed_annotations", "/annotations_added",
+    "/added/*", "/replaced/*",  # the OCI entries an injection wrote
+    "/errors",  # spec file paths
+)  # fmt: skip
+NEEDS_A_LIVE_SYSTEM = {
+    ("info",): "opens a vfio-bound device",
+    ("qemu", "hotplug"): "talks to a running QEMU",
+    ("qemu", "unplug"): "talks to a running QEMU",
+    ("qemu", "ports"): "talks to a running QEMU",
+    ("k8s", "device-plugin"): "serves until stopped; logs, prints no JSON",
+}
+
+
+def _commands(world: World) -> dict[tuple[str, ...], list[str]]:
+    plan = plan_args(world)
+    return {
+        ("scan",): ["scan", "--details"],
+        ("groups",): ["groups", "--all"],
+        ("check",): ["check", "0000:18:00.0", "0000:19:00.0"],
+        ("doctor",): ["doctor", "--vm-memory", "16G"],
+        ("bind",): ["bind", "--dry-run", "0000:19:00.0"],
+        ("unbind",): ["unbind", "--dry-run", "0000:18:00.0"],
+        ("restore",): ["restore", "--list"],
+        ("memlock",): ["memlock", "16G"],
+        ("cdi", "list"): ["cdi", "--spec-dir", world.spec_dir, "list"],
+        ("cdi", "validate"): ["cdi", "validate", world.spec_file],
+        ("cdi", "generate"): ["cdi", "generate"],
+        ("cdi", "inject"): [
+            "cdi", "--spec-dir", world.spec_dir, "inject", "--oci-spec", world.oci_spec,
+            "--device", "nvidia.com/pgpu=0", "--dry-run",
+        ],
+        ("sandbox", "plan"): plan,
+        ("sandbox", "container"): [
+            "sandbox", "container", "--bundle", world.sandbox, "--sandbox-plan", world.plan,
+        ],
+        ("qemu", "run"): ["qemu", "run", *plan[2:], "--dry-run"],
+        ("k8s", "inventory"): ["k8s", "inventory"],
+        ("k8s", "manifests"): ["k8s", "manifests"],
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    return build_world(tmp_path_factory.mktemp("json"))
+
+
+def _keys(document: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """(path, key) of every object key, foreign subtrees left out."""
+    if isinstance(document, dict):
+        for key, value in document.items():
+            where = f"{path}/{key}"
+            yield path, key
+            if not any(fnmatch.fnmatchcase(where, pattern) for pattern in FOREIGN):
+                yield from _keys(value, where)
+    elif isinstance(document, list):
+        for item in document:
+            yield from _keys(item, f"{path}[]")
+
+
+def test_every_subcommand_is_checked_or_says_why_not(world: World) -> None:
+    leaves = {path for path, _ in leaf_commands()}
+    assert leaves == set(_commands(world)) | set(NEEDS_A_LIVE_SYSTEM)
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(set(dict(leaf_commands())) - set(NEEDS_A_LIVE_SYSTEM)),
+    ids=" ".join,
+)
+def test_json_keys_are_snake_case(world: World, path: tuple[str, ...]) -> None:
+    argv = _commands(world)[path]
+    result = world.run(*argv, "--json")
+    assert result.code in (0, 1), result
+    document = json.loads(result.out)
+    keys = list(_keys(document))
+    assert keys, "the command printed no object"
+    assert [f"{where}/{key}" for where, key in keys if not SNAKE.match(key)] == []
+
+
+def test_the_walk_sees_nested_keys_and_skips_foreign_ones() -> None:
+    document = {
+        "devices": [{"bdf": "x", "camelCase": 1}],
+        "spec": {"ociVersion": "1.1.0"},
+        "added": {"cgroup_rules": [{"allowMe": True}]},
+    }
+    flagged = [k for _, k in _keys(document) if not SNAKE.match(k)]
+    assert flagged == ["camelCase"]
