@@ -32,6 +32,7 @@ NEEDS_A_LIVE_SYSTEM = {
     ("qemu", "hotplug"): "talks to a running QEMU",
     ("qemu", "unplug"): "talks to a running QEMU",
     ("qemu", "ports"): "talks to a running QEMU",
+    ("qemu", "resume"): "talks to a running QEMU (tests/qemu/test_cli_qemu.py checks it)",
     ("k8s", "device-plugin"): "serves until stopped; logs, prints no JSON",
 }
 

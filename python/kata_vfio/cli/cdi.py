@@ -272,6 +272,7 @@ def _cmd_inject(args: argparse.Namespace) -> int:
     if changed and not args.dry_run:
         oci.write_oci_spec(path, edited)
     summary["written"] = changed and not args.dry_run
+    summary["dry_run"] = args.dry_run
     if args.json:
         _common.print_json(summary)
     else:
@@ -281,8 +282,9 @@ def _cmd_inject(args: argparse.Namespace) -> int:
 
 def _print_inject_summary(summary: dict[str, Any]) -> None:
     added = summary.get("added", {})
+    would = "would be " if summary["dry_run"] else ""
     lines = [f"already injected {name}" for name in summary["already_injected"]]
-    lines += [f"injected {name}" for name in summary["devices"]]
+    lines += [f"{would}injected {name}" for name in summary["devices"]]
     lines += [
         f"  device {d['path']} ({d['type']} {d['major']}:{d['minor']})"
         for d in added.get("devices", [])
@@ -291,10 +293,13 @@ def _print_inject_summary(summary: dict[str, Any]) -> None:
     lines += [f"  mount {m['source']} -> {m['destination']}" for m in added.get("mounts", [])]
     lines += [f"  hook {h['lifecycle']} {h['path']}" for h in added.get("hooks", [])]
     lines += [
-        f"removed annotation {key}={value}" for key, value in summary["removed_annotations"].items()
+        f"{would}removed annotation {key}={value}"
+        for key, value in summary["removed_annotations"].items()
     ]
     if not lines:
         lines.append("nothing to do: no devices requested and no CDI annotations to remove")
     verb = "wrote" if summary["written"] else "left unchanged"
+    if summary["dry_run"] and (summary["devices"] or summary["removed_annotations"]):
+        verb = "dry run: would write, left unchanged"
     lines.append(f"{verb} {summary['spec']}")
     sys.stdout.write("\n".join(lines) + "\n")

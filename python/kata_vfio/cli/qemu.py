@@ -28,7 +28,7 @@ from kata_vfio.kata.run import run_sandbox
 from kata_vfio.qemu.argv import validate_id
 from kata_vfio.qemu.hotplug import plug_group, unplug_group
 from kata_vfio.qemu.privileges import resolve_user
-from kata_vfio.qemu.qmp import QmpSession, list_ports, port_occupancy, unplug
+from kata_vfio.qemu.qmp import QmpSession, list_ports, port_occupancy, resume, unplug
 from kata_vfio.qemu.run import VmStarted
 from kata_vfio.vm.hotplug import HotplugGroup
 
@@ -47,7 +47,14 @@ def register(subparsers: Any) -> None:
         commands, "run", _cmd_run, "start the planned sandbox VM (foreground)"
     )
     add_plan_options(sub)
-    sub.add_argument("--dry-run", action="store_true", help="print the command, start nothing")
+    sub.add_argument(
+        "--dry-run", action="store_true", help="print the command it would run, start nothing"
+    )
+    sub.add_argument(
+        "--paused",
+        action="store_true",
+        help="start the guest's CPUs stopped (QEMU -S) until `kata-vfio qemu resume`",
+    )
     sub.add_argument(
         "--start-timeout",
         type=_common.seconds,
@@ -115,6 +122,11 @@ def register(subparsers: Any) -> None:
     )
     _qmp_option(sub)
 
+    sub = _common.add_subcommand(
+        commands, "resume", _cmd_resume, "let a VM started with --paused run (QMP cont)"
+    )
+    _qmp_option(sub)
+
 
 # The nodes the kernel makes for VFIO: /dev/vfio/<group> and /dev/vfio/devices/vfio<N>.
 _VFIO_NODE = re.compile(r"/dev/vfio/(?:devices/vfio)?(?:0|[1-9][0-9]{0,9})\Z")
@@ -161,10 +173,14 @@ def _json(args: argparse.Namespace) -> bool:
 def _cmd_run(args: argparse.Namespace) -> int:
     _path, plan = plan_from_args(args)
     if args.dry_run:
+        argv = [*plan.qemu_argv, "-S"] if args.paused else plan.qemu_argv
         if _json(args):
-            _common.print_json({"qemu_argv": plan.qemu_argv, "runtime_dir": plan.runtime_dir})
+            _common.print_json(
+                {"dry_run": True, "qemu_argv": argv, "runtime_dir": plan.runtime_dir}
+            )
         else:
-            print(shlex.join(plan.qemu_argv))
+            print("would run (QMP sockets added at start):")
+            print(shlex.join(argv))
         return _common.EXIT_OK
 
     def started(vm: VmStarted) -> None:
@@ -179,10 +195,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     "runtime_dir": vm.runtime_dir,
                     "qmp": vm.qmp_socket,
                     "hotplugged": plugged,
+                    "paused": vm.paused,
                 }
             )
         else:
             print(f"QEMU running, pid {vm.pid}, QMP {vm.qmp_socket}")
+            if vm.paused:
+                print(f"guest paused: resume it with kata-vfio qemu resume --qmp {vm.qmp_socket}")
             for entry in plugged:
                 print(f"hot-plugged group {entry['group']} into {', '.join(entry['ports'])}")
         sys.stdout.flush()
@@ -195,6 +214,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             on_started=started,
             user=user,
             paths=_common.host_paths(args),
+            paused=args.paused,
         )
     return _common.EXIT_OK
 
@@ -261,6 +281,16 @@ def _cmd_unplug(args: argparse.Namespace) -> int:
         _common.print_json({"removed": ids, "iommufd_deleted": iommufd})
     else:
         print(f"removed {', '.join(ids)}" + (f" and iommufd object {iommufd}" if iommufd else ""))
+    return _common.EXIT_OK
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    with _session(args) as session:
+        status = resume(session)
+    if _json(args):
+        _common.print_json({"status": status})
+    else:
+        print(f"resumed: the VM is {status}")
     return _common.EXIT_OK
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "list_ports",
     "port_occupancy",
     "query_pci",
+    "resume",
     "unplug",
 ]
 
@@ -240,6 +241,14 @@ class HotplugResult:
     ids: tuple[str, ...]
     iommufd: str | None
     paths: tuple[str, ...]
+
+
+def resume(session: QmpSession) -> str:
+    """Lets a paused guest run (QMP ``cont``: a VM started with ``-S``, or stopped); returns
+    the status QEMU reports afterwards (``running``). Resuming a running VM changes nothing."""
+    session.execute("cont")
+    status = session.execute("query-status")
+    return str(status.get("status")) if isinstance(status, dict) else "unknown"
 
 
 def query_pci(session: QmpSession) -> list[dict[str, Any]]:
