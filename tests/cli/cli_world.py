@@ -18,6 +18,7 @@ from pathlib import Path
 
 from kata_vfio.cli import build_parser, main
 from kata_vfio.samples import sample_host
+from kata_vfio.testing import FakeHost
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "python" / "kata_vfio" / "kata" / "samples"
@@ -38,6 +39,7 @@ class World:
     """The fake host and the files around it (all under ``root``)."""
 
     root: Path
+    host: FakeHost
     roots: tuple[str, ...]
     sandbox: str
     container: str
@@ -73,6 +75,7 @@ def build_world(root: Path) -> World:
     work.mkdir(parents=True)
     world = World(
         root=root,
+        host=host,
         roots=roots,
         sandbox=str(root / "sandbox"),
         container=str(root / "container"),
@@ -103,6 +106,35 @@ def plan_args(world: World) -> list[str]:
         "--spec-dir", world.spec_dir, "--runtime-dir", str(world.root / "run"),
         "--no-pod-resources",
     ]  # fmt: skip
+
+
+def invocations(world: World) -> dict[tuple[str, ...], list[str]]:
+    """A real invocation of each subcommand that runs on the world without a live VM."""
+    plan = plan_args(world)
+    return {
+        ("scan",): ["scan", "--details"],
+        ("groups",): ["groups", "--all"],
+        ("check",): ["check", "0000:18:00.0", "0000:19:00.0"],
+        ("doctor",): ["doctor", "--vm-memory", "16G"],
+        ("bind",): ["bind", "--dry-run", "0000:19:00.0"],
+        ("unbind",): ["unbind", "--dry-run", "0000:18:00.0"],
+        ("restore",): ["restore", "--list"],
+        ("memlock",): ["memlock", "16G"],
+        ("cdi", "list"): ["cdi", "--spec-dir", world.spec_dir, "list"],
+        ("cdi", "validate"): ["cdi", "validate", world.spec_file],
+        ("cdi", "generate"): ["cdi", "generate"],
+        ("cdi", "inject"): [
+            "cdi", "--spec-dir", world.spec_dir, "inject", "--oci-spec", world.oci_spec,
+            "--device", "nvidia.com/pgpu=0", "--dry-run",
+        ],
+        ("sandbox", "plan"): plan,
+        ("sandbox", "container"): [
+            "sandbox", "container", "--bundle", world.sandbox, "--sandbox-plan", world.plan,
+        ],
+        ("qemu", "run"): ["qemu", "run", *plan[2:], "--dry-run"],
+        ("k8s", "inventory"): ["k8s", "inventory"],
+        ("k8s", "manifests"): ["k8s", "manifests"],
+    }  # fmt: skip
 
 
 def leaf_commands(

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cli_world import World, build_world, leaf_commands, plan_args
+from cli_world import World, build_world, invocations, leaf_commands
 
 SNAKE = re.compile(r"[a-z][a-z0-9]*(_[a-z0-9]+)*\Z")
 # Subtrees whose keys belong to another format or are data (annotation keys, port ids...).
@@ -35,34 +35,6 @@ NEEDS_A_LIVE_SYSTEM = {
     ("qemu", "resume"): "talks to a running QEMU (tests/qemu/test_cli_qemu.py checks it)",
     ("k8s", "device-plugin"): "serves until stopped; logs, prints no JSON",
 }
-
-
-def _commands(world: World) -> dict[tuple[str, ...], list[str]]:
-    plan = plan_args(world)
-    return {
-        ("scan",): ["scan", "--details"],
-        ("groups",): ["groups", "--all"],
-        ("check",): ["check", "0000:18:00.0", "0000:19:00.0"],
-        ("doctor",): ["doctor", "--vm-memory", "16G"],
-        ("bind",): ["bind", "--dry-run", "0000:19:00.0"],
-        ("unbind",): ["unbind", "--dry-run", "0000:18:00.0"],
-        ("restore",): ["restore", "--list"],
-        ("memlock",): ["memlock", "16G"],
-        ("cdi", "list"): ["cdi", "--spec-dir", world.spec_dir, "list"],
-        ("cdi", "validate"): ["cdi", "validate", world.spec_file],
-        ("cdi", "generate"): ["cdi", "generate"],
-        ("cdi", "inject"): [
-            "cdi", "--spec-dir", world.spec_dir, "inject", "--oci-spec", world.oci_spec,
-            "--device", "nvidia.com/pgpu=0", "--dry-run",
-        ],
-        ("sandbox", "plan"): plan,
-        ("sandbox", "container"): [
-            "sandbox", "container", "--bundle", world.sandbox, "--sandbox-plan", world.plan,
-        ],
-        ("qemu", "run"): ["qemu", "run", *plan[2:], "--dry-run"],
-        ("k8s", "inventory"): ["k8s", "inventory"],
-        ("k8s", "manifests"): ["k8s", "manifests"],
-    }  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +57,7 @@ def _keys(document: Any, path: str = "") -> Iterator[tuple[str, str]]:
 
 def test_every_subcommand_is_checked_or_says_why_not(world: World) -> None:
     leaves = {path for path, _ in leaf_commands()}
-    assert leaves == set(_commands(world)) | set(NEEDS_A_LIVE_SYSTEM)
+    assert leaves == set(invocations(world)) | set(NEEDS_A_LIVE_SYSTEM)
 
 
 @pytest.mark.parametrize(
@@ -94,7 +66,7 @@ def test_every_subcommand_is_checked_or_says_why_not(world: World) -> None:
     ids=" ".join,
 )
 def test_json_keys_are_snake_case(world: World, path: tuple[str, ...]) -> None:
-    argv = _commands(world)[path]
+    argv = invocations(world)[path]
     result = world.run(*argv, "--json")
     assert result.code in (0, 1), result
     document = json.loads(result.out)

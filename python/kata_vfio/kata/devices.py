@@ -175,7 +175,8 @@ def _resolve_node(host: Host, spec_device: SpecDevice) -> VfioNode:
     if group is None or host.find_group(group) is None:
         raise PlanError(
             f"{spec_device.path}: IOMMU group not found on this host",
-            hint="check the CDI spec's device node and that the host IOMMU is on (kata-vfio iommu)",
+            hint="check the CDI spec's device node and that the host IOMMU is on "
+            "(kata-vfio doctor)",
         )
     devno = spec_device.devno
     if devno is None and resolved.major is not None and resolved.minor is not None:
