@@ -309,3 +309,16 @@ def test_container_asking_for_devices_never_injected_is_refused(
     assert "nvidia.com/pgpu=0" in err and "never injected" in err
     assert "cdi.k8s.io/vfio=nvidia.com/pgpu=0" in err
     assert _bytes(demo, "container") == before
+
+
+def test_plan_write_twice_with_explicit_devices_injects_once(
+    demo: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [*_plan_args(demo), "--device", "nvidia.com/pgpu=0", "--write"]
+    assert _run(demo, *args) == 0
+    once = _bytes(demo, "sandbox")
+    rules = json.loads(once)["linux"]["resources"]["devices"]
+    assert _run(demo, *args) == 0
+    assert _bytes(demo, "sandbox") == once
+    assert len(rules) == len({json.dumps(r, sort_keys=True) for r in rules})
+    capsys.readouterr()

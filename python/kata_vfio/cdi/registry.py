@@ -37,6 +37,7 @@ from types import MappingProxyType
 from typing import Any
 
 from kata_vfio._atomic import atomic_write, remove_file
+from kata_vfio._echo import echo
 from kata_vfio._numbers import natural_key
 from kata_vfio._trust import untrusted_path, untrusted_reason
 from kata_vfio.cdi.encode import dump_spec, format_for_path
@@ -334,7 +335,7 @@ class Registry:
             raise CdiError("no CDI spec directories to write to", hint="give a spec directory")
         if not name or name in (".", "..") or "/" in name or "\0" in name:
             raise InvalidInputError(
-                f"invalid CDI spec file name {name!r}",
+                f"invalid CDI spec file name {echo(name)}",
                 hint="give a plain file name such as vendor.com-class.yaml",
             )
         if _go_ext(name) not in _SPEC_EXTENSIONS:
@@ -455,7 +456,7 @@ def _clean_dir(directory: str | os.PathLike[str]) -> str:
     text = os.fspath(directory)
     if not text or "\0" in text:
         raise InvalidInputError(
-            f"invalid CDI spec directory {text!r}", hint="give a directory path"
+            f"invalid CDI spec directory {echo(text)}", hint="give a directory path"
         )
     cleaned = os.path.normpath(text)
     return "/" + cleaned.lstrip("/") if cleaned.startswith("//") else cleaned

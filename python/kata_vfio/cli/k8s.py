@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from kata_vfio import scan
+from kata_vfio._echo import echo
 from kata_vfio.cli import _common
 from kata_vfio.errors import InvalidInputError
 from kata_vfio.k8s.cdispec import DEFAULT_CDI_DIR
@@ -136,7 +137,7 @@ def _seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {echo(text)}") from None
     if not 0.05 <= value <= 86400:
         raise argparse.ArgumentTypeError(f"{text} s is out of range (0.05 to 86400)")
     return value

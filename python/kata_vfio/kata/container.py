@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kata_vfio._echo import echo
 from kata_vfio._json import strict_loads
 from kata_vfio.cdi.annotations import (
     ANNOTATION_PREFIX,
@@ -98,7 +99,7 @@ class SandboxView:
             raise InvalidInputError(f"{source}: 'devices' and 'ports' must be lists")
         mode = config.get("vfio_mode")
         if mode not in ("vfio", "guest-kernel"):
-            raise InvalidInputError(f"{source}: config.vfio_mode = {mode!r} is not valid")
+            raise InvalidInputError(f"{source}: config.vfio_mode = {echo(mode)} is not valid")
         if not isinstance(config.get("enable_iommu"), bool):
             raise InvalidInputError(f"{source}: config.enable_iommu must be a boolean")
         hot = config.get("hot_plug_vfio")

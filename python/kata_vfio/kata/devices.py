@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kata_vfio._core import Bdf, Host, IommuGroup, PciDevice, classify_devnode
+from kata_vfio._echo import echo
 from kata_vfio.errors import InvalidInputError, NotAssignableError, PlanError
 from kata_vfio.host import render
 from kata_vfio.vm.devices import HostFunction, PassthroughGroup, PassthroughSlot, VfioNode
@@ -95,7 +96,7 @@ def refuse_malformed_vfio_paths(devices: Iterable[SpecDevice]) -> None:
             and not path.startswith(_VFIO_DIR + "vfio")
         ):
             raise PlanError(
-                f"device path {path!r} is under /dev/vfio/ but is not a VFIO device node",
+                f"device path {echo(path)} is under /dev/vfio/ but is not a VFIO device node",
                 hint="use /dev/vfio/<group> or /dev/vfio/devices/vfio<N> (decimal, no leading "
                 "zeros), as the kernel names them",
             )
@@ -110,7 +111,7 @@ def _optional(entry: Mapping[str, Any], key: str, kind: type, where: str) -> Any
         return None
     if not isinstance(value, kind) or isinstance(value, bool):
         raise InvalidInputError(
-            f"{where}.{key} = {value!r} is not a {kind.__name__}", hint="fix config.json"
+            f"{where}.{key} = {echo(value)} is not a {kind.__name__}", hint="fix config.json"
         )
     return value
 

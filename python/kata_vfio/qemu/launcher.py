@@ -152,7 +152,7 @@ class QemuProcess:
     def path(self, name: str) -> str:
         """A file name inside the runtime directory (for sockets the VM should create)."""
         if "/" in name or name in ("", ".", ".."):
-            raise QemuError(f"runtime file name {name!r} must be a plain name")
+            raise QemuError(f"runtime file name {echo(name)} must be a plain name")
         return os.path.join(self.runtime_dir, name)
 
     @property
