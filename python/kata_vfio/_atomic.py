@@ -15,6 +15,7 @@ import os
 import stat
 import tempfile
 
+from kata_vfio._echo import echo
 from kata_vfio._trust import make_directories
 from kata_vfio.errors import HostIOError, InvalidInputError
 
@@ -44,7 +45,9 @@ def atomic_write(
     Raises :class:`HostIOError` naming the path and the failing step.
     """
     if "\0" in path or not path:
-        raise HostIOError(f"invalid file path {path!r}", path=path, hint="give a plain file path")
+        raise HostIOError(
+            f"invalid file path {echo(path)}", path=path, hint="give a plain file path"
+        )
     if mode & ~0o7777:
         raise InvalidInputError(f"file mode {mode:#o} has bits beyond the permission bits")
     directory = os.path.dirname(os.path.abspath(path))

@@ -31,7 +31,7 @@ class DuplicateKeyError(JsonValueError):
     """A JSON object repeats a key (raised by :func:`no_duplicate_keys`)."""
 
     def __init__(self, key: str) -> None:
-        super().__init__(f"duplicate key {key!r}")
+        super().__init__(f"duplicate key {echo(key)}")
         self.key = key
 
 

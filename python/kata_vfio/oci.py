@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any, NoReturn
 
 from kata_vfio._atomic import atomic_write, read_regular_file
+from kata_vfio._echo import echo
 from kata_vfio._json import DuplicateKeyError, JsonValueError, no_duplicate_keys, strict_loads
 from kata_vfio.errors import HostIOError, OciSpecError
 
@@ -84,7 +85,7 @@ def parse_oci_spec(data: bytes | str, *, source: str = "<oci spec>") -> dict[str
         document = strict_loads(data)
     except DuplicateKeyError as exc:
         raise OciSpecError(
-            f"OCI spec {source}: duplicate key {exc.key!r}", hint="each key may appear once"
+            f"OCI spec {source}: duplicate key {echo(exc.key)}", hint="each key may appear once"
         ) from None
     except JsonValueError as exc:
         raise OciSpecError(
@@ -176,7 +177,7 @@ def _check_annotations(spec: Mapping[str, Any], source: str) -> None:
     found = _optional(spec, "annotations", dict, source, "annotations")
     for key, value in (found or {}).items():
         if not isinstance(value, str):
-            _fail(source, f"annotations[{key!r}]", "must be a string")
+            _fail(source, f"annotations[{echo(key)}]", "must be a string")
 
 
 def _check_process(spec: Mapping[str, Any], source: str) -> None:

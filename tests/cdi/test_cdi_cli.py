@@ -89,15 +89,20 @@ def test_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "cdi", "validate", str(good))
     assert code == 0
     assert out.startswith(f"ok       {good}: example.com/device, 2 device(s)")
-    code, out, _ = run(
-        capsys, "cdi", "validate", "--json", str(good), str(bad), str(tmp_path / "missing.yaml")
-    )
+    code, out, _ = run(capsys, "cdi", "validate", "--json", str(good), str(bad))
     assert code == 1
     files = json.loads(out)["files"]
-    assert [f["valid"] for f in files] == [True, False, False]
+    assert [f["valid"] for f in files] == [True, False]
     assert files[0]["devices"] == ["example.com/device=0", "example.com/device=all"]
     assert "unknown field 'name'" in files[1]["errors"][0]
-    assert "No such file" in files[2]["errors"][0]
+    # A file that is not there is bad input (exit 2), named, before anything is read.
+    missing = tmp_path / "missing.yaml"
+    code, out, err = run(capsys, "cdi", "validate", "--json", str(good), str(missing))
+    assert (code, out) == (2, "")
+    assert f"{str(missing)!r} does not exist" in err
+    code, out, err = run(capsys, "cdi", "validate", str(tmp_path))
+    assert (code, out) == (2, "")
+    assert "is a directory, not a file" in err
     code, _, err = run(capsys, "cdi", "validate")
     assert code == 2
     assert "FILE" in err
@@ -169,7 +174,7 @@ def test_inject_from_annotations_and_strip_in_place(
     assert code == 0
     summary = json.loads(out)
     assert summary["devices"] == [first]
-    assert summary["removedAnnotations"] == {"cdi.k8s.io/vfio": first}
+    assert summary["removed_annotations"] == {"cdi.k8s.io/vfio": first}
     assert summary["written"] is True
     group = first.split("=")[1]
     assert [dev["path"] for dev in summary["added"]["devices"]] == [
@@ -326,3 +331,46 @@ def test_console_script_runs(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     document: dict[str, Any] = json.loads(done.stdout)
     assert len(document["devices"]) == 2
+
+
+@pytest.mark.parametrize(
+    "request_by", [["--from-annotations"], ["--device", "FIRST"]], ids=["annotations", "device"]
+)
+def test_inject_twice_gives_the_same_bytes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], request_by: list[str]
+) -> None:
+    """Without --strip-annotations the request stays; injecting it again must not add the
+    device's cgroup rule (or anything else) a second time."""
+    d = tmp_path / "cdi"
+    run(capsys, "--sample", "cdi", "generate", "--kind", "nvidia.com/pgpu", "--output-dir", str(d))
+    listed = json.loads(run(capsys, "cdi", "--spec-dir", str(d), "list", "--json")[1])
+    first = listed["devices"][0]["name"]
+    bundle = write_bundle(tmp_path, {"cdi.k8s.io/vfio": first})
+    argv = [
+        "--sample", "cdi", "--spec-dir", str(d), "inject", "--bundle", str(bundle),
+        *[first if a == "FIRST" else a for a in request_by],
+    ]  # fmt: skip
+    code, out, err = run(capsys, *argv)
+    assert code == 0, err
+    once = (bundle / "config.json").read_bytes()
+    assert f"injected {first}" in out
+    code, out, err = run(capsys, *argv, "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert (bundle / "config.json").read_bytes() == once
+    assert summary["written"] is False
+    assert summary["already_injected"] == [first]
+    code, out, _ = run(capsys, *argv)
+    assert f"already injected {first}" in out and "left unchanged" in out
+
+
+def test_generate_twice_writes_the_same_bytes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = tmp_path / "cdi"
+    argv = ["--sample", "cdi", "generate", "--output-dir", str(d)]
+    assert run(capsys, *argv)[0] == 0
+    once = {p.name: p.read_bytes() for p in sorted(d.iterdir())}
+    assert once
+    assert run(capsys, *argv)[0] == 0
+    assert {p.name: p.read_bytes() for p in sorted(d.iterdir())} == once

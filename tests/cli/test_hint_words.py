@@ -4,6 +4,7 @@ remedy it can name has words, and those words name only commands and options tha
 from __future__ import annotations
 
 import argparse
+import ast
 import re
 from pathlib import Path
 
@@ -75,3 +76,74 @@ def test_a_hint_with_remedies_reads_as_one_line() -> None:
     assert render.with_remedies(None, ()) is None
     assert render.with_remedies("as is", ()) == "as is"
     assert render.remedy_text("something-new") == "something-new"
+
+
+PACKAGE = ROOT / "python" / "kata_vfio"
+MENTION = re.compile(r"kata-vfio((?: +(?:--?[a-z][a-z0-9-]*|[a-z][a-z0-9-]*))+)")
+# Words after "kata-vfio" in prose ("kata-vfio drives QEMU"), not commands.
+PROSE = {"drives", "opens", "on", "device", "has", "without"}
+
+
+def _texts_of_the_package() -> list[tuple[str, str]]:
+    """(file, text) of every string literal of the package but docstrings: the messages,
+    hints and remedies it can print (f-strings' literal parts included)."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)
+        }
+        found += [
+            (path.name, node.value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in docstrings
+        ]
+    return found
+
+
+def _command_problem(words: list[str]) -> str | None:
+    """Why ``kata-vfio WORDS...`` names no real command or option, or None when it does."""
+    parser = build_parser()
+    global_options = set(parser._option_string_actions)
+    while words and words[0] in global_options:
+        words = words[1:]
+    if not words or (words[0] in PROSE):
+        return None
+    current: argparse.ArgumentParser = parser
+    path: list[str] = []
+    for word in words:
+        subs = [a for a in current._actions if isinstance(a, argparse._SubParsersAction)]
+        if word.startswith("-"):
+            if word not in current._option_string_actions and word not in global_options:
+                return f"no option {word} for `kata-vfio {' '.join(path)}`"
+        elif subs and word in subs[0].choices:
+            current = subs[0].choices[word]
+            path.append(word)
+        elif subs:
+            return f"`kata-vfio {' '.join([*path, word])}` is no command"
+        else:
+            break  # a leaf's argument or the sentence going on
+    return None
+
+
+def test_every_command_the_package_mentions_exists() -> None:
+    texts = _texts_of_the_package()
+    mentions = [(name, m.group(1).split()) for name, text in texts for m in MENTION.finditer(text)]
+    assert len(mentions) > 40, "the scan found too few mentions to be real"
+    problems = [f"{name}: {why}" for name, words in mentions if (why := _command_problem(words))]
+    assert problems == []
+
+
+def test_the_checker_catches_a_command_that_does_not_exist() -> None:
+    assert _command_problem(["iommu"]) == "`kata-vfio iommu` is no command"
+    assert _command_problem(["qemu", "stop"]) == "`kata-vfio qemu stop` is no command"
+    assert _command_problem(["bind", "--nope"]) == "no option --nope for `kata-vfio bind`"
+    assert _command_problem(["--sample", "groups", "shows", "why"]) is None
+    assert _command_problem(["qemu", "resume", "--qmp"]) is None

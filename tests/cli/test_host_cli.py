@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -92,6 +93,15 @@ def test_scan_details(fake: FakeHost, capsys: pytest.CaptureFixture[str]) -> Non
     assert code == 0
     gpu = json.loads(out)["devices"][2]
     assert "bars" in gpu and "large_bar" in gpu and "link" in gpu
+    # The table shows the same extra fields.
+    code, out, _ = call(capsys, ["--sample", "scan", "--details"])
+    assert code == 0
+    header, *rows = out.splitlines()
+    assert header.split()[-4:] == ["BARS", "LARGE", "RESET", "LINK"]
+    h100 = next(row for row in rows if row.startswith("0000:18:00.0"))
+    assert h100.split()[-6:] == ["16MiB,128GiB,32MiB", "yes", "flr,bus", "32.0", "GT/s", "x16"]
+    code, out, _ = call(capsys, ["--sample", "scan"])
+    assert "BARS" not in out.splitlines()[0]
 
 
 def test_groups(fake: FakeHost, capsys: pytest.CaptureFixture[str]) -> None:
@@ -151,7 +161,14 @@ def test_doctor_on_fake_host(fake: FakeHost, capsys: pytest.CaptureFixture[str])
     assert checks["assignable-groups"]["status"] == "pass"
     assert set(checks) >= {"kernel-arguments", "memlock", "node-permissions", "iommufd"}
     assert all(c["status"] in ("pass", "warn", "fail") for c in checks.values())
-    assert code == (1 if any(c["status"] == "fail" for c in checks.values()) else 0)
+    assert code == (0 if all(c["status"] == "pass" for c in checks.values()) else 1)
+    assert json.loads(out)["host"] == {
+        "sysfs": fake.sysfs_root, "devfs": fake.dev_root, "procfs": fake.proc_root,
+    }  # fmt: skip
+    code, out, _ = call(capsys, run(fake, "doctor"))
+    assert out.splitlines()[0] == (
+        f"host read: sysfs {fake.sysfs_root}, devfs {fake.dev_root}, procfs {fake.proc_root}"
+    )
 
 
 def test_doctor_without_iommu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -292,3 +309,35 @@ def test_the_readme_group_examples_are_what_the_cli_prints(
     lines = out.splitlines()
     start = lines.index(unknown[0])
     assert lines[start : start + len(unknown)] == unknown
+
+
+EMPTY_REASON = re.compile(r"^\s*$|None|\(\s*\)|:\s*$|: ;|, \)|\(\s*,")
+
+
+def _check_every_device(capsys: pytest.CaptureFixture[str], roots: list[str]) -> str:
+    code, out, _ = call(capsys, [*roots, "scan", "--json"])
+    bdfs = [d["bdf"] for d in json.loads(out)["devices"]]
+    assert bdfs
+    code, out, err = call(capsys, [*roots, "check", *bdfs])
+    assert code in (0, 1) and "Traceback" not in err
+    return out
+
+
+@pytest.mark.parametrize("name", ["sample", *snapshot_names()])
+def test_check_gives_every_device_a_reason_with_words(
+    name: str, snapshot_root: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    roots = ["--sample"] if name == "sample" else ["--sysfs-root", str(snapshot_root(name))]
+    lines = _check_every_device(capsys, roots).splitlines()
+    # A header line ("blocker X (driver):") is followed by its indented reason.
+    empty = [
+        (i, line)
+        for i, line in enumerate(lines)
+        if EMPTY_REASON.search(line)
+        and not (line.rstrip().endswith("):") and i + 1 < len(lines) and lines[i + 1].strip())
+    ]
+    assert empty == []
+    verdicts = [line for line in lines if not line.startswith(" ")]
+    assert all(line.endswith((": assignable", ": NOT assignable")) for line in verdicts)
+    reasons = [lines[i + 1] for i, line in enumerate(lines) if line in verdicts]
+    assert all(reason.startswith("  ") and len(reason.strip()) > 10 for reason in reasons)

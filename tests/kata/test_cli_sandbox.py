@@ -165,7 +165,7 @@ def test_bad_inputs_give_clear_errors(
         _run(demo, "sandbox", "plan", "--bundle", bundle, "--config", f"{demo['dir']}/none.toml")
         == 2
     )
-    assert "cannot read Kata configuration" in capsys.readouterr().err
+    assert "argument --config: " in (err := capsys.readouterr().err) and "does not exist" in err
     assert _run(demo, *_plan_args(demo), "--device", "nvidia.com/pgpu=99") == 1
     err = capsys.readouterr().err
     assert "unresolvable CDI devices nvidia.com/pgpu=99" in err and "Traceback" not in err
@@ -226,3 +226,99 @@ def test_a_plan_file_with_a_malformed_hex_number_is_refused(
     )
     assert code == 2
     assert "is not a hex number of at most 8 digits" in err and len(err) < 600
+
+
+def _bytes(demo: dict[str, str], bundle: str) -> bytes:
+    return Path(demo["dir"], bundle, "config.json").read_bytes()
+
+
+def test_plan_write_twice_writes_the_same_bytes(
+    demo: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _run(demo, *_plan_args(demo), "--write") == 0
+    once = _bytes(demo, "sandbox")
+    assert _run(demo, *_plan_args(demo), "--write") == 0
+    assert _bytes(demo, "sandbox") == once
+    capsys.readouterr()
+
+
+def test_plan_write_with_cold_plug_off_keeps_the_device_request(
+    demo: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """cold_plug_vfio = no-port injects nothing, so the cdi.k8s.io/ request must stay: the
+    plan only warns, and deleting it would lose the device without a word."""
+    config = Path(demo["dir"], "no-port.toml")
+    text = CONFIG.read_text()
+    assert 'cold_plug_vfio = "root-port"' in text
+    config.write_text(text.replace('cold_plug_vfio = "root-port"', 'cold_plug_vfio = "no-port"'))
+    args = [a if a != str(CONFIG) else str(config) for a in _plan_args(demo)]
+    before = json.loads(_bytes(demo, "sandbox"))
+    capsys.readouterr()
+    for _ in range(2):
+        assert _run(demo, *args, "--write") == 0
+        err = capsys.readouterr().err
+        assert "not cold-plugged: cold_plug_vfio is 'no-port'" in err
+        written = json.loads(_bytes(demo, "sandbox"))
+        assert written["annotations"]["cdi.k8s.io/vfio"] == "nvidia.com/pgpu=0"
+        assert written == before
+
+
+def _plan_file(demo: dict[str, str], capsys: pytest.CaptureFixture[str]) -> str:
+    capsys.readouterr()
+    assert _run(demo, *_plan_args(demo), "--json") == 0
+    plan_file = Path(demo["dir"], "plan.json")
+    plan_file.write_text(capsys.readouterr().out)
+    return str(plan_file)
+
+
+def _container(demo: dict[str, str], plan: str, *more: str) -> int:
+    container = f"{demo['dir']}/container"
+    return _run(demo, "sandbox", "container", "--bundle", container, "--sandbox-plan", plan, *more)
+
+
+def test_container_write_twice_keeps_the_runtimes_own_annotation(
+    demo: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The second run once removed cdi.k8s.io/vfio11 (the guest's own request): the container
+    lost its GPU, exit 0. Now the second run is a no-op."""
+    plan = _plan_file(demo, capsys)
+    container = f"{demo['dir']}/container"
+    injected = _run(
+        demo, "cdi", "--spec-dir", demo["spec_dir"], "inject", "--bundle", container,
+        "--from-annotations",
+    )  # fmt: skip
+    assert injected == 0
+    assert _container(demo, plan, "--write") == 0
+    once = _bytes(demo, "container")
+    assert json.loads(once)["annotations"]["cdi.k8s.io/vfio11"] == "nvidia.com/gpu=0"
+    capsys.readouterr()
+    assert _container(demo, plan, "--write", "--json") == 0
+    again = _json_out(capsys)
+    assert _bytes(demo, "container") == once
+    assert again["annotations_kept"] == ["cdi.k8s.io/vfio11"]
+    assert again["annotations_removed"] == [] and again["annotations_added"] == {}
+
+
+def test_container_asking_for_devices_never_injected_is_refused(
+    demo: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = _plan_file(demo, capsys)
+    before = _bytes(demo, "container")
+    assert _container(demo, plan, "--write") == 1
+    err = capsys.readouterr().err
+    assert "nvidia.com/pgpu=0" in err and "never injected" in err
+    assert "cdi.k8s.io/vfio=nvidia.com/pgpu=0" in err
+    assert _bytes(demo, "container") == before
+
+
+def test_plan_write_twice_with_explicit_devices_injects_once(
+    demo: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [*_plan_args(demo), "--device", "nvidia.com/pgpu=0", "--write"]
+    assert _run(demo, *args) == 0
+    once = _bytes(demo, "sandbox")
+    rules = json.loads(once)["linux"]["resources"]["devices"]
+    assert _run(demo, *args) == 0
+    assert _bytes(demo, "sandbox") == once
+    assert len(rules) == len({json.dumps(r, sort_keys=True) for r in rules})
+    capsys.readouterr()

@@ -332,7 +332,9 @@ def test_hot_plug_mode_reserves_ports_and_keeps_devices_off_the_command_line(
     )
     plan = plan_sandbox(spec, host=server.host, config=config, registry=registry)
     assert plan.cdi_devices == ()  # Kata injects at sandbox creation only for cold-plug
-    assert plan.annotations_removed == ("cdi.k8s.io/x",)
+    # Nothing injected, so the request stays for whatever plugs the devices later.
+    assert plan.annotations_removed == ()
+    assert plan.spec["annotations"]["cdi.k8s.io/x"] == "nvidia.com/pgpu=0"
     assert any("not cold-plugged" in w for w in plan.warnings)
     assert [d.plug for d in plan.devices] == ["hot"]
     assert _devices(plan, "vfio-pci") == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ import pytest
 from sandbox_hosts import Zoo
 
 from kata_vfio.cli import main
+from kata_vfio.qemu.qmp import QmpSession
 
 pytestmark = pytest.mark.qemu
 
@@ -73,29 +75,26 @@ def test_dry_run_prints_the_command(
     assert not (tmp_path / "run").exists()  # a dry run starts nothing
 
 
+def _qemu_run(zoo: Zoo, tmp_path: Path, qemu: str) -> tuple[list[str], list[str], Path]:
+    """The roots of the zoo host, ``qemu run`` of a planned sandbox with them, its runtime
+    directory."""
+    server, _names = zoo
+    config, bundle = _setup(tmp_path, qemu)
+    roots = ["--sysfs-root", server.sysfs_root, "--dev-root", server.dev_root]
+    runtime = tmp_path / "run"
+    run = [
+        *roots, "qemu", "run", "--bundle", str(bundle), "--config", str(config),
+        "--accel", "tcg", "--runtime-dir", str(runtime),
+    ]  # fmt: skip
+    return roots, run, runtime
+
+
 def test_run_ports_hotplug_error_and_stop(
     zoo: Zoo, tmp_path: Path, qemu_binary: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     server, names = zoo
-    config, bundle = _setup(tmp_path, qemu_binary)
-    roots = ["--sysfs-root", server.sysfs_root, "--dev-root", server.dev_root]
-    runtime = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "kata_vfio",
-        *roots,
-        "qemu",
-        "run",
-        "--bundle",
-        str(bundle),
-        "--config",
-        str(config),
-        "--accel",
-        "tcg",
-        "--runtime-dir",
-        str(runtime),
-    ]
+    roots, run, runtime = _qemu_run(zoo, tmp_path, qemu_binary)
+    command = [sys.executable, "-m", "kata_vfio", *run]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
@@ -129,8 +128,11 @@ def test_run_ports_hotplug_error_and_stop(
 def test_qmp_socket_that_does_not_answer(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    path = tmp_path / "none.sock"
+    with socket.socket(socket.AF_UNIX) as bound:  # a socket nobody listens on any more
+        bound.bind(str(path))
     start = time.monotonic()
-    assert main(["qemu", "ports", "--qmp", str(tmp_path / "none.sock"), "--qmp-timeout", "1"]) == 1
+    assert main(["qemu", "ports", "--qmp", str(path), "--qmp-timeout", "1"]) == 1
     assert "cannot connect to QMP socket" in capsys.readouterr().err
     assert time.monotonic() - start < 30
 
@@ -148,7 +150,46 @@ def test_timeouts_must_be_finite_positive_seconds(
     argv: list[str], value: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     *command, option = argv
-    assert main([*command, f"{option}={value}"]) == 2
+    # Options are read in order: the timeout goes first, so its error is the one reported.
+    assert main([*command[:2], f"{option}={value}", *command[2:]]) == 2
     err = capsys.readouterr().err
     assert "is not a number of seconds" in err and "Traceback" not in err
     assert len(err) < 400
+
+
+def _qemu_status(socket_path: str) -> str:
+    with QmpSession(socket_path).connect() as session:
+        return str(session.execute("query-status")["status"])
+
+
+def test_run_paused_then_resume(
+    zoo: Zoo, tmp_path: Path, qemu_binary: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _roots, run, runtime = _qemu_run(zoo, tmp_path, qemu_binary)
+    run.append("--paused")
+    capsys.readouterr()
+    assert main([*run, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("would run") and out.rstrip().endswith(" -S")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kata_vfio", *run, "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        started = json.loads("".join(iter(process.stdout.readline, "}\n")) + "}")
+        assert started["paused"] is True
+        socket_path = started["qmp"]
+        assert _qemu_status(socket_path) == "prelaunch"
+        assert main(["qemu", "resume", "--qmp", socket_path]) == 0
+        assert capsys.readouterr().out == "resumed: the VM is running\n"
+        assert _qemu_status(socket_path) == "running"
+        assert main(["qemu", "resume", "--qmp", socket_path, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out) == {"status": "running"}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert not runtime.exists()

@@ -11,7 +11,7 @@ from emulated_vm import emulated
 from guest_os import READY, build_initramfs, find_guest_kernel, wait_for_console
 from sandbox_hosts import Zoo, oci_spec
 
-from kata_vfio.errors import PlanError, QmpError
+from kata_vfio.errors import InvalidInputError, PlanError, QmpError
 from kata_vfio.kata.config import KataConfig
 from kata_vfio.kata.hotplug import node_hotplug
 from kata_vfio.kata.sandbox import SandboxPlan, plan_sandbox
@@ -173,7 +173,7 @@ def test_vfio_request_for_a_group_is_what_cold_plug_would_place(zoo: Zoo) -> Non
         ("vfio-0000-01-00.1", 1, "vfio-pci", (("host", "0000:01:00.1"), link)),
     ]
     assert node_hotplug(server.host, server.group_node(names["nic0"][0])).iommufd is None
-    with pytest.raises(PlanError, match="not a VFIO device node"):
+    with pytest.raises(InvalidInputError, match="not a VFIO device node"):
         node_hotplug(server.host, "/dev/vfio/vfio")
 
 

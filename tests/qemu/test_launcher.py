@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -166,3 +169,46 @@ def test_the_log_tail_is_read_from_the_end(tmp_path: Path) -> None:
     assert launcher._read_tail(str(tmp_path / "missing")) == ""
     (tmp_path / "link").symlink_to(log)
     assert launcher._read_tail(str(tmp_path / "link")) == ""
+
+
+def _gone(pid: int) -> bool:
+    """No such process, or only its zombie (no init in a container may reap it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")
+
+
+LAUNCHER = """
+import sys
+from kata_vfio.qemu.argv import QemuCommand
+from kata_vfio.qemu.launcher import QemuProcess
+command = QemuCommand(sys.argv[1]).extend(
+    [("-machine", "q35"), ("-accel", "tcg"), ("-nodefaults", None), ("-display", "none"),
+     ("-S", None)]
+)
+vm = QemuProcess(command, runtime_parent=sys.argv[2]).start()
+print(vm.pid, flush=True)
+sys.stdin.read()  # until killed
+"""
+
+
+def test_qemu_dies_with_a_launcher_killed_by_sigkill(qemu_binary: str, tmp_path: Path) -> None:
+    """No handler runs on SIGKILL: only the kernel's parent-death signal can take QEMU."""
+    with subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER, qemu_binary, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as launcher:
+        assert launcher.stdout is not None
+        pid = int(launcher.stdout.readline())
+        assert not _gone(pid)
+        assert Path(f"/proc/{pid}/exe").resolve() == Path(qemu_binary).resolve()
+        launcher.kill()
+        launcher.wait(30)
+        deadline = time.monotonic() + 30
+        while not _gone(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _gone(pid), f"QEMU {pid} outlived its launcher"

@@ -95,8 +95,8 @@ def test_unbind_returns_the_group(
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["bind", "0000:00:10.0"], 1, "bridges are never bound"),
-        (["bind", "0000:09:00.0"], 1, "0000:09:00.0 not found"),
+        (["bind", "0000:00:10.0"], 2, "bridges are never bound"),
+        (["bind", "0000:09:00.0"], 2, "0000:09:00.0 not found"),
         (["bind", "01:00.0/.."], 2, "invalid PCI address"),
         (["bind", "--driver", "../x", "0000:01:00.0"], 2, "invalid driver name"),
         (["bind", "--group", "--only", "0000:01:00.0"], 2, "not allowed with argument"),
@@ -240,3 +240,30 @@ def test_damaged_journal_files_are_warnings_and_exit_1(
     assert code == 1
     assert "restored" in out
     assert "kata-vfio: warning: journal entry" in err and "0000:04:00.0.journal" in err
+
+
+def _journal(host: FakeHost) -> dict[str, bytes]:
+    """The journal's entries (its lock file left out)."""
+    root = Path(state_dir(host))
+    entries = sorted(root.iterdir()) if root.is_dir() else []
+    return {p.name: p.read_bytes() for p in entries if p.name != "lock"}
+
+
+def test_bind_and_restore_run_twice_change_nothing_the_second_time(
+    lab_host: FakeHost, kernel: KernelSim, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = kernel.state()
+    assert run(lab_host, capsys, "bind", "0000:81:00.0")[0] == 0
+    bound, journal = kernel.state(), _journal(lab_host)
+    assert bound != before and journal
+    writes = len(kernel.log)
+    code, out, _ = run(lab_host, capsys, "bind", "0000:81:00.0")
+    assert code == 0
+    assert (kernel.state(), _journal(lab_host)) == (bound, journal)
+    assert len(kernel.log) == writes, "a second bind writes nothing"
+    assert "0 sysfs writes" in out
+    assert run(lab_host, capsys, "restore")[0] == 0
+    assert kernel.state() == before and _journal(lab_host) == {}
+    code, out, _ = run(lab_host, capsys, "restore")
+    assert code == 0 and "nothing to restore" in out
+    assert kernel.state() == before and _journal(lab_host) == {}

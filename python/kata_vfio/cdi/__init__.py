@@ -47,7 +47,7 @@ from kata_vfio.cdi.hostdev import (
     NotADeviceNodeError,
     lstat_device,
 )
-from kata_vfio.cdi.inject import InjectionResult, inject_edits
+from kata_vfio.cdi.inject import InjectionResult, inject_edits, is_applied
 from kata_vfio.cdi.loader import load_spec, parse_spec
 from kata_vfio.cdi.model import (
     ContainerEdits,
@@ -120,6 +120,7 @@ __all__ = [
     "generate_vfio_specs",
     "host_kind",
     "inject_edits",
+    "is_applied",
     "is_inner_annotation",
     "is_qualified_name",
     "load_spec",

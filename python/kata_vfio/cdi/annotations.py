@@ -26,6 +26,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from kata_vfio._echo import echo
 from kata_vfio.cdi.goquote import go_quote
 from kata_vfio.cdi.names import is_qualified_name, parse_qualified_name
 from kata_vfio.errors import CdiNameError
@@ -145,7 +146,7 @@ def parse_annotations(annotations: Mapping[str, str] | None) -> tuple[list[str],
         value = annotations[key]
         if not isinstance(value, str):
             raise CdiNameError(
-                f"annotation {key!r}: value must be a string, got {type(value).__name__}",
+                f"annotation {echo(key)}: value must be a string, got {type(value).__name__}",
                 hint="write the devices as one comma-separated string",
             )
         for name in value.split(","):

@@ -54,24 +54,25 @@ class OciChanges:
         )
 
     def to_document(self) -> dict[str, Any]:
-        """A JSON-ready summary (empty categories left out)."""
+        """A JSON-ready summary (empty categories left out); the category keys are this
+        tool's (snake_case), the entries are OCI's as written into the spec."""
         doc: dict[str, Any] = {}
         if self.env:
             doc["env"] = list(self.env)
         if self.devices:
             doc["devices"] = [dict(d) for d in self.devices]
         if self.cgroup_rules:
-            doc["cgroupRules"] = [dict(r) for r in self.cgroup_rules]
+            doc["cgroup_rules"] = [dict(r) for r in self.cgroup_rules]
         if self.net_devices:
-            doc["netDevices"] = {host: dict(entry) for host, entry in self.net_devices}
+            doc["net_devices"] = {host: dict(entry) for host, entry in self.net_devices}
         if self.mounts:
             doc["mounts"] = [dict(m) for m in self.mounts]
         if self.hooks:
             doc["hooks"] = [{"lifecycle": name, **hook} for name, hook in self.hooks]
         if self.intel_rdt is not None:
-            doc["intelRdt"] = dict(self.intel_rdt)
+            doc["intel_rdt"] = dict(self.intel_rdt)
         if self.additional_gids:
-            doc["additionalGids"] = list(self.additional_gids)
+            doc["additional_gids"] = list(self.additional_gids)
         return doc
 
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from kata_vfio._core import Bdf, Host, PciDevice
+from kata_vfio._echo import echo
 from kata_vfio.cdi.model import ContainerEdits, Device, DeviceNode, Spec
 from kata_vfio.cdi.names import parse_qualifier, validate_class_name, validate_vendor_name
 from kata_vfio.cdi.registry import Registry
@@ -110,7 +111,8 @@ def parse_pci_id(text: str) -> tuple[int, int | None]:
         device = _hex16(device_text) if sep else None
     except ValueError:
         raise InvalidInputError(
-            f"invalid PCI id {text!r}", hint="write the vendor, or vendor:device, in hex: 10de:2330"
+            f"invalid PCI id {echo(text)}",
+            hint="write the vendor, or vendor:device, in hex: 10de:2330",
         ) from None
     return vendor, device
 
@@ -155,7 +157,7 @@ def generate_vfio_spec(
     """
     if naming not in NAMINGS:
         raise InvalidInputError(
-            f"invalid device naming {naming!r}", hint=f"use one of {', '.join(NAMINGS)}"
+            f"invalid device naming {echo(naming)}", hint=f"use one of {', '.join(NAMINGS)}"
         )
     candidates = _candidates(host, cdev=cdev, devices=devices, pci_ids=pci_ids)
     if kind is None:
@@ -195,7 +197,7 @@ def _check_kind(kind: str) -> None:
         validate_class_name(cls)
     except InvalidInputError as exc:
         raise InvalidInputError(
-            f"invalid CDI kind {kind!r}: {exc}", hint="a kind is vendor.com/class"
+            f"invalid CDI kind {echo(kind)}: {exc}", hint="a kind is vendor.com/class"
         ) from None
 
 
@@ -289,7 +291,7 @@ def _check_unique_names(devices: Sequence[Device], naming: Naming) -> None:
     for device in devices:
         if device.name in seen:
             raise CdiError(
-                f"naming by {naming} gives several devices the name {device.name!r}",
+                f"naming by {naming} gives several devices the name {echo(device.name)}",
                 hint="with --cdev, name devices by cdev, bdf or index (an IOMMU group can hold "
                 "several functions), or narrow the choice with --bdf or --pci-id",
             )

@@ -26,7 +26,7 @@ from kata_vfio.cdi.model import ContainerEdits
 from kata_vfio.errors import CdiInjectionError
 from kata_vfio.oci import check_oci_spec
 
-__all__ = ["InjectionResult", "inject_edits"]
+__all__ = ["InjectionResult", "inject_edits", "is_applied"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,3 +95,35 @@ class _MemoLookup:
         if isinstance(found, BaseException):
             raise found
         return found
+
+
+def is_applied(oci_spec: Mapping[str, Any], changes: OciChanges) -> bool:
+    """Whether every entry of ``changes`` (an injection's ``added``) is already in
+    ``oci_spec``: injecting it again would only repeat entries (a cgroup rule, a hook), so a
+    re-run that wants to change nothing skips it."""
+    process = _dict(oci_spec.get("process"))
+    linux = _dict(oci_spec.get("linux"))
+    hooks = _dict(oci_spec.get("hooks"))
+    present: list[tuple[Sequence[Any], Any]] = [
+        (_list(process.get("env")), changes.env),
+        (_list(linux.get("devices")), changes.devices),
+        (_list(_dict(linux.get("resources")).get("devices")), changes.cgroup_rules),
+        (_list(oci_spec.get("mounts")), changes.mounts),
+        (_list(_dict(process.get("user")).get("additionalGids")), changes.additional_gids),
+    ]
+    if not all(entry in entries for entries, wanted in present for entry in wanted):
+        return False
+    net = _dict(linux.get("netDevices"))
+    if any(net.get(host) != entry for host, entry in changes.net_devices):
+        return False
+    if any(hook not in _list(hooks.get(name)) for name, hook in changes.hooks):
+        return False
+    return changes.intel_rdt is None or linux.get("intelRdt") == changes.intel_rdt
+
+
+def _dict(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: Any) -> Sequence[Any]:
+    return value if isinstance(value, list) else []

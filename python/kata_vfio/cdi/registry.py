@@ -37,12 +37,13 @@ from types import MappingProxyType
 from typing import Any
 
 from kata_vfio._atomic import atomic_write, remove_file
+from kata_vfio._echo import echo
 from kata_vfio._numbers import natural_key
 from kata_vfio._trust import untrusted_path, untrusted_reason
 from kata_vfio.cdi.encode import dump_spec, format_for_path
 from kata_vfio.cdi.goquote import go_quote
 from kata_vfio.cdi.hostdev import DeviceLookup
-from kata_vfio.cdi.inject import InjectionResult, inject_edits
+from kata_vfio.cdi.inject import InjectionResult, inject_edits, is_applied
 from kata_vfio.cdi.loader import parse_spec, read_spec_fd
 from kata_vfio.cdi.model import ContainerEdits, Device, Spec
 from kata_vfio.cdi.names import is_qualified_name, parse_qualifier, qualified_name
@@ -273,6 +274,26 @@ class Registry:
             edits.append(found.device.container_edits)
         return inject_edits(spec, edits, devices=tuple(names), lookup=device_lookup or self._lookup)
 
+    def already_injected(
+        self,
+        spec: Mapping[str, Any],
+        names: Sequence[str],
+        *,
+        device_lookup: DeviceLookup | None = None,
+    ) -> tuple[str, ...]:
+        """The ``names`` whose every edit is already in ``spec`` (an earlier injection of
+        them): injecting them again would repeat entries, so a re-run skips them. A name that
+        cannot be injected is not among them (:meth:`inject` then says why)."""
+        present = []
+        for name in dict.fromkeys(names):
+            try:
+                result = self.inject(spec, [name], device_lookup=device_lookup)
+            except CdiInjectionError:
+                continue
+            if is_applied(spec, result.added):
+                present.append(name)
+        return tuple(present)
+
     def write_spec(
         self,
         spec: Spec,
@@ -314,7 +335,7 @@ class Registry:
             raise CdiError("no CDI spec directories to write to", hint="give a spec directory")
         if not name or name in (".", "..") or "/" in name or "\0" in name:
             raise InvalidInputError(
-                f"invalid CDI spec file name {name!r}",
+                f"invalid CDI spec file name {echo(name)}",
                 hint="give a plain file name such as vendor.com-class.yaml",
             )
         if _go_ext(name) not in _SPEC_EXTENSIONS:
@@ -435,7 +456,7 @@ def _clean_dir(directory: str | os.PathLike[str]) -> str:
     text = os.fspath(directory)
     if not text or "\0" in text:
         raise InvalidInputError(
-            f"invalid CDI spec directory {text!r}", hint="give a directory path"
+            f"invalid CDI spec directory {echo(text)}", hint="give a directory path"
         )
     cleaned = os.path.normpath(text)
     return "/" + cleaned.lstrip("/") if cleaned.startswith("//") else cleaned

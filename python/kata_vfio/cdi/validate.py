@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from kata_vfio._echo import echo
 from kata_vfio.cdi.goquote import go_quote
 from kata_vfio.cdi.model import ContainerEdits, DeviceNode, Hook, IntelRdt, Spec
 from kata_vfio.cdi.names import (
@@ -63,7 +64,7 @@ def validate_spec(spec: Spec, *, source: str | None = None) -> None:
     problems = spec_problems(spec)
     if not problems:
         return
-    name = source or f"of kind {spec.kind!r}"
+    name = source or f"of kind {echo(spec.kind)}"
     message = f"invalid CDI Spec {name}: {problems[0]}"
     if len(problems) > 1:
         message += f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})"
@@ -83,7 +84,7 @@ def spec_problems(spec: Spec) -> tuple[str, ...]:
     vendor, cls = parse_qualifier(spec.kind)
     for problem in (vendor_name_problem(vendor), class_name_problem(cls)):
         if problem is not None:
-            problems.append(f"kind {spec.kind!r}: {problem}")
+            problems.append(f"kind {echo(spec.kind)}: {problem}")
     problems.extend(edits_problems(spec.container_edits, "containerEdits"))
     seen: set[str] = set()
     for index, device in enumerate(spec.devices):

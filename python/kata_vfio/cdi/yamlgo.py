@@ -22,6 +22,8 @@ import yaml
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from kata_vfio._echo import echo
+
 __all__ = ["HAS_LIBYAML", "format_go_float32", "go_scalar_string", "load_yaml"]
 
 HAS_LIBYAML: bool = hasattr(yaml, "CSafeLoader")
@@ -144,7 +146,7 @@ class _GoYamlRules:
         value = go_parse_int(text)
         if value is None:
             raise ConstructorError(
-                None, None, f"cannot decode {text!r} as an integer", node.start_mark
+                None, None, f"cannot decode {echo(text)} as an integer", node.start_mark
             )
         return value
 
@@ -156,14 +158,14 @@ class _GoYamlRules:
             return float(text.replace("_", ""))
         except ValueError:
             raise ConstructorError(
-                None, None, f"cannot decode {text!r} as a float", node.start_mark
+                None, None, f"cannot decode {echo(text)} as a float", node.start_mark
             ) from None
 
     def construct_yaml_bool(self, node: ScalarNode) -> bool:
         text = str(self.construct_scalar(node))
         if text not in _BOOLS:
             raise ConstructorError(
-                None, None, f"cannot decode {text!r} as a boolean", node.start_mark
+                None, None, f"cannot decode {echo(text)} as a boolean", node.start_mark
             )
         return _BOOLS[text]
 
@@ -280,7 +282,7 @@ def _refuse_repeated_key(node: MappingNode, key_node: Node, key: Any, seen: Cont
         ) from None  # fmt: skip
     if duplicate:
         raise ConstructorError(
-            "while constructing a mapping", node.start_mark, f"found duplicate key {key!r}",
+            "while constructing a mapping", node.start_mark, f"found duplicate key {echo(key)}",
             key_node.start_mark,
         )  # fmt: skip
 

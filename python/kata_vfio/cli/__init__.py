@@ -1,8 +1,8 @@
 """The ``kata-vfio`` command: parse arguments, call the public API, print.
 
 Each command family lives in its own module that exposes ``register(subparsers)``; the module
-list below is the only place that knows them all. Exit codes: 0 ok, 1 finding or failure,
-2 bad usage or bad input.
+list below is the only place that knows them all. Exit codes (kata_vfio.cli._exit, the one
+place that defines them): 0 ok, 1 a finding, 2 bad usage or bad input; never a traceback.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from kata_vfio.cli import _common
+from kata_vfio.cli._exit import ExitCode, guarded, report
 
 # Modules that add subcommands, in the order their commands appear in --help.
 _COMMAND_MODULES: tuple[str, ...] = ("host", "bind", "cdi", "sandbox", "qemu", "k8s")
@@ -40,8 +41,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except _common.UsageError as exc:
         print(f"kata-vfio: {exc}", file=sys.stderr)
-        return _common.EXIT_USAGE
-    return _common.run(args)
+        return ExitCode.USAGE
+    except SystemExit as done:
+        # --help: argparse printed it and exits 0.
+        return done.code if isinstance(done.code, int) else ExitCode.USAGE
+    except Exception as exc:  # an argument type that failed in a way argparse does not catch
+        return report(exc)
+    return guarded(lambda: args.handler(args))
 
 
 if __name__ == "__main__":

@@ -22,9 +22,16 @@ from kata_vfio.kata.sandbox import RUNTIME_BASE, SandboxPlan, default_runtime_di
 
 def add_plan_options(parser: argparse.ArgumentParser) -> None:
     """The options every command that plans a sandbox takes."""
-    parser.add_argument("--bundle", required=True, metavar="DIR", help="the sandbox's bundle")
+    parser.add_argument(
+        "--bundle",
+        required=True,
+        type=_common.bundle_dir,
+        metavar="DIR",
+        help="the sandbox's bundle",
+    )
     parser.add_argument(
         "--config",
+        type=_common.input_file,
         metavar="FILE",
         help="Kata configuration (default: the first of " + ", ".join(DEFAULT_CONFIG_PATHS) + ")",
     )
@@ -33,12 +40,14 @@ def add_plan_options(parser: argparse.ArgumentParser) -> None:
         "--device",
         action="append",
         dest="devices",
+        type=_common.cdi_device_name,
         metavar="NAME",
         help="CDI device to cold-plug instead of the cdi.k8s.io/ annotations, as the kubelet's "
         "Pod Resources API names it (repeatable)",
     )
     parser.add_argument(
         "--pod-resources",
+        type=_common.socket_or_missing,
         metavar="SOCKET",
         help="the kubelet's Pod Resources socket: cold-plug what the kubelet allocated to the "
         "pod (named by the io.kubernetes.cri.sandbox-name/-namespace annotations); "
@@ -59,6 +68,7 @@ def add_plan_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--runtime-dir",
+        type=_common.absolute_path,
         metavar="DIR",
         help=f"the VM's private runtime directory (default: {RUNTIME_BASE}/<sandbox>)",
     )

@@ -9,10 +9,12 @@ touches the real journal).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import Any, NamedTuple
 
-from kata_vfio import Bdf, HostPaths, binding, scan, vfio
+from kata_vfio import Bdf, Host, HostPaths, binding, scan, vfio
+from kata_vfio._echo import echo
 from kata_vfio.binding import BindReport
 from kata_vfio.cli import _common
 from kata_vfio.errors import InvalidInputError
@@ -38,11 +40,17 @@ def register(subparsers: Any) -> None:
     _add_common(sub)
     sub.add_argument(
         "--modules-root",
+        type=_common.input_dir,
         metavar="DIR",
         default="/",
         help="root holding lib/modules/<release>/modules.alias (default /)",
     )
-    sub.add_argument("--kernel-release", metavar="RELEASE", help="kernel release for modules.alias")
+    sub.add_argument(
+        "--kernel-release",
+        type=_kernel_release,
+        metavar="RELEASE",
+        help="kernel release for modules.alias",
+    )
 
     sub = _common.add_command(
         subparsers, "unbind", _cmd_unbind, "take devices off vfio, back to their host driver"
@@ -115,7 +123,22 @@ def _add_force_back(sub: argparse.ArgumentParser) -> None:
 
 def _add_common(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--dry-run", action="store_true", help="print the sysfs writes only")
-    sub.add_argument("--state-dir", metavar="DIR", help="journal directory")
+    sub.add_argument(
+        "--state-dir", type=_common.directory_or_missing, metavar="DIR", help="journal directory"
+    )
+
+
+# What `uname -r` prints: one path component (it names lib/modules/<release>).
+_RELEASE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}\Z")
+
+
+def _kernel_release(text: str) -> str:
+    if not _RELEASE.match(text):
+        raise argparse.ArgumentTypeError(
+            f"{echo(text)} is not a kernel release (like 6.8.0-48-generic: letters, digits, "
+            "'.', '_', '+', '~' and '-', no '/')"
+        )
+    return text
 
 
 class _Where(NamedTuple):
@@ -150,8 +173,9 @@ def _targets(args: argparse.Namespace, paths: HostPaths) -> tuple[list[Bdf], boo
             hint="name the devices, or drop --only",
         )
     bdfs = _bdfs([text for text in args.bdfs if text not in numbers])
+    host = scan(paths)
+    _refuse_bridges(host, bdfs)
     if numbers:
-        host = scan(paths)
         for number in numbers:
             group = parse_count(number, what="IOMMU group", maximum=_MAX_GROUP)
             endpoints = host.group(group).endpoints  # DeviceNotFoundError if unknown
@@ -162,6 +186,18 @@ def _targets(args: argparse.Namespace, paths: HostPaths) -> tuple[list[Bdf], boo
                 )
             bdfs.extend(endpoints)
     return bdfs, True if numbers else args.group
+
+
+def _refuse_bridges(host: Host, bdfs: list[Bdf]) -> None:
+    """A bridge named is bad input (exit 2): bridges are never bound, their endpoints are."""
+    for bdf in bdfs:
+        device = host.find_device(bdf)
+        if device is not None and not device.is_endpoint:
+            raise InvalidInputError(
+                f"{bdf} is a {device.class_name.lower()}: bridges are never bound or unbound",
+                hint="name the endpoints behind it (`kata-vfio groups` lists them); bridges "
+                "do not block a group's viability",
+            )
 
 
 def _action_text(report: BindReport, action: str) -> str:

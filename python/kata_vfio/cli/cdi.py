@@ -49,7 +49,13 @@ def register(subparsers: Any) -> None:
     sub = _common.add_subcommand(
         commands, "validate", _cmd_validate, "check CDI spec files strictly"
     )
-    sub.add_argument("files", nargs="+", metavar="FILE", help="spec file (.yaml or .json)")
+    sub.add_argument(
+        "files",
+        nargs="+",
+        type=_common.input_file,
+        metavar="FILE",
+        help="spec file (.yaml or .json)",
+    )
 
     sub = _common.add_subcommand(
         commands, "generate", _cmd_generate, "write CDI specs for the host's VFIO devices"
@@ -67,7 +73,10 @@ def register(subparsers: Any) -> None:
         "--cdev", action="store_true", help="one device per function with its VFIO cdev node"
     )
     sub.add_argument(
-        "--output-dir", metavar="DIR", help="write <vendor>-<class>.yaml there instead of printing"
+        "--output-dir",
+        type=_common.directory_or_missing,
+        metavar="DIR",
+        help="write <vendor>-<class>.yaml there instead of printing",
     )
     sub.add_argument("--no-all", action="store_true", help="leave out the 'all' device")
     sub.add_argument(
@@ -85,11 +94,19 @@ def register(subparsers: Any) -> None:
         commands, "inject", _cmd_inject, "inject CDI devices into an OCI spec, in place"
     )
     target = sub.add_mutually_exclusive_group(required=True)
-    target.add_argument("--bundle", metavar="DIR", help="OCI bundle (its config.json is edited)")
-    target.add_argument("--oci-spec", metavar="FILE", help="OCI runtime spec file to edit")
+    target.add_argument(
+        "--bundle",
+        type=_common.bundle_dir,
+        metavar="DIR",
+        help="OCI bundle (its config.json is edited)",
+    )
+    target.add_argument(
+        "--oci-spec", type=_common.input_file, metavar="FILE", help="OCI runtime spec file to edit"
+    )
     sub.add_argument(
         "--device",
         action="append",
+        type=_common.cdi_device_name,
         default=[],
         metavar="NAME",
         help="qualified device name vendor.com/class=name (repeatable)",
@@ -155,8 +172,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             if result["valid"]:
                 print(
                     f"ok       {result['path']}: {result['kind']}, {len(result['devices'])} "
-                    f"device(s), cdiVersion {result['cdiVersion']} "
-                    f"(needs {result['minimumVersion']})"
+                    f"device(s), cdiVersion {result['cdi_version']} "
+                    f"(needs {result['minimum_version']})"
                 )
             else:
                 print(f"invalid  {result['path']}")
@@ -178,8 +195,8 @@ def _validate_one(path: str) -> dict[str, Any]:
     result.update(
         valid=True,
         kind=spec.kind,
-        cdiVersion=spec.version,
-        minimumVersion=minimum_version(spec),
+        cdi_version=spec.version,
+        minimum_version=minimum_version(spec),
         devices=list(spec.qualified_names()),
     )
     if not path.endswith((".yaml", ".json")):
@@ -197,7 +214,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         "pci_ids": args.pci_id,
     }
     specs: tuple[Spec, ...]
-    if args.kind:
+    if args.kind is not None:
         specs = (generate_vfio_spec(host, kind=args.kind, **options),)
     else:
         specs = generate_vfio_specs(host, **options)
@@ -234,10 +251,14 @@ def _cmd_inject(args: argparse.Namespace) -> int:
         names.extend(annotated)
     # Each device once, as containerd merges its two sources.
     names = list(dict.fromkeys(names))
-    summary: dict[str, Any] = {"spec": path, "devices": names}
+    registry = _registry(args, _device_lookup(args))
+    # Devices an earlier run injected are skipped: a re-run changes nothing.
+    present = registry.already_injected(spec, names) if names else ()
+    names = [name for name in names if name not in present]
+    summary: dict[str, Any] = {"spec": path, "devices": names, "already_injected": list(present)}
     edited = spec
     if names:
-        result = _registry(args, _device_lookup(args)).inject(spec, names)
+        result = registry.inject(spec, names)
         edited = result.spec
         summary.update(result.to_document())
     removed: dict[str, str] = {}
@@ -246,11 +267,12 @@ def _cmd_inject(args: argparse.Namespace) -> int:
         removed = stripped.removed
         if removed:
             edited = oci.with_annotations(edited, stripped.annotations)
-    summary["removedAnnotations"] = removed
+    summary["removed_annotations"] = removed
     changed = edited != spec
     if changed and not args.dry_run:
         oci.write_oci_spec(path, edited)
     summary["written"] = changed and not args.dry_run
+    summary["dry_run"] = args.dry_run
     if args.json:
         _common.print_json(summary)
     else:
@@ -260,7 +282,9 @@ def _cmd_inject(args: argparse.Namespace) -> int:
 
 def _print_inject_summary(summary: dict[str, Any]) -> None:
     added = summary.get("added", {})
-    lines = [f"injected {name}" for name in summary["devices"]]
+    would = "would be " if summary["dry_run"] else ""
+    lines = [f"already injected {name}" for name in summary["already_injected"]]
+    lines += [f"{would}injected {name}" for name in summary["devices"]]
     lines += [
         f"  device {d['path']} ({d['type']} {d['major']}:{d['minor']})"
         for d in added.get("devices", [])
@@ -269,10 +293,13 @@ def _print_inject_summary(summary: dict[str, Any]) -> None:
     lines += [f"  mount {m['source']} -> {m['destination']}" for m in added.get("mounts", [])]
     lines += [f"  hook {h['lifecycle']} {h['path']}" for h in added.get("hooks", [])]
     lines += [
-        f"removed annotation {key}={value}" for key, value in summary["removedAnnotations"].items()
+        f"{would}removed annotation {key}={value}"
+        for key, value in summary["removed_annotations"].items()
     ]
     if not lines:
         lines.append("nothing to do: no devices requested and no CDI annotations to remove")
     verb = "wrote" if summary["written"] else "left unchanged"
+    if summary["dry_run"] and (summary["devices"] or summary["removed_annotations"]):
+        verb = "dry run: would write, left unchanged"
     lines.append(f"{verb} {summary['spec']}")
     sys.stdout.write("\n".join(lines) + "\n")

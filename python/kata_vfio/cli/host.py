@@ -11,7 +11,7 @@ from kata_vfio.cli import _common
 from kata_vfio.errors import InvalidInputError
 from kata_vfio.host import doctor, readiness, render, report
 from kata_vfio.host.memlock import MIN_VM_MEMORY
-from kata_vfio.units import parse_size
+from kata_vfio.units import format_size, parse_size
 
 __all__ = ["register"]
 
@@ -63,26 +63,50 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     rows = []
     for device in host.devices:
         entry = report.device_dict(device, host)
-        rows.append(
-            [
-                entry["bdf"],
-                entry["class_name"],
-                f"{entry['vendor']}:{entry['device']}",
-                entry["driver"],
-                entry["iommu_group"],
-                entry["numa_node"],
-                _yes_no(entry["pcie"]),
-                _yes_no(entry["assignable"]) if device.is_endpoint else "-",
-            ]
-        )
-    _common.print_table(
-        ["BDF", "CLASS", "ID", "DRIVER", "GROUP", "NUMA", "PCIE", "ASSIGNABLE"], rows
-    )
+        row = [
+            entry["bdf"],
+            entry["class_name"],
+            f"{entry['vendor']}:{entry['device']}",
+            entry["driver"],
+            entry["iommu_group"],
+            entry["numa_node"],
+            _yes_no(entry["pcie"]),
+            _yes_no(entry["assignable"]) if device.is_endpoint else "-",
+        ]
+        rows.append([*row, *_detail_cells(entry)] if args.details else row)
+    headers = ["BDF", "CLASS", "ID", "DRIVER", "GROUP", "NUMA", "PCIE", "ASSIGNABLE"]
+    _common.print_table([*headers, *_DETAIL_HEADERS] if args.details else headers, rows)
     for problem in host.unreadable:
         print(render.device_unreadable_hint(problem), file=sys.stderr)
     if not host.devices and not host.unreadable:
         print(f"no PCI devices under {host.sysfs_root}/bus/pci/devices", file=sys.stderr)
     return _common.EXIT_FINDING if host.unreadable else _common.EXIT_OK
+
+
+_DETAIL_HEADERS = ["BARS", "LARGE", "RESET", "LINK"]
+
+
+def _detail_cells(entry: dict[str, Any]) -> list[str]:
+    """``scan --details`` columns: memory BAR sizes, the large-BAR flag, reset methods and
+    the current link; ``unknown`` where the kernel's file could not be read."""
+    bars = entry.get("bars")
+    sizes = (
+        "unknown"
+        if bars is None
+        else ",".join(format_size(b["size"]).replace(" ", "") for b in bars if not b["is_io"])
+    )
+    link = entry.get("link")
+    link_text = "-"
+    if link and link.get("current_speed"):
+        width = link.get("current_width")
+        link_text = link["current_speed"].removesuffix(" PCIe") + (f" x{width}" if width else "")
+    large = entry.get("large_bar")
+    return [
+        sizes or "-",
+        "unknown" if large is None else _yes_no(large),
+        ",".join(entry.get("reset_methods") or ()) or "-",
+        link_text,
+    ]
 
 
 def _cmd_groups(args: argparse.Namespace) -> int:
@@ -214,22 +238,26 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     if args.vm_memory is not None:
         vm_memory = parse_size(args.vm_memory, what="--vm-memory", minimum=MIN_VM_MEMORY)
     checks = doctor.diagnose(host, vm_memory=vm_memory)
+    tree = {"sysfs": host.sysfs_root, "devfs": host.dev_root, "procfs": host.paths.procfs}
     if args.json:
         _common.print_json(
             {
+                "host": tree,
                 "checks": [
                     {"name": c.name, "status": c.status, "detail": c.detail, "hint": c.hint}
                     for c in checks
-                ]
+                ],
             }
         )
     else:
+        print(f"host read: sysfs {tree['sysfs']}, devfs {tree['devfs']}, procfs {tree['procfs']}")
         for c in checks:
             print(f"[{c.status:4}] {c.name}: {c.detail}")
             if c.hint and c.status != "pass":
                 print(f"       hint: {c.hint}")
-    failed = any(c.status == "fail" for c in checks)
-    return _common.EXIT_FINDING if failed else _common.EXIT_OK
+    # A warning is a finding too: something to look at before a VM is started.
+    clean = all(c.status == "pass" for c in checks)
+    return _common.EXIT_OK if clean else _common.EXIT_FINDING
 
 
 def _add_open_options(sub: argparse.ArgumentParser) -> None:

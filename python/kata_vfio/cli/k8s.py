@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from kata_vfio import scan
+from kata_vfio._echo import echo
 from kata_vfio.cli import _common
 from kata_vfio.errors import InvalidInputError, KubernetesError
 from kata_vfio.k8s.cdispec import DEFAULT_CDI_DIR
@@ -59,12 +60,14 @@ def register(subparsers: Any) -> None:
     sub.add_argument(
         "--plugin-dir",
         default=_DEFAULT_PLUGIN_DIR,
+        type=_common.directory_or_missing,
         metavar="DIR",
         help=f"the kubelet's device-plugin directory (default {_DEFAULT_PLUGIN_DIR})",
     )
     sub.add_argument(
         "--cdi-dir",
         default=DEFAULT_CDI_DIR,
+        type=_common.directory_or_missing,
         metavar="DIR",
         help=f"where the CDI specs are written (default {DEFAULT_CDI_DIR})",
     )
@@ -211,7 +214,7 @@ def _seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {echo(text)}") from None
     if not 0.05 <= value <= 86400:
         raise argparse.ArgumentTypeError(f"{text} s is out of range (0.05 to 86400)")
     return value
@@ -318,11 +321,13 @@ def _cmd_manifests(args: argparse.Namespace) -> int:
 
     resources = [parse_resource(text) for text in args.resources]
     parse_resources(args.resources)  # refuses a name given twice
-    handler = args.runtime_handler or manifests.DEFAULT_RUNTIME_HANDLER
+    handler = (
+        manifests.DEFAULT_RUNTIME_HANDLER if args.runtime_handler is None else args.runtime_handler
+    )
     pieces: dict[str, Any] = {
         "daemonset": manifests.daemonset(
             resources,
-            image=args.image or manifests.DEFAULT_IMAGE,
+            image=manifests.DEFAULT_IMAGE if args.image is None else args.image,
             namespace=args.namespace,
             iommu_mode=args.iommu_mode,
         ),

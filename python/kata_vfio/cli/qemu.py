@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import shlex
 import signal
 import sys
@@ -19,13 +20,15 @@ from types import FrameType
 from typing import Any
 
 from kata_vfio import scan
+from kata_vfio._echo import echo
 from kata_vfio.cli import _common
 from kata_vfio.cli._plan import add_plan_options, plan_from_args
 from kata_vfio.kata.hotplug import node_hotplug
 from kata_vfio.kata.run import run_sandbox
+from kata_vfio.qemu.argv import validate_id
 from kata_vfio.qemu.hotplug import plug_group, unplug_group
 from kata_vfio.qemu.privileges import resolve_user
-from kata_vfio.qemu.qmp import QmpSession, list_ports, port_occupancy, unplug
+from kata_vfio.qemu.qmp import QmpSession, list_ports, port_occupancy, resume, unplug
 from kata_vfio.qemu.run import VmStarted
 from kata_vfio.vm.hotplug import HotplugGroup
 
@@ -44,7 +47,14 @@ def register(subparsers: Any) -> None:
         commands, "run", _cmd_run, "start the planned sandbox VM (foreground)"
     )
     add_plan_options(sub)
-    sub.add_argument("--dry-run", action="store_true", help="print the command, start nothing")
+    sub.add_argument(
+        "--dry-run", action="store_true", help="print the command it would run, start nothing"
+    )
+    sub.add_argument(
+        "--paused",
+        action="store_true",
+        help="start the guest's CPUs stopped (QEMU -S) until `kata-vfio qemu resume`",
+    )
     sub.add_argument(
         "--start-timeout",
         type=_common.seconds,
@@ -54,6 +64,7 @@ def register(subparsers: Any) -> None:
     )
     sub.add_argument(
         "--user",
+        type=_common.checked(resolve_user),
         metavar="USER",
         help="run QEMU as this unprivileged user (NAME, UID or UID:GID); VFIO cdevs are "
         "opened here and passed to it",
@@ -66,6 +77,7 @@ def register(subparsers: Any) -> None:
     sub.add_argument(
         "--device",
         required=True,
+        type=_vfio_node,
         metavar="NODE",
         help="/dev/vfio/<group> or /dev/vfio/devices/vfioN (the whole group is plugged)",
     )
@@ -73,6 +85,7 @@ def register(subparsers: Any) -> None:
         "--port",
         action="append",
         dest="ports",
+        type=_qemu_id,
         metavar="ID",
         help="port(s) to choose from, in order (default: every free port, numeric order)",
     )
@@ -82,11 +95,20 @@ def register(subparsers: Any) -> None:
     )
     _qmp_option(sub)
     target = sub.add_mutually_exclusive_group(required=True)
-    target.add_argument("--device", metavar="NODE", help="the VFIO node it was plugged from")
     target.add_argument(
-        "--id", action="append", dest="ids", metavar="ID", help="QEMU device id (repeatable)"
+        "--device", type=_vfio_node, metavar="NODE", help="the VFIO node it was plugged from"
     )
-    sub.add_argument("--iommufd", metavar="ID", help="iommufd object to delete with --id")
+    target.add_argument(
+        "--id",
+        action="append",
+        dest="ids",
+        type=_qemu_id,
+        metavar="ID",
+        help="QEMU device id (repeatable)",
+    )
+    sub.add_argument(
+        "--iommufd", type=_qemu_id, metavar="ID", help="iommufd object to delete with --id"
+    )
     sub.add_argument(
         "--timeout",
         type=_common.seconds,
@@ -100,9 +122,35 @@ def register(subparsers: Any) -> None:
     )
     _qmp_option(sub)
 
+    sub = _common.add_subcommand(
+        commands, "resume", _cmd_resume, "let a VM started with --paused run (QMP cont)"
+    )
+    _qmp_option(sub)
+
+
+# The nodes the kernel makes for VFIO: /dev/vfio/<group> and /dev/vfio/devices/vfio<N>.
+_VFIO_NODE = re.compile(r"/dev/vfio/(?:devices/vfio)?(?:0|[1-9][0-9]{0,9})\Z")
+
+
+def _vfio_node(text: str) -> str:
+    if not _VFIO_NODE.match(text):
+        raise argparse.ArgumentTypeError(
+            f"{echo(text)} is not a VFIO node (/dev/vfio/<group> or /dev/vfio/devices/vfio<N>)"
+        )
+    return text
+
+
+_qemu_id = _common.checked(validate_id)
+
 
 def _qmp_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--qmp", required=True, metavar="SOCKET", help="the VM's QMP unix socket")
+    parser.add_argument(
+        "--qmp",
+        required=True,
+        type=_common.unix_socket,
+        metavar="SOCKET",
+        help="the VM's QMP unix socket",
+    )
     parser.add_argument(
         "--qmp-timeout",
         type=_common.seconds,
@@ -125,10 +173,14 @@ def _json(args: argparse.Namespace) -> bool:
 def _cmd_run(args: argparse.Namespace) -> int:
     _path, plan = plan_from_args(args)
     if args.dry_run:
+        argv = [*plan.qemu_argv, "-S"] if args.paused else plan.qemu_argv
         if _json(args):
-            _common.print_json({"qemu_argv": plan.qemu_argv, "runtime_dir": plan.runtime_dir})
+            _common.print_json(
+                {"dry_run": True, "qemu_argv": argv, "runtime_dir": plan.runtime_dir}
+            )
         else:
-            print(shlex.join(plan.qemu_argv))
+            print("would run (QMP sockets added at start):")
+            print(shlex.join(argv))
         return _common.EXIT_OK
 
     def started(vm: VmStarted) -> None:
@@ -143,15 +195,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     "runtime_dir": vm.runtime_dir,
                     "qmp": vm.qmp_socket,
                     "hotplugged": plugged,
+                    "paused": vm.paused,
                 }
             )
         else:
             print(f"QEMU running, pid {vm.pid}, QMP {vm.qmp_socket}")
+            if vm.paused:
+                print(f"guest paused: resume it with kata-vfio qemu resume --qmp {vm.qmp_socket}")
             for entry in plugged:
                 print(f"hot-plugged group {entry['group']} into {', '.join(entry['ports'])}")
         sys.stdout.flush()
 
-    user = resolve_user(args.user) if args.user is not None else None
+    user = args.user  # resolved (and refused when bad) while parsing
     with contextlib.suppress(_Stop), _stop_on_signals():
         run_sandbox(
             plan,
@@ -159,6 +214,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             on_started=started,
             user=user,
             paths=_common.host_paths(args),
+            paused=args.paused,
         )
     return _common.EXIT_OK
 
@@ -212,7 +268,7 @@ def _cmd_hotplug(args: argparse.Namespace) -> int:
 
 
 def _cmd_unplug(args: argparse.Namespace) -> int:
-    if args.device:
+    if args.device is not None:
         group = _group(args)
         ids, iommufd = list(group.device_ids), group.iommufd
         with _session(args) as session:
@@ -225,6 +281,16 @@ def _cmd_unplug(args: argparse.Namespace) -> int:
         _common.print_json({"removed": ids, "iommufd_deleted": iommufd})
     else:
         print(f"removed {', '.join(ids)}" + (f" and iommufd object {iommufd}" if iommufd else ""))
+    return _common.EXIT_OK
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    with _session(args) as session:
+        status = resume(session)
+    if _json(args):
+        _common.print_json({"status": status})
+    else:
+        print(f"resumed: the VM is {status}")
     return _common.EXIT_OK
 
 

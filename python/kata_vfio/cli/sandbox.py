@@ -42,10 +42,17 @@ def register(subparsers: Any) -> None:
     sub = _common.add_subcommand(
         commands, "container", _cmd_container, "plan a container in a planned sandbox"
     )
-    sub.add_argument("--bundle", required=True, metavar="DIR", help="the container's bundle")
+    sub.add_argument(
+        "--bundle",
+        required=True,
+        type=_common.bundle_dir,
+        metavar="DIR",
+        help="the container's bundle",
+    )
     sub.add_argument(
         "--sandbox-plan",
         required=True,
+        type=_common.input_file,
         metavar="FILE",
         help="the sandbox plan (the output of 'kata-vfio sandbox plan --json')",
     )

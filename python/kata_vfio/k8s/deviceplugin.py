@@ -27,6 +27,7 @@ from typing import Any
 
 import grpc
 
+from kata_vfio._echo import echo
 from kata_vfio.errors import KubernetesError
 from kata_vfio.k8s.grpcapi import load_api
 from kata_vfio.k8s.inventory import IOMMUFD_NODE, VFIO_CONTAINER_NODE, Inventory, Unit
@@ -192,7 +193,7 @@ class DevicePluginService:
             unit = known.get(unit_id)
             if unit is None:
                 return [], (
-                    f"unknown device ID {unit_id!r} for {self.resource.name}: this node has "
+                    f"unknown device ID {echo(unit_id)} for {self.resource.name}: this node has "
                     f"{', '.join(known) or 'no units'}"
                 )
             if not unit.healthy:

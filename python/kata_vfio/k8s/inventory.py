@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from kata_vfio._core import Bdf, Host, IommuGroup, PciDevice
+from kata_vfio._echo import echo
 from kata_vfio.errors import InvalidInputError
 from kata_vfio.host.render import blocker_reason, unknown_reasons
 from kata_vfio.k8s.resources import ResourceSpec
@@ -165,7 +166,7 @@ def resolve_iommu_mode(host: Host, requested: str) -> IommuMode:
         return "iommufd"
     if requested != "auto":
         raise InvalidInputError(
-            f"invalid IOMMU mode {requested!r}", hint=f"use one of {', '.join(IOMMU_MODES)}"
+            f"invalid IOMMU mode {echo(requested)}", hint=f"use one of {', '.join(IOMMU_MODES)}"
         )
     cdevs = os.path.isdir(os.path.join(host.sysfs_root, "class", "vfio-dev"))
     return "iommufd" if host.iommu.iommufd_node and cdevs else "legacy"

@@ -29,10 +29,13 @@ the Pod Resources socket.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from kata_vfio._core import __version__
+from kata_vfio._echo import echo
+from kata_vfio.errors import InvalidInputError
 from kata_vfio.k8s.allocation import DEFAULT_POD_RESOURCES_SOCKET
 from kata_vfio.k8s.cdispec import DEFAULT_CDI_DIR
 from kata_vfio.k8s.deviceplugin import DEFAULT_PLUGIN_DIR
@@ -63,6 +66,28 @@ DRA_REGISTRY_DIR = "/var/lib/kubelet/plugins_registry"
 _PART_OF = {"app.kubernetes.io/part-of": "kata-vfio"}
 
 
+# A DNS-1123 label (namespaces, RuntimeClass handlers: the API server's own rule).
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
+# An image reference: registry[:port]/path[:tag][@digest], printable ASCII without spaces.
+_IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,254}\Z")
+
+
+def _checked(value: str, pattern: re.Pattern[str], what: str, rule: str) -> str:
+    """``value`` when it matches ``pattern`` (it goes into YAML and TOML as is)."""
+    if not isinstance(value, str) or not pattern.match(value):
+        raise InvalidInputError(f"invalid {what} {echo(value)}", hint=rule)
+    return value
+
+
+def _label(value: str, what: str) -> str:
+    return _checked(
+        value,
+        _DNS_LABEL,
+        what,
+        "at most 63 lower-case letters, digits and '-', starting and ending alphanumeric",
+    )
+
+
 def _hostpath(name: str, path: str, kind: str) -> dict[str, Any]:
     return {"name": name, "hostPath": {"path": path, "type": kind}}
 
@@ -75,7 +100,15 @@ def daemonset(
     iommu_mode: str = "auto",
 ) -> dict[str, Any]:
     """The DaemonSet (``apps/v1``) of the device plugin serving ``resources`` (as parsed from
-    ``--resource``; none: the agent's default, every NVIDIA GPU as ``nvidia.com/pgpu``)."""
+    ``--resource``; none: the agent's default, every NVIDIA GPU as ``nvidia.com/pgpu``).
+    Raises :class:`InvalidInputError` for a malformed image or namespace."""
+    _checked(
+        image,
+        _IMAGE,
+        "image",
+        "write a reference such as registry.example.com/kata-vfio:0.1.0 (no spaces)",
+    )
+    _label(namespace, "namespace")
     args = ["k8s", "device-plugin", f"--iommu-mode={iommu_mode}"]
     args += [f"--resource={r}" for r in resources]
     labels = {"app.kubernetes.io/name": APP, "app.kubernetes.io/part-of": "kata-vfio"}
@@ -129,6 +162,8 @@ def runtime_class(
 ) -> dict[str, Any]:
     """A RuntimeClass (``node.k8s.io/v1``) for Kata pods that take VFIO devices; the overhead
     is Kata's own (the VM's memory and the shim)."""
+    _label(name, "RuntimeClass name")
+    _label(handler, "runtime handler")
     return {
         "apiVersion": "node.k8s.io/v1",
         "kind": "RuntimeClass",
@@ -141,6 +176,7 @@ def runtime_class(
 def containerd_snippet(handler: str = DEFAULT_RUNTIME_HANDLER) -> str:
     """The containerd configuration that enables CDI and declares the Kata runtime, for
     containerd 1.7 (config version 2) and 2.x (version 3)."""
+    _label(handler, "runtime handler")
     runtime_type = f"io.containerd.{handler}.v2"
     return f"""\
 # containerd 1.7 (/etc/containerd/config.toml, version = 2): CDI is off by default.

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from kata_vfio._core import PciDevice
+from kata_vfio._echo import echo
 from kata_vfio.cdi.names import validate_class_name, validate_vendor_name
 from kata_vfio.errors import CdiNameError, InvalidInputError
 
@@ -128,16 +129,21 @@ def parse_resource(text: str) -> ResourceSpec:
     """Parses ``NAME=SELECTOR`` (see the module docstring)."""
     name, sep, selector_text = text.partition("=")
     if not sep or not selector_text:
-        raise InvalidInputError(f"invalid --resource {text!r}: no '=SELECTOR'", hint=_RESOURCE_HINT)
+        raise InvalidInputError(
+            f"invalid --resource {echo(text)}: no '=SELECTOR'", hint=_RESOURCE_HINT
+        )
     problem = resource_name_problem(name)
     if problem is not None:
-        raise InvalidInputError(f"invalid resource name {name!r}: {problem}", hint=_RESOURCE_HINT)
+        raise InvalidInputError(
+            f"invalid resource name {echo(name)}: {problem}", hint=_RESOURCE_HINT
+        )
     selectors = []
     for part in selector_text.split(","):
         selector = _parse_selector(part)
         if selector is None:
             raise InvalidInputError(
-                f"invalid selector {part!r} in --resource {text!r}: not VENDOR:DEVICE in hex",
+                f"invalid selector {echo(part)} in --resource {echo(text)}: "
+                "not VENDOR:DEVICE in hex",
                 hint=_RESOURCE_HINT,
             )
         if selector not in selectors:
@@ -151,12 +157,12 @@ def resource_name_problem(name: str) -> str | None:
     if not sep:
         return "it needs a domain, like vendor.com/name"
     if len(domain) > 253 or not _DNS_SUBDOMAIN.match(domain):
-        return f"the domain {domain!r} is not a lower-case DNS name"
+        return f"the domain {echo(domain)} is not a lower-case DNS name"
     if domain == "kubernetes.io" or domain.endswith(".kubernetes.io"):
         return "kubernetes.io names are reserved for Kubernetes itself"
     if len(short) > 63 or not _QUALIFIED_NAME.match(short):
         return (
-            f"the name {short!r} must be 1-63 letters, digits, '-', '_' or '.', "
+            f"the name {echo(short)} must be 1-63 letters, digits, '-', '_' or '.', "
             "starting and ending with a letter or digit"
         )
     try:

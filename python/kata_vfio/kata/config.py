@@ -130,12 +130,12 @@ class KataConfig:
         where = self._where()
         if self.hypervisor not in HYPERVISORS:
             raise ConfigError(
-                f"{where}hypervisor {self.hypervisor!r} is not one Kata knows",
+                f"{where}hypervisor {echo(self.hypervisor)} is not one Kata knows",
                 hint=f"use a [hypervisor.<name>] section with one of: {', '.join(HYPERVISORS)}",
             )
         if (self.hypervisor == "qemu") != (self.qemu is not None):
             raise ConfigError(
-                f"{where}the QEMU settings do not match hypervisor {self.hypervisor!r}",
+                f"{where}the QEMU settings do not match hypervisor {echo(self.hypervisor)}",
                 hint="give QEMU settings exactly when the hypervisor is qemu",
             )
         for key in ("cold_plug_vfio", "hot_plug_vfio"):
@@ -155,8 +155,8 @@ class KataConfig:
                 )
         if self.cold_plug_vfio != "no-port" and self.hot_plug_vfio != "no-port":
             raise ConfigError(
-                f"{where}cold_plug_vfio = {self.cold_plug_vfio!r} and hot_plug_vfio = "
-                f"{self.hot_plug_vfio!r} are exclusive",
+                f"{where}cold_plug_vfio = {echo(self.cold_plug_vfio)} and hot_plug_vfio = "
+                f"{echo(self.hot_plug_vfio)} are exclusive",
                 hint="set one of them to 'no-port'",
             )
         for key in ("pcie_root_port", "pcie_switch_port"):
@@ -168,7 +168,7 @@ class KataConfig:
                 )
         if self.vfio_mode not in VFIO_MODES:
             raise ConfigError(
-                f"{where}vfio_mode = {self.vfio_mode!r} is not a valid VFIO mode",
+                f"{where}vfio_mode = {echo(self.vfio_mode)} is not a valid VFIO mode",
                 hint=f"use one of: {', '.join(VFIO_MODES)}",
             )
         if (
@@ -177,7 +177,7 @@ class KataConfig:
             and self.qemu.machine_type != "q35"
         ):
             raise ConfigError(
-                f"{where}machine_type = {self.qemu.machine_type!r} has no PCIe ports for "
+                f"{where}machine_type = {echo(self.qemu.machine_type)} has no PCIe ports for "
                 f"{self.plug_port}",
                 hint="use machine_type = 'q35' for VFIO devices on PCIe ports",
             )
@@ -370,7 +370,7 @@ def apply_annotations(
             ):
                 raise ConfigError(
                     f"annotation {key} is not enabled by the Kata configuration",
-                    hint=f"add {name!r} to enable_annotations in "
+                    hint=f"add {echo(name)} to enable_annotations in "
                     f"{config.source or 'the configuration'}, or drop the annotation",
                 )
     changes: dict[str, Any] = {}
@@ -539,7 +539,7 @@ def _compile(pattern: str, where: str) -> re.Pattern[str]:
         return re.compile(pattern)
     except re.error as exc:
         raise ConfigError(
-            f"{where}: {pattern!r} is not a valid regular expression: {exc}",
+            f"{where}: {echo(pattern)} is not a valid regular expression: {exc}",
             hint="fix the pattern (each item is a regular expression)",
         ) from exc
 

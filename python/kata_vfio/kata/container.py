@@ -3,7 +3,12 @@
 Given the container's OCI spec (containerd has already applied the outer CDI edits, so the
 VFIO nodes are in ``linux.devices``) and the sandbox's plan:
 
-* every outer ``cdi.k8s.io/`` annotation is stripped again, nothing is injected;
+* every outer ``cdi.k8s.io/`` annotation is stripped again, nothing is injected; one that asks
+  for devices while the spec holds no VFIO node was never injected (containerd applies the
+  CDI edits first): that is refused naming the devices, never stripped silently;
+* planning the plan's own output again changes nothing: an inner ``cdi.k8s.io/vfio<N>``
+  annotation that names exactly what a sandbox device would give is this plan's own (from an
+  earlier run) and is kept;
 * each VFIO node is recognised as a device already in the sandbox (by host path, or by
   ``major:minor``) and never attached twice; a node the sandbox does not have is refused, or
   listed for hot-plug when ``hot_plug_vfio`` allows it;
@@ -21,8 +26,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kata_vfio._echo import echo
 from kata_vfio._json import strict_loads
-from kata_vfio.cdi.annotations import ANNOTATION_PREFIX, strip_annotations
+from kata_vfio.cdi.annotations import (
+    ANNOTATION_PREFIX,
+    is_inner_annotation,
+    parse_annotations,
+    strip_annotations,
+)
 from kata_vfio.errors import HostIOError, InvalidInputError, PlanError
 from kata_vfio.kata.agent import AgentDevice, agent_device
 from kata_vfio.kata.devices import (
@@ -88,7 +99,7 @@ class SandboxView:
             raise InvalidInputError(f"{source}: 'devices' and 'ports' must be lists")
         mode = config.get("vfio_mode")
         if mode not in ("vfio", "guest-kernel"):
-            raise InvalidInputError(f"{source}: config.vfio_mode = {mode!r} is not valid")
+            raise InvalidInputError(f"{source}: config.vfio_mode = {echo(mode)} is not valid")
         if not isinstance(config.get("enable_iommu"), bool):
             raise InvalidInputError(f"{source}: config.enable_iommu must be a boolean")
         hot = config.get("hot_plug_vfio")
@@ -125,6 +136,8 @@ class ContainerPlan:
     agent_devices: tuple[AgentDevice, ...]
     removed_devices: tuple[str, ...]
     hotplug: tuple[str, ...]
+    annotations_kept: tuple[str, ...] = ()
+    """Inner annotations already in the spec from an earlier plan of it (kept as they are)."""
 
     def to_document(self) -> dict[str, Any]:
         """JSON-ready form (what ``kata-vfio sandbox container --json`` prints)."""
@@ -133,6 +146,7 @@ class ContainerPlan:
             "sandbox_container": self.sandbox_container,
             "annotations_removed": list(self.annotations_removed),
             "annotations_added": dict(sorted(self.annotations_added.items())),
+            "annotations_kept": list(self.annotations_kept),
             "agent_devices": [d.to_document() for d in self.agent_devices],
             "removed_devices": list(self.removed_devices),
             "hotplug": list(self.hotplug),
@@ -148,7 +162,10 @@ def plan_container(spec: Mapping[str, Any], sandbox: SandboxPlan | SandboxView) 
     """Plans the creation of one container in a planned sandbox (see the module docstring)."""
     check_oci_spec(spec, source="container OCI spec")
     view = sandbox if isinstance(sandbox, SandboxView) else SandboxView.from_plan(sandbox)
-    stripped = strip_annotations(spec_annotations(spec))
+    annotations = spec_annotations(spec)
+    indices = _kind_indices(view.devices)
+    kept = _own_inner_annotations(annotations, view.devices, indices)
+    stripped = strip_annotations(annotations, keep=kept)
     removed = tuple(sorted(stripped.removed))
     if is_sandbox_container(stripped.annotations):
         return ContainerPlan(
@@ -163,6 +180,8 @@ def plan_container(spec: Mapping[str, Any], sandbox: SandboxPlan | SandboxView) 
     spec_devices = classify_spec_devices(spec)
     refuse_malformed_vfio_paths(spec_devices)
     vfio_nodes = _unique(d for d in spec_devices if d.is_vfio_device)
+    if not vfio_nodes:
+        _refuse_never_injected(stripped.removed)
     if vfio_nodes and view.vfio_mode == "vfio" and not view.guest_iommu:
         raise PlanError(
             "vfio_mode = 'vfio' gives the container VFIO devices, which needs a guest IOMMU, "
@@ -170,7 +189,6 @@ def plan_container(spec: Mapping[str, Any], sandbox: SandboxPlan | SandboxView) 
             hint="set enable_iommu = true in the Kata configuration (or the pod annotation), "
             "or use vfio_mode = 'guest-kernel'",
         )
-    indices = _kind_indices(view.devices)
     agent_devices: list[AgentDevice] = []
     added: dict[str, list[str]] = {}
     hotplug: list[str] = []
@@ -208,6 +226,43 @@ def plan_container(spec: Mapping[str, Any], sandbox: SandboxPlan | SandboxView) 
         agent_devices=tuple(agent_devices),
         removed_devices=removed_devices,
         hotplug=tuple(hotplug),
+        annotations_kept=tuple(sorted(kept)),
+    )
+
+
+def _own_inner_annotations(
+    annotations: Mapping[str, str], devices: Sequence[PlannedDevice], indices: dict[str, int]
+) -> set[str]:
+    """The inner keys (``cdi.k8s.io/vfio<N>``) whose value names only what a sandbox device
+    numbered N gives its guest (``kind=index``): an earlier plan of this spec added them."""
+    offered: dict[int, set[str]] = {}
+    for device in devices:
+        values = {f"{f.kind}={indices[f.device_id]}" for f in device.functions if f.kind}
+        numbers = {node.number for node in device.nodes} | {device.group}
+        numbers |= {int(f.cdev[4:]) for f in device.functions if f.cdev}
+        for number in numbers:
+            offered.setdefault(number, set()).update(values)
+    own = set()
+    for key, value in annotations.items():
+        if is_inner_annotation(key) and isinstance(value, str):
+            number = int(key[len(ANNOTATION_PREFIX) + 4 :])
+            if value and set(value.split(",")) <= offered.get(number, set()):
+                own.add(key)
+    return own
+
+
+def _refuse_never_injected(requests: Mapping[str, str]) -> None:
+    """Outer requests in a spec without any VFIO node: the CDI edits were never applied, and
+    stripping the requests would drop the devices without a word."""
+    if not requests:
+        return
+    _keys, names = parse_annotations(requests)
+    asked = ", ".join(f"{key}={value}" for key, value in sorted(requests.items()))
+    raise PlanError(
+        f"the container asks for CDI devices {', '.join(dict.fromkeys(names))} ({asked}) but "
+        "its spec holds no VFIO device node: they were never injected",
+        hint="inject them first (containerd does it when CDI is on; by hand: kata-vfio cdi "
+        "inject --bundle DIR --from-annotations), then plan the container",
     )
 
 

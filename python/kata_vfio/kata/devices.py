@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kata_vfio._core import Bdf, Host, IommuGroup, PciDevice, classify_devnode
+from kata_vfio._echo import echo
 from kata_vfio.errors import InvalidInputError, NotAssignableError, PlanError
 from kata_vfio.host import render
 from kata_vfio.vm.devices import HostFunction, PassthroughGroup, PassthroughSlot, VfioNode
@@ -95,7 +96,7 @@ def refuse_malformed_vfio_paths(devices: Iterable[SpecDevice]) -> None:
             and not path.startswith(_VFIO_DIR + "vfio")
         ):
             raise PlanError(
-                f"device path {path!r} is under /dev/vfio/ but is not a VFIO device node",
+                f"device path {echo(path)} is under /dev/vfio/ but is not a VFIO device node",
                 hint="use /dev/vfio/<group> or /dev/vfio/devices/vfio<N> (decimal, no leading "
                 "zeros), as the kernel names them",
             )
@@ -110,7 +111,7 @@ def _optional(entry: Mapping[str, Any], key: str, kind: type, where: str) -> Any
         return None
     if not isinstance(value, kind) or isinstance(value, bool):
         raise InvalidInputError(
-            f"{where}.{key} = {value!r} is not a {kind.__name__}", hint="fix config.json"
+            f"{where}.{key} = {echo(value)} is not a {kind.__name__}", hint="fix config.json"
         )
     return value
 
@@ -175,7 +176,8 @@ def _resolve_node(host: Host, spec_device: SpecDevice) -> VfioNode:
     if group is None or host.find_group(group) is None:
         raise PlanError(
             f"{spec_device.path}: IOMMU group not found on this host",
-            hint="check the CDI spec's device node and that the host IOMMU is on (kata-vfio iommu)",
+            hint="check the CDI spec's device node and that the host IOMMU is on "
+            "(kata-vfio doctor)",
         )
     devno = spec_device.devno
     if devno is None and resolved.major is not None and resolved.minor is not None:

@@ -9,7 +9,8 @@ object, which unplug deletes again. A VMM backend plugs the result
 from __future__ import annotations
 
 from kata_vfio._core import Host
-from kata_vfio.errors import PlanError
+from kata_vfio._echo import echo
+from kata_vfio.errors import InvalidInputError
 from kata_vfio.kata.devices import classify_spec_devices, resolve_groups
 from kata_vfio.vm.hotplug import HotplugGroup, group_hotplug
 
@@ -22,8 +23,8 @@ def node_hotplug(host: Host, node: str) -> HotplugGroup:
     devices = classify_spec_devices({"linux": {"devices": [{"path": node}]}})
     groups = resolve_groups(host, devices)
     if not groups:
-        raise PlanError(
-            f"{node} is not a VFIO device node",
+        raise InvalidInputError(
+            f"{echo(node)} is not a VFIO device node",
             hint="give /dev/vfio/<group> or /dev/vfio/devices/vfioN",
         )
     return group_hotplug(groups[0])

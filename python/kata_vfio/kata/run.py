@@ -22,6 +22,7 @@ def run_sandbox(
     on_started: Callable[[VmStarted], None] | None = None,
     user: QemuUser | None = None,
     paths: HostPaths | None = None,
+    paused: bool = False,
 ) -> VmStarted:
     """Runs the sandbox VM of ``plan`` until it exits; ``on_started`` is called once it runs
     with its deferred devices plugged. The plan needs a runtime directory (QMP and the console
@@ -30,7 +31,8 @@ def run_sandbox(
     The VFIO cdevs of the host at ``paths`` (default: this machine) are opened here and
     passed to QEMU as fds. With ``user``, QEMU runs as that user, with ``RLIMIT_MEMLOCK``
     raised to what the plan's devices pin (:attr:`SandboxPlan.memlock`); see
-    :func:`kata_vfio.qemu.run.run_vm`."""
+    :func:`kata_vfio.qemu.run.run_vm`. ``paused`` starts the guest's CPUs stopped until
+    they are resumed over QMP."""
     if plan.runtime_dir is None:
         raise InvalidInputError(
             "the sandbox plan has no runtime directory",
@@ -45,4 +47,5 @@ def run_sandbox(
         user=user,
         memlock=plan.memlock if user is not None and plan.memlock else None,
         paths=paths,
+        paused=paused,
     )

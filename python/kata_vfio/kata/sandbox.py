@@ -11,6 +11,8 @@ From the sandbox's OCI spec, a CDI registry, the Kata configuration and a host s
    annotations; the kubelet decides allocations); else the ``cdi.k8s.io/*`` annotations, which
    are then trusted, and the plan says so;
 3. every ``cdi.k8s.io/`` annotation is stripped, so container creation cannot inject again;
+   with cold-plug off nothing was injected, so nothing is stripped: the request stays in the
+   spec for whatever plugs the devices later (the plan warns that they are not cold-plugged);
 4. ``linux.devices`` are classified exactly and each VFIO group expanded to all its endpoint
    functions; a group that is not assignable is refused before anything is launched;
 5. the PCIe topology is planned (functions of one device on one port, ports in numeric order,
@@ -29,9 +31,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kata_vfio._core import Host
+from kata_vfio._echo import echo
 from kata_vfio.cdi.annotations import parse_annotations, strip_annotations
+from kata_vfio.cdi.edits import OciChanges
+from kata_vfio.cdi.inject import is_applied
 from kata_vfio.cdi.names import is_qualified_name
-from kata_vfio.errors import CdiNameError, InvalidInputError, PlanError
+from kata_vfio.errors import CdiInjectionError, CdiNameError, InvalidInputError, PlanError
 from kata_vfio.host.memlock import required_memlock
 from kata_vfio.kata.config import KataConfig, apply_annotations
 from kata_vfio.kata.devices import classify_spec_devices, resolve_groups
@@ -73,6 +78,9 @@ class CdiInjection(Protocol):
 
     @property
     def devices(self) -> tuple[str, ...]: ...
+
+    @property
+    def added(self) -> OciChanges: ...
 
 
 class CdiInjector(Protocol):
@@ -255,16 +263,25 @@ def plan_sandbox(
                 f"CDI devices {', '.join(names)} requested but no CDI registry was given",
                 hint="pass the CDI spec directories (--spec-dir)",
             )
-        result = registry.inject(spec, names)
-        injected, injected_names = result.spec, tuple(result.devices)
+        # Devices an earlier plan of this spec injected are not injected twice: a re-run
+        # of `sandbox plan --write` changes nothing.
+        pending = [n for n in names if n not in _already_injected(registry, spec, names)]
+        if pending:
+            result = registry.inject(spec, pending)
+            injected, injected_names = result.spec, tuple(result.devices)
     elif names:
         warnings.append(
             f"CDI devices {', '.join(names)} not cold-plugged: cold_plug_vfio is 'no-port'"
         )
 
-    stripped = strip_annotations(spec_annotations(injected))
-    final_spec = with_annotations(injected, stripped.annotations)
-    removed = tuple(sorted(stripped.removed))
+    if effective.cold_plug:
+        stripped = strip_annotations(spec_annotations(injected))
+        final_spec = with_annotations(injected, stripped.annotations)
+        removed = tuple(sorted(stripped.removed))
+    else:
+        # Nothing injected: stripping would delete the only record of the request.
+        final_spec = with_annotations(injected, spec_annotations(injected))
+        removed = ()
 
     spec_devices = classify_spec_devices(final_spec)
     groups = resolve_groups(host, spec_devices, require_iommufd=effective.confidential_guest)
@@ -338,12 +355,28 @@ def plan_sandbox(
     )
 
 
+def _already_injected(
+    registry: CdiInjector, spec: Mapping[str, Any], names: Sequence[str]
+) -> set[str]:
+    """The names whose every edit is in ``spec`` already; one that cannot be injected is not
+    among them (the injection of all of them then says why)."""
+    present = set()
+    for name in dict.fromkeys(names):
+        try:
+            added = registry.inject(spec, [name]).added
+        except CdiInjectionError:
+            continue
+        if is_applied(spec, added):
+            present.add(name)
+    return present
+
+
 def backend_settings(config: KataConfig, *, accel: str = "kvm") -> QemuSettings:
     """The VMM backend's settings for ``config``'s hypervisor (QEMU's: binary, machine type,
     accelerator, CPU features); refuses a hypervisor this library has no backend for."""
     if config.qemu is None:
         raise PlanError(
-            f"hypervisor {config.hypervisor!r} has no backend here: kata-vfio drives QEMU",
+            f"hypervisor {echo(config.hypervisor)} has no backend here: kata-vfio drives QEMU",
             hint="use a QEMU configuration ([hypervisor.qemu], configuration-qemu*.toml)",
         )
     return QemuSettings(
@@ -386,7 +419,7 @@ def _check_names(names: Sequence[str]) -> None:
     for name in names:
         if not isinstance(name, str) or not is_qualified_name(name):
             raise CdiNameError(
-                f"invalid CDI device name {name!r}",
+                f"invalid CDI device name {echo(name)}",
                 hint="write it as vendor.com/class=name, e.g. nvidia.com/pgpu=0",
             )
 
@@ -409,6 +442,6 @@ def default_runtime_dir(annotations: Mapping[str, str]) -> str:
 def _check_runtime_dir(runtime_dir: str) -> None:
     if not runtime_dir.startswith("/"):
         raise InvalidInputError(
-            f"runtime directory {runtime_dir!r} is not an absolute path",
+            f"runtime directory {echo(runtime_dir)} is not an absolute path",
             hint="give an absolute path such as /run/kata-vfio/<sandbox>",
         )

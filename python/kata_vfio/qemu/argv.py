@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
+from kata_vfio._echo import echo
 from kata_vfio.errors import InvalidInputError
 
 __all__ = [
@@ -33,7 +34,7 @@ def validate_id(value: str, what: str = "QEMU id") -> str:
     """Returns ``value`` if QEMU accepts it as a device/object id, else raises."""
     if not isinstance(value, str) or not _ID.match(value):
         raise InvalidInputError(
-            f"{what} {value!r} is not a valid QEMU id",
+            f"{what} {echo(value)} is not a valid QEMU id",
             hint="an id starts with a letter and holds only letters, digits, '-', '.' and '_'",
         )
     return value
@@ -50,10 +51,10 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 def _check_printable(value: str) -> None:
     if not isinstance(value, str):
-        raise InvalidInputError(f"QEMU option value {value!r} is not a string")
+        raise InvalidInputError(f"QEMU option value {echo(value)} is not a string")
     if _CONTROL.search(value):
         raise InvalidInputError(
-            f"QEMU option value {value!r} contains a control character",
+            f"QEMU option value {echo(value)} contains a control character",
             hint="remove newlines, tabs and other control characters",
         )
 
@@ -85,16 +86,18 @@ class QemuOpts:
         """Validated options; props whose value is None are left out, bools become on/off,
         ints are written in decimal."""
         if head is not None and not _KEY.match(head):
-            raise InvalidInputError(f"QEMU driver or type {head!r} is not valid")
+            raise InvalidInputError(f"QEMU driver or type {echo(head)} is not valid")
         rendered: list[tuple[str, str]] = []
         seen: set[str] = set()
         for key, value in props:
             if value is None:
                 continue
             if not _KEY.match(key):
-                raise InvalidInputError(f"QEMU property name {key!r} is not valid")
+                raise InvalidInputError(f"QEMU property name {echo(key)} is not valid")
             if key in seen:
-                raise InvalidInputError(f"QEMU property {key!r} given twice for {head or 'option'}")
+                raise InvalidInputError(
+                    f"QEMU property {echo(key)} given twice for {head or 'option'}"
+                )
             seen.add(key)
             text = _render_value(value)
             if key == "id":
@@ -148,7 +151,7 @@ def _render_value(value: object) -> str:
         return str(value)
     if isinstance(value, str):
         return value
-    raise InvalidInputError(f"QEMU property value {value!r} has unsupported type")
+    raise InvalidInputError(f"QEMU property value {echo(value)} has unsupported type")
 
 
 Value = str | QemuOpts | None
@@ -169,12 +172,12 @@ class QemuCommand:
     def __post_init__(self) -> None:
         if not self.binary.startswith("/") and "/" in self.binary:
             raise InvalidInputError(
-                f"QEMU binary {self.binary!r} must be an absolute path or a bare name"
+                f"QEMU binary {echo(self.binary)} must be an absolute path or a bare name"
             )
         _check_printable(self.binary)
         for flag, value in self.options:
             if not _FLAG.match(flag):
-                raise InvalidInputError(f"QEMU flag {flag!r} is not valid")
+                raise InvalidInputError(f"QEMU flag {echo(flag)} is not valid")
             if isinstance(value, str):
                 _check_printable(value)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from kata_vfio._core import HostPaths
+from kata_vfio._echo import echo
 from kata_vfio.errors import PlanError
 from kata_vfio.qemu.fds import QemuFds, open_for_qemu
 from kata_vfio.qemu.qmp import (
@@ -42,8 +43,8 @@ def group_request(group: HotplugGroup, *, fds: QemuFds | None = None) -> Hotplug
     if fds is not None:
         if fds.object_id != group.iommufd:
             raise PlanError(
-                f"fds opened for iommufd object {fds.object_id!r}, the group uses "
-                f"{group.iommufd!r}",
+                f"fds opened for iommufd object {echo(fds.object_id)}, the group uses "
+                f"{echo(group.iommufd)}",
                 hint="open them with object_id=group.iommufd",
             )
         handed.append((f"{group.iommufd}-fd", fds.iommufd_fd))

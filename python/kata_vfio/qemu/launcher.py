@@ -24,6 +24,12 @@ stays this process's own. With ``user``, QEMU runs as that user (see
 (the pid file is then written here). ``memlock`` raises ``RLIMIT_MEMLOCK`` for QEMU to that
 many bytes: an unprivileged QEMU pins guest memory for VFIO against that limit when it maps
 memory for a hot-plugged device.
+
+QEMU never outlives its launcher: it is started through a few lines of Python (the standard
+library only, no shell) that set the kernel's parent-death signal (``PR_SET_PDEATHSIG``,
+SIGKILL) and then exec QEMU, so even a SIGKILL of the launcher takes QEMU with it. The
+kernel clears that signal when a process changes its user, so a QEMU that drops to ``user``
+itself (``-run-with user=``) loses it at that point; one started as the user keeps it.
 """
 
 from __future__ import annotations
@@ -37,7 +43,9 @@ import shlex
 import shutil
 import signal
 import socket
+import stat
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -66,6 +74,20 @@ _QMP_ID = "kata-vfio-qmp"
 # sockaddr_un.sun_path is 108 bytes including the terminating NUL.
 _MAX_SOCKET_PATH = 107
 _STDERR_TAIL = 4000
+# Runs in QEMU's process between the fork and QEMU's exec: PR_SET_PDEATHSIG (1) = SIGKILL,
+# then a check that the launcher did not die before it took effect, then QEMU itself with
+# exactly the environment given (Python may have added LC_CTYPE to its own).
+# argv: launcher pid, QEMU's path, N, N environment entries, QEMU's argv.
+_PARENT_DEATH = """\
+import ctypes, os, signal, sys
+if ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0) != 0:
+    sys.exit("kata-vfio: prctl(PR_SET_PDEATHSIG) failed: " + os.strerror(ctypes.get_errno()))
+if os.getppid() != int(sys.argv[1]):
+    sys.exit("kata-vfio: the launcher exited before QEMU started")
+count = int(sys.argv[3])
+env = dict(entry.split("=", 1) for entry in sys.argv[4 : 4 + count])
+os.execve(sys.argv[2], sys.argv[4 + count :], env)
+"""
 
 
 class QemuProcess:
@@ -130,7 +152,7 @@ class QemuProcess:
     def path(self, name: str) -> str:
         """A file name inside the runtime directory (for sockets the VM should create)."""
         if "/" in name or name in ("", ".", ".."):
-            raise QemuError(f"runtime file name {name!r} must be a plain name")
+            raise QemuError(f"runtime file name {echo(name)} must be a plain name")
         return os.path.join(self.runtime_dir, name)
 
     @property
@@ -345,7 +367,7 @@ class QemuProcess:
         try:
             with _memlock_for_children(self._memlock):
                 self._process = subprocess.Popen(
-                    argv,
+                    _dying_with_us(argv, self._env, as_other_user=exec_as is not None),
                     stdin=subprocess.DEVNULL,
                     stdout=log_fd,
                     stderr=log_fd,
@@ -449,6 +471,45 @@ class QemuProcess:
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # RLIMIT_MEMLOCK is per process: raising ours for the moment of a fork is not shared.
 _RLIMIT_LOCK = threading.Lock()
+
+
+def _dying_with_us(argv: list[str], env: Mapping[str, str], *, as_other_user: bool) -> list[str]:
+    """``argv`` run through :data:`_PARENT_DEATH` (QEMU is killed when this process dies).
+    The binary is looked up here, on QEMU's PATH, so a missing one is reported as before."""
+    binary = shutil.which(argv[0], path=env.get("PATH", os.defpath))
+    if binary is None:
+        raise FileNotFoundError(errno.ENOENT, "not found", argv[0])
+    # The interpreter itself, not a virtual environment's link to it: QEMU's user may be
+    # unable to reach the environment, and only the standard library is used.
+    python = os.path.realpath(sys.executable) if sys.executable else ""
+    if not python or (as_other_user and not _anyone_can_run(python)):
+        # Embedded, or out of the reach of QEMU's user: QEMU runs without the guard.
+        return [binary, *argv[1:]]
+    entries = [f"{name}={value}" for name, value in env.items()]
+    # -I -S: no user site, no environment, no site-packages: only the standard library.
+    return [
+        python, "-I", "-S", "-c", _PARENT_DEATH,
+        str(os.getpid()), binary, str(len(entries)), *entries, *argv,
+    ]  # fmt: skip
+
+
+def _anyone_can_run(path: str) -> bool:
+    """Whether every user may run ``path``: others may execute it and search each directory
+    above it (QEMU may be started as an unprivileged user)."""
+    if not path.startswith("/"):
+        return False
+    current = path
+    while True:
+        try:
+            mode = os.stat(current).st_mode
+        except OSError:
+            return False
+        if not mode & stat.S_IXOTH:
+            return False
+        parent = os.path.dirname(current)
+        if parent == current:
+            return True
+        current = parent
 
 
 def _environment(extra: Mapping[str, str] | None) -> dict[str, str]:

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from qemu.qmp import EventListener, QMPClient, QMPError
 from qemu.qmp.qmp_client import ExecuteError
 
+from kata_vfio._echo import echo
 from kata_vfio._numbers import natural_key
 from kata_vfio.errors import PlanError, QmpError
 from kata_vfio.qemu.argv import validate_id
@@ -37,6 +38,7 @@ __all__ = [
     "list_ports",
     "port_occupancy",
     "query_pci",
+    "resume",
     "unplug",
 ]
 
@@ -242,6 +244,14 @@ class HotplugResult:
     paths: tuple[str, ...]
 
 
+def resume(session: QmpSession) -> str:
+    """Lets a paused guest run (QMP ``cont``: a VM started with ``-S``, or stopped); returns
+    the status QEMU reports afterwards (``running``). Resuming a running VM changes nothing."""
+    session.execute("cont")
+    status = session.execute("query-status")
+    return str(status.get("status")) if isinstance(status, dict) else "unknown"
+
+
 def query_pci(session: QmpSession) -> list[dict[str, Any]]:
     """QEMU's ``query-pci``: every root bus with its devices (bridges carry their subtree)."""
     result = session.execute("query-pci")
@@ -259,13 +269,13 @@ def guest_pci_path(session: QmpSession, qemu_id: str) -> PciPath:
     for _ in range(_MAX_BUS_DEPTH):
         devfn = session.execute("qom-get", {"path": path, "property": "addr"})
         if not isinstance(devfn, int):
-            raise QmpError(f"QOM {path} addr is {devfn!r}, not a PCI address")
+            raise QmpError(f"QOM {path} addr is {echo(devfn)}, not a PCI address")
         if function < 0:
             function = devfn & 7
         slots.append(devfn >> 3)
         bus = session.execute("qom-get", {"path": path, "property": "parent_bus"})
         if not isinstance(bus, str):
-            raise QmpError(f"QOM {path} parent_bus is {bus!r}")
+            raise QmpError(f"QOM {path} parent_bus is {echo(bus)}")
         parent = bus.rsplit("/", 1)[0]
         parent_type = session.execute("qom-get", {"path": parent, "property": "type"})
         if parent_type not in PORT_DRIVERS and parent_type not in (
@@ -281,7 +291,7 @@ def guest_pci_path(session: QmpSession, qemu_id: str) -> PciPath:
                 expander = f"{_PERIPHERAL}/{root}"
                 bus_nr = session.execute("qom-get", {"path": expander, "property": "bus_nr"})
                 if not isinstance(bus_nr, int):
-                    raise QmpError(f"QOM {expander} bus_nr is {bus_nr!r}, not a bus number")
+                    raise QmpError(f"QOM {expander} bus_nr is {echo(bus_nr)}, not a bus number")
             return PciPath(
                 root=root, slots=tuple(reversed(slots)), function=function, root_bus_nr=bus_nr
             )

@@ -46,6 +46,8 @@ class VmStarted:
     runtime_dir: str
     qmp_socket: str
     hotplugged: tuple[PluggedGroup, ...]
+    paused: bool = False
+    """The guest's CPUs wait for QMP ``cont`` (QEMU's ``-S``), as asked by ``paused``."""
 
 
 def run_vm(
@@ -59,9 +61,12 @@ def run_vm(
     user: QemuUser | None = None,
     memlock: int | None = None,
     paths: HostPaths | None = None,
+    paused: bool = False,
 ) -> VmStarted:
     """Runs the VM until QEMU exits (see the module docstring); ``on_started`` is called once
     QEMU answers on QMP and the deferred groups are plugged. Returns what was started.
+    ``paused`` starts it with the guest's CPUs stopped (``-S``) until a QMP ``cont``
+    (:func:`kata_vfio.qemu.qmp.resume`, ``kata-vfio qemu resume``).
 
     ``user`` and ``memlock`` go to :class:`~kata_vfio.qemu.launcher.QemuProcess`; ``paths``
     is the host whose VFIO devices are opened (default: this machine).
@@ -73,6 +78,8 @@ def run_vm(
     """
     if user is not None:
         _refuse_unreachable_groups(command, deferred, user)
+    if paused:
+        command = command.add("-S")
     with pass_cdevs(command, paths=paths) as passed:
         vm = QemuProcess(
             passed.command,
@@ -90,7 +97,11 @@ def run_vm(
             pid = vm.pid
             assert pid is not None  # started: the with-block entered
             started = VmStarted(
-                pid=pid, runtime_dir=vm.runtime_dir, qmp_socket=vm.qmp_socket, hotplugged=plugged
+                pid=pid,
+                runtime_dir=vm.runtime_dir,
+                qmp_socket=vm.qmp_socket,
+                hotplugged=plugged,
+                paused=paused,
             )
             if on_started is not None:
                 on_started(started)

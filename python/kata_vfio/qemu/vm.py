@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kata_vfio._echo import echo
 from kata_vfio.errors import InvalidInputError
 from kata_vfio.qemu.argv import QemuCommand, QemuOpts, Value, format_size, validate_id
 from kata_vfio.qemu.privileges import parse_seccomp_sandbox
@@ -64,7 +65,7 @@ def build_vm_command(plan: VmPlan, settings: QemuSettings) -> QemuCommand:
     """The whole VM's command line (see the module docstring)."""
     if settings.accel not in ACCELERATORS:
         raise InvalidInputError(
-            f"accelerator {settings.accel!r} is not supported", hint="use kvm or tcg"
+            f"accelerator {echo(settings.accel)} is not supported", hint="use kvm or tcg"
         )
     validate_id(plan.name, "VM name")
     topology = plan.topology
@@ -156,7 +157,7 @@ def _cpu(plan: VmPlan, settings: QemuSettings) -> QemuOpts:
         key, sep, value = feature.partition("=")
         if not sep:
             raise InvalidInputError(
-                f"cpu_features item {feature!r} is not key=value",
+                f"cpu_features item {echo(feature)} is not key=value",
                 hint="write cpu_features as 'pmu=off,...'",
             )
         props.append((key, value))

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from kata_vfio._core import __version__
+from kata_vfio.errors import HostIOError
 from kata_vfio.testing.builder import FakeHost, build_host, build_host_cached
 from kata_vfio.testing.spec import BarSpec, DeviceSpec, HostSpec, LinkSpec, format_bdf
 from kata_vfio.testing.topology import PCIEPORT, number_groups, switch
@@ -262,4 +263,16 @@ def sample_host(path: str | os.PathLike[str] | None = None) -> FakeHost:
     spec = sample_spec()
     if path is not None:
         return build_host(path, spec)
-    return build_host_cached(_cache_root(), _cache_key(spec), spec)
+    cache = _cache_root()
+    try:
+        return build_host_cached(cache, _cache_key(spec), spec)
+    except OSError as exc:
+        if isinstance(exc, HostIOError):
+            raise
+        raise HostIOError(
+            f"cannot write the sample host into {cache}: {exc.strerror or exc}",
+            errno=exc.errno,
+            path=exc.filename or cache,
+            hint="point XDG_CACHE_HOME at a directory you can write (the sample host is "
+            "built there once and reused)",
+        ) from exc

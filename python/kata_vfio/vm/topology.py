@@ -19,6 +19,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from kata_vfio._echo import echo
 from kata_vfio.errors import PlanError
 from kata_vfio.vm.pci_path import ROOT_BUS, format_pci_path
 
@@ -134,7 +135,7 @@ class Topology:
         for port in self.ports:
             if port.id == port_id:
                 return port
-        raise PlanError(f"no port {port_id!r} in the topology")
+        raise PlanError(f"no port {echo(port_id)} in the topology")
 
     @property
     def free_ports(self) -> tuple[Port, ...]:
@@ -171,7 +172,7 @@ def plan_topology(
             )
         return Topology(kind=kind, ports=(), assignments=())
     if kind not in ("root-port", "switch-port"):
-        raise PlanError(f"unknown port kind {kind!r}", hint="use root-port or switch-port")
+        raise PlanError(f"unknown port kind {echo(kind)}", hint="use root-port or switch-port")
     if numa and kind != "root-port":
         raise PlanError(
             "NUMA placement needs root ports (pxb-pcie expanders hold root ports only)",

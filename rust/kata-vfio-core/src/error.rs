@@ -13,11 +13,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A PCI address that does not parse.
-    #[error("invalid PCI address {input:?}: {reason}")]
+    #[error("invalid PCI address {}: {reason}", echo(input))]
     InvalidBdf { input: String, reason: String },
 
     /// Some other outside value (group number, device node path, driver name) is malformed.
-    #[error("invalid {what} {input:?}: {reason}")]
+    #[error("invalid {what} {}: {reason}", echo(input))]
     InvalidInput {
         what: &'static str,
         input: String,
@@ -99,6 +99,20 @@ impl Remedy {
             Self::ListDevices => "list-devices",
         }
     }
+}
+
+/// Characters of an outside value quoted in a message; a longer one is cut there.
+const ECHO_LIMIT: usize = 72;
+
+/// An outside value as a message quotes it: `{:?}`, or its head and its full length when it
+/// is long (a hostile input can be megabytes; the head is enough to recognise it).
+fn echo(input: &str) -> String {
+    let count = input.chars().count();
+    if count <= ECHO_LIMIT {
+        return format!("{input:?}");
+    }
+    let head: String = input.chars().take(ECHO_LIMIT).collect();
+    format!("{head:?}... ({count} characters)")
 }
 
 impl Error {
@@ -221,4 +235,19 @@ mod libc_errno {
     pub const EBUSY: i32 = 16;
     pub const EXDEV: i32 = 18;
     pub const ELOOP: i32 = 40;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_input_is_quoted_cut_short_with_its_length() {
+        let long = "9".repeat(5000);
+        let message = Error::invalid_bdf(long, "too long").to_string();
+        assert!(message.len() < 200, "{message}");
+        assert!(message.contains("... (5000 characters)"), "{message}");
+        let short = Error::invalid("driver name", "a\"b", "bad").to_string();
+        assert_eq!(short, "invalid driver name \"a\\\"b\": bad");
+    }
 }
