@@ -4,7 +4,7 @@ usage or bad input, never a traceback; a refusal of bad input names it.
 Every subcommand is found in the argument parser and driven with generated bad values (huge
 numbers, missing paths, directories for files, garbage addresses, empty strings, any
 unicode) on a private copy of the sample host. The two commands that would serve forever
-(``k8s device-plugin``, ``qemu run``) have their serving call replaced by a stub that returns
+(``k8s device-plugin``, ``k8s dra-plugin``, ``qemu run``) have their serving call replaced by a stub that returns
 at once: everything before it, the argument checks included, runs as it is.
 """
 
@@ -44,6 +44,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         import kata_vfio.k8s.agent as agent
 
         patch.setattr(agent, "run_device_plugin", lambda config, stop: None)
+        import kata_vfio.cli.k8s as cli_k8s
+        import kata_vfio.k8s.dra.plugin as dra_plugin
+
+        patch.setattr(dra_plugin, "run_dra_plugin", lambda config, stop, claims, slices: None)
+        patch.setattr(cli_k8s, "_api_ports", lambda kubeconfig, driver, node: (None, None))
         patch.setattr(cli_qemu, "run_sandbox", lambda plan, **kwargs: None)
         # Relative paths the generator makes stay inside the world.
         patch.chdir(world.work)
@@ -63,6 +68,8 @@ def _plausible(world: World, path: tuple[str, ...], dest: str) -> str:
         "device": "/dev/vfio/14" if path[0] == "qemu" else "nvidia.com/pgpu=0",
         "bundle": world.container if path == ("sandbox", "container") else world.sandbox,
         "ids": "hostdev0",
+        "driver_name": "vfio.kata-vfio.io",
+        "node_name": "node-1",
     }
     return table[dest]
 

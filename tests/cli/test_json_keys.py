@@ -34,6 +34,7 @@ NEEDS_A_LIVE_SYSTEM = {
     ("qemu", "ports"): "talks to a running QEMU",
     ("qemu", "resume"): "talks to a running QEMU (tests/qemu/test_cli_qemu.py checks it)",
     ("k8s", "device-plugin"): "serves until stopped; logs, prints no JSON",
+    ("k8s", "dra-plugin"): "serves until stopped; logs, prints no JSON",
 }
 
 

@@ -13,6 +13,7 @@ import importlib
 import logging
 import logging.handlers
 import queue
+import re
 import signal
 import sys
 import threading
@@ -147,10 +148,18 @@ def _add_dra_plugin(commands: Any) -> None:
         "prepare whole IOMMU groups for DRA ResourceClaims (foreground; SIGTERM stops it)",
     )
     sub.add_argument(
-        "--driver-name", required=True, metavar="NAME", help="the DRA driver name (DNS subdomain)"
+        "--driver-name",
+        required=True,
+        type=_common.checked(_driver_name),
+        metavar="NAME",
+        help="the DRA driver name (DNS subdomain)",
     )
     sub.add_argument(
-        "--node-name", required=True, metavar="NODE", help="this node's name (the slices' pool)"
+        "--node-name",
+        required=True,
+        type=_common.checked(_node_name),
+        metavar="NODE",
+        help="this node's name (the slices' pool)",
     )
     _add_inventory_options(sub)
     for option, default, what in (
@@ -158,16 +167,24 @@ def _add_dra_plugin(commands: Any) -> None:
         ("--registry-dir", _DRA_REGISTRY_DIR, "the kubelet's plugin registration directory"),
         ("--cdi-dir", DEFAULT_CDI_DIR, "where the per-claim CDI specs are written"),
     ):
-        sub.add_argument(option, default=default, metavar="DIR", help=f"{what} (default {default})")
+        sub.add_argument(
+            option,
+            default=default,
+            type=_common.directory_or_missing,
+            metavar="DIR",
+            help=f"{what} (default {default})",
+        )
     sub.add_argument(
         "--state-dir",
         default=None,
+        type=_common.directory_or_missing,
         metavar="DIR",
         help="checkpoint and binding journal (default <plugin-dir>/<driver-name>)",
     )
     sub.add_argument(
         "--kubeconfig",
         default=None,
+        type=_common.input_file,
         metavar="FILE",
         help="the API server's kubeconfig (default: the pod's service account)",
     )
@@ -201,11 +218,32 @@ def _add_watch_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _driver_name(text: str) -> str:
+    from kata_vfio.k8s.dra.plugin import validate_driver_name  # noqa: PLC0415
+
+    validate_driver_name(text)
+    return text
+
+
+# A node's name is a DNS subdomain (RFC 1123): it becomes the slices' pool and a field selector.
+_NODE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def _node_name(text: str) -> str:
+    if len(text) > 253 or not _NODE_NAME.fullmatch(text):
+        raise InvalidInputError(
+            f"invalid node name {echo(text)}",
+            hint="give the Kubernetes node's name (a lowercase DNS subdomain), e.g. from the "
+            "downward API's spec.nodeName",
+        )
+    return text
+
+
 def _deadline(text: str) -> float:
     value = _seconds(text)
     if not 1 <= value <= 40:
         raise argparse.ArgumentTypeError(
-            f"{text} s is out of range (1 to 40: the kubelet waits 45)"
+            f"{echo(text)} s is out of range (1 to 40: the kubelet waits 45)"
         )
     return value
 
@@ -216,7 +254,7 @@ def _seconds(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {echo(text)}") from None
     if not 0.05 <= value <= 86400:
-        raise argparse.ArgumentTypeError(f"{text} s is out of range (0.05 to 86400)")
+        raise argparse.ArgumentTypeError(f"{echo(text)} s is out of range (0.05 to 86400)")
     return value
 
 
@@ -417,10 +455,9 @@ def _cmd_device_plugin(args: argparse.Namespace) -> int:
 
 def _cmd_dra_plugin(args: argparse.Namespace) -> int:
     # Imported here: grpc and the kubernetes client are only needed by this command.
-    from kata_vfio.k8s.dra.plugin import DraConfig, run_dra_plugin, validate_driver_name  # noqa: PLC0415
+    from kata_vfio.k8s.dra.plugin import DraConfig, run_dra_plugin  # noqa: PLC0415
     from kata_vfio.k8s.dra.prepare import HostAccess  # noqa: PLC0415
 
-    validate_driver_name(args.driver_name)
     watch = _watch_config(args)
     config = DraConfig(
         driver=args.driver_name,
@@ -462,7 +499,7 @@ def _api_ports(kubeconfig: str | None, driver: str, node: str) -> tuple[Any, Any
     except ImportError as exc:
         raise KubernetesError(
             f"the DRA plugin's API-server side is not installed: {exc}",
-            hint="install a kata-vfio that has kata_vfio.k8s.dra.claims and .slices",
+            hint="reinstall kata-vfio with the k8s extra (pip install 'kata-vfio[k8s]')",
         ) from None
     client = apiclient.load_api_client(kubeconfig)
     return claims.ClaimReader(client), slices.SlicePublisher(client, driver, node)
