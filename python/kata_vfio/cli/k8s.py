@@ -165,7 +165,8 @@ def _add_dra_plugin(commands: Any) -> None:
         "--kubeconfig",
         default=None,
         metavar="FILE",
-        help="the API server's kubeconfig (default: the pod's service account)",
+        help="the API server's kubeconfig (default: the pod's service account in a cluster, "
+        "else $KUBECONFIG or ~/.kube/config)",
     )
     sub.add_argument(
         "--deadline",
