@@ -13,6 +13,10 @@ Rules, checked on every import statement (function-local ones too) of the files 
 5. Leaves: ``cdi.model`` imports no rule of its own package (no validation, no versions).
 6. Shipped code (``python/``) and ``tools/`` import nothing from the test tree, and no
    test-only package (pytest, hypothesis).
+7. The DRA plugin (``k8s.dra``) takes from the rest of ``k8s`` only the node's shared
+   modules (``DRA_USES``), never the device plugin's; nothing else in ``k8s`` imports it; and
+   only ``API_SERVER_MODULES`` import the ``kubernetes`` client (the rest of the plugin
+   reaches the API server through the Protocols of ``k8s.dra.ports``).
 
 Usage: ``check_imports.py [REPO]`` (default: the checkout this file is in). Prints one line per
 violation, ``path:line: message``; exit 0 when there is none, 1 when there are, 2 on bad usage.
@@ -66,6 +70,15 @@ LEAVES: dict[str, frozenset[str]] = {
     ),
 }
 TEST_ONLY = frozenset({"pytest", "hypothesis", "_pytest"})
+# Rule 7: the DRA kubelet plugin inside k8s.
+K8S = f"{PACKAGE}.k8s"
+DRA = f"{K8S}.dra"
+DRA_USES = frozenset(
+    f"{K8S}.{name}"
+    for name in ("inventory", "resources", "cdispec", "grpcapi", "unixgrpc", "watch")
+)
+API_SERVER_MODULES = frozenset(f"{DRA}.{name}" for name in ("apiclient", "claims", "slices"))
+API_CLIENT = "kubernetes"
 
 
 @dataclass(frozen=True)
@@ -230,6 +243,17 @@ def check_package_import(repo: Repo, importer: str, item: Import) -> Iterator[st
     leaf = LEAVES.get(importer)
     if leaf is not None and target not in leaf:
         yield f"{importer} must stay a leaf but imports {target}"
+    yield from _check_dra(importer, target)
+
+
+def _check_dra(importer: str, target: str) -> Iterator[str]:
+    """Rule 7's first two parts (the third, the API client, is in :func:`check_file`)."""
+    if _inside(importer, DRA):
+        if _inside(target, K8S) and not _inside(target, DRA) and target not in DRA_USES:
+            uses = ", ".join(sorted(name.rsplit(".", 1)[1] for name in DRA_USES))
+            yield f"{importer} imports {target}: k8s.dra takes only {uses} from k8s"
+    elif _inside(importer, K8S) and _inside(target, DRA):
+        yield f"{importer} imports {target}: the rest of k8s never imports the DRA plugin"
 
 
 def check_file(repo: Repo, path: Path, test_modules: frozenset[str]) -> list[Violation]:
@@ -255,6 +279,16 @@ def check_file(repo: Repo, path: Path, test_modules: frozenset[str]) -> list[Vio
             found.append(Violation(path, item.line, f"imports {item.module} from the test tree"))
         elif importer is not None and top in TEST_ONLY:
             found.append(Violation(path, item.line, f"imports the test-only {item.module}"))
+        elif importer is not None and top == API_CLIENT and importer not in API_SERVER_MODULES:
+            found.append(
+                Violation(
+                    path,
+                    item.line,
+                    f"{importer} imports the {API_CLIENT} client: only "
+                    + ", ".join(sorted(API_SERVER_MODULES))
+                    + " talk to the API server",
+                )
+            )
         elif importer is not None and top == PACKAGE:
             found.extend(
                 Violation(path, item.line, message)

@@ -291,7 +291,7 @@ def check_sandbox_container(tmp_path: Path) -> None:
 def check_manifests(tmp_path: Path) -> None:
     """The manifests are written (``kubectl apply`` needs a cluster: skipped by design); the
     pod spec below them asks for the RuntimeClass and the resource they define."""
-    lines = block("kata-vfio k8s manifests").text.splitlines()
+    lines = block("kata-vfio k8s manifests --image").text.splitlines()
     assert lines[1].startswith("kubectl apply")  # the cluster step, not run here
     done = run(lines[0].split("#")[0], tmp_path)
     assert done.returncode == 0, done.stderr
@@ -306,7 +306,7 @@ def check_manifests(tmp_path: Path) -> None:
 
 def check_agent_synopsis(tmp_path: Path) -> None:
     """A synopsis, not a command: every option it names exists in the command's --help."""
-    text = block("kata-vfio [--sysfs-root R]").text
+    text = block("kata-vfio [--sysfs-root R] [--dev-root D] k8s device-plugin").text
     plugin, inventory = text.split("\nkata-vfio [--sample] k8s inventory")
     for argv, part in ((["k8s", "device-plugin"], plugin), (["k8s", "inventory"], inventory)):
         done = run(f"kata-vfio {' '.join(argv)} --help", tmp_path)
@@ -317,6 +317,44 @@ def check_agent_synopsis(tmp_path: Path) -> None:
             "--sample",
         }:
             assert option in done.stdout, f"{option} is not an option of {' '.join(argv)}"
+
+
+def check_dra_manifests(tmp_path: Path) -> None:
+    """The DRA manifests are written; the ResourceClaimTemplate below them asks for their
+    DeviceClass, and its CEL and constraint name attributes the plugin publishes."""
+    from kata_vfio.k8s.dra.slices import device_entry
+    from kata_vfio.k8s.inventory import build_inventory
+    from kata_vfio.k8s.resources import default_resources
+
+    lines = block("kata-vfio k8s manifests --dra").text.splitlines()
+    assert lines[1].startswith("kubectl apply")  # the cluster step, not run here
+    done = run(lines[0].split("#")[0], tmp_path)
+    assert done.returncode == 0, done.stderr
+    documents = list(yaml.safe_load_all((tmp_path / "kata-vfio-dra.yaml").read_text()))
+    kinds = {d["kind"]: d for d in documents if d}
+    assert {"DaemonSet", "ClusterRole", "DeviceClass", "RuntimeClass"} <= set(kinds)
+    driver = kinds["DeviceClass"]["metadata"]["name"]
+    template, pod = list(yaml.safe_load_all(block("apiVersion: resource.k8s.io/v1").text))
+    (request,) = template["spec"]["spec"]["devices"]["requests"]
+    assert request["exactly"]["deviceClassName"] == driver
+    assert pod["spec"]["runtimeClassName"] == kinds["RuntimeClass"]["metadata"]["name"]
+    host = kata_vfio.scan(sample_host().paths, details=True)
+    unit = build_inventory(host, default_resources(), "legacy").units[0]
+    published = set(device_entry(unit, driver)["attributes"])
+    named = {f"{driver}/{n}" for n in re.findall(rf'"{re.escape(driver)}"\]\.(\w+)', str(request))}
+    (constraint,) = template["spec"]["spec"]["devices"]["constraints"]
+    assert named and named | {constraint["matchAttribute"]} <= published
+
+
+def check_dra_synopsis(tmp_path: Path) -> None:
+    """Every option the DRA plugin's synopsis names exists in its --help, and every option of
+    its --help is in the synopsis."""
+    text = block("kata-vfio [--sysfs-root R] [--dev-root D] [--proc-root P] k8s dra-plugin").text
+    done = run("kata-vfio k8s dra-plugin --help", tmp_path)
+    assert done.returncode == 0, done.stderr
+    named = set(re.findall(r"--[a-z][a-z-]*", text)) - {"--sysfs-root", "--dev-root", "--proc-root"}
+    offered = set(re.findall(r"--[a-z][a-z-]*", done.stdout)) - {"--help", "--json"}
+    assert named == offered
 
 
 # --- Python --------------------------------------------------------------------------------------
@@ -376,9 +414,12 @@ CHECKS: dict[str, Callable[[Path], None]] = {
     "configuration: .../kata_vfio": check_sandbox_plan,
     "kata-vfio --sample sandbox plan --bundle $D/sandbox": check_sandbox_container,
     "removed annotation cdi.k8s.io/vfio": check_sandbox_container,
-    "kata-vfio k8s manifests": check_manifests,
+    "kata-vfio k8s manifests --image": check_manifests,
+    "kata-vfio k8s manifests --dra": check_dra_manifests,
+    "apiVersion: resource.k8s.io/v1": check_dra_manifests,
     "spec:": check_manifests,
-    "kata-vfio [--sysfs-root R]": check_agent_synopsis,
+    "kata-vfio [--sysfs-root R] [--dev-root D] k8s device-plugin": check_agent_synopsis,
+    "kata-vfio [--sysfs-root R] [--dev-root D] [--proc-root P] k8s dra-plugin": check_dra_synopsis,
     "$ kata-vfio --sample k8s inventory": check_inventory,
 }
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -70,6 +70,22 @@ class RunningPlugin:
 @pytest.fixture
 def rig(tmp_path: Path) -> DraRig:
     return make_rig(tmp_path)
+
+
+@pytest.fixture
+def started(rig: DraRig, tmp_path: Path) -> Iterator[Callable[..., RunningPlugin]]:
+    """Starts plugins; each is stopped at the end even when the test failed (one left running
+    would serve on into the test's directory as it is deleted)."""
+    plugins: list[RunningPlugin] = []
+
+    def start(*, cleanup: bool = False) -> RunningPlugin:
+        plugins.append(RunningPlugin(rig, tmp_path, cleanup=cleanup).start())
+        return plugins[-1]
+
+    yield start
+    for plugin in plugins:
+        plugin.stop_event.set()
+        plugin.thread.join(20)
 
 
 @pytest.fixture
@@ -148,9 +164,9 @@ def test_slices_carry_the_healthy_units(running: RunningPlugin) -> None:
 
 
 def test_a_refused_registration_stops_the_plugin_with_the_reason(
-    rig: DraRig, tmp_path: Path
+    started: Callable[..., RunningPlugin],
 ) -> None:
-    plugin = RunningPlugin(rig, tmp_path).start()
+    plugin = started()
     FakeDraKubelet(plugin.config.registry_dir).register(DRIVER, refuse="DRA is disabled")
     plugin.thread.join(20)
     with pytest.raises(KubernetesError, match=r"refused the DRA plugin .*DRA is disabled"):
@@ -158,9 +174,9 @@ def test_a_refused_registration_stops_the_plugin_with_the_reason(
 
 
 def test_a_clean_stop_removes_the_sockets_and_with_cleanup_the_slices(
-    rig: DraRig, tmp_path: Path
+    rig: DraRig, started: Callable[..., RunningPlugin]
 ) -> None:
-    plugin = RunningPlugin(rig, tmp_path, cleanup=True).start()
+    plugin = started(cleanup=True)
     kubelet = FakeDraKubelet(plugin.config.registry_dir)
     client = kubelet.plugin(kubelet.register(DRIVER))
     rig.claims.add(UID, PAIR)

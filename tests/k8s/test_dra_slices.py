@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import logging
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
+from dra_fakes import DRIVER as DRA_DRIVER
+from dra_fakes import NODE as DRA_NODE
+from dra_fakes import PAIR, make_rig
 from fake_apiserver import FakeApiServer, iter_devices
 from hypothesis import given
 from hypothesis import strategies as st
@@ -21,6 +25,7 @@ from kata_vfio.errors import InvalidInputError, KubernetesError
 from kata_vfio.k8s.dra.apiclient import from_json, to_json
 from kata_vfio.k8s.dra.ports import SlicePublisher as SlicePublisherPort
 from kata_vfio.k8s.dra.ports import device_name
+from kata_vfio.k8s.dra.prepare import Deadline, dra_inventory, with_refusals
 from kata_vfio.k8s.dra.slices import (
     MAX_DEVICES_PER_SLICE,
     PCI_BUS_ID,
@@ -72,6 +77,7 @@ def make_unit(
         reasons=reasons,
         nodes=(f"/dev/vfio/{100 + index}",),
         largest_bar=bar,
+        passthrough_driver="vfio-pci",
     )
 
 
@@ -397,3 +403,35 @@ def test_a_slice_changed_by_someone_else_is_put_back(
     devices = sorted(len(s["spec"]["devices"]) for s in apiserver.slices())
     assert devices == [2], "the stray slice of the pool is deleted, ours restored"
     assert _generations(apiserver) == {2}
+
+
+def test_a_prepare_and_an_unprepare_rewrite_no_slice(
+    apiserver: FakeApiServer, api_client: ApiClient, tmp_path: Path
+) -> None:
+    # The published attributes hold across binding: the driver is the passthrough one
+    # (vfio-pci, before the prepare as after it), never the host driver of the moment.
+    rig = make_rig(tmp_path)
+    preparer = rig.preparer()
+    access = rig.access()
+    publisher = SlicePublisher(api_client, DRA_DRIVER, DRA_NODE)
+
+    def healthy() -> list[Unit]:
+        inventory = with_refusals(dra_inventory(access), access, preparer.journal_dir)
+        return [u for u in inventory.units if u.healthy]
+
+    publisher.publish(healthy())
+    written = len(apiserver.writes())
+    devices = {d["name"]: d for d in iter_devices(apiserver.slices())}
+    pair = devices[device_name(PAIR)]["attributes"]
+    assert pair[f"{DRA_DRIVER}/driver"] == {"string": "vfio-pci"}
+    assert rig.drivers()[PAIR] == "e1000e"
+
+    claim = rig.claims.add("5e1f0000-0000-4000-8000-00000000000c", PAIR)
+    assert preparer.prepare(claim, Deadline(30)).error == ""
+    assert rig.drivers()[PAIR] == "vfio-pci"
+    publisher.publish(healthy())
+    assert len(apiserver.writes()) == written
+    assert preparer.unprepare(claim, Deadline(30)).error == ""
+    publisher.publish(healthy())
+    assert len(apiserver.writes()) == written
+    assert {d["name"]: d for d in iter_devices(apiserver.slices())} == devices

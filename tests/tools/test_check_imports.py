@@ -33,6 +33,11 @@ BASE_FILES = {
     "tests/shared_paths.py": "",
     "tests/kata/sandbox_hosts.py": "",
     "tools/lab/kvlab/__init__.py": "",
+    "python/kata_vfio/k8s/__init__.py": "",
+    "python/kata_vfio/k8s/inventory.py": "",
+    "python/kata_vfio/k8s/deviceplugin.py": "",
+    "python/kata_vfio/k8s/dra/__init__.py": "",
+    "python/kata_vfio/k8s/dra/ports.py": "",
 }
 
 
@@ -55,6 +60,9 @@ def test_a_clean_tree_passes(tmp_path: Path) -> None:
             "python/kata_vfio/cli/bind.py": "from kata_vfio.cli import _common\nimport kata_vfio\n",
             "python/kata_vfio/_json.py": "from kata_vfio.errors import CdiError\n",
             "python/kata_vfio/kata/config.py": "from kata_vfio._json import load\n",
+            "python/kata_vfio/k8s/dra/prepare.py": "from kata_vfio.k8s.inventory import Unit\n"
+            "from kata_vfio.k8s.dra.ports import ClaimRef\n",
+            "python/kata_vfio/k8s/dra/slices.py": "import kubernetes.client\n",
         },
     )
     assert (code, lines) == (0, [])
@@ -130,6 +138,25 @@ def test_a_clean_tree_passes(tmp_path: Path) -> None:
             "import os\n",
             "kata_vfio.gadgets is in a room the layering does not know (gadgets): add it to "
             "ALLOWED in tools/check_imports.py and to ARCHITECTURE.md",
+        ),
+        (
+            "python/kata_vfio/k8s/dra/service.py",
+            "from kata_vfio.k8s.deviceplugin import DevicePluginService\n",
+            "kata_vfio.k8s.dra.service imports kata_vfio.k8s.deviceplugin: k8s.dra takes only "
+            "cdispec, grpcapi, inventory, resources, unixgrpc, watch from k8s",
+        ),
+        (
+            "python/kata_vfio/k8s/agent.py",
+            "from kata_vfio.k8s.dra import ports\n",
+            "kata_vfio.k8s.agent imports kata_vfio.k8s.dra.ports: the rest of k8s never imports "
+            "the DRA plugin",
+        ),
+        (
+            "python/kata_vfio/k8s/dra/prepare.py",
+            "from kubernetes.client import ResourceV1Api\n",
+            "kata_vfio.k8s.dra.prepare imports the kubernetes client: only "
+            "kata_vfio.k8s.dra.apiclient, kata_vfio.k8s.dra.claims, kata_vfio.k8s.dra.slices "
+            "talk to the API server",
         ),
     ],
 )

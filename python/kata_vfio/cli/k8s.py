@@ -9,7 +9,6 @@ every decision to stderr (through a queue, so a slow log reader never delays a k
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import logging.handlers
 import queue
@@ -24,7 +23,7 @@ from typing import Any
 from kata_vfio import scan
 from kata_vfio._echo import echo
 from kata_vfio.cli import _common
-from kata_vfio.errors import InvalidInputError, KubernetesError
+from kata_vfio.errors import InvalidInputError
 from kata_vfio.k8s.cdispec import DEFAULT_CDI_DIR
 from kata_vfio.k8s.inventory import (
     IOMMU_MODES,
@@ -186,7 +185,8 @@ def _add_dra_plugin(commands: Any) -> None:
         default=None,
         type=_common.input_file,
         metavar="FILE",
-        help="the API server's kubeconfig (default: the pod's service account)",
+        help="the API server's kubeconfig (default: the pod's service account in a cluster, "
+        "else $KUBECONFIG or ~/.kube/config)",
     )
     sub.add_argument(
         "--deadline",
@@ -490,19 +490,13 @@ def _cmd_dra_plugin(args: argparse.Namespace) -> int:
 
 def _api_ports(kubeconfig: str | None, driver: str, node: str) -> tuple[Any, Any]:
     """The API-server side of the DRA plugin: claims read and slices published with the
-    official client (``kata_vfio.k8s.dra.apiclient``, ``.claims``, ``.slices``)."""
-    # By name until those modules are merged beside this command (their own branch).
-    try:
-        apiclient = importlib.import_module("kata_vfio.k8s.dra.apiclient")
-        claims = importlib.import_module("kata_vfio.k8s.dra.claims")
-        slices = importlib.import_module("kata_vfio.k8s.dra.slices")
-    except ImportError as exc:
-        raise KubernetesError(
-            f"the DRA plugin's API-server side is not installed: {exc}",
-            hint="reinstall kata-vfio with the k8s extra (pip install 'kata-vfio[k8s]')",
-        ) from None
-    client = apiclient.load_api_client(kubeconfig)
-    return claims.ClaimReader(client), slices.SlicePublisher(client, driver, node)
+    official client."""
+    from kata_vfio.k8s.dra.apiclient import load_api_client  # noqa: PLC0415 (as above)
+    from kata_vfio.k8s.dra.claims import ClaimReader  # noqa: PLC0415
+    from kata_vfio.k8s.dra.slices import SlicePublisher  # noqa: PLC0415
+
+    client = load_api_client(kubeconfig)
+    return ClaimReader(client), SlicePublisher(client, driver, node)
 
 
 class _RecordQueue(logging.handlers.QueueHandler):

@@ -96,6 +96,10 @@ class Unit:
     they cannot be named (an iommufd unit whose functions have no cdev)."""
     largest_bar: int | None = None
     """Size of the largest memory BAR of the group's functions (None without scan details)."""
+    passthrough_driver: str | None = None
+    """The vfio driver the unit's first function is bound to, or that a prepare would bind it
+    to (vfio-pci or a variant); set by the DRA plugin's review, None when not known. Unlike
+    the current driver, it stays the same across prepare and unprepare."""
 
     @property
     def healthy(self) -> bool:

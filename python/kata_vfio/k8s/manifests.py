@@ -92,6 +92,65 @@ def _hostpath(name: str, path: str, kind: str) -> dict[str, Any]:
     return {"name": name, "hostPath": {"path": path, "type": kind}}
 
 
+# A hostPath mount: volume name, host path, hostPath type, read-only.
+_Mount = tuple[str, str, str, bool]
+
+
+def _node_daemonset(
+    *,
+    app: str,
+    container: str,
+    image: str,
+    namespace: str,
+    args: list[str],
+    mounts: Sequence[_Mount],
+    grace: int,
+    service_account: str | None = None,
+    env: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A privileged node agent's DaemonSet, on every node (all taints tolerated), on the
+    host's network (kernel uevents reach the host's network namespace only). Without
+    ``service_account`` the pod gets no API token."""
+    labels = {"app.kubernetes.io/name": app, **_PART_OF}
+    agent: dict[str, Any] = {"name": container, "image": image, "command": ["kata-vfio"]}
+    agent["args"] = args
+    if env:
+        agent["env"] = env
+    agent["securityContext"] = {"privileged": True}
+    agent["resources"] = {
+        "requests": {"cpu": "10m", "memory": "64Mi"},
+        "limits": {"memory": "256Mi"},
+    }
+    agent["volumeMounts"] = [
+        {"name": name, "mountPath": path, **({"readOnly": True} if read_only else {})}
+        for name, path, _, read_only in mounts
+    ]
+    pod: dict[str, Any] = {} if service_account is None else {"serviceAccountName": service_account}
+    pod |= {
+        "priorityClassName": "system-node-critical",
+        "hostNetwork": True,
+        "dnsPolicy": "ClusterFirstWithHostNet",
+    }
+    if service_account is None:
+        pod["automountServiceAccountToken"] = False
+    pod |= {
+        "terminationGracePeriodSeconds": grace,
+        "tolerations": [{"operator": "Exists"}],
+        "containers": [agent],
+        "volumes": [_hostpath(name, path, kind) for name, path, kind, _ in mounts],
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": app, "namespace": namespace, "labels": dict(labels)},
+        "spec": {
+            "selector": {"matchLabels": {"app.kubernetes.io/name": app}},
+            "updateStrategy": {"type": "RollingUpdate"},
+            "template": {"metadata": {"labels": dict(labels)}, "spec": pod},
+        },
+    }
+
+
 def daemonset(
     resources: Sequence[ResourceSpec],
     *,
@@ -111,50 +170,19 @@ def daemonset(
     _label(namespace, "namespace")
     args = ["k8s", "device-plugin", f"--iommu-mode={iommu_mode}"]
     args += [f"--resource={r}" for r in resources]
-    labels = {"app.kubernetes.io/name": APP, "app.kubernetes.io/part-of": "kata-vfio"}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "DaemonSet",
-        "metadata": {"name": APP, "namespace": namespace, "labels": dict(labels)},
-        "spec": {
-            "selector": {"matchLabels": {"app.kubernetes.io/name": APP}},
-            "updateStrategy": {"type": "RollingUpdate"},
-            "template": {
-                "metadata": {"labels": dict(labels)},
-                "spec": {
-                    "priorityClassName": "system-node-critical",
-                    "hostNetwork": True,
-                    "dnsPolicy": "ClusterFirstWithHostNet",
-                    "automountServiceAccountToken": False,
-                    "terminationGracePeriodSeconds": 10,
-                    "tolerations": [{"operator": "Exists"}],
-                    "containers": [
-                        {
-                            "name": "device-plugin",
-                            "image": image,
-                            "command": ["kata-vfio"],
-                            "args": args,
-                            "securityContext": {"privileged": True},
-                            "resources": {
-                                "requests": {"cpu": "10m", "memory": "64Mi"},
-                                "limits": {"memory": "256Mi"},
-                            },
-                            "volumeMounts": [
-                                {"name": "device-plugins", "mountPath": DEFAULT_PLUGIN_DIR},
-                                {"name": "cdi", "mountPath": DEFAULT_CDI_DIR},
-                                {"name": "dev-vfio", "mountPath": "/dev/vfio", "readOnly": True},
-                            ],
-                        }
-                    ],
-                    "volumes": [
-                        _hostpath("device-plugins", DEFAULT_PLUGIN_DIR, "Directory"),
-                        _hostpath("cdi", DEFAULT_CDI_DIR, "DirectoryOrCreate"),
-                        _hostpath("dev-vfio", "/dev/vfio", "DirectoryOrCreate"),
-                    ],
-                },
-            },
-        },
-    }
+    return _node_daemonset(
+        app=APP,
+        container="device-plugin",
+        image=image,
+        namespace=namespace,
+        args=args,
+        mounts=[
+            ("device-plugins", DEFAULT_PLUGIN_DIR, "Directory", False),
+            ("cdi", DEFAULT_CDI_DIR, "DirectoryOrCreate", False),
+            ("dev-vfio", "/dev/vfio", "DirectoryOrCreate", True),
+        ],
+        grace=10,
+    )
 
 
 def runtime_class(
@@ -294,56 +322,21 @@ def dra_daemonset(
         "--cleanup",
     ]
     args += [f"--resource={r}" for r in resources]
-    labels = {"app.kubernetes.io/name": DRA_APP, **_PART_OF}
-    mounts = [
-        ("plugins", DRA_PLUGINS_DIR, "DirectoryOrCreate"),
-        ("plugins-registry", DRA_REGISTRY_DIR, "Directory"),
-        ("cdi", DEFAULT_CDI_DIR, "DirectoryOrCreate"),
-        ("sys", "/sys", "Directory"),
-        ("dev", "/dev", "Directory"),
-        ("state", state_dir, "DirectoryOrCreate"),
-    ]
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "DaemonSet",
-        "metadata": {"name": DRA_APP, "namespace": namespace, "labels": dict(labels)},
-        "spec": {
-            "selector": {"matchLabels": {"app.kubernetes.io/name": DRA_APP}},
-            "updateStrategy": {"type": "RollingUpdate"},
-            "template": {
-                "metadata": {"labels": dict(labels)},
-                "spec": {
-                    "serviceAccountName": DRA_APP,
-                    "priorityClassName": "system-node-critical",
-                    # Kernel uevents reach the host's network namespace only.
-                    "hostNetwork": True,
-                    "dnsPolicy": "ClusterFirstWithHostNet",
-                    "terminationGracePeriodSeconds": 30,
-                    "tolerations": [{"operator": "Exists"}],
-                    "containers": [
-                        {
-                            "name": "dra-plugin",
-                            "image": image,
-                            "command": ["kata-vfio"],
-                            "args": args,
-                            "env": [
-                                {
-                                    "name": "NODE_NAME",
-                                    "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}},
-                                }
-                            ],
-                            "securityContext": {"privileged": True},
-                            "resources": {
-                                "requests": {"cpu": "10m", "memory": "64Mi"},
-                                "limits": {"memory": "256Mi"},
-                            },
-                            "volumeMounts": [
-                                {"name": name, "mountPath": path} for name, path, _ in mounts
-                            ],
-                        }
-                    ],
-                    "volumes": [_hostpath(name, path, kind) for name, path, kind in mounts],
-                },
-            },
-        },
-    }
+    return _node_daemonset(
+        app=DRA_APP,
+        container="dra-plugin",
+        image=image,
+        namespace=namespace,
+        args=args,
+        mounts=[
+            ("plugins", DRA_PLUGINS_DIR, "DirectoryOrCreate", False),
+            ("plugins-registry", DRA_REGISTRY_DIR, "Directory", False),
+            ("cdi", DEFAULT_CDI_DIR, "DirectoryOrCreate", False),
+            ("sys", "/sys", "Directory", False),
+            ("dev", "/dev", "Directory", False),
+            ("state", state_dir, "DirectoryOrCreate", False),
+        ],
+        grace=30,
+        service_account=DRA_APP,
+        env=[{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
+    )

@@ -160,7 +160,8 @@ def with_refusals(inventory: Inventory, access: HostAccess, journal_dir: str) ->
     """``inventory`` with a reason on each Healthy unit not on vfio yet whose binding would be
     refused (a member backs a mounted filesystem, has a live interface, is the boot VGA...):
     a dry run of the prepare's bind, which writes nothing. The scheduler must not be offered
-    a unit whose prepare is certain to fail."""
+    a unit whose prepare is certain to fail. Each Healthy unit also gets its
+    ``passthrough_driver``: the dry run's target, or the vfio driver it is on already."""
     resources = []
     for entry in inventory.resources:
         units = [_refusal_checked(u, access, journal_dir) for u in entry.units]
@@ -169,16 +170,22 @@ def with_refusals(inventory: Inventory, access: HostAccess, journal_dir: str) ->
 
 
 def _refusal_checked(unit: Unit, access: HostAccess, journal_dir: str) -> Unit:
-    if not unit.healthy or all(f.vfio_bound for f in unit.functions):
+    if not unit.healthy:
         return unit
+    primary = next((f for f in unit.functions if str(f.bdf) == unit.id), None)
+    if all(f.vfio_bound for f in unit.functions):
+        driver = None if primary is None else primary.driver
+        return dataclasses.replace(unit, passthrough_driver=driver)
     try:
-        _bind_group(access, [str(b) for b in unit.bdfs], journal_dir, dry_run=True)
+        report = _bind_group(access, [str(b) for b in unit.bdfs], journal_dir, dry_run=True)
     except BindError as exc:
         if exc.errno is None:
             return dataclasses.replace(unit, reasons=(f"prepare would be refused: {exc}",))
+        return unit
     except KataVfioError:
-        pass  # a device that vanished: the next rescan says so
-    return unit
+        return unit  # a device that vanished: the next rescan says so
+    target = next((o.target for o in report.devices if str(o.bdf) == unit.id), None)
+    return dataclasses.replace(unit, passthrough_driver=target)
 
 
 @dataclass

@@ -12,9 +12,11 @@ primary function, ``DDDD:BB:DD.F``) and ``resource.kubernetes.io/pcieRoot`` (the
 ``pci<domain>:<bus>`` as sysfs names it), and, under the driver's domain: ``resource``,
 ``vendorID``, ``deviceID``, ``class`` (hex strings of the primary function), ``numaNode``,
 ``iommuGroup``, ``functionCount`` (ints), ``functions`` (the group's addresses joined by commas,
-left out when longer than the API's 64 characters), ``driver`` (the primary function's host
-driver); the capacity ``largestBar`` is the largest memory BAR of the group in bytes. An
-Unhealthy unit is left out (and logged): the scheduler must not pick it.
+left out when longer than the API's 64 characters), ``driver`` (the vfio driver a prepare
+binds the primary function to, vfio-pci or a variant: the unit's ``passthrough_driver``, left
+out when not known; never the current driver, which changes at every prepare and would
+rewrite the slices each time); the capacity ``largestBar`` is the largest memory BAR of the
+group in bytes. An Unhealthy unit is left out (and logged): the scheduler must not pick it.
 """
 
 from __future__ import annotations
@@ -97,7 +99,8 @@ def device_entry(unit: Unit, driver: str) -> dict[str, Any]:
         mine["vendorID"] = {"string": f"{primary.vendor:04x}"}
         mine["deviceID"] = {"string": f"{primary.device:04x}"}
         mine["class"] = {"string": f"{primary.class_code:06x}"}
-        mine["driver"] = None if primary.driver is None else {"string": primary.driver}
+    if unit.passthrough_driver is not None:
+        mine["driver"] = {"string": unit.passthrough_driver}
     attributes.update({f"{driver}/{k}": v for k, v in sorted(mine.items()) if v is not None})
     entry: dict[str, Any] = {"name": device_name(unit.id), "attributes": attributes}
     if unit.largest_bar is not None:
