@@ -3,9 +3,10 @@ usage or bad input, never a traceback; a refusal of bad input names it.
 
 Every subcommand is found in the argument parser and driven with generated bad values (huge
 numbers, missing paths, directories for files, garbage addresses, empty strings, any
-unicode) on a private copy of the sample host. The two commands that would serve forever
-(``k8s device-plugin``, ``k8s dra-plugin``, ``qemu run``) have their serving call replaced by a stub that returns
-at once: everything before it, the argument checks included, runs as it is.
+unicode) on a private copy of the sample host. The commands that would serve forever
+(``k8s device-plugin``, ``k8s dra-plugin``, ``qemu run``) have their serving call replaced by
+a stub that returns at once: everything before it, the argument checks included, runs as it
+is.
 """
 
 from __future__ import annotations
