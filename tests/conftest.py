@@ -10,7 +10,6 @@ from hypothesis import settings
 
 from shared_paths import SNAPSHOTS, copy_snapshot
 
-
 # Tests never assert on wall time: hypothesis's per-example deadline (200 ms) fails examples
 # when the 2-core machine is busy (a lab boot beside the suite), so it is off everywhere.
 settings.register_profile("kata-vfio", deadline=None)
