@@ -80,6 +80,7 @@ def _boot(suite: str, out: Path) -> LabRun:
         "suite": suite,
         "inner_kernel": str(inner_kernel.image),
         "inner_initrd": str(initramfs.inner_image(inner_kernel)),
+        "seed_initrd": str(initramfs.seed_image(inner_kernel)),
         "nested_modes": NESTED_MODES[suite],
     }
     (out / "context.json").write_text(json.dumps(context, indent=1))
