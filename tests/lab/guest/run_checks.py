@@ -33,6 +33,7 @@ CHECKS = (
     "check_refusals",
     "check_k8s",
     "check_nested",
+    "check_seed_e2e",
 )
 
 
