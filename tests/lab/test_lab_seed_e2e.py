@@ -21,6 +21,7 @@ E1000E = tuple(f"{n:#06x}" for n in topology.E1000E)
 
 def _seed(lab: Any) -> dict[str, Any]:
     facts: dict[str, Any] = lab.facts("seed_e2e")
+    assert "restore_error" not in facts, facts["restore_error"]
     if facts["failed_stage"] is not None:
         pytest.fail(
             f"seed e2e ({lab.suite}): stage {facts['failed_stage']} failed: {facts['stages']}"

@@ -229,35 +229,53 @@ class RunningVm:
 
     def _read_document(self) -> dict[str, Any]:
         assert self.process.stdout is not None
+        fd = self.process.stdout.fileno()  # raw reads: select() knows nothing of a buffer
         text = b""
         deadline = time.monotonic() + STEP_TIMEOUT_S
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.process.stdout], [], [], 1.0)
+            ready, _, _ = select.select([fd], [], [], 1.0)
             if not ready:
                 if self.process.poll() is not None:
                     break
                 continue
-            line = self.process.stdout.readline()
-            if not line:
+            chunk = os.read(fd, 65536)
+            if not chunk:
                 break
-            text += line
+            text += chunk
             with contextlib.suppress(ValueError):
                 document: dict[str, Any] = json.loads(text)
                 return document
-        raise StageError(f"qemu run printed no start document: {self.stderr()}")
+        raise StageError(f"qemu run printed no start document ({text!r}): {self.stderr()}")
 
     def stderr(self) -> str:
         return self.log.read_text(errors="replace")[-1500:] if self.log.is_file() else ""
 
     def finish(self, timeout: float) -> int | None:
-        """Waits for the exit (the guest powered off); stops it softly, then hard."""
+        """Waits for the exit (the guest powered off); stops it softly, then hard. QEMU is
+        gone afterwards whatever happened (it holds the devices the lab must restore)."""
+        code = None
         for sig in (None, signal.SIGTERM, signal.SIGKILL):
             if sig is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.process.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                return self.process.wait(timeout=timeout)
-        return None
+            try:
+                code = self.process.wait(timeout=timeout)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        qemu = self.document.get("pid") if hasattr(self, "document") else None
+        if isinstance(qemu, int):
+            _kill_and_reap(qemu)
+        return code
+
+
+def _kill_and_reap(pid: int) -> None:
+    """SIGKILL ``pid`` (not ours to wait for) and wait until the kernel has let it go."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 # --- one scenario ------------------------------------------------------------------------
@@ -266,8 +284,9 @@ class RunningVm:
 class Stages:
     """The stages of one scenario: each timed, the first failure recorded and fatal."""
 
-    def __init__(self, facts: dict[str, Any]) -> None:
+    def __init__(self, facts: dict[str, Any], label: str) -> None:
         self.facts = facts
+        self.label = label
         facts["stages"] = []
         facts["failed_stage"] = None
 
@@ -285,6 +304,18 @@ class Stages:
             raise
         finally:
             entry["seconds"] = round(time.monotonic() - started, 2)
+            # Progress on the lab console: a slow nested boot is otherwise silent for minutes.
+            state = "ok" if entry["ok"] else "FAILED"
+            print(f"KVLAB-SEED {self.label} {name} {state} {entry['seconds']}s", flush=True)
+            _save_progress(self.label, self.facts)
+
+
+def _save_progress(label: str, facts: dict[str, Any]) -> None:
+    """The facts so far, in the lab's results share: a boot that dies still tells."""
+    out = os.environ.get("KVLAB_OUT")
+    if out:
+        with contextlib.suppress(OSError, TypeError, ValueError):
+            Path(out, f"seed-{label}.json").write_text(json.dumps(facts, indent=1))
 
 
 def _config(scenario: Scenario, context: dict[str, Any], work: Path) -> Path:
@@ -358,7 +389,7 @@ def _scenario(
 ) -> dict[str, Any]:
     cdev = context["cdev"]
     facts: dict[str, Any] = {"config": dataclasses.asdict(scenario)}
-    stages = Stages(facts)
+    stages = Stages(facts, scenario.name)
     work = Path(tempfile.mkdtemp(prefix=f"kvseed-{scenario.name}-"))
     runtime_dir = f"/run/kvseed-{scenario.name}"
     config = _config(scenario, context, work)
@@ -559,8 +590,8 @@ def run(context: dict[str, Any]) -> dict[str, Any]:
     }
     spec_dir = tempfile.mkdtemp(prefix="kvseed-cdi-")
     try:
-        with bound(endpoints):
-            stages = Stages(facts)
+        with _recorded(facts, "restore_error"), bound(endpoints):
+            stages = Stages(facts, "cdi")
             try:
                 with stages.stage("generate"):
                     naming = ["--naming", "cdev", "--cdev"] if cdev else ["--naming", "group"]
@@ -585,6 +616,15 @@ def run(context: dict[str, Any]) -> dict[str, Any]:
     finally:
         shutil.rmtree(spec_dir, ignore_errors=True)
     return facts
+
+
+@contextlib.contextmanager
+def _recorded(facts: dict[str, Any], key: str) -> Iterator[None]:
+    """An error leaving the block goes into ``facts[key]`` (the other facts survive)."""
+    try:
+        yield
+    except Exception as exc:
+        facts[key] = f"{type(exc).__name__}: {exc}"
 
 
 def _spec_names(spec_dir: str) -> dict[str, str]:
