@@ -97,6 +97,7 @@ def _boot(suite: str, out: Path) -> LabRun:
     if not results_file.is_file():
         pytest.fail(f"the {suite} lab guest wrote no results\n{boot.describe()}")
     results = json.loads(results_file.read_text())
+    _SEED_TIMES[suite] = _seed_times(results)
     return LabRun(
         suite=suite,
         release=kernel.release,
@@ -106,7 +107,26 @@ def _boot(suite: str, out: Path) -> LabRun:
     )
 
 
+def _seed_times(results: dict[str, Any]) -> list[str]:
+    """The seed e2e check's time from plan to devices per scenario, for the summary."""
+    entry = results.get("checks", {}).get("seed_e2e", {})
+    scenarios = entry.get("facts", {}).get("scenarios", {}) if entry.get("status") == "done" else {}
+    base = scenarios.get("baseline", {}).get("timing", {}).get("to_devices_s")
+    lines = []
+    for name, scenario in scenarios.items():
+        t = scenario.get("timing", {})
+        if "to_devices_s" not in t:
+            continue
+        ratio = f", {t['to_devices_s'] / base:.2f} x baseline" if base else ""
+        lines.append(
+            f"{name} {t['to_devices_s']:.1f} s (plan {t['plan_s']:.1f}, QEMU start "
+            f"{t['qemu_start_s']:.1f}, guest boot {t['guest_boot_s']:.1f}{ratio})"
+        )
+    return lines
+
+
 _RUNS: dict[str, LabRun] = {}
+_SEED_TIMES: dict[str, list[str]] = {}
 _UNAVAILABLE: dict[str, str] = {}
 
 
@@ -129,3 +149,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             f"lab: {suite} kernel: boot + checks {wall:.1f} s wall "
             f"(checks started at {when} s of guest uptime)"
         )
+    for suite, lines in sorted(_SEED_TIMES.items()):
+        for line in lines:
+            terminalreporter.write_line(f"lab: {suite} kernel: seed e2e, plan to devices: {line}")
