@@ -134,11 +134,11 @@ def vfio_node(bdf: str, cdev: bool) -> str:
     return f"/dev/vfio/{os.readlink(base / 'iommu_group').rsplit('/', 1)[-1]}"
 
 
-def qmp_call(path: str, command: str, **arguments: Any) -> Any:
+def qmp_call(socket_path: str, command: str, arguments: dict[str, Any] | None = None) -> Any:
     """One QMP command over a fresh connection (a plain socket, not the project's client)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(30)
-        sock.connect(path)
+        sock.connect(socket_path)
         reader = sock.makefile("r")
         json.loads(reader.readline())  # greeting
         for message in ({"execute": "qmp_capabilities"}, {"execute": command}):
@@ -569,7 +569,7 @@ def _hotplug(
             # L2's clock may run behind L1's under a loaded TCG: wait well past its limit.
             facts["hotplug"]["seen"].append(console.expect("wait", 2 * HOTPLUG_WAIT_S + 60))
         facts["hotplug"]["objects"] = [
-            o["name"] for o in qmp_call(qmp, "qom-list", path="/objects")
+            o["name"] for o in qmp_call(qmp, "qom-list", {"path": "/objects"})
         ]
     with stages.stage("unplug"):
         removed, _ = kata_vfio_json(
@@ -579,9 +579,9 @@ def _hotplug(
         for path in plugged["guest_pci_paths"]:
             console.send(f"GONE {path} {HOTPLUG_WAIT_S}")
             facts["unplug"]["gone"].append(console.expect("wait", 2 * HOTPLUG_WAIT_S + 60))
-        facts["unplug"]["objects"] = [o["name"] for o in qmp_call(qmp, "qom-list", path="/objects")]
+        facts["unplug"]["objects"] = [o["name"] for o in qmp_call(qmp, "qom-list", {"path": "/objects"})]
         facts["unplug"]["peripherals"] = [
-            o["name"] for o in qmp_call(qmp, "qom-list", path="/machine/peripheral")
+            o["name"] for o in qmp_call(qmp, "qom-list", {"path": "/machine/peripheral"})
         ]
 
 
