@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from kata_vfio._echo import echo
-from kata_vfio.cdi.names import parse_qualifier, validate_class_name, validate_vendor_name
+from kata_vfio.cdi.names import kind_problem
 from kata_vfio.errors import InvalidInputError
 
 __all__ = ["KIND_RULES", "KindRule", "cdi_kind", "kind_lookup", "parse_kind_rule"]
@@ -80,14 +80,9 @@ def parse_kind_rule(text: str) -> KindRule:
     if match is None:
         raise InvalidInputError(f"invalid guest kind rule {echo(text)}", hint=_RULE_HINT)
     vendor, base, sub, kind = match.groups()
-    vendor_name, class_name = parse_qualifier(kind)
-    try:
-        validate_vendor_name(vendor_name)
-        validate_class_name(class_name)
-    except InvalidInputError as exc:
-        raise InvalidInputError(
-            f"invalid guest kind rule {echo(text)}: {exc.message}", hint=_RULE_HINT
-        ) from None
+    problem = kind_problem(kind)
+    if problem is not None:
+        raise InvalidInputError(f"invalid guest kind rule {echo(text)}: {problem}", hint=_RULE_HINT)
     return KindRule(
         vendor=int(vendor, 16),
         base_class=int(base, 16),

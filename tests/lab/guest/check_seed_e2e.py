@@ -579,7 +579,9 @@ def _hotplug(
         for path in plugged["guest_pci_paths"]:
             console.send(f"GONE {path} {HOTPLUG_WAIT_S}")
             facts["unplug"]["gone"].append(console.expect("wait", 2 * HOTPLUG_WAIT_S + 60))
-        facts["unplug"]["objects"] = [o["name"] for o in qmp_call(qmp, "qom-list", {"path": "/objects"})]
+        facts["unplug"]["objects"] = [
+            o["name"] for o in qmp_call(qmp, "qom-list", {"path": "/objects"})
+        ]
         facts["unplug"]["peripherals"] = [
             o["name"] for o in qmp_call(qmp, "qom-list", {"path": "/machine/peripheral"})
         ]
