@@ -156,6 +156,37 @@ def test_container_against_a_stored_plan(
     assert result["spec"]["linux"]["devices"] == []
 
 
+def test_a_guest_kind_of_the_site_names_more_functions(
+    demo: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    audio = "10de:0403=example.com/audio"  # the GPU's HD audio companion
+    assert _run(demo, *_plan_args(demo), "--guest-kind", audio, "--json") == 0
+    plan = _json_out(capsys)
+    kinds = {f["bdf"]: f["kind"] for f in plan["devices"][0]["functions"]}
+    assert kinds == {"0000:01:00.0": "nvidia.com/gpu", "0000:01:00.1": "example.com/audio"}
+    plan_file = Path(demo["dir"], "plan.json")
+    plan_file.write_text(json.dumps(plan))
+    container = f"{demo['dir']}/container"
+    cdi = ["cdi", "--spec-dir", demo["spec_dir"], "inject", "--bundle", container]
+    assert _run(demo, *cdi, "--from-annotations") == 0
+    capsys.readouterr()
+    args = ["sandbox", "container", "--bundle", container, "--sandbox-plan", str(plan_file)]
+    assert _run(demo, *args, "--json") == 0
+    added = _json_out(capsys)["annotations_added"]
+    assert added == {"cdi.k8s.io/vfio11": "nvidia.com/gpu=0,example.com/audio=0"}
+
+
+def test_a_malformed_guest_kind_is_a_usage_error(
+    demo: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert _run(demo, *_plan_args(demo), "--guest-kind", "10de=audio") == 2
+    err = capsys.readouterr().err
+    assert "invalid guest kind rule '10de=audio'" in err and "VENDOR:CLASS=KIND" in err
+    assert "Traceback" not in err
+
+
 def test_bad_inputs_give_clear_errors(
     demo: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sandbox_hosts import ServerBuilder, Zoo, oci_spec
 
 import kata_vfio._core as core
 from kata_vfio.errors import InvalidInputError, NotAssignableError, PlanError
 from kata_vfio.kata.devices import classify_spec_devices, resolve_groups
-from kata_vfio.kata.kinds import cdi_kind
+from kata_vfio.kata.kinds import cdi_kind, kind_lookup, parse_kind_rule
 from kata_vfio.testing import build_host
 from kata_vfio.vm.devices import function_id
 
@@ -279,3 +281,62 @@ def test_function_ids_are_valid_qemu_ids_and_unique() -> None:
 )
 def test_cdi_kind_table(vendor: int, klass: int, kind: str | None) -> None:
     assert cdi_kind(vendor, klass) == kind
+
+
+def test_a_site_guest_kind_comes_before_the_built_in_table() -> None:
+    nic = parse_kind_rule("8086:0200=example.com/nic")
+    assert (nic.vendor, nic.base_class, nic.subclasses) == (0x8086, 0x02, frozenset({0x00}))
+    kind_of = kind_lookup([nic, parse_kind_rule("10DE:03=example.com/anygpu")])
+    assert kind_of(0x8086, 0x020000) == "example.com/nic"
+    assert kind_of(0x8086, 0x028000) is None  # another subclass
+    assert kind_of(0x10DE, 0x030200) == "example.com/anygpu"  # the site's rule wins
+    assert kind_of(0x15B3, 0x020000) == "nvidia.com/nic"  # the built-in table still applies
+    assert kind_lookup()(0x8086, 0x020000) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "8086=x.com/y",
+        "8086:2=x.com/y",
+        "8086:020000=x.com/y",
+        "8086:0200",
+        "8086:0200=nic",
+        "8086:0200=x.com/",
+        "808g:0200=x.com/y",
+        "8086:0200=x.com/y/z",
+        "8086:0200=-x.com/y",
+    ],
+)
+def test_a_malformed_guest_kind_rule_is_refused_with_its_form(text: str) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        parse_kind_rule(text)
+    assert "invalid guest kind rule" in caught.value.message
+    assert caught.value.hint is not None and "VENDOR:CLASS=KIND" in caught.value.hint
+
+
+@given(st.text(max_size=40))
+def test_any_guest_kind_rule_text_parses_or_is_refused_cleanly(text: str) -> None:
+    try:
+        rule = parse_kind_rule(text)
+    except InvalidInputError:
+        return
+    assert 0 <= rule.vendor <= 0xFFFF and 0 <= rule.base_class <= 0xFF
+    assert text.endswith(f"={rule.kind}")
+
+
+@given(
+    st.integers(0, 0xFFFF),
+    st.integers(0, 0xFF),
+    st.one_of(st.none(), st.integers(0, 0xFF)),
+    st.from_regex(r"[a-z][a-z0-9]{0,8}\.com/[a-z]([a-z0-9_-]{0,8}[a-z0-9])?", fullmatch=True),
+)
+def test_a_written_guest_kind_rule_reads_back(
+    vendor: int, base: int, sub: int | None, kind: str
+) -> None:
+    text = f"{vendor:04x}:{base:02x}{'' if sub is None else f'{sub:02x}'}={kind}"
+    rule = parse_kind_rule(text)
+    assert (rule.vendor, rule.base_class, rule.kind) == (vendor, base, kind)
+    assert rule.subclasses == (None if sub is None else frozenset({sub}))
+    assert rule.matches(vendor, (base << 16) | ((sub or 0) << 8))

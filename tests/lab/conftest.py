@@ -91,18 +91,23 @@ def _boot(suite: str, out: Path) -> LabRun:
         "suite": suite,
         "inner_kernel": str(inner_kernel.image),
         "inner_initrd": str(initramfs.inner_image(inner_kernel)),
+        "seed_initrd": str(initramfs.seed_image(inner_kernel)),
         "nested_modes": NESTED_MODES[suite],
     }
     (out / "context.json").write_text(json.dumps(context, indent=1))
     initrd = initramfs.guest_image(kernel)
     config = vm.VmConfig(kernel=kernel, initrd=initrd, out_dir=out, timeout_s=BOOT_TIMEOUT_S)
     argv = [sys.executable, str(GUEST / "run_checks.py"), "--suite", suite, "--out", str(out)]
+    # KVLAB_ONLY=seed_e2e,... runs just those guest checks (by hand, with -k; CI runs all).
+    for name in filter(None, os.environ.get("KVLAB_ONLY", "").split(",")):
+        argv += ["--only", name]
     boot = vm.boot(config, argv, cwd=REPO)
     _WALL_TIMES[suite] = (boot.wall_s, boot.command_started_s)
     results_file = out / "results.json"
     if not results_file.is_file():
         pytest.fail(f"the {suite} lab guest wrote no results\n{boot.describe()}")
     results = json.loads(results_file.read_text())
+    _SEED_TIMES[suite] = _seed_times(results)
     return LabRun(
         suite=suite,
         release=kernel.release,
@@ -112,7 +117,26 @@ def _boot(suite: str, out: Path) -> LabRun:
     )
 
 
+def _seed_times(results: dict[str, Any]) -> list[str]:
+    """The seed e2e check's time from plan to devices per scenario, for the summary."""
+    entry = results.get("checks", {}).get("seed_e2e", {})
+    scenarios = entry.get("facts", {}).get("scenarios", {}) if entry.get("status") == "done" else {}
+    base = scenarios.get("baseline", {}).get("timing", {}).get("to_devices_s")
+    lines = []
+    for name, scenario in scenarios.items():
+        t = scenario.get("timing", {})
+        if "to_devices_s" not in t:
+            continue
+        ratio = f", {t['to_devices_s'] / base:.2f} x baseline" if base else ""
+        lines.append(
+            f"{name} {t['to_devices_s']:.1f} s (plan {t['plan_s']:.1f}, QEMU start "
+            f"{t['qemu_start_s']:.1f}, guest boot {t['guest_boot_s']:.1f}{ratio})"
+        )
+    return lines
+
+
 _RUNS: dict[str, LabRun] = {}
+_SEED_TIMES: dict[str, list[str]] = {}
 _UNAVAILABLE: dict[str, str] = {}
 
 
@@ -153,3 +177,6 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     if target and figures is not None:
         record_run(Path(target), "lab", figures)
         terminalreporter.write_line(f"lab: wall times added to {target} (tools/figures.py)")
+    for suite, lines in sorted(_SEED_TIMES.items()):
+        for line in lines:
+            terminalreporter.write_line(f"lab: {suite} kernel: seed e2e, plan to devices: {line}")

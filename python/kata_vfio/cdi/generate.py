@@ -37,7 +37,7 @@ from typing import Literal
 from kata_vfio._core import Bdf, Host, PciDevice
 from kata_vfio._echo import echo
 from kata_vfio.cdi.model import ContainerEdits, Device, DeviceNode, Spec
-from kata_vfio.cdi.names import parse_qualifier, validate_class_name, validate_vendor_name
+from kata_vfio.cdi.names import kind_problem
 from kata_vfio.cdi.registry import Registry
 from kata_vfio.cdi.validate import validate_spec
 from kata_vfio.cdi.versions import minimum_version
@@ -191,14 +191,11 @@ def write_vfio_spec(spec: Spec, output_dir: str) -> str:
 
 
 def _check_kind(kind: str) -> None:
-    vendor, cls = parse_qualifier(kind)
-    try:
-        validate_vendor_name(vendor)
-        validate_class_name(cls)
-    except InvalidInputError as exc:
+    problem = kind_problem(kind)
+    if problem is not None:
         raise InvalidInputError(
-            f"invalid CDI kind {echo(kind)}: {exc}", hint="a kind is vendor.com/class"
-        ) from None
+            f"invalid CDI kind {echo(kind)}: {problem}", hint="a kind is vendor.com/class"
+        )
 
 
 def _hex16(text: str) -> int:

@@ -23,6 +23,7 @@ from kata_vfio.errors import CdiNameError
 __all__ = [
     "QualifiedName",
     "is_qualified_name",
+    "kind_problem",
     "parse_device",
     "parse_qualified_name",
     "parse_qualifier",
@@ -143,6 +144,12 @@ def validate_vendor_name(vendor: str) -> None:
 def validate_class_name(cls: str) -> None:
     """Raises :class:`CdiNameError` unless ``cls`` is a valid class name."""
     _raise_if(class_name_problem(cls))
+
+
+def kind_problem(kind: str) -> str | None:
+    """What is wrong with a kind ``vendor.com/class`` (its vendor or class part), or None."""
+    vendor, cls = parse_qualifier(kind)
+    return vendor_name_problem(vendor) or class_name_problem(cls)
 
 
 def validate_device_name(device: str) -> None:

@@ -10,6 +10,7 @@ import os
 from kata_vfio import oci, scan
 from kata_vfio.cdi import DevfsLookup, Registry
 from kata_vfio.cli import _common
+from kata_vfio.errors import InvalidInputError
 from kata_vfio.k8s.allocation import SandboxLookup, functions_via, sandbox_devices
 from kata_vfio.kata.config import (
     DEFAULT_CONFIG_PATHS,
@@ -17,6 +18,7 @@ from kata_vfio.kata.config import (
     load_config,
     load_default_config,
 )
+from kata_vfio.kata.kinds import KindRule, parse_kind_rule
 from kata_vfio.kata.sandbox import RUNTIME_BASE, SandboxPlan, default_runtime_dir, plan_sandbox
 
 
@@ -75,6 +77,24 @@ def add_plan_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--accel", choices=("kvm", "tcg"), default="kvm", help="QEMU accelerator (default kvm)"
     )
+    parser.add_argument(
+        "--guest-kind",
+        action="append",
+        dest="guest_kinds",
+        type=_guest_kind,
+        default=[],
+        metavar="VVVV:CC[SS]=KIND",
+        help="a guest CDI kind for the inner cdi.k8s.io/vfio<N> annotations, tried before the "
+        "built-in table: vendor id and PCI class (base, or base and subclass) in hex, e.g. "
+        "8086:0200=example.com/nic (repeatable)",
+    )
+
+
+def _guest_kind(text: str) -> KindRule:
+    try:
+        return parse_kind_rule(text)
+    except InvalidInputError as exc:
+        raise argparse.ArgumentTypeError(f"{exc.message} ({exc.hint})") from None
 
 
 def plan_from_args(args: argparse.Namespace) -> tuple[str, SandboxPlan]:
@@ -104,6 +124,7 @@ def plan_from_args(args: argparse.Namespace) -> tuple[str, SandboxPlan]:
         kubelet_devices=kubelet.devices,
         accel=args.accel,
         runtime_dir=os.path.abspath(runtime_dir),
+        guest_kinds=args.guest_kinds,
     )
     if kubelet.note:
         plan = dataclasses.replace(plan, warnings=(kubelet.note, *plan.warnings))

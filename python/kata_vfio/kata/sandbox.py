@@ -40,7 +40,7 @@ from kata_vfio.errors import CdiInjectionError, CdiNameError, InvalidInputError,
 from kata_vfio.host.memlock import required_memlock
 from kata_vfio.kata.config import KataConfig, apply_annotations
 from kata_vfio.kata.devices import classify_spec_devices, resolve_groups
-from kata_vfio.kata.kinds import cdi_kind
+from kata_vfio.kata.kinds import KindRule, kind_lookup
 from kata_vfio.oci import annotations as spec_annotations
 from kata_vfio.oci import check_oci_spec, with_annotations
 from kata_vfio.qemu.argv import QemuCommand
@@ -234,6 +234,7 @@ def plan_sandbox(
     name: str | None = None,
     host_cpus: int | None = None,
     hotplug_mmio64: int = 0,
+    guest_kinds: Sequence[KindRule] = (),
 ) -> SandboxPlan:
     """Plans the creation of a sandbox VM (see the module docstring).
 
@@ -243,7 +244,8 @@ def plan_sandbox(
     is where the VM's console socket will live (the launcher's runtime directory);
     ``hotplug_mmio64`` bytes of 64-bit window are reserved on each free port for devices
     hot-plugged later. ``host`` should come from ``scan(..., details=True)`` so BARs can be
-    sized.
+    sized. ``guest_kinds`` are the site's own guest CDI kinds, tried before the built-in
+    table (:mod:`kata_vfio.kata.kinds`).
     """
     check_oci_spec(spec, source="sandbox OCI spec")
     if runtime_dir is not None:
@@ -316,7 +318,7 @@ def plan_sandbox(
         memory_bytes=effective.default_memory * _MIB,
     )
     plug = "cold" if effective.cold_plug else "hot"
-    devices = place_devices(groups, topology, plug=plug, kind_of=cdi_kind)
+    devices = place_devices(groups, topology, plug=plug, kind_of=kind_lookup(guest_kinds))
 
     console = f"{runtime_dir.rstrip('/')}/console.sock" if runtime_dir else None
     vm = VmPlan(

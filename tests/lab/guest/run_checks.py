@@ -34,6 +34,7 @@ CHECKS = (
     "check_k8s",
     "check_dra",
     "check_nested",
+    "check_seed_e2e",
 )
 
 

@@ -41,8 +41,12 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         kernel = get_kernel(name)
         guest = initramfs.guest_image(kernel)
         inner = initramfs.inner_image(kernel)
+        seed = initramfs.seed_image(kernel)
         took = time.monotonic() - started
-        print(f"{name}: {kernel.image} ({kernel.release}) {guest.name} {inner.name} [{took:.0f} s]")
+        print(
+            f"{name}: {kernel.image} ({kernel.release}) {guest.name} {inner.name} {seed.name} "
+            f"[{took:.0f} s]"
+        )
     return 0
 
 

@@ -1,4 +1,5 @@
-"""The two busybox initramfs images: the lab guest's and the nested guest's.
+"""The busybox initramfs images: the lab guest's, the nested guest's and the seed end-to-end
+guest's (an init that plays the Kata agent's part).
 
 Both are rebuilt only when an input changes (init script, busybox, module set); the cache key
 is a hash of those inputs.
@@ -88,3 +89,15 @@ def inner_image(kernel: Kernel) -> Path:
     """The nested guest's initramfs: busybox, guest/inner-init and, if modular, e1000e."""
     entries = [*_base(GUEST_DIR / "inner-init"), *_modules(kernel, ["e1000e"])]
     return _store(f"inner-{kernel.release}", entries)
+
+
+# The seed guest's drivers when its kernel is modular: the NICs standing in for GPUs, and
+# vfio-pci for the agent's vfio mode.
+SEED_MODULES = ["e1000e", "e1000", "vfio_pci"]
+
+
+def seed_image(kernel: Kernel) -> Path:
+    """The seed end-to-end guest's initramfs: busybox, guest/seed-init and, if modular, the
+    NIC drivers and vfio-pci."""
+    entries = [*_base(GUEST_DIR / "seed-init"), *_modules(kernel, SEED_MODULES)]
+    return _store(f"seed-{kernel.release}", entries)
