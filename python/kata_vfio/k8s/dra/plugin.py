@@ -23,18 +23,17 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 from dataclasses import dataclass
 
 import grpc
 
 from kata_vfio._trust import make_directories
-from kata_vfio.errors import InvalidInputError, KataVfioError, KubernetesError
+from kata_vfio.errors import KataVfioError, KubernetesError
 from kata_vfio.k8s.cdispec import DEFAULT_CDI_DIR
 from kata_vfio.k8s.dra.checkpoint import read_boot_id
 from kata_vfio.k8s.dra.claimspec import ClaimSpecs
-from kata_vfio.k8s.dra.ports import ClaimSource, SlicePublisher, pool_name
+from kata_vfio.k8s.dra.ports import ClaimSource, SlicePublisher, check_driver_name, pool_name
 from kata_vfio.k8s.dra.prepare import (
     DEFAULT_DEADLINE,
     HostAccess,
@@ -58,23 +57,14 @@ __all__ = [
 DEFAULT_PLUGIN_DIR = "/var/lib/kubelet/plugins"
 DEFAULT_REGISTRY_DIR = "/var/lib/kubelet/plugins_registry"
 
-# A DRA driver name is a DNS subdomain of at most 63 characters (ResourceSlice spec.driver).
-_DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
-_DRIVER_NAME = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})*")
 _POLL = 0.5
 _PUBLISH_RETRY = 5.0
 
 log = logging.getLogger(__name__)
 
 
-def validate_driver_name(name: str) -> None:
-    """Raises :class:`InvalidInputError` unless ``name`` is a DNS subdomain of at most 63
-    characters (what the API server accepts as a ResourceSlice's driver)."""
-    if len(name) > 63 or not _DRIVER_NAME.fullmatch(name):
-        raise InvalidInputError(
-            f"invalid DRA driver name {name[:80]!r}",
-            hint="use a lowercase DNS subdomain of at most 63 characters, e.g. vfio.kata-vfio.io",
-        )
+# The shared check, under the name this module has always exported.
+validate_driver_name = check_driver_name
 
 
 @dataclass(frozen=True)

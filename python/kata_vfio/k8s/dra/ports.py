@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from kata_vfio._echo import echo
 from kata_vfio.errors import InvalidInputError
 from kata_vfio.k8s.inventory import Unit
 
@@ -87,6 +88,22 @@ class SlicePublisher(Protocol):
     def delete_all(self) -> None:
         """Deletes every ResourceSlice of this driver on this node (clean shutdown)."""
         ...
+
+
+# A DRA driver name is a DNS subdomain of at most 63 characters (ResourceSlice spec.driver).
+_DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
+_DRIVER_NAME = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})*")
+
+
+def check_driver_name(name: str) -> None:
+    """Raises :class:`~kata_vfio.errors.InvalidInputError` unless ``name`` is a DNS subdomain
+    of at most 63 characters (what the API server accepts as a ResourceSlice's driver and as
+    an attribute domain): the one check the plugin, the slices and the manifests share."""
+    if len(name) > 63 or not _DRIVER_NAME.fullmatch(name):
+        raise InvalidInputError(
+            f"invalid DRA driver name {echo(name)}: not a DNS subdomain of at most 63 characters",
+            hint="use lowercase letters, digits, '-' and '.', e.g. vfio.kata-vfio.io",
+        )
 
 
 def pool_name(node_name: str) -> str:

@@ -39,7 +39,7 @@ from kata_vfio.k8s.dra.apiclient import (
     from_json,
     to_json,
 )
-from kata_vfio.k8s.dra.ports import device_name, pool_name
+from kata_vfio.k8s.dra.ports import check_driver_name, device_name, pool_name
 from kata_vfio.k8s.inventory import Unit
 
 __all__ = [
@@ -160,12 +160,6 @@ def build_slices(
 def _generate_name(node: str, driver: str) -> str:
     # The API server appends 5 characters to a generateName; keep the whole under 253.
     return f"{node}-{driver}"[:247].rstrip(".-") + "-"
-
-
-def check_driver_name(driver: str) -> None:
-    """Refuses a driver name that is not a DNS subdomain of at most 63 characters (the API's
-    rule for ``spec.driver`` and attribute domains) with :class:`InvalidInputError`."""
-    _check_name("driver name", driver, 63)
 
 
 def _check_name(what: str, name: str, limit: int) -> None:
