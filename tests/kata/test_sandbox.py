@@ -235,6 +235,25 @@ def test_vfio_mode_needs_a_guest_iommu(zoo: Zoo, nvidia_config: KataConfig) -> N
     assert "intel_iommu=on iommu=pt" in append
 
 
+def test_a_group_of_several_functions_is_refused_behind_a_guest_iommu(
+    zoo: Zoo, nvidia_config: KataConfig
+) -> None:
+    # The vIOMMU gives each guest function its own address space; the host attaches a group
+    # to one. QEMU would refuse at start, so the plan refuses first and names the group.
+    server, names = zoo
+    gpu = server.group_node(names["gpu0"][0])  # GPU and its audio function: one group
+    config = _config(nvidia_config, enable_iommu=True)
+    with pytest.raises(PlanError) as refused:
+        _plan(zoo, config, [gpu])
+    message = str(refused.value)
+    assert all(bdf in message for bdf in names["gpu0"]), message
+    assert "virtual IOMMU" in message
+    assert "enable_iommu = false" in (refused.value.hint or "")
+    # without the vIOMMU the same group plans, and a one-function group plans with it
+    assert _plan(zoo, nvidia_config, [gpu]).devices
+    assert _plan(zoo, config, [server.group_node(names["nic0"][0])]).devices
+
+
 def test_switch_ports(zoo: Zoo, nvidia_config: KataConfig) -> None:
     server, names = zoo
     config = _config(

@@ -43,6 +43,9 @@ def sysfs(tmp_path: Path) -> Path:
             (node / name).write_text(value + "\n")
         if secondary is not None:
             (node / "pci_bus" / f"0000:{secondary}").mkdir(parents=True)
+    # Only a NUMA kernel has the file; the expander's NIC is on node 1 there.
+    (devices / "0000:21:00.0" / "numa_node").write_text("1\n")
+    (devices / "0000:01:00.0" / "numa_node").write_text("-1\n")
     return tmp_path
 
 
@@ -100,6 +103,15 @@ def test_a_path_that_leads_nowhere_says_where_it_stopped(sysfs: Path, path: str,
     (function,) = _resolved(sysfs, f"0000:aa:00.0={path}")
     assert function["guest_bdf"] is None
     assert function["why"] == why
+
+
+@pytest.mark.parametrize(
+    ("path", "node"),
+    [("20/00/00", 1), ("08/00", -1), ("09/00", -1)],  # 09/00: no file
+)
+def test_the_guest_numa_node_is_reported(sysfs: Path, path: str, node: int) -> None:
+    (function,) = _resolved(sysfs, f"0000:aa:00.0={path}")
+    assert function["numa_node"] == node
 
 
 def test_a_two_function_device_is_resolved_function_by_function(sysfs: Path) -> None:

@@ -50,6 +50,23 @@ def test_expected_groups_cover_every_nic_once() -> None:
         assert set(endpoints) <= set(topology.EXPECTED_GROUPS[shape])
 
 
+@pytest.mark.parametrize(("memory", "cpus"), [(2048, 2), (2049, 3), (512, 1)])
+def test_numa_nodes_share_all_memory_and_cpus(memory: int, cpus: int) -> None:
+    options = vm.numa_options(vm.VmConfig(_MODULAR, Path("/i"), Path("/o"), memory, cpus))
+    objects = [options[i + 1] for i, word in enumerate(options) if word == "-object"]
+    nodes = [options[i + 1] for i, word in enumerate(options) if word == "-numa"]
+    assert len(nodes) == topology.NUMA_NODES > topology.NUMA_EXPANDER_NODE
+    sizes = [int(o.rsplit("size=", 1)[1].removesuffix("M")) for o in objects]
+    assert sum(sizes) == memory and all(size > 0 for size in sizes)
+    given: list[int] = []
+    for node in nodes:
+        cpu_range = dict(f.split("=", 1) for f in node.split(",")[1:]).get("cpus")
+        if cpu_range:
+            first, _, last = cpu_range.partition("-")
+            given += range(int(first), int(last or first) + 1)
+    assert given == list(range(cpus))
+
+
 def test_cmdline_mounts_modules_only_for_a_modular_kernel() -> None:
     modular = vm.kernel_cmdline(_config(_MODULAR))
     builtin = vm.kernel_cmdline(_config(_BUILTIN))

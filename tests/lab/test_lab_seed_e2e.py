@@ -53,7 +53,7 @@ def _functions(scenario: dict[str, Any]) -> list[dict[str, Any]]:
 def test_seed_e2e_cdi_generate_names_every_group(lab: Any) -> None:
     facts = _seed(lab)
     nodes = facts["cdi_names"]
-    expected = {"legacy": 3, "cdev": 4}[facts["mode"]]  # a cdev spec names each function
+    expected = {"legacy": 4, "cdev": 5}[facts["mode"]]  # a cdev spec names each function
     assert len(nodes) == expected, nodes
     assert all(name.startswith(f"{KIND}=") for name in nodes.values())
     prefix = "/dev/vfio/devices/vfio" if facts["mode"] == "cdev" else "/dev/vfio/"
@@ -111,6 +111,43 @@ def test_seed_e2e_switch_port_vfio_mode_behind_a_viommu(lab: Any) -> None:
         assert function["group_node"] is True, function
     assert all(d["type"] == "vfio-pci" for d in scenario["container"]["agent_devices"])
     assert scenario["container"]["annotations_added"] == {}
+
+
+def test_seed_e2e_numa_device_sits_behind_an_expander_of_its_node(lab: Any) -> None:
+    scenario = _scenario(lab, "numa", "plan", "launch", "guest-boot", "resolve", "index")
+    plan = scenario["plan"]
+    # L1's NIC of node 1 (behind L1's own expander) gets an expander in L2; a NIC of no
+    # node stays on the root bus.
+    expanders = {e["id"]: e for e in plan["expanders"]}
+    hosts = {e["host_numa_node"] for e in expanders.values()}
+    assert topology.NUMA_EXPANDER_NODE in hosts, plan["expanders"]
+    assert plan["numa_argv"], "no guest NUMA node on QEMU's command line"
+    by_host = {f["bdf"]: f for f in plan["functions"]}
+    numa_port = plan["ports"][by_host[topology.NIC_NUMA]["port"]]
+    expander = expanders.get(numa_port["bus"])
+    assert expander is not None and expander["host_numa_node"] == topology.NUMA_EXPANDER_NODE
+    functions = {f["host"]: f for f in _functions(scenario)}
+    assert set(functions) == {topology.NIC_SINGLE, topology.NIC_NUMA}
+    seen = functions[topology.NIC_NUMA]
+    # the agent's path starts at the expander's root bus, and L2's kernel puts the device on
+    # the expander's guest node (its ACPI proximity)
+    assert seen["path"].split("/")[0] == f"{expander['bus_nr']:02x}", seen
+    assert int(seen["guest_bdf"].split(":")[1], 16) > expander["bus_nr"], seen
+    assert seen["numa_node"] == expander["guest_numa_node"], seen
+    assert (seen["vendor"], seen["device"]) == E1000E
+    assert seen["driver"] == "e1000e"
+
+
+def test_seed_e2e_a_two_function_group_is_refused_behind_a_viommu_at_plan_time(
+    lab: Any,
+) -> None:
+    refusal = _seed(lab)["viommu_refusal"]
+    assert "error" not in refusal, refusal["error"]
+    assert refusal["rc"] == 1, refusal  # a finding: the input is well-formed
+    assert all(bdf in refusal["stderr"] for bdf in topology.NIC_MULTI), refusal["stderr"]
+    assert "virtual IOMMU" in refusal["stderr"]
+    assert "Traceback" not in refusal["stderr"]
+    assert refusal["bundle_unchanged"] and not refusal["runtime_dir_made"], refusal
 
 
 def test_seed_e2e_pod_resources_choose_the_devices(lab: Any) -> None:

@@ -190,7 +190,9 @@ def test_every_property_the_planner_emits_exists_in_qemu(
     used: dict[str, set[str]] = {}
     for shape in shapes:
         config = dataclasses.replace(nvidia_config, **shape).validate()  # type: ignore[arg-type]
-        plan = plan_sandbox(oci_spec(nodes), host=server.host, config=config, runtime_dir="/run/k")
+        # A two-function group is refused behind a vIOMMU: that shape passes the others.
+        passed = nodes[1:] if config.enable_iommu else nodes
+        plan = plan_sandbox(oci_spec(passed), host=server.host, config=config, runtime_dir="/run/k")
         for device in plan.command.opts("-device"):
             assert device.head is not None
             used.setdefault(device.head, set()).update(key for key, _ in device.props)

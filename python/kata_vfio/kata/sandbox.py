@@ -48,6 +48,7 @@ from kata_vfio.qemu.vm import PORT_DEVICES, QemuSettings, build_vm_command
 from kata_vfio.vm.placement import PlannedDevice, place_devices
 from kata_vfio.vm.plan import VmPlan, cold_plugged, deferred
 from kata_vfio.vm.topology import PortRequest, Topology, plan_topology
+from kata_vfio.vm.viommu import refuse_shared_groups_behind_viommu
 
 __all__ = [
     "RUNTIME_BASE",
@@ -167,6 +168,7 @@ class SandboxPlan:
                 "pcie_switch_port": self.config.pcie_switch_port,
                 "enable_iommu": self.config.enable_iommu,
                 "enable_iommu_platform": self.config.enable_iommu_platform,
+                "enable_numa": self.config.enable_numa,
                 "vfio_mode": self.config.vfio_mode,
                 "default_memory": self.config.default_memory,
                 "default_vcpus": self.config.default_vcpus,
@@ -295,6 +297,8 @@ def plan_sandbox(
             "io.katacontainers.config.hypervisor.enable_iommu), or use vfio_mode = "
             "'guest-kernel'",
         )
+    if effective.enable_iommu:
+        refuse_shared_groups_behind_viommu(groups)
     if groups and not host.has_details:
         warnings.append("host scanned without details: BARs not sized (no pref64-reserve)")
     unsized = [str(f.bdf) for g in groups for slot in g.slots for f in slot.functions]

@@ -47,6 +47,7 @@ KIND_VENDOR, KIND_CLASS = "0x8086", "0x0200"
 GUEST_KIND = f"8086:0200={KIND}"
 GROUPS = {"single": (topology.NIC_SINGLE,), "switch": (topology.NIC_SWITCH,)}
 GROUPS["multifunction"] = topology.NIC_MULTI
+GROUPS["numa"] = (topology.NIC_NUMA,)
 POD = ("seed", "seed-pod")
 MEMORY_MIB = 256  # Kata's minimum
 BOOT_TIMEOUT_S = 600.0  # TCG inside TCG on a busy 2-core host
@@ -66,6 +67,7 @@ class Scenario:
     source: str  # "annotations", "podresources" or "none"
     hotplug: str | None = None
     ports: int = 4
+    numa: bool = False
 
 
 SCENARIOS = (
@@ -84,7 +86,14 @@ SCENARIOS = (
     # address space, and one host group cannot be attached to two (QEMU refuses: "error
     # attach ... Invalid argument" with iommufd, "used in multiple address spaces" legacy).
     Scenario("switch-port", "switch-port", "vfio", True, ("single", "switch"), "podresources"),
+    # L1's NIC on NUMA node 1 (behind L1's expander) goes to an expander of its own in L2.
+    Scenario(
+        "numa", "root-port", "guest-kernel", False, ("single", "numa"), "annotations", numa=True
+    ),
 )
+# The group the planner must refuse behind a vIOMMU (two functions, one group), and the
+# configuration that asks for it.
+REFUSED = Scenario("viommu-refusal", "root-port", "vfio", True, ("multifunction",), "annotations")
 
 
 class StageError(Exception):
@@ -339,6 +348,7 @@ cold_plug_vfio = "{scenario.cold_plug}"
 hot_plug_vfio = "no-port"
 {ports} = {scenario.ports}
 enable_iommu = {str(scenario.iommu).lower()}
+enable_numa = {str(scenario.numa).lower()}
 
 [runtime]
 vfio_mode = "{scenario.vfio_mode}"
@@ -387,6 +397,11 @@ def _plan_facts(plan: dict[str, Any]) -> dict[str, Any]:
             for f in d["functions"]
         ],
         "iommu": "intel-iommu" in " ".join(plan["qemu_argv"]),
+        "expanders": plan["topology"]["expanders"],
+        "ports": {p["id"]: {"bus": p["bus"], "path": p["guest_pci_path"]} for p in plan["ports"]},
+        "numa_argv": [
+            plan["qemu_argv"][i + 1] for i, w in enumerate(plan["qemu_argv"]) if w == "-numa"
+        ],
     }
 
 
@@ -501,6 +516,39 @@ def _scenario(
             console.close()
         if server is not None:
             server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _refusal(
+    scenario: Scenario, context: dict[str, Any], spec_dir: str, names: dict[str, str]
+) -> dict[str, Any]:
+    """``sandbox plan`` of a two-function group behind a vIOMMU, on the real kernel's groups:
+    refused before anything is written or started (exit status, message, the bundle)."""
+    work = Path(tempfile.mkdtemp(prefix="kvseed-refusal-"))
+    try:
+        config = _config(scenario, context, work)
+        requested = _requested_names(scenario, names, context["cdev"])
+        sandbox = _bundle(work / "sandbox", {"cdi.k8s.io/seed": ",".join(requested)}, ["/pause"])
+        before = (sandbox / "config.json").read_bytes()
+        argv = ["sandbox", "plan", "--bundle", str(sandbox), "--config", str(config)]
+        argv += ["--spec-dir", spec_dir, "--runtime-dir", f"/run/kvseed-{scenario.name}"]
+        done = subprocess.run(
+            [sys.executable, "-m", "kata_vfio", *argv, "--accel", "tcg", "--write"],
+            capture_output=True,
+            text=True,
+            timeout=STEP_TIMEOUT_S,
+            check=False,
+        )
+        return {
+            "requested": requested,
+            "rc": done.returncode,
+            "stderr": done.stderr[-2000:],
+            "bundle_unchanged": (sandbox / "config.json").read_bytes() == before,
+            "runtime_dir_made": Path(f"/run/kvseed-{scenario.name}").exists(),
+        }
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -625,6 +673,7 @@ def run(context: dict[str, Any]) -> dict[str, Any]:
                 return facts
             for scenario in SCENARIOS:
                 facts["scenarios"][scenario.name] = _scenario(scenario, context, spec_dir, names)
+            facts["viommu_refusal"] = _refusal(REFUSED, context, spec_dir, names)
     finally:
         shutil.rmtree(spec_dir, ignore_errors=True)
     return facts

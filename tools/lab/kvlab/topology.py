@@ -2,9 +2,11 @@
 
 Each shape that matters to group handling appears once: a device alone behind a root port, a
 device behind a PCIe switch, a two-function device (functions without ACS share a group), two
-conventional devices behind a PCIe-to-PCI bridge (one group, bridge included), and a spare root
-port for hot-plug. Bus numbers follow from the root ports' slot order, so the addresses below
-are stable across kernels; group *numbers* are the kernel's business and are not assumed.
+conventional devices behind a PCIe-to-PCI bridge (one group, bridge included), a spare root
+port for hot-plug, and a device on NUMA node 1 behind a ``pxb-pcie`` expander (the guest has
+two NUMA nodes, see vm.py). Bus numbers follow from the root ports' slot order and the
+expander's ``bus_nr``, so the addresses below are stable across kernels; group *numbers* are
+the kernel's business and are not assumed.
 """
 
 from __future__ import annotations
@@ -31,13 +33,20 @@ class Device:
         return ",".join(fields)
 
 
-def _root_port(number: int, slot: int) -> Device:
+def _root_port(number: int, slot: int, bus: str = "pcie.0") -> Device:
     return Device(
         "pcie-root-port",
         f"rp{number}",
-        "pcie.0",
+        bus,
         (("chassis", str(number)), ("slot", str(number)), ("addr", f"{slot:#x}")),
     )
+
+
+# The guest's NUMA nodes, and the one the expander's devices belong to (its ACPI _PXM).
+NUMA_NODES = 2
+NUMA_EXPANDER_NODE = 1
+# The expander's root bus number: far above what the root bus's bridges take.
+NUMA_EXPANDER_BUS = 0x80
 
 
 # The single NIC's own MAC (not QEMU's default, which a nested guest's emulated NIC would also
@@ -64,6 +73,18 @@ DEVICES: tuple[Device, ...] = (
     Device("e1000", "nic_bridged1", "pci_bridge", (("addr", "1"), ("romfile", ""))),
     Device("e1000", "nic_bridged2", "pci_bridge", (("addr", "2"), ("romfile", ""))),
     _root_port(5, 0x14),  # spare: hot-plug target
+    Device(
+        "pxb-pcie",
+        "pxb1",
+        "pcie.0",
+        (
+            ("bus_nr", str(NUMA_EXPANDER_BUS)),
+            ("numa_node", str(NUMA_EXPANDER_NODE)),
+            ("addr", "0x15"),
+        ),
+    ),
+    _root_port(6, 0x0, bus="pxb1"),
+    Device("e1000e", "nic_numa", "rp6", (("addr", "0.0"), ("romfile", ""))),
 )
 
 # The NICs, by role, at the addresses the guest kernel gives them.
@@ -75,6 +96,8 @@ SWITCH_UPSTREAM = "0000:02:00.0"
 SWITCH_DOWNSTREAM = "0000:03:00.0"
 PCI_BRIDGE = "0000:06:00.0"
 SPARE_PORT = "0000:00:14.0"
+# Behind the expander: its root port on the expander's bus, the NIC on the bus below.
+NIC_NUMA = f"0000:{NUMA_EXPANDER_BUS + 1:02x}:00.0"
 
 # Group shapes the kernel must build, named by what they test (members in PCI order).
 EXPECTED_GROUPS: dict[str, tuple[str, ...]] = {
@@ -83,6 +106,7 @@ EXPECTED_GROUPS: dict[str, tuple[str, ...]] = {
     "switch": (SWITCH_DOWNSTREAM, NIC_SWITCH),
     "multifunction": NIC_MULTI,
     "bridge": (PCI_BRIDGE, *NIC_BRIDGED),
+    "numa": (NIC_NUMA,),
     "ich9": ("0000:00:1f.0", "0000:00:1f.2", "0000:00:1f.3"),
 }
 
@@ -92,6 +116,7 @@ EXPECTED_ENDPOINTS: dict[str, tuple[str, ...]] = {
     "switch": (NIC_SWITCH,),
     "multifunction": NIC_MULTI,
     "bridge": NIC_BRIDGED,
+    "numa": (NIC_NUMA,),
 }
 
 # The emulated e1000e's VFIO regions (index -> size), as QEMU builds the device: BAR0 and

@@ -84,6 +84,7 @@ def qemu_argv(config: VmConfig) -> list[str]:
         str(config.cpus),
         "-m",
         f"{config.memory_mib}M",
+        *numa_options(config),
         "-machine",
         "q35,kernel-irqchip=split",
         "-serial",
@@ -109,6 +110,26 @@ def qemu_argv(config: VmConfig) -> list[str]:
     for device in topology.DEVICES:
         argv += ["-device", device.option()]
     return argv
+
+
+def numa_options(config: VmConfig) -> list[str]:
+    """``topology.NUMA_NODES`` nodes sharing the memory and the CPUs (a node may get none):
+    the expander's devices need a node 1 to belong to."""
+    nodes = topology.NUMA_NODES
+    share = config.memory_mib // nodes
+    options: list[str] = []
+    first_cpu = 0
+    for node in range(nodes):
+        memory = share + (config.memory_mib - share * nodes if node == 0 else 0)
+        cpus = config.cpus // nodes + (1 if node < config.cpus % nodes else 0)
+        numa = f"node,nodeid={node},memdev=lab-mem{node}"
+        if cpus:
+            last = first_cpu + cpus - 1
+            numa += f",cpus={first_cpu}" + (f"-{last}" if last > first_cpu else "")
+        options += ["-object", f"memory-backend-ram,id=lab-mem{node},size={memory}M"]
+        options += ["-numa", numa]
+        first_cpu += cpus
+    return options
 
 
 def guest_environment(extra: Mapping[str, str], out_dir: Path) -> dict[str, str]:
