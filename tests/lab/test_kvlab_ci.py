@@ -15,6 +15,7 @@ from kvlab.ci import (
     k8s_latencies,
     lab_figures,
     lab_unavailable,
+    seed_figures,
     unavailable_outcome,
 )
 
@@ -105,3 +106,34 @@ def test_k8s_latencies_span_the_kernels_and_skip_what_was_not_seen() -> None:
     got = k8s_latencies([guest(0.571, 0.43), guest(0.9, None), {"checks": {}}])
     assert got == {"k8s_unhealthy_s": [0.57, 0.9], "k8s_healthy_s": [0.43, 0.43]}
     assert k8s_latencies([]) == {}
+
+
+def _seed_guest(**scenarios: dict[str, object]) -> dict[str, object]:
+    return {"checks": {"seed_e2e": {"status": "done", "facts": {"scenarios": scenarios}}}}
+
+
+def _timed(to_devices: float, qemu_start: float, functions: int) -> dict[str, object]:
+    timing = {"to_devices_s": to_devices, "qemu_start_s": qemu_start}
+    return {"timing": timing, "plan": {"functions": [{}] * functions}}
+
+
+def test_seed_figures_are_ratios_to_the_baseline_of_the_same_boot() -> None:
+    first = _seed_guest(
+        baseline=_timed(100.0, 10.0, 0),
+        **{"root-port": _timed(120.0, 25.0, 3), "numa": _timed(90.0, 21.0, 2)},
+    )
+    failed = {"timing": {"plan_s": 3.0}, "plan": {"functions": [{}]}}  # never saw devices
+    second = _seed_guest(baseline=_timed(50.0, 5.0, 0), **{"root-port": _timed(60.0, 15.0, 4)})
+    second["checks"]["seed_e2e"]["facts"]["scenarios"]["switch-port"] = failed  # type: ignore[index]
+    assert seed_figures([first, second]) == {
+        "seed_to_devices_ratio": [0.9, 1.2],
+        "seed_qemu_start_ratio": [2.1, 3.0],
+        "seed_functions": [2.0, 4.0],
+    }
+
+
+def test_seed_figures_need_a_baseline_and_a_finished_check() -> None:
+    no_baseline = _seed_guest(**{"root-port": _timed(60.0, 15.0, 4)})
+    broken_baseline = _seed_guest(baseline={"timing": {}}, numa=_timed(60.0, 15.0, 2))
+    raised = {"checks": {"seed_e2e": {"status": "error", "error": "boom"}}}
+    assert seed_figures([no_baseline, broken_baseline, raised, {"checks": {}}]) == {}

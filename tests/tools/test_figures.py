@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
 sys.path.insert(0, str(REPO / "tools" / "lab"))
 import figures  # noqa: E402 (tools/figures.py)
-from kvlab.ci import lab_figures  # noqa: E402
+from kvlab.ci import lab_figures, seed_figures  # noqa: E402
 
 from bench_results import record_run  # noqa: E402 (benches/ is on the path via the tool)
 
@@ -106,3 +106,24 @@ def test_the_lab_records_what_the_lab_block_renders(results: Path) -> None:
     assert "the lab kernel in 200 s" in text
     assert "takes 402 s in all" in text
     assert all(len(line) <= 95 for line in text.splitlines())
+
+
+def test_the_seed_block_renders_what_the_lab_recorded(results: Path) -> None:
+    (results / "lab.json").unlink()
+    timing = {"to_devices_s": 80.0, "qemu_start_s": 10.0}
+    scenarios = {
+        "baseline": {"timing": timing, "plan": {"functions": []}},
+        "numa": {
+            "timing": {"to_devices_s": 96.0, "qemu_start_s": 24.0},
+            "plan": {"functions": [1, 2]},
+        },
+    }
+    guest = {"checks": {"seed_e2e": {"status": "done", "facts": {"scenarios": scenarios}}}}
+    walls = lab_figures({"debian": 300.0, "lab": 320.0}, ("debian", "lab"), None) or {}
+    record_run(results / "lab.json", "lab", {**walls, **seed_figures([guest])})
+    block = figures.seed_block(figures.load_results(results))
+    text = " ".join(block.split())
+    assert "seeing its 2 passed functions" in text
+    assert "took 1.20x the same VM" in text
+    assert "QEMU start alone 2.4x" in text
+    assert all(len(line) <= 95 for line in block.splitlines())

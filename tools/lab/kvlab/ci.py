@@ -78,3 +78,40 @@ def k8s_latencies(results: Iterable[Mapping[str, Any]]) -> dict[str, list[float]
             if isinstance(latency, (int, float)):
                 seen[name].append(round(float(latency), 2))
     return {name: [min(values), max(values)] for name, values in seen.items() if values}
+
+
+def seed_figures(results: Iterable[Mapping[str, Any]]) -> dict[str, list[float]]:
+    """From each kernel's guest results, the seed check's figures as ``[low, high]`` over the
+    kernels and the scenarios with devices: ``sandbox plan`` to L2 seeing its devices over the
+    same VM without devices (``seed_to_devices_ratio``), QEMU start over the baseline's
+    (``seed_qemu_start_ratio``), and the functions passed (``seed_functions``). A scenario
+    that never reached L2's devices, or a boot without a baseline, gives nothing."""
+    seen: dict[str, list[float]] = {
+        "seed_to_devices_ratio": [],
+        "seed_qemu_start_ratio": [],
+        "seed_functions": [],
+    }
+    for result in results:
+        entry = result.get("checks", {}).get("seed_e2e") or {}
+        scenarios = (entry.get("facts") or {}).get("scenarios") or {}
+        base = (scenarios.get("baseline") or {}).get("timing") or {}
+        if not _positive(base.get("to_devices_s")) or not _positive(base.get("qemu_start_s")):
+            continue
+        for name, scenario in scenarios.items():
+            timing = scenario.get("timing") or {}
+            functions = (scenario.get("plan") or {}).get("functions") or []
+            if name == "baseline" or not functions or not _positive(timing.get("to_devices_s")):
+                continue
+            seen["seed_to_devices_ratio"].append(
+                round(timing["to_devices_s"] / base["to_devices_s"], 2)
+            )
+            if _positive(timing.get("qemu_start_s")):
+                seen["seed_qemu_start_ratio"].append(
+                    round(timing["qemu_start_s"] / base["qemu_start_s"], 2)
+                )
+            seen["seed_functions"].append(float(len(functions)))
+    return {name: [min(values), max(values)] for name, values in seen.items() if values}
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, (int, float)) and value > 0
