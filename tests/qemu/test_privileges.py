@@ -461,6 +461,22 @@ def test_a_qemu_without_seccomp_gets_a_hint_naming_the_setting() -> None:
     from kata_vfio.qemu import launcher
 
     stderr = "qemu-system-x86_64: -sandbox on: There is no option group 'sandbox'"
-    assert "CONFIG_SECCOMP_FILTER" in launcher._failure_hint(stderr)
-    assert "seccompsandbox" in launcher._failure_hint(stderr)
-    assert "QEMU's own message" in launcher._failure_hint("anything else")
+    assert "CONFIG_SECCOMP_FILTER" in launcher.failure_hint(stderr, 1)
+    assert "seccompsandbox" in launcher.failure_hint(stderr, 1)
+    assert "QEMU's own message" in launcher.failure_hint("anything else", 1)
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "words"),
+    [
+        (None, "raise --start-timeout"),  # still running, QMP silent: pinning memory
+        (-9, "killed by signal 9"),
+        (1, "exited with status 1 without a message"),
+    ],
+)
+def test_a_silent_qemu_gets_a_hint_from_its_exit_status(exit_code: int | None, words: str) -> None:
+    from kata_vfio.qemu import launcher
+
+    hint = launcher.failure_hint("", exit_code)
+    assert words in hint
+    assert "message above" not in hint  # there is none to point at

@@ -416,12 +416,13 @@ class QemuProcess:
         stderr = self.stderr().strip()
         process = self._process
         argv = self.argv
+        exit_code = process.poll() if process is not None else None
         return QemuStartError(
             f"{what}\n  argv: {shlex.join(argv)}\n  stderr: {stderr or '(empty)'}",
-            exit_code=process.poll() if process is not None else None,
+            exit_code=exit_code,
             argv=argv,
             stderr=stderr,
-            hint=_failure_hint(stderr),
+            hint=failure_hint(stderr, exit_code),
         )
 
     def _ask(self, process: subprocess.Popen[bytes], command: str, timeout: float) -> bool:
@@ -524,14 +525,32 @@ def _environment(extra: Mapping[str, str] | None) -> dict[str, str]:
     return env
 
 
-def _failure_hint(stderr: str) -> str:
+def failure_hint(stderr: str, exit_code: int | None) -> str:
+    """What to do about a QEMU that failed to start or exited: QEMU's own message when it
+    wrote one, else what its exit status (None: still running) says."""
     if "no option group 'sandbox'" in stderr:
         # QEMU registers -sandbox only when the kernel can install seccomp filters.
         return (
             "this kernel (or QEMU) has no seccomp filter support: use a kernel with "
             'CONFIG_SECCOMP_FILTER, or set seccompsandbox = "" in the Kata configuration'
         )
-    return "QEMU's own message above says what it rejected"
+    if stderr:
+        return "QEMU's own message above says what it rejected"
+    if exit_code is None:
+        # With VFIO devices QEMU pins all guest memory before it serves QMP.
+        return (
+            "QEMU is still running but has not answered on QMP: with VFIO devices it pins all "
+            "guest memory first; on a slow or loaded host raise --start-timeout"
+        )
+    if exit_code < 0:
+        return (
+            f"QEMU was killed by signal {-exit_code} before it wrote anything (the OOM killer? "
+            "see the kernel log with dmesg)"
+        )
+    return (
+        f"QEMU exited with status {exit_code} without a message: run the argv above by hand "
+        "to see what it does"
+    )
 
 
 class _Listeners:

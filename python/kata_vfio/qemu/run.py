@@ -21,7 +21,7 @@ from kata_vfio.errors import PlanError, QemuError
 from kata_vfio.qemu.argv import QemuCommand
 from kata_vfio.qemu.fds import pass_cdevs
 from kata_vfio.qemu.hotplug import plug_group
-from kata_vfio.qemu.launcher import QemuProcess
+from kata_vfio.qemu.launcher import QemuProcess, failure_hint
 from kata_vfio.qemu.privileges import QemuUser, denies_privilege_change, sandbox_of
 from kata_vfio.qemu.qmp import HotplugResult
 from kata_vfio.vm.hotplug import HotplugGroup
@@ -107,7 +107,11 @@ def run_vm(
                 on_started(started)
             code = vm.wait()
     if code != 0:
-        raise QemuError(f"QEMU exited with status {code}", hint=f"see its log: {vm.stderr()}")
+        log = vm.stderr().strip()
+        raise QemuError(
+            f"QEMU exited with status {code}" + (f": {log}" if log else ""),
+            hint=failure_hint(log, code),
+        )
     return started
 
 
