@@ -12,7 +12,6 @@ import argparse
 import logging
 import logging.handlers
 import queue
-import re
 import signal
 import sys
 import threading
@@ -25,6 +24,7 @@ from kata_vfio._echo import echo
 from kata_vfio.cli import _common
 from kata_vfio.errors import InvalidInputError
 from kata_vfio.k8s.cdispec import DEFAULT_CDI_DIR
+from kata_vfio.k8s.dra.ports import check_node_name
 from kata_vfio.k8s.inventory import (
     IOMMU_MODES,
     Inventory,
@@ -225,17 +225,8 @@ def _driver_name(text: str) -> str:
     return text
 
 
-# A node's name is a DNS subdomain (RFC 1123): it becomes the slices' pool and a field selector.
-_NODE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-
-
 def _node_name(text: str) -> str:
-    if len(text) > 253 or not _NODE_NAME.fullmatch(text):
-        raise InvalidInputError(
-            f"invalid node name {echo(text)}",
-            hint="give the Kubernetes node's name (a lowercase DNS subdomain), e.g. from the "
-            "downward API's spec.nodeName",
-        )
+    check_node_name(text)
     return text
 
 

@@ -20,14 +20,13 @@ from kubernetes.client.exceptions import ApiException
 from kata_vfio._echo import echo
 from kata_vfio.errors import ClaimError, ClaimGoneError
 from kata_vfio.k8s.dra.apiclient import REQUEST_TIMEOUT, api_failure, to_json
-from kata_vfio.k8s.dra.ports import AllocatedDevice, ClaimRef
+from kata_vfio.k8s.dra.ports import AllocatedDevice, ClaimRef, is_dns_subdomain
 
 __all__ = ["ClaimReader", "allocated_devices"]
 
 _log = logging.getLogger(__name__)
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 class ClaimReader:
@@ -138,7 +137,7 @@ def _check_ref(claim: ClaimRef) -> None:
             f"ResourceClaim namespace {echo(claim.namespace)} is not a DNS label",
             hint="the kubelet sent a claim reference that no API object can have",
         )
-    if len(claim.name) > 253 or not _DNS_SUBDOMAIN.fullmatch(claim.name):
+    if not is_dns_subdomain(claim.name):
         raise ClaimError(
             f"ResourceClaim name {echo(claim.name)} is not a DNS subdomain",
             hint="the kubelet sent a claim reference that no API object can have",

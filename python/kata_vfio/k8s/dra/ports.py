@@ -33,7 +33,10 @@ __all__ = [
     "ClaimRef",
     "ClaimSource",
     "SlicePublisher",
+    "check_driver_name",
+    "check_node_name",
     "device_name",
+    "is_dns_subdomain",
     "pool_name",
     "unit_id_of",
 ]
@@ -90,16 +93,33 @@ class SlicePublisher(Protocol):
         ...
 
 
-# A DRA driver name is a DNS subdomain of at most 63 characters (ResourceSlice spec.driver).
+# RFC 1123 DNS subdomain: dot-separated lowercase labels, at most 253 characters in all.
 _DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
-_DRIVER_NAME = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})*")
+_DNS_SUBDOMAIN = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})*")
+
+
+def is_dns_subdomain(name: str, limit: int = 253) -> bool:
+    """Whether ``name`` is an RFC 1123 DNS subdomain of at most ``limit`` characters (the
+    API server's rule for object names, node names and DRA driver names)."""
+    return len(name) <= limit and _DNS_SUBDOMAIN.fullmatch(name) is not None
+
+
+def check_node_name(name: str) -> None:
+    """Raises :class:`~kata_vfio.errors.InvalidInputError` unless ``name`` can be a Node's
+    name (it becomes the slices' pool and a field selector)."""
+    if not is_dns_subdomain(name):
+        raise InvalidInputError(
+            f"invalid node name {echo(name)}: not a DNS subdomain of at most 253 characters",
+            hint="give the Kubernetes node's name (a lowercase DNS subdomain), e.g. from the "
+            "downward API's spec.nodeName",
+        )
 
 
 def check_driver_name(name: str) -> None:
     """Raises :class:`~kata_vfio.errors.InvalidInputError` unless ``name`` is a DNS subdomain
     of at most 63 characters (what the API server accepts as a ResourceSlice's driver and as
     an attribute domain): the one check the plugin, the slices and the manifests share."""
-    if len(name) > 63 or not _DRIVER_NAME.fullmatch(name):
+    if not is_dns_subdomain(name, 63):
         raise InvalidInputError(
             f"invalid DRA driver name {echo(name)}: not a DNS subdomain of at most 63 characters",
             hint="use lowercase letters, digits, '-' and '.', e.g. vfio.kata-vfio.io",

@@ -30,7 +30,6 @@ import kubernetes.client
 import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
 
-from kata_vfio._echo import echo
 from kata_vfio.errors import InvalidInputError, KubernetesError
 from kata_vfio.k8s.dra.apiclient import (
     REQUEST_TIMEOUT,
@@ -39,7 +38,7 @@ from kata_vfio.k8s.dra.apiclient import (
     from_json,
     to_json,
 )
-from kata_vfio.k8s.dra.ports import check_driver_name, device_name, pool_name
+from kata_vfio.k8s.dra.ports import check_driver_name, check_node_name, device_name, pool_name
 from kata_vfio.k8s.inventory import Unit
 
 __all__ = [
@@ -63,7 +62,6 @@ PCIE_ROOT = "resource.kubernetes.io/pcieRoot"
 _API_VERSION = "resource.k8s.io/v1"
 _MAX_VALUE = 64  # characters of a string attribute
 _ROOT = re.compile(r"pci[0-9a-f]{4}:[0-9a-f]{2}")
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _BINARY_SUFFIXES = ("", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei")
 _ATTEMPTS = 3  # a publish that meets another writer lists again, this often
 
@@ -123,7 +121,7 @@ def build_slices(
     ``metadata.generateName``; :class:`SlicePublisher` gives it the name of a slice it
     replaces."""
     check_driver_name(driver)
-    _check_name("node name", node, 253)
+    check_node_name(node)
     devices: dict[str, dict[str, Any]] = {}
     for unit in units:
         if unit.healthy:
@@ -162,12 +160,6 @@ def _generate_name(node: str, driver: str) -> str:
     return f"{node}-{driver}"[:247].rstrip(".-") + "-"
 
 
-def _check_name(what: str, name: str, limit: int) -> None:
-    if len(name) > limit or not _DNS_SUBDOMAIN.fullmatch(name):
-        raise InvalidInputError(
-            f"{what} {echo(name)} is not a DNS subdomain of at most {limit} characters",
-            hint="use lowercase letters, digits, '-' and '.' (e.g. vfio.kata-vfio.io)",
-        )
 
 
 class SlicePublisher:
@@ -183,8 +175,8 @@ class SlicePublisher:
         *,
         timeout: float = REQUEST_TIMEOUT,
     ) -> None:
-        _check_name("driver name", driver, 63)
-        _check_name("node name", node, 253)
+        check_driver_name(driver)
+        check_node_name(node)
         self.driver = driver
         self.node = node
         self.pool = pool or pool_name(node)
