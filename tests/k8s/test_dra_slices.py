@@ -24,7 +24,7 @@ from kata_vfio import Bdf
 from kata_vfio.errors import InvalidInputError, KubernetesError
 from kata_vfio.k8s.dra.apiclient import from_json, to_json
 from kata_vfio.k8s.dra.ports import SlicePublisher as SlicePublisherPort
-from kata_vfio.k8s.dra.ports import device_name
+from kata_vfio.k8s.dra.ports import check_node_name, device_name, is_dns_subdomain
 from kata_vfio.k8s.dra.prepare import Deadline, dra_inventory, with_refusals
 from kata_vfio.k8s.dra.slices import (
     MAX_DEVICES_PER_SLICE,
@@ -202,6 +202,31 @@ def test_the_sample_hosts_gpus_carry_their_root_complex_and_numa_node(
 def test_a_driver_name_that_is_no_dns_subdomain_is_refused(bad: str) -> None:
     with pytest.raises(InvalidInputError, match="driver name"):
         build_slices([], driver=bad, node=NODE)
+
+
+_LABEL = st.from_regex(r"[a-z0-9]([-a-z0-9]{0,20}[a-z0-9])?", fullmatch=True)
+
+
+@given(st.lists(_LABEL, min_size=1, max_size=8).map(".".join))
+def test_dot_separated_lowercase_labels_are_dns_subdomains(name: str) -> None:
+    assert is_dns_subdomain(name)
+    check_node_name(name)  # no error
+    assert not is_dns_subdomain(name, limit=len(name) - 1)
+
+
+@given(
+    st.lists(_LABEL, min_size=1, max_size=4).map(".".join),
+    st.sampled_from(["A", "_", "..", "-", " ", "/", "é", "\n"]),
+    st.booleans(),
+)
+def test_anything_else_is_no_dns_subdomain_and_a_bad_node_name_says_so(
+    name: str, spoiler: str, at_end: bool
+) -> None:
+    bad = name + spoiler if at_end else spoiler + name
+    assert not is_dns_subdomain(bad)
+    with pytest.raises(InvalidInputError, match="invalid node name") as refused:
+        check_node_name(bad)
+    assert "spec.nodeName" in (refused.value.hint or "")
 
 
 @pytest.mark.parametrize(
