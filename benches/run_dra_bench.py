@@ -39,11 +39,11 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "k8s"))
 
-from dra_fakes import DRIVER, GPU, NODE, PAIR, DraRig, MemorySlices, make_rig  # noqa: E402
+from dra_fakes import DRIVER, GPU, PAIR, DraRig, MemorySlices, make_rig  # noqa: E402
 from fake_dra_kubelet import FakeDraKubelet  # noqa: E402
 
 from kata_vfio import binding  # noqa: E402
-from kata_vfio.k8s.dra.plugin import DraConfig, run_dra_plugin  # noqa: E402
+from kata_vfio.k8s.dra.plugin import run_dra_plugin  # noqa: E402
 from kata_vfio.k8s.dra.ports import ClaimRef  # noqa: E402
 from kata_vfio.k8s.dra.prepare import Deadline, Preparer  # noqa: E402
 from kata_vfio.k8s.watch import ManualEvents  # noqa: E402
@@ -145,17 +145,7 @@ def measure_calls(rig: DraRig, bdfs: tuple[str, ...], rounds: int) -> dict[str, 
 def measure_grpc(rig: DraRig, direct: DraRig, root: Path, rounds: int) -> dict[str, list[float]]:
     """Through dra.sock (``rig``, the plugin in this process) and the direct call (``direct``,
     another host), interleaved."""
-    config = DraConfig(
-        driver=DRIVER,
-        node=NODE,
-        access=rig.access(),
-        plugin_dir=str(root / "plugins"),
-        registry_dir=str(root / "registry"),
-        cdi_dir=str(rig.cdi_dir),
-        state_dir=str(rig.state_dir),
-    )
-    os.makedirs(config.plugin_dir, exist_ok=True)
-    os.makedirs(config.registry_dir, exist_ok=True)
+    config = rig.plugin_config(root)
     stop = threading.Event()
     thread = threading.Thread(
         target=run_dra_plugin,

@@ -15,6 +15,7 @@ from typing import Any
 
 from kata_vfio.errors import ClaimError, ClaimGoneError
 from kata_vfio.k8s.dra.claimspec import ClaimSpecs
+from kata_vfio.k8s.dra.plugin import DraConfig
 from kata_vfio.k8s.dra.ports import AllocatedDevice, ClaimRef, device_name
 from kata_vfio.k8s.dra.prepare import HostAccess, Preparer
 from kata_vfio.k8s.inventory import Unit
@@ -153,6 +154,23 @@ class DraRig:
             sysfs_writer=self.sim.write,
             module_loader=self.sim.load_module,
         )
+
+    def plugin_config(self, root: Path, **settings: Any) -> DraConfig:
+        """The plugin's configuration on this host, its kubelet directories under ``root``
+        (made here, as the kubelet would have them)."""
+        config = DraConfig(
+            driver=DRIVER,
+            node=NODE,
+            access=self.access(),
+            plugin_dir=str(root / "plugins"),
+            registry_dir=str(root / "registry"),
+            cdi_dir=str(self.cdi_dir),
+            state_dir=str(self.state_dir),
+            **settings,
+        )
+        for directory in (config.plugin_dir, config.registry_dir):
+            os.makedirs(directory, exist_ok=True)
+        return config
 
     def preparer(self, hook: Any = None, boot_id: str = BOOT_ID) -> Preparer:
         preparer = Preparer(

@@ -14,7 +14,7 @@ from dra_fakes import DRIVER, GPU, LIVE_NIC, NODE, PAIR, DraRig, MemorySlices, m
 from fake_dra_kubelet import FakeDraKubelet
 
 from kata_vfio.errors import KubernetesError
-from kata_vfio.k8s.dra.plugin import DraConfig, run_dra_plugin
+from kata_vfio.k8s.dra.plugin import run_dra_plugin
 from kata_vfio.k8s.dra.ports import device_name
 from kata_vfio.k8s.dra.service import DraPluginService
 from kata_vfio.k8s.watch import ManualEvents
@@ -27,19 +27,7 @@ class RunningPlugin:
     """``run_dra_plugin`` in a thread; :meth:`stop` ends it and re-raises what it raised."""
 
     def __init__(self, rig: DraRig, root: Path, *, cleanup: bool = False) -> None:
-        self.config = DraConfig(
-            driver=DRIVER,
-            node=NODE,
-            access=rig.access(),
-            plugin_dir=str(root / "plugins"),
-            registry_dir=str(root / "registry"),
-            cdi_dir=str(rig.cdi_dir),
-            state_dir=str(rig.state_dir),
-            rescan_interval=0.2,
-            cleanup=cleanup,
-        )
-        for directory in (self.config.plugin_dir, self.config.registry_dir):
-            os.makedirs(directory, exist_ok=True)
+        self.config = rig.plugin_config(root, rescan_interval=0.2, cleanup=cleanup)
         self.events = ManualEvents()
         self.slices = MemorySlices()
         self.stop_event = threading.Event()
