@@ -57,19 +57,10 @@ def register(subparsers: Any) -> None:
         "serve whole IOMMU groups to the kubelet (foreground; SIGTERM stops it)",
     )
     _add_inventory_options(sub)
-    sub.add_argument(
-        "--plugin-dir",
-        default=_DEFAULT_PLUGIN_DIR,
-        type=_common.directory_or_missing,
-        metavar="DIR",
-        help=f"the kubelet's device-plugin directory (default {_DEFAULT_PLUGIN_DIR})",
-    )
-    sub.add_argument(
-        "--cdi-dir",
-        default=DEFAULT_CDI_DIR,
-        type=_common.directory_or_missing,
-        metavar="DIR",
-        help=f"where the CDI specs are written (default {DEFAULT_CDI_DIR})",
+    _add_directory_options(
+        sub,
+        ("--plugin-dir", _DEFAULT_PLUGIN_DIR, "the kubelet's device-plugin directory"),
+        ("--cdi-dir", DEFAULT_CDI_DIR, "where the CDI specs are written"),
     )
     _add_watch_options(sub)
     sub.add_argument(
@@ -161,18 +152,12 @@ def _add_dra_plugin(commands: Any) -> None:
         help="this node's name (the slices' pool)",
     )
     _add_inventory_options(sub)
-    for option, default, what in (
+    _add_directory_options(
+        sub,
         ("--plugin-dir", _DRA_PLUGIN_DIR, "the kubelet's plugins directory (dra.sock inside)"),
         ("--registry-dir", _DRA_REGISTRY_DIR, "the kubelet's plugin registration directory"),
         ("--cdi-dir", DEFAULT_CDI_DIR, "where the per-claim CDI specs are written"),
-    ):
-        sub.add_argument(
-            option,
-            default=default,
-            type=_common.directory_or_missing,
-            metavar="DIR",
-            help=f"{what} (default {default})",
-        )
+    )
     sub.add_argument(
         "--state-dir",
         default=None,
@@ -216,6 +201,18 @@ def _add_watch_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not listen to kernel uevents (rescan on the timer only)",
     )
+
+
+def _add_directory_options(sub: argparse.ArgumentParser, *options: tuple[str, str, str]) -> None:
+    """Directory options (option, default, what it is), each checked while parsing."""
+    for option, default, what in options:
+        sub.add_argument(
+            option,
+            default=default,
+            type=_common.directory_or_missing,
+            metavar="DIR",
+            help=f"{what} (default {default})",
+        )
 
 
 def _driver_name(text: str) -> str:

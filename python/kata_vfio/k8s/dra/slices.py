@@ -160,8 +160,6 @@ def _generate_name(node: str, driver: str) -> str:
     return f"{node}-{driver}"[:247].rstrip(".-") + "-"
 
 
-
-
 class SlicePublisher:
     """Publishes the units of ``node`` as the ResourceSlices of ``driver`` in pool ``pool``
     (the node's name by default) through ``api_client``."""
