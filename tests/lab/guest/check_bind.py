@@ -20,7 +20,13 @@ from kvlab import topology
 from kata_vfio import binding
 
 # One device named per group shape; --group takes the rest of each group.
-NAMED = (topology.NIC_MULTI[0], topology.NIC_BRIDGED[0], topology.NIC_SWITCH, topology.NIC_SINGLE)
+NAMED = (
+    topology.NIC_MULTI[0],
+    topology.NIC_BRIDGED[0],
+    topology.NIC_SWITCH,
+    topology.NIC_SINGLE,
+    topology.NIC_NUMA,
+)
 ENDPOINTS = sorted(e for shape in topology.EXPECTED_ENDPOINTS.values() for e in shape)
 # The group the kill points are taken in: two functions, so there are half-bound states.
 KILLED_GROUP = topology.NIC_MULTI
