@@ -24,7 +24,13 @@ sys.path.insert(0, str(REPO / "tools" / "lab"))
 sys.path.insert(0, str(REPO / "benches"))  # bench_results: the wall times as a results file
 
 from kvlab import initramfs, kernels, proc, vm  # noqa: E402 (needs the path above)
-from kvlab.ci import k8s_latencies, lab_figures, lab_unavailable, seed_figures  # noqa: E402
+from kvlab.ci import (  # noqa: E402
+    dra_figures,
+    k8s_latencies,
+    lab_figures,
+    lab_unavailable,
+    seed_figures,
+)
 from kvlab.errors import LabError, LabUnavailableError  # noqa: E402
 
 from bench_results import record_run  # noqa: E402
@@ -175,6 +181,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     if figures is not None:
         figures.update(k8s_latencies([run.results for run in _RUNS.values()]))
         figures.update(seed_figures([run.results for run in _RUNS.values()]))
+        figures.update(dra_figures([run.results for run in _RUNS.values()]))
     if target and figures is not None:
         record_run(Path(target), "lab", figures)
         terminalreporter.write_line(f"lab: wall times added to {target} (tools/figures.py)")

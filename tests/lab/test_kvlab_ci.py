@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from kvlab.ci import (
     CI_VARIABLE,
+    dra_figures,
     in_ci,
     k8s_latencies,
     lab_figures,
@@ -137,3 +138,22 @@ def test_seed_figures_need_a_baseline_and_a_finished_check() -> None:
     broken_baseline = _seed_guest(baseline={"timing": {}}, numa=_timed(60.0, 15.0, 2))
     raised = {"checks": {"seed_e2e": {"status": "error", "error": "boom"}}}
     assert seed_figures([no_baseline, broken_baseline, raised, {"checks": {}}]) == {}
+
+
+def _dra_guest(timings: dict[str, object]) -> dict[str, object]:
+    return {"checks": {"dra": {"status": "done", "facts": {"timings": timings}}}}
+
+
+def test_dra_figures_are_medians_of_time_and_of_the_sysfs_share() -> None:
+    one = _dra_guest({
+        "prepare": [0.25, 0.4, 0.35], "prepare_writes": [0.1, 0.1, 0.14],
+        "unprepare": [0.2, 0.4], "unprepare_writes": [0.1, 0.3],
+    })  # fmt: skip
+    two = _dra_guest({"prepare": [0.5], "prepare_writes": [0.1]})
+    failed = _dra_guest({"error": "busy", "prepare": [9.0], "prepare_writes": [1.0]})
+    assert dra_figures([one, two, failed, {"checks": {}}]) == {
+        "dra_prepare_ms": [350.0, 500.0],  # medians 0.35 s and 0.5 s
+        "dra_prepare_writes_share": [0.2, 0.4],  # shares .4, .25, .4 -> .4; then .2
+        "dra_unprepare_ms": [300.0, 300.0],
+        "dra_unprepare_writes_share": [0.62, 0.62],  # .5 and .75
+    }

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from kvlab import topology
 
 pytestmark = pytest.mark.lab
 
@@ -36,6 +37,13 @@ def test_binding_back_makes_it_healthy_again(lab: Any) -> None:
     assert facts["driver_back"] == "vfio-pci"
     assert facts["back"]["seen"] == "Healthy", facts["back"]
     assert any("Unhealthy -> Healthy" in line for line in facts["agent_log"])
+
+
+def test_the_kernels_numa_node_reaches_the_kubelet(lab: Any) -> None:
+    # The expander's NIC: the kernel reads its node from ACPI; ListAndWatch carries it.
+    health, numa = _facts(lab)["numa_nic_first"]
+    assert numa == topology.NUMA_EXPANDER_NODE
+    assert health == "Unhealthy"  # still on e1000e: listed with its reason, never dropped
 
 
 def test_sigterm_stops_the_agent_cleanly(lab: Any) -> None:

@@ -73,7 +73,10 @@ def run(context: dict[str, Any]) -> dict[str, Any]:
             facts["registered"] = registration.resource_name
             client = kubelet.plugin(registration.endpoint)
             watch = client.watch()
-            facts["first"] = watch.next(WAIT_S).get(DEVICE)
+            first = watch.next(WAIT_S)
+            facts["first"] = first.get(DEVICE)
+            # The NIC behind the NUMA expander (on e1000e: listed Unhealthy, not dropped).
+            facts["numa_nic_first"] = first.get(topology.NIC_NUMA)
             facts["away"] = _health_after(
                 watch, lambda: binding.restore(state_dir=state_dir), "Unhealthy"
             )

@@ -115,3 +115,30 @@ def seed_figures(results: Iterable[Mapping[str, Any]]) -> dict[str, list[float]]
 
 def _positive(value: object) -> bool:
     return isinstance(value, (int, float)) and value > 0
+
+
+def dra_figures(results: Iterable[Mapping[str, Any]]) -> dict[str, list[float]]:
+    """From each kernel's guest results, the DRA check's prepare and unprepare of the
+    two-function group on the real kernel: the median time in ms and the median share of it
+    spent in sysfs writes (the drivers' remove and probe), as ``[low, high]`` over the
+    kernels; a check that failed gives nothing."""
+    seen: dict[str, list[float]] = {}
+    for result in results:
+        facts = (result.get("checks", {}).get("dra") or {}).get("facts") or {}
+        timings = facts.get("timings") or {}
+        if "error" in timings:
+            continue
+        for step in ("prepare", "unprepare"):
+            totals, writes = timings.get(step) or [], timings.get(f"{step}_writes") or []
+            if not totals or len(totals) != len(writes) or min(totals) <= 0:
+                continue
+            shares = [w / t for w, t in zip(writes, totals, strict=True)]
+            seen.setdefault(f"dra_{step}_ms", []).append(round(_median(totals) * 1000, 1))
+            seen.setdefault(f"dra_{step}_writes_share", []).append(round(_median(shares), 2))
+    return {name: [min(values), max(values)] for name, values in seen.items()}
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
