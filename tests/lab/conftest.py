@@ -134,6 +134,8 @@ def _seed_times(results: dict[str, Any]) -> list[str]:
         if "to_devices_s" not in t:
             continue
         ratio = f", {t['to_devices_s'] / base:.2f} x baseline" if base else ""
+        if "boot_retry" in scenario:
+            ratio += "; L2's kernel panicked at the first boot, booted again"
         lines.append(
             f"{name} {t['to_devices_s']:.1f} s (plan {t['plan_s']:.1f}, QEMU start "
             f"{t['qemu_start_s']:.1f}, guest boot {t['guest_boot_s']:.1f}{ratio})"

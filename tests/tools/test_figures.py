@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
 sys.path.insert(0, str(REPO / "tools" / "lab"))
 import figures  # noqa: E402 (tools/figures.py)
-from kvlab.ci import lab_figures, seed_figures  # noqa: E402
+from kvlab.ci import dra_figures, lab_figures, seed_figures  # noqa: E402
 
 from bench_results import record_run  # noqa: E402 (benches/ is on the path via the tool)
 
@@ -126,4 +126,20 @@ def test_the_seed_block_renders_what_the_lab_recorded(results: Path) -> None:
     assert "seeing its 2 passed functions" in text
     assert "took 1.20x the same VM" in text
     assert "QEMU start alone 2.4x" in text
+    assert all(len(line) <= 95 for line in block.splitlines())
+
+
+def test_the_dra_lab_block_renders_what_the_lab_recorded(results: Path) -> None:
+    (results / "lab.json").unlink()
+    timings = {
+        "prepare": [0.3, 0.4, 0.2], "prepare_writes": [0.12, 0.1, 0.1],
+        "unprepare": [0.36], "unprepare_writes": [0.324],
+    }  # fmt: skip
+    guest = {"checks": {"dra": {"status": "done", "facts": {"timings": timings}}}}
+    walls = lab_figures({"debian": 300.0, "lab": 320.0}, ("debian", "lab"), None) or {}
+    record_run(results / "lab.json", "lab", {**walls, **dra_figures([guest])})
+    block = figures.dra_lab_block(figures.load_results(results))
+    text = " ".join(block.split())
+    assert "group took 300 ms (median of five, 40% of it in the sysfs writes" in text
+    assert "unpreparing it 360 ms (90% in the writes)" in text
     assert all(len(line) <= 95 for line in block.splitlines())
