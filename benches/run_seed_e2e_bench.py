@@ -103,6 +103,17 @@ def render(all_results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _read_results(path: Path) -> dict[str, Any]:
+    """A lab run's ``results.json``; a clear error (no traceback) when it is not one."""
+    try:
+        results: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"{path}: cannot read a lab run's results.json: {exc}") from exc
+    if not isinstance(results, dict) or "seed_e2e" not in results.get("checks", {}):
+        raise SystemExit(f"{path}: no seed_e2e check in it (run the lab's seed check first)")
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kernel", action="append", choices=("lab", "debian"))
@@ -110,7 +121,7 @@ def main() -> int:
     parser.add_argument("--output", type=Path, help="write the table there (default: print it)")
     args = parser.parse_args()
     if args.results:
-        all_results = [json.loads(path.read_text()) for path in args.results]
+        all_results = [_read_results(path) for path in args.results]
     else:
         all_results = [boot_and_measure(name) for name in args.kernel or ["lab"]]
     text = render(all_results)

@@ -314,9 +314,9 @@ def seed_block(results: dict[str, Runs]) -> str:
         "In the lab (TCG in TCG), the seed end to end — `sandbox plan` to the guest seeing its "
         f"{fmt(functions, '.0f')} passed functions — took "
         f"{fmt(span(runs, 'seed_to_devices_ratio'), '.2f', 'x')} the same VM booted without "
-        "devices in the same lab boot, load-dominated (QEMU start alone "
-        f"{fmt(span(runs, 'seed_qemu_start_ratio'), '.1f', 'x')}: VFIO pins the guest's "
-        "memory); details in `benches/SEED-E2E-RESULTS.md`."
+        "devices in the same lab boot, load-dominated (QEMU start alone, where VFIO pins the "
+        f"guest's memory first: {fmt(span(runs, 'seed_qemu_start_ratio'), '.1f', 'x')}); "
+        "details in `benches/SEED-E2E-RESULTS.md`."
     )
     return wrap(text)
 

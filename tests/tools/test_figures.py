@@ -125,7 +125,7 @@ def test_the_seed_block_renders_what_the_lab_recorded(results: Path) -> None:
     text = " ".join(block.split())
     assert "seeing its 2 passed functions" in text
     assert "took 1.20x the same VM" in text
-    assert "QEMU start alone 2.4x" in text
+    assert "pins the guest's memory first: 2.4x)" in text
     assert all(len(line) <= 95 for line in block.splitlines())
 
 
