@@ -65,6 +65,7 @@ def test_numa_nodes_share_all_memory_and_cpus(memory: int, cpus: int) -> None:
             first, _, last = cpu_range.partition("-")
             given += range(int(first), int(last or first) + 1)
     assert given == list(range(cpus))
+    assert "cpus=" in nodes[0] and not any("cpus=" in node for node in nodes[1:])
 
 
 def test_cmdline_mounts_modules_only_for_a_modular_kernel() -> None:

@@ -113,22 +113,20 @@ def qemu_argv(config: VmConfig) -> list[str]:
 
 
 def numa_options(config: VmConfig) -> list[str]:
-    """``topology.NUMA_NODES`` nodes sharing the memory and the CPUs (a node may get none):
-    the expander's devices need a node 1 to belong to."""
+    """``topology.NUMA_NODES`` nodes sharing the memory; every CPU on node 0, the other nodes
+    memory only. The expander's devices need a node 1 to belong to; keeping the CPUs on one
+    node keeps the scheduler's view of them as it was without NUMA (a Debian L1 with one CPU
+    per node once hung under TCG: a vCPU's timer interrupt never came)."""
     nodes = topology.NUMA_NODES
     share = config.memory_mib // nodes
     options: list[str] = []
-    first_cpu = 0
     for node in range(nodes):
         memory = share + (config.memory_mib - share * nodes if node == 0 else 0)
-        cpus = config.cpus // nodes + (1 if node < config.cpus % nodes else 0)
         numa = f"node,nodeid={node},memdev=lab-mem{node}"
-        if cpus:
-            last = first_cpu + cpus - 1
-            numa += f",cpus={first_cpu}" + (f"-{last}" if last > first_cpu else "")
+        if node == 0:
+            numa += f",cpus=0-{config.cpus - 1}" if config.cpus > 1 else ",cpus=0"
         options += ["-object", f"memory-backend-ram,id=lab-mem{node},size={memory}M"]
         options += ["-numa", numa]
-        first_cpu += cpus
     return options
 
 
