@@ -123,3 +123,18 @@ def test_qemu_renders_a_vm_plan_nothing_kata_made() -> None:
     assert argv[argv.index("-cpu") + 1].startswith("max")
     with pytest.raises(InvalidInputError, match="accelerator 'hvf'"):
         build_vm_command(plan, QemuSettings(accel="hvf"))
+
+
+def test_a_guest_iommu_takes_only_groups_of_one_function() -> None:
+    from kata_vfio.errors import PlanError
+    from kata_vfio.vm.viommu import refuse_shared_groups_behind_viommu
+
+    single = _group(3, ["0000:41:00.0"])
+    shared = _group(7, ["0000:81:00.0", "0000:81:00.1"], backend="iommufd")
+    refuse_shared_groups_behind_viommu([single])  # no error
+    refuse_shared_groups_behind_viommu([])
+    with pytest.raises(PlanError) as refused:
+        refuse_shared_groups_behind_viommu([single, shared])
+    message = str(refused.value)
+    assert "group 7 (0000:81:00.0, 0000:81:00.1)" in message
+    assert "group 3" not in message  # only the groups at fault are named
