@@ -89,6 +89,12 @@ def fmt(bounds: tuple[float, float] | None, spec: str, suffix: str = "", sign: s
     return low if low == high else f"{low}-{high}"
 
 
+def percent(runs: Runs, path: str, spec: str) -> str:
+    """A share figure (0.12) as a percent range (``12%`` or ``10%-12%``)."""
+    bounds = span(runs, path)
+    return fmt(None if bounds is None else (bounds[0] * 100, bounds[1] * 100), spec, "%")
+
+
 def count_words(count: int) -> str:
     return _WORDS[count] if count < len(_WORDS) else str(count)
 
@@ -164,16 +170,12 @@ def cdi_rows(runs: Runs) -> list[tuple[str, str]]:
     files, devices = int(latest(runs, "files")), int(latest(runs, "devices"))
     many = int(latest(runs, "many_nodes"))
 
-    def percent(path: str) -> str:
-        bounds = span(same, path)
-        return fmt(None if bounds is None else (bounds[0] * 100, bounds[1] * 100), ".2f", "%")
-
     return [
         (
             f"CDI registry refresh with nothing changed / full load ({files:,} files, "
             f"{devices:,} devices)",
-            f"{percent('refresh_over_load_yaml')} (YAML), "
-            f"{percent('refresh_over_load_json')} (JSON)",
+            f"{percent(same, 'refresh_over_load_yaml', '.2f')} (YAML), "
+            f"{percent(same, 'refresh_over_load_json', '.2f')} (JSON)",
         ),
         (
             f"CDI injection of {latest(runs, 'injected')} devices / deep copy of the spec",
@@ -290,19 +292,14 @@ def k8s_lab_block(results: dict[str, Runs]) -> str:
 
 def dra_lab_block(results: dict[str, Runs]) -> str:
     runs = results["lab"]
-
-    def percent(path: str) -> str:
-        bounds = span(runs, path)
-        return fmt(None if bounds is None else (bounds[0] * 100, bounds[1] * 100), ".0f", "%")
-
     text = (
         "In the lab (real kernels under TCG), preparing a claim for the two-function e1000e "
         f"group took {fmt(span(runs, 'dra_prepare_ms'), '.0f')} ms (median of five, "
-        f"{percent('dra_prepare_writes_share')} of it in the sysfs writes, where the kernel "
-        "runs e1000e's remove and vfio-pci's probe) and unpreparing it "
+        f"{percent(runs, 'dra_prepare_writes_share', '.0f')} of it in the sysfs writes, where "
+        "the kernel runs e1000e's remove and vfio-pci's probe) and unpreparing it "
         f"{fmt(span(runs, 'dra_unprepare_ms'), '.0f')} ms "
-        f"({percent('dra_unprepare_writes_share')} in the writes): the plugin's own share is "
-        "what remains."
+        f"({percent(runs, 'dra_unprepare_writes_share', '.0f')} in the writes): the plugin's "
+        "own share is what remains."
     )
     return wrap(text)
 

@@ -9,6 +9,7 @@ real kernel, so a lab that could not be prepared must fail the run, never pass i
 from __future__ import annotations
 
 import dataclasses
+import statistics
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal, NoReturn
 
@@ -77,7 +78,7 @@ def k8s_latencies(results: Iterable[Mapping[str, Any]]) -> dict[str, list[float]
             latency = (facts.get(key) or {}).get("latency_s")
             if isinstance(latency, (int, float)):
                 seen[name].append(round(float(latency), 2))
-    return {name: [min(values), max(values)] for name, values in seen.items() if values}
+    return _ranges(seen)
 
 
 def seed_figures(results: Iterable[Mapping[str, Any]]) -> dict[str, list[float]]:
@@ -110,7 +111,7 @@ def seed_figures(results: Iterable[Mapping[str, Any]]) -> dict[str, list[float]]
                     round(timing["qemu_start_s"] / base["qemu_start_s"], 2)
                 )
             seen["seed_functions"].append(float(len(functions)))
-    return {name: [min(values), max(values)] for name, values in seen.items() if values}
+    return _ranges(seen)
 
 
 def _positive(value: object) -> bool:
@@ -133,12 +134,13 @@ def dra_figures(results: Iterable[Mapping[str, Any]]) -> dict[str, list[float]]:
             if not totals or len(totals) != len(writes) or min(totals) <= 0:
                 continue
             shares = [w / t for w, t in zip(writes, totals, strict=True)]
-            seen.setdefault(f"dra_{step}_ms", []).append(round(_median(totals) * 1000, 1))
-            seen.setdefault(f"dra_{step}_writes_share", []).append(round(_median(shares), 2))
-    return {name: [min(values), max(values)] for name, values in seen.items()}
+            median_ms = round(statistics.median(totals) * 1000, 1)
+            seen.setdefault(f"dra_{step}_ms", []).append(median_ms)
+            median_share = round(statistics.median(shares), 2)
+            seen.setdefault(f"dra_{step}_writes_share", []).append(median_share)
+    return _ranges(seen)
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+def _ranges(seen: Mapping[str, list[float]]) -> dict[str, list[float]]:
+    """Each figure seen at least once as ``[low, high]``."""
+    return {name: [min(values), max(values)] for name, values in seen.items() if values}
